@@ -1,0 +1,161 @@
+//! Opening one SQLite connection: the PRAGMAs every connection gets and the
+//! hardening that untrusted SQL needs.
+//!
+//! Order matters: `busy_timeout` comes before `journal_mode = WAL` (switching
+//! the journal needs a lock), and nothing here runs after a caller installs an
+//! authorizer, because the authorizer judges statements at prepare time.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::config::DbConfig;
+use rusqlite::limits::Limit;
+use rusqlite::{Connection, OpenFlags};
+
+/// Why a connection could not be opened, in words a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot create the database directory {dir}: {source}")]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {reason} ({source})")]
+    Open {
+        path: PathBuf,
+        reason: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot prepare database {path} (PRAGMA {pragma}): {reason} ({source})")]
+    Setup {
+        path: PathBuf,
+        pragma: &'static str,
+        reason: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+impl ConnectError {
+    /// Whether trying again later may succeed (a lock), as opposed to a file
+    /// that is not a database or a directory that cannot be written.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::CreateDir { .. } => false,
+            ConnectError::Open { source, .. } | ConnectError::Setup { source, .. } => {
+                is_busy(source)
+            }
+        }
+    }
+}
+
+/// True for `SQLITE_BUSY` and `SQLITE_LOCKED`: another connection holds a lock.
+pub fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// What every connection is opened with.
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    pub path: PathBuf,
+    pub busy_timeout: Duration,
+}
+
+/// Opens `options.path` read-write (creating it and its directory when
+/// missing) and applies the PRAGMAs and hardening.
+pub fn open(options: &ConnectionOptions) -> Result<Connection, ConnectError> {
+    let path = options.path.as_path();
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|source| ConnectError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        }
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| ConnectError::Open {
+        path: path.to_path_buf(),
+        reason: describe(&source),
+        source,
+    })?;
+    apply_settings(&conn, path, options.busy_timeout)?;
+    Ok(conn)
+}
+
+fn apply_settings(conn: &Connection, path: &Path, busy_timeout: Duration) -> Result<(), ConnectError> {
+    let setup = |pragma: &'static str| {
+        move |source: rusqlite::Error| ConnectError::Setup {
+            path: path.to_path_buf(),
+            pragma,
+            reason: describe(&source),
+            source,
+        }
+    };
+    conn.busy_timeout(busy_timeout).map_err(setup("busy_timeout"))?;
+    // Hardening first: it does not touch the file, so it cannot fail on a
+    // broken one, and everything after runs under it.
+    harden(conn).map_err(setup("defensive"))?;
+    // `journal_mode` answers with a row; a file that is not a database fails here.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(setup("journal_mode"))?;
+    if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+        return Err(ConnectError::Setup {
+            path: path.to_path_buf(),
+            pragma: "journal_mode",
+            reason: "the database refused write-ahead logging",
+            source: rusqlite::Error::InvalidQuery,
+        });
+    }
+    for (pragma, value) in [
+        ("synchronous", "NORMAL"),
+        ("foreign_keys", "ON"),
+        ("secure_delete", "ON"),
+        ("trusted_schema", "OFF"),
+        ("cell_size_check", "ON"),
+        ("mmap_size", "0"),
+    ] {
+        conn.pragma_update(None, pragma, value)
+            .map_err(setup(pragma))?;
+    }
+    Ok(())
+}
+
+/// The sqlite.org/security.html measures that do not depend on the caller.
+fn harden(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_CREATE, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, false)?;
+    // No ATTACH at all: untrusted SQL must not reach another file.
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    Ok(())
+}
+
+/// A short human explanation of an open or setup error.
+fn describe(err: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode::*;
+    match err.sqlite_error_code() {
+        Some(CannotOpen) => "the file or its directory cannot be opened (missing, or not readable and writable)",
+        Some(NotADatabase) => "the file is not an SQLite database",
+        Some(DatabaseCorrupt) => "the database file is corrupt",
+        Some(DatabaseBusy | DatabaseLocked) => "the database is locked by another connection",
+        Some(ReadOnly) => "the database or its directory is read-only",
+        Some(PermissionDenied) => "permission denied",
+        Some(DiskFull) => "the disk is full",
+        Some(SystemIoFailure) => "an I/O error occurred",
+        _ => "SQLite refused it",
+    }
+}

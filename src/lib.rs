@@ -1,0 +1,19 @@
+//! eros-mcp: a production SQLite database server for AI agents, over MCP.
+//!
+//! The layers, from the edge inwards:
+//!
+//! - [`config`]: typed settings read once from the environment.
+//! - [`database`]: opening the served database: migrations, then the pool.
+//! - [`pool`]: the QueuePool-style r2d2 connection pool and its counters.
+//! - [`connection`]: opening one SQLite connection with its PRAGMAs and hardening.
+//! - [`migrations`]: the versioned schema of the default database, and demo data.
+//! - [`retry`]: backoff for transient SQLite failures.
+//! - [`shutdown`]: the signal that tells every part to stop.
+
+pub mod config;
+pub mod connection;
+pub mod database;
+pub mod migrations;
+pub mod pool;
+pub mod retry;
+pub mod shutdown;

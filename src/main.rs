@@ -1,0 +1,150 @@
+//! The `eros-mcp` binary: parses the command line and the environment once,
+//! sets up logging on stderr (stdout belongs to the stdio transport) and runs
+//! the chosen command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use eros_mcp::config::DatabaseConfig;
+use eros_mcp::pool::NoObserver;
+use eros_mcp::shutdown::Shutdown;
+use eros_mcp::{database, migrations};
+
+/// A production SQLite database server for AI agents, over MCP.
+///
+/// Configuration comes from EROS_* environment variables (and a .env file in
+/// the working directory); see .env.example for every variable.
+#[derive(Debug, Parser)]
+#[command(name = "eros-mcp", version, about, long_about)]
+struct Cli {
+    /// SQLite database file to serve (overrides EROS_DB_PATH).
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "EROS_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `eros_mcp=debug`.
+    #[arg(long, global = true, env = "EROS_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the database (the default).
+    Serve,
+    /// Validate configuration and database, print the effective settings
+    /// and pool stats, and exit.
+    Check,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Load the demo data set into a new, empty database and exit.
+    DemoData,
+}
+
+fn main() -> ExitCode {
+    // A missing .env is normal; a malformed one is reported below.
+    let dotenv = dotenvy::dotenv();
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    if let Err(err) = dotenv {
+        if !err.not_found() {
+            eprintln!("error: cannot read .env: {err}");
+            return ExitCode::from(2);
+        }
+    }
+    let config = match DatabaseConfig::from_env() {
+        Ok(mut config) => {
+            if let Some(path) = cli.db.clone() {
+                config.path = path;
+            }
+            config
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Check => check(config),
+        Command::Migrate => migrate(config),
+        Command::DemoData => demo_data(config),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(config: DatabaseConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = Shutdown::new();
+        shutdown.trigger_on_signals();
+        let open_config = config.clone();
+        let pool = tokio::task::spawn_blocking(move || database::open(&open_config, Arc::new(NoObserver)))
+            .await??;
+        tracing::info!(path = %config.path.display(), stats = ?pool.stats(), "database ready");
+        shutdown.wait().await;
+        tokio::task::spawn_blocking(move || pool.close()).await??;
+        tracing::info!("database closed");
+        Ok(())
+    })
+}
+
+fn check(config: DatabaseConfig) -> anyhow::Result<()> {
+    println!("{config}");
+    let pool = database::open(&config, Arc::new(NoObserver))?;
+    let version = {
+        let conn = pool.get()?;
+        migrations::current_version(&conn)?
+    };
+    println!("schema_version = {version} (this build knows {})", migrations::latest_version());
+    println!("pool_stats = {}", serde_json::to_string(&pool.stats())?);
+    pool.close()?;
+    Ok(())
+}
+
+fn migrate(config: DatabaseConfig) -> anyhow::Result<()> {
+    let mut conn = database::open_direct(&config)?;
+    let before = migrations::current_version(&conn)?;
+    let after = migrations::migrate(&mut conn)?;
+    println!("{}: schema version {before} -> {after}", config.path.display());
+    Ok(())
+}
+
+fn demo_data(config: DatabaseConfig) -> anyhow::Result<()> {
+    database::prepare_schema(&DatabaseConfig { migrate: true, ..config.clone() })?;
+    let mut conn = database::open_direct(&config)?;
+    migrations::load_demo_data(&mut conn)?;
+    println!("{}: demo data loaded", config.path.display());
+    Ok(())
+}

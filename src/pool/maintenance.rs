@@ -1,0 +1,44 @@
+//! The background maintenance thread: every interval it runs
+//! [`Pool::run_maintenance`]. It holds only a weak reference, so it never
+//! keeps the pool alive, and it stops when told to or when the pool is gone.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Weak;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::Pool;
+
+pub(crate) struct Maintenance {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Maintenance {
+    pub fn start(pool: Weak<Pool>, interval: Duration) -> Self {
+        let (stop, stopped) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("eros-pool-maintenance".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => match pool.upgrade() {
+                        Some(pool) => pool.run_maintenance(),
+                        None => return,
+                    },
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+            })
+            .expect("spawn the pool maintenance thread");
+        Self { stop, thread }
+    }
+
+    /// Stops the thread and waits for a pass in progress to finish.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        // The last strong reference may be dropped by the thread itself, in
+        // which case this runs on that thread and must not join itself.
+        if self.thread.thread().id() != std::thread::current().id() {
+            let _ = self.thread.join();
+        }
+    }
+}

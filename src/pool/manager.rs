@@ -1,0 +1,217 @@
+//! The r2d2 `ManageConnection` that gives r2d2 QueuePool semantics: each
+//! connection carries its birth and expiry; checkout checks age and health;
+//! return rolls back leaked transactions, retires expired connections and
+//! closes overflow connections when `pool_size` are already idle.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::counters::PoolCounters;
+use super::observer::PoolObserver;
+use crate::connection::{self, ConnectError, ConnectionOptions};
+use crate::retry::RetryPolicy;
+
+/// Share of `max_age` by which a connection's expiry is brought forward at
+/// random, so connections opened together do not all expire together.
+const MAX_AGE_JITTER: f64 = 0.1;
+
+/// Why r2d2 should not hand out (or keep) a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionFault {
+    #[error(transparent)]
+    Open(#[from] ConnectError),
+    #[error("connection reached its maximum age after {0:?}")]
+    Expired(Duration),
+    #[error("connection failed its health check: {0}")]
+    Unhealthy(#[source] rusqlite::Error),
+}
+
+/// State the manager, the event handler and the pool share.
+pub(crate) struct Shared {
+    pub counters: PoolCounters,
+    pub observer: Arc<dyn PoolObserver>,
+    pub pool_size: u64,
+    /// Serialises the keep-or-close decision on return, so two returns at
+    /// once cannot both see room for one more idle connection.
+    return_gate: Mutex<()>,
+    /// The last reason a connection could not be opened, cleared on success.
+    pub last_connect_failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub fn new(pool_size: u32, observer: Arc<dyn PoolObserver>) -> Self {
+        Self {
+            counters: PoolCounters::default(),
+            observer,
+            pool_size: u64::from(pool_size),
+            return_gate: Mutex::new(()),
+            last_connect_failure: Mutex::new(None),
+        }
+    }
+}
+
+/// A pooled SQLite connection with its birth time. Dereferences to
+/// [`rusqlite::Connection`].
+pub struct ManagedConnection {
+    conn: Connection,
+    born: Instant,
+    expires_at: Instant,
+    shared: Arc<Shared>,
+    /// Already taken off the `open` count by the return gate.
+    retired: bool,
+}
+
+impl ManagedConnection {
+    /// How long ago the connection was opened.
+    pub fn age(&self) -> Duration {
+        self.born.elapsed()
+    }
+
+    fn is_expired(&self) -> bool {
+        Instant::now() >= self.expires_at
+    }
+
+    fn retire(&mut self) {
+        if !self.retired {
+            self.retired = true;
+            PoolCounters::drop_one(&self.shared.counters.open);
+        }
+    }
+}
+
+impl Deref for ManagedConnection {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for ManagedConnection {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for ManagedConnection {
+    fn drop(&mut self) {
+        self.retire();
+    }
+}
+
+/// Opens, checks and judges connections for r2d2. Built by [`super::Pool`].
+pub struct SqliteManager {
+    options: ConnectionOptions,
+    max_age: Duration,
+    health_check: bool,
+    retry: RetryPolicy,
+    shared: Arc<Shared>,
+}
+
+impl SqliteManager {
+    pub(crate) fn new(
+        options: ConnectionOptions,
+        max_age: Duration,
+        health_check: bool,
+        retry: RetryPolicy,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            options,
+            max_age,
+            health_check,
+            retry,
+            shared,
+        }
+    }
+
+    fn expiry(&self, born: Instant) -> Instant {
+        let jitter = self.max_age.mul_f64(MAX_AGE_JITTER * fastrand::f64());
+        born + self.max_age.saturating_sub(jitter)
+    }
+}
+
+impl r2d2::ManageConnection for SqliteManager {
+    type Connection = ManagedConnection;
+    type Error = ConnectionFault;
+
+    fn connect(&self) -> Result<ManagedConnection, ConnectionFault> {
+        let counters = &self.shared.counters;
+        let started = Instant::now();
+        let opened = self.retry.run(
+            ConnectError::is_transient,
+            |_| PoolCounters::bump(&counters.retries),
+            || {
+                connection::open(&self.options).inspect_err(|_| PoolCounters::bump(&counters.failed))
+            },
+        );
+        match opened {
+            Ok(conn) => {
+                self.shared.observer.connection_opened(started.elapsed());
+                PoolCounters::bump(&counters.created);
+                counters.open.fetch_add(1, Relaxed);
+                *self.shared.last_connect_failure.lock().unwrap() = None;
+                let born = Instant::now();
+                Ok(ManagedConnection {
+                    conn,
+                    born,
+                    expires_at: self.expiry(born),
+                    shared: Arc::clone(&self.shared),
+                    retired: false,
+                })
+            }
+            Err(exhausted) => {
+                *self.shared.last_connect_failure.lock().unwrap() = Some(exhausted.last.to_string());
+                Err(exhausted.last.into())
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut ManagedConnection) -> Result<(), ConnectionFault> {
+        if conn.is_expired() {
+            PoolCounters::bump(&self.shared.counters.recycled);
+            return Err(ConnectionFault::Expired(conn.age()));
+        }
+        if self.health_check {
+            let ping = conn
+                .prepare_cached("SELECT 1")
+                .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)));
+            if let Err(err) = ping {
+                PoolCounters::bump(&self.shared.counters.health_check_failures);
+                return Err(ConnectionFault::Unhealthy(err));
+            }
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut ManagedConnection) -> bool {
+        let counters = &self.shared.counters;
+        if !conn.is_autocommit() {
+            // A caller returned the connection inside a transaction.
+            PoolCounters::bump(&counters.rollbacks);
+            if conn.execute_batch("ROLLBACK").is_err() || !conn.is_autocommit() {
+                conn.retire();
+                return true;
+            }
+        }
+        if conn.is_expired() {
+            PoolCounters::bump(&counters.recycled);
+            conn.retire();
+            return true;
+        }
+        let _gate = self.shared.return_gate.lock().unwrap();
+        // The checkin event has already taken this connection off `in_use`,
+        // so `open - in_use` counts it among the idle ones.
+        let idle_including_this = PoolCounters::get(&counters.open)
+            .saturating_sub(PoolCounters::get(&counters.in_use));
+        if idle_including_this > self.shared.pool_size {
+            PoolCounters::bump(&counters.overflow_closed);
+            conn.retire();
+            return true;
+        }
+        false
+    }
+}

@@ -1,0 +1,280 @@
+//! The connection pool: r2d2 with QueuePool semantics.
+//!
+//! `pool_size` connections are kept; up to `max_overflow` more open under load
+//! and close again when returned while `pool_size` are idle; a checkout waits
+//! at most `checkout_timeout`; connections are recycled after
+//! `connection_max_age` and pinged on checkout. r2d2's own `min_idle`,
+//! `idle_timeout` and `max_lifetime` are off: they do not give these
+//! semantics. The rules live in [`manager`], the exact counters in
+//! [`counters`], the background work in [`maintenance`].
+//!
+//! `Pool::get` blocks: call it from a blocking thread, never an async worker.
+
+mod counters;
+mod events;
+mod maintenance;
+mod manager;
+mod observer;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use counters::PoolStats;
+pub use manager::{ConnectionFault, ManagedConnection, SqliteManager};
+pub use observer::{NoObserver, PoolObserver};
+
+use counters::PoolCounters;
+use events::{PoolErrorLog, PoolEvents};
+use maintenance::Maintenance;
+use manager::Shared;
+
+use crate::config::DatabaseConfig;
+use crate::connection::ConnectionOptions;
+use crate::retry::RetryPolicy;
+
+/// A connection checked out of the pool; returned when dropped.
+pub type PooledConnection = r2d2::PooledConnection<SqliteManager>;
+
+/// Why a checkout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(
+        "connection pool exhausted: all {in_use} connections in use (pool size {pool_size}, \
+         overflow {max_overflow}) and none came free within {timeout:?}; retry later or raise \
+         EROS_DB_POOL_SIZE / EROS_DB_POOL_OVERFLOW / EROS_DB_POOL_TIMEOUT"
+    )]
+    Exhausted {
+        in_use: u64,
+        pool_size: u32,
+        max_overflow: u32,
+        timeout: Duration,
+    },
+    #[error("database unavailable: no connection could be opened within {timeout:?}: {reason}")]
+    Unavailable { reason: String, timeout: Duration },
+    #[error("the connection pool is closed")]
+    Closed,
+    #[error("cannot build the connection pool: {0}")]
+    Build(String),
+}
+
+impl PoolError {
+    /// Whether the same request may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PoolError::Exhausted { .. } | PoolError::Unavailable { .. })
+    }
+}
+
+/// The QueuePool-style SQLite connection pool.
+pub struct Pool {
+    inner: r2d2::Pool<SqliteManager>,
+    shared: Arc<Shared>,
+    config: DatabaseConfig,
+    maintenance: Mutex<Option<Maintenance>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("stats", &self.stats()).finish()
+    }
+}
+
+impl Pool {
+    /// Builds the pool without opening any connection (see [`Pool::prewarm`])
+    /// and without starting maintenance (see [`Pool::start_maintenance`]).
+    pub fn new(config: &DatabaseConfig, observer: Arc<dyn PoolObserver>) -> Result<Self, PoolError> {
+        let shared = Arc::new(Shared::new(config.pool_size, observer));
+        let manager = SqliteManager::new(
+            ConnectionOptions {
+                path: config.path.clone(),
+                busy_timeout: config.busy_timeout,
+            },
+            config.connection_max_age,
+            config.health_check,
+            RetryPolicy {
+                max_retries: config.max_retries,
+                first_delay: config.retry_delay,
+            },
+            Arc::clone(&shared),
+        );
+        let inner = r2d2::Pool::builder()
+            .max_size(config.max_connections())
+            .min_idle(Some(0))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_on_check_out(true)
+            .connection_timeout(config.checkout_timeout)
+            .event_handler(Box::new(PoolEvents::new(
+                Arc::clone(&shared),
+                config.max_connections(),
+            )))
+            .error_handler(Box::new(PoolErrorLog))
+            .build_unchecked(manager);
+        Ok(Self {
+            inner,
+            shared,
+            config: config.clone(),
+            maintenance: Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Builds the pool, pre-warms it and starts background maintenance.
+    pub fn open(config: &DatabaseConfig, observer: Arc<dyn PoolObserver>) -> Result<Arc<Self>, PoolError> {
+        let pool = Arc::new(Self::new(config, observer)?);
+        pool.prewarm()?;
+        pool.start_maintenance();
+        Ok(pool)
+    }
+
+    /// The configuration the pool was built with.
+    pub fn config(&self) -> &DatabaseConfig {
+        &self.config
+    }
+
+    /// Checks out a connection, waiting at most the checkout timeout.
+    pub fn get(&self) -> Result<PooledConnection, PoolError> {
+        self.get_timeout(self.config.checkout_timeout)
+    }
+
+    /// Checks out a connection, waiting at most `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConnection, PoolError> {
+        if self.is_closed() {
+            return Err(PoolError::Closed);
+        }
+        let counters = &self.shared.counters;
+        counters.waiters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = self.inner.get_timeout(timeout);
+        PoolCounters::drop_one(&counters.waiters);
+        result.map_err(|_| {
+            PoolCounters::bump(&counters.checkout_timeouts);
+            self.explain_timeout(timeout)
+        })
+    }
+
+    /// Checks out an idle connection if one is ready, without waiting or
+    /// opening a new one.
+    pub fn try_get(&self) -> Option<PooledConnection> {
+        if self.is_closed() {
+            return None;
+        }
+        self.inner.try_get()
+    }
+
+    fn explain_timeout(&self, timeout: Duration) -> PoolError {
+        let open = PoolCounters::get(&self.shared.counters.open);
+        let failure = self.shared.last_connect_failure.lock().unwrap().clone();
+        match failure {
+            Some(reason) if open < u64::from(self.config.max_connections()) => {
+                PoolError::Unavailable { reason, timeout }
+            }
+            _ => PoolError::Exhausted {
+                in_use: PoolCounters::get(&self.shared.counters.in_use),
+                pool_size: self.config.pool_size,
+                max_overflow: self.config.max_overflow,
+                timeout,
+            },
+        }
+    }
+
+    /// Opens connections until `prewarm` are open, all at once so they are
+    /// created in parallel and all stay in the pool.
+    pub fn prewarm(&self) -> Result<(), PoolError> {
+        let want = u64::from(self.config.prewarm);
+        let open = PoolCounters::get(&self.shared.counters.open);
+        let missing = want.saturating_sub(open);
+        let held = (0..missing)
+            .map(|_| self.get())
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(held);
+        Ok(())
+    }
+
+    /// Starts the background maintenance thread (idempotent).
+    pub fn start_maintenance(self: &Arc<Self>) {
+        let mut slot = self.maintenance.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(Maintenance::start(Arc::downgrade(self), self.config.maintenance_interval));
+        }
+    }
+
+    /// One maintenance pass: checks every idle connection (age, health) by
+    /// checking it out, trims idle connections above `pool_size` by
+    /// returning them, and restores the pre-warmed minimum.
+    pub fn run_maintenance(&self) {
+        events::MAINTENANCE.set(true);
+        let idle = self.stats().available;
+        let held: Vec<_> = (0..idle).map_while(|_| self.try_get()).collect();
+        drop(held);
+        if let Err(err) = self.prewarm() {
+            tracing::warn!(error = %err, "could not restore the pre-warmed connections");
+        }
+        events::MAINTENANCE.set(false);
+    }
+
+    /// A snapshot of the pool's gauges and counters.
+    pub fn stats(&self) -> PoolStats {
+        let c = &self.shared.counters;
+        let total = PoolCounters::get(&c.open);
+        let in_use = PoolCounters::get(&c.in_use).min(total);
+        let pool_size = u64::from(self.config.pool_size);
+        PoolStats {
+            pool_size,
+            max_overflow: u64::from(self.config.max_overflow),
+            max_connections: u64::from(self.config.max_connections()),
+            available: total - in_use,
+            total_connections: total,
+            overflow_in_use: total.saturating_sub(pool_size),
+            active_connections: in_use,
+            waiters: PoolCounters::get(&c.waiters),
+            connections_created: PoolCounters::get(&c.created),
+            connections_recycled: PoolCounters::get(&c.recycled),
+            connections_failed: PoolCounters::get(&c.failed),
+            health_check_failures: PoolCounters::get(&c.health_check_failures),
+            checkout_timeouts: PoolCounters::get(&c.checkout_timeouts),
+            overflow_closed: PoolCounters::get(&c.overflow_closed),
+            rollbacks: PoolCounters::get(&c.rollbacks),
+            retries: PoolCounters::get(&c.retries),
+            connection_max_age: self.config.connection_max_age.as_secs_f64(),
+        }
+    }
+
+    /// Records a retry of a transient failure made by a caller (a read that
+    /// met `SQLITE_BUSY`), so `stats().retries` covers every retry.
+    pub fn record_retry(&self) {
+        PoolCounters::bump(&self.shared.counters.retries);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stops maintenance, refuses new checkouts and checkpoints the WAL into
+    /// the database file. Connections close as they are dropped; once the
+    /// last one closes SQLite removes the WAL file.
+    pub fn close(&self) -> Result<(), rusqlite::Error> {
+        if let Some(maintenance) = self.maintenance.lock().unwrap().take() {
+            maintenance.stop();
+        }
+        let conn = self.inner.get_timeout(self.config.checkout_timeout);
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        match conn {
+            Ok(conn) => {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "no connection for the final WAL checkpoint");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(maintenance) = self.maintenance.get_mut().unwrap().take() {
+            maintenance.stop();
+        }
+    }
+}
