@@ -127,11 +127,11 @@ impl Default for DatabaseConfig {
 impl DatabaseConfig {
     /// Reads `EROS_DB_*` from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_iter(std::env::vars())
+        Self::from_vars(std::env::vars())
     }
 
     /// Reads `EROS_DB_*` from the given pairs (other variables are ignored).
-    pub fn from_iter<I>(vars: I) -> Result<Self, ConfigError>
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -213,7 +213,11 @@ impl DatabaseEnv {
         Ok(DatabaseConfig {
             checkout_timeout: seconds("pool_timeout", self.pool_timeout, 0.001)?,
             connection_max_age: seconds("conn_max_age", self.conn_max_age, 0.001)?,
-            maintenance_interval: seconds("health_check_interval", self.health_check_interval, 0.01)?,
+            maintenance_interval: seconds(
+                "health_check_interval",
+                self.health_check_interval,
+                0.01,
+            )?,
             retry_delay: seconds("retry_delay", self.retry_delay, 0.0)?,
             busy_timeout: seconds("busy_timeout", self.busy_timeout, 0.0)?,
             query_timeout: seconds("query_timeout", self.query_timeout, 0.001)?,
@@ -306,7 +310,10 @@ impl std::fmt::Display for DatabaseConfig {
             ("CONN_MAX_AGE", secs(self.connection_max_age).to_string()),
             ("POOL_PREWARM", self.prewarm.to_string()),
             ("HEALTH_CHECK", self.health_check.to_string()),
-            ("HEALTH_CHECK_INTERVAL", secs(self.maintenance_interval).to_string()),
+            (
+                "HEALTH_CHECK_INTERVAL",
+                secs(self.maintenance_interval).to_string(),
+            ),
             ("MAX_RETRIES", self.max_retries.to_string()),
             ("RETRY_DELAY", secs(self.retry_delay).to_string()),
             ("BUSY_TIMEOUT", secs(self.busy_timeout).to_string()),

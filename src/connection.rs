@@ -91,7 +91,11 @@ pub fn open(options: &ConnectionOptions) -> Result<Connection, ConnectError> {
     Ok(conn)
 }
 
-fn apply_settings(conn: &Connection, path: &Path, busy_timeout: Duration) -> Result<(), ConnectError> {
+fn apply_settings(
+    conn: &Connection,
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<(), ConnectError> {
     let setup = |pragma: &'static str| {
         move |source: rusqlite::Error| ConnectError::Setup {
             path: path.to_path_buf(),
@@ -100,7 +104,8 @@ fn apply_settings(conn: &Connection, path: &Path, busy_timeout: Duration) -> Res
             source,
         }
     };
-    conn.busy_timeout(busy_timeout).map_err(setup("busy_timeout"))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(setup("busy_timeout"))?;
     // Hardening first: it does not touch the file, so it cannot fail on a
     // broken one, and everything after runs under it.
     harden(conn).map_err(setup("defensive"))?;
@@ -148,7 +153,9 @@ fn harden(conn: &Connection) -> rusqlite::Result<()> {
 fn describe(err: &rusqlite::Error) -> &'static str {
     use rusqlite::ErrorCode::*;
     match err.sqlite_error_code() {
-        Some(CannotOpen) => "the file or its directory cannot be opened (missing, or not readable and writable)",
+        Some(CannotOpen) => {
+            "the file or its directory cannot be opened (missing, or not readable and writable)"
+        }
         Some(NotADatabase) => "the file is not an SQLite database",
         Some(DatabaseCorrupt) => "the database file is corrupt",
         Some(DatabaseBusy | DatabaseLocked) => "the database is locked by another connection",

@@ -49,7 +49,10 @@ pub fn prepare_schema(config: &DatabaseConfig) -> Result<usize, StartupError> {
 }
 
 /// Migrates, then opens, pre-warms and starts maintaining the pool.
-pub fn open(config: &DatabaseConfig, observer: Arc<dyn PoolObserver>) -> Result<Arc<Pool>, StartupError> {
+pub fn open(
+    config: &DatabaseConfig,
+    observer: Arc<dyn PoolObserver>,
+) -> Result<Arc<Pool>, StartupError> {
     prepare_schema(config)?;
     Ok(Pool::open(config, observer)?)
 }

@@ -110,8 +110,9 @@ fn serve(config: DatabaseConfig) -> anyhow::Result<()> {
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
         let open_config = config.clone();
-        let pool = tokio::task::spawn_blocking(move || database::open(&open_config, Arc::new(NoObserver)))
-            .await??;
+        let pool =
+            tokio::task::spawn_blocking(move || database::open(&open_config, Arc::new(NoObserver)))
+                .await??;
         tracing::info!(path = %config.path.display(), stats = ?pool.stats(), "database ready");
         shutdown.wait().await;
         tokio::task::spawn_blocking(move || pool.close()).await??;
@@ -127,7 +128,10 @@ fn check(config: DatabaseConfig) -> anyhow::Result<()> {
         let conn = pool.get()?;
         migrations::current_version(&conn)?
     };
-    println!("schema_version = {version} (this build knows {})", migrations::latest_version());
+    println!(
+        "schema_version = {version} (this build knows {})",
+        migrations::latest_version()
+    );
     println!("pool_stats = {}", serde_json::to_string(&pool.stats())?);
     pool.close()?;
     Ok(())
@@ -137,12 +141,18 @@ fn migrate(config: DatabaseConfig) -> anyhow::Result<()> {
     let mut conn = database::open_direct(&config)?;
     let before = migrations::current_version(&conn)?;
     let after = migrations::migrate(&mut conn)?;
-    println!("{}: schema version {before} -> {after}", config.path.display());
+    println!(
+        "{}: schema version {before} -> {after}",
+        config.path.display()
+    );
     Ok(())
 }
 
 fn demo_data(config: DatabaseConfig) -> anyhow::Result<()> {
-    database::prepare_schema(&DatabaseConfig { migrate: true, ..config.clone() })?;
+    database::prepare_schema(&DatabaseConfig {
+        migrate: true,
+        ..config.clone()
+    })?;
     let mut conn = database::open_direct(&config)?;
     migrations::load_demo_data(&mut conn)?;
     println!("{}: demo data loaded", config.path.display());

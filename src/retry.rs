@@ -78,7 +78,8 @@ mod tests {
     #[test]
     fn retries_stop_at_the_limit_and_report_the_last_error() {
         let mut retried = 0;
-        let result: Result<(), _> = policy(2).run(|_: &&str| true, |_| retried += 1, || Err("busy"));
+        let result: Result<(), _> =
+            policy(2).run(|_: &&str| true, |_| retried += 1, || Err("busy"));
         let err = result.unwrap_err();
         assert_eq!((err.last, err.retries, retried), ("busy", 2, 2));
     }

@@ -56,7 +56,10 @@ impl PoolEvents {
             self.high_since_ms.store(0, Relaxed);
             return;
         }
-        let since = match self.high_since_ms.compare_exchange(0, now_ms, Relaxed, Relaxed) {
+        let since = match self
+            .high_since_ms
+            .compare_exchange(0, now_ms, Relaxed, Relaxed)
+        {
             Ok(_) => now_ms,
             Err(since) => since,
         };
@@ -65,7 +68,10 @@ impl PoolEvents {
         let quiet_long_enough = last == 0 || now_ms - last >= WARNING_INTERVAL.as_millis() as u64;
         if grace_over
             && quiet_long_enough
-            && self.last_warning_ms.compare_exchange(last, now_ms, Relaxed, Relaxed).is_ok()
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now_ms, Relaxed, Relaxed)
+                .is_ok()
         {
             tracing::warn!(
                 in_use,
@@ -107,7 +113,9 @@ impl r2d2::HandleError<ConnectionFault> for PoolErrorLog {
             ConnectionFault::Unhealthy(err) => {
                 tracing::warn!(error = %err, "replaced a connection that failed its health check")
             }
-            ConnectionFault::Open(err) => tracing::error!(error = %err, "could not open a database connection"),
+            ConnectionFault::Open(err) => {
+                tracing::error!(error = %err, "could not open a database connection")
+            }
         }
     }
 }

@@ -83,6 +83,14 @@ impl ManagedConnection {
     }
 }
 
+impl std::fmt::Debug for ManagedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedConnection")
+            .field("age", &self.age())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Deref for ManagedConnection {
     type Target = Connection;
     fn deref(&self) -> &Connection {
@@ -145,7 +153,8 @@ impl r2d2::ManageConnection for SqliteManager {
             ConnectError::is_transient,
             |_| PoolCounters::bump(&counters.retries),
             || {
-                connection::open(&self.options).inspect_err(|_| PoolCounters::bump(&counters.failed))
+                connection::open(&self.options)
+                    .inspect_err(|_| PoolCounters::bump(&counters.failed))
             },
         );
         match opened {
@@ -164,7 +173,8 @@ impl r2d2::ManageConnection for SqliteManager {
                 })
             }
             Err(exhausted) => {
-                *self.shared.last_connect_failure.lock().unwrap() = Some(exhausted.last.to_string());
+                *self.shared.last_connect_failure.lock().unwrap() =
+                    Some(exhausted.last.to_string());
                 Err(exhausted.last.into())
             }
         }
@@ -205,8 +215,8 @@ impl r2d2::ManageConnection for SqliteManager {
         let _gate = self.shared.return_gate.lock().unwrap();
         // The checkin event has already taken this connection off `in_use`,
         // so `open - in_use` counts it among the idle ones.
-        let idle_including_this = PoolCounters::get(&counters.open)
-            .saturating_sub(PoolCounters::get(&counters.in_use));
+        let idle_including_this =
+            PoolCounters::get(&counters.open).saturating_sub(PoolCounters::get(&counters.in_use));
         if idle_including_this > self.shared.pool_size {
             PoolCounters::bump(&counters.overflow_closed);
             conn.retire();

@@ -60,7 +60,10 @@ pub enum PoolError {
 impl PoolError {
     /// Whether the same request may succeed if tried again later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, PoolError::Exhausted { .. } | PoolError::Unavailable { .. })
+        matches!(
+            self,
+            PoolError::Exhausted { .. } | PoolError::Unavailable { .. }
+        )
     }
 }
 
@@ -75,14 +78,19 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("stats", &self.stats()).finish()
+        f.debug_struct("Pool")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
 impl Pool {
     /// Builds the pool without opening any connection (see [`Pool::prewarm`])
     /// and without starting maintenance (see [`Pool::start_maintenance`]).
-    pub fn new(config: &DatabaseConfig, observer: Arc<dyn PoolObserver>) -> Result<Self, PoolError> {
+    pub fn new(
+        config: &DatabaseConfig,
+        observer: Arc<dyn PoolObserver>,
+    ) -> Result<Self, PoolError> {
         let shared = Arc::new(Shared::new(config.pool_size, observer));
         let manager = SqliteManager::new(
             ConnectionOptions {
@@ -120,7 +128,10 @@ impl Pool {
     }
 
     /// Builds the pool, pre-warms it and starts background maintenance.
-    pub fn open(config: &DatabaseConfig, observer: Arc<dyn PoolObserver>) -> Result<Arc<Self>, PoolError> {
+    pub fn open(
+        config: &DatabaseConfig,
+        observer: Arc<dyn PoolObserver>,
+    ) -> Result<Arc<Self>, PoolError> {
         let pool = Arc::new(Self::new(config, observer)?);
         pool.prewarm()?;
         pool.start_maintenance();
@@ -143,7 +154,9 @@ impl Pool {
             return Err(PoolError::Closed);
         }
         let counters = &self.shared.counters;
-        counters.waiters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .waiters
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = self.inner.get_timeout(timeout);
         PoolCounters::drop_one(&counters.waiters);
         result.map_err(|_| {
@@ -194,7 +207,10 @@ impl Pool {
     pub fn start_maintenance(self: &Arc<Self>) {
         let mut slot = self.maintenance.lock().unwrap();
         if slot.is_none() {
-            *slot = Some(Maintenance::start(Arc::downgrade(self), self.config.maintenance_interval));
+            *slot = Some(Maintenance::start(
+                Arc::downgrade(self),
+                self.config.maintenance_interval,
+            ));
         }
     }
 
@@ -257,7 +273,8 @@ impl Pool {
             maintenance.stop();
         }
         let conn = self.inner.get_timeout(self.config.checkout_timeout);
-        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         match conn {
             Ok(conn) => {
                 conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;

@@ -1,0 +1,137 @@
+//! Configuration: defaults, validation with one clear line per mistake, and
+//! `.env.example` kept complete.
+
+use std::time::Duration;
+
+use eros_mcp::config::{DatabaseConfig, DatabaseEnv};
+
+fn config(vars: &[(&str, &str)]) -> Result<DatabaseConfig, String> {
+    DatabaseConfig::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn defaults_match_the_spec() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.path.to_str(), Some("./database/eros_sd_main.db"));
+    assert_eq!((c.pool_size, c.max_overflow, c.prewarm), (10, 5, 3));
+    assert_eq!(c.checkout_timeout, Duration::from_secs(30));
+    assert_eq!(c.connection_max_age, Duration::from_secs(300));
+    assert_eq!(c.maintenance_interval, Duration::from_secs(60));
+    assert!(c.health_check && c.migrate && c.read_only);
+}
+
+#[test]
+fn variables_override_defaults_and_accept_fractional_seconds() {
+    let c = config(&[
+        ("EROS_DB_PATH", "/tmp/x.db"),
+        ("EROS_DB_POOL_SIZE", "4"),
+        ("EROS_DB_POOL_OVERFLOW", "0"),
+        ("EROS_DB_POOL_TIMEOUT", "2.5"),
+        ("EROS_DB_HEALTH_CHECK", "false"),
+        ("OTHER_VARIABLE", "ignored"),
+    ])
+    .unwrap();
+    assert_eq!(c.path.to_str(), Some("/tmp/x.db"));
+    assert_eq!((c.pool_size, c.max_overflow), (4, 0));
+    assert_eq!(c.checkout_timeout, Duration::from_millis(2500));
+    assert!(!c.health_check);
+}
+
+#[test]
+fn a_non_numeric_pool_size_names_the_variable_value_and_range() {
+    let err = config(&[("EROS_DB_POOL_SIZE", "abc")]).unwrap_err();
+    assert_eq!(
+        err,
+        r#"invalid EROS_DB_POOL_SIZE="abc": a whole number from 1 to 1000"#
+    );
+}
+
+#[test]
+fn a_pool_size_of_zero_is_refused() {
+    let err = config(&[("EROS_DB_POOL_SIZE", "0")]).unwrap_err();
+    assert!(err.starts_with(r#"invalid EROS_DB_POOL_SIZE="0""#), "{err}");
+}
+
+#[test]
+fn a_negative_timeout_is_refused() {
+    let err = config(&[("EROS_DB_POOL_TIMEOUT", "-1")]).unwrap_err();
+    assert!(
+        err.starts_with(r#"invalid EROS_DB_POOL_TIMEOUT="-1": a number of seconds"#),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_timeout_that_is_not_a_number_is_refused() {
+    let err = config(&[("EROS_DB_POOL_TIMEOUT", "soon")]).unwrap_err();
+    assert!(err.contains("EROS_DB_POOL_TIMEOUT=\"soon\""), "{err}");
+}
+
+#[test]
+fn an_overflow_far_larger_than_the_pool_is_refused() {
+    let err = config(&[("EROS_DB_POOL_SIZE", "2"), ("EROS_DB_POOL_OVERFLOW", "500")]).unwrap_err();
+    assert!(err.contains("EROS_DB_POOL_OVERFLOW=\"500\""), "{err}");
+    assert!(err.contains("10 times EROS_DB_POOL_SIZE (20)"), "{err}");
+}
+
+#[test]
+fn a_prewarm_above_the_pool_size_is_refused() {
+    let err = config(&[("EROS_DB_POOL_SIZE", "2"), ("EROS_DB_POOL_PREWARM", "3")]).unwrap_err();
+    assert!(err.contains("EROS_DB_POOL_PREWARM=\"3\""), "{err}");
+}
+
+#[test]
+fn a_misspelled_variable_is_refused_instead_of_ignored() {
+    let err = config(&[("EROS_DB_POOL_SZIE", "3")]).unwrap_err();
+    assert!(
+        err.contains("EROS_DB_POOL_SZIE") && err.contains("not a known variable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_boolean_that_is_not_true_or_false_is_refused() {
+    let err = config(&[("EROS_DB_HEALTH_CHECK", "maybe")]).unwrap_err();
+    assert_eq!(
+        err,
+        r#"invalid EROS_DB_HEALTH_CHECK="maybe": true or false"#
+    );
+}
+
+#[test]
+fn env_example_documents_every_database_variable_with_its_default() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+    let defaults = serde_json::to_value(DatabaseEnv::default()).unwrap();
+    for (field, default) in defaults.as_object().unwrap() {
+        let variable = format!("EROS_DB_{}", field.to_uppercase());
+        let line = example
+            .lines()
+            .find(|line| line.starts_with(&format!("{variable}=")))
+            .unwrap_or_else(|| panic!("{variable} is missing from .env.example"));
+        let documented = line.split_once('=').unwrap().1;
+        let expected = default
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| default.to_string());
+        let same = documented == expected
+            || documented.parse::<f64>().ok() == expected.parse::<f64>().ok()
+                && documented.parse::<f64>().is_ok();
+        assert!(
+            same,
+            "{variable}: .env.example says {documented}, the default is {expected}"
+        );
+    }
+}
+
+#[test]
+fn env_example_parses_as_a_valid_configuration() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+    let vars = dotenvy::from_read_iter(example.as_bytes()).map(Result::unwrap);
+    assert_eq!(
+        DatabaseConfig::from_vars(vars).unwrap(),
+        DatabaseConfig::default()
+    );
+}
