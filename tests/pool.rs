@@ -281,8 +281,13 @@ fn background_maintenance_runs_on_its_interval_and_stops_with_the_pool() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(pool.stats().connections_recycled >= 3);
-    assert_eq!(Arc::strong_count(&pool), 1);
+    let weak = Arc::downgrade(&pool);
     drop(pool);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while weak.upgrade().is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(weak.upgrade().is_none(), "maintenance must not keep the pool alive");
 }
 
 #[test]
