@@ -5,11 +5,13 @@
 //! - [`config`]: typed settings read once from the environment.
 //! - [`database`]: opening the served database: migrations, then the pool.
 //! - [`pool`]: the QueuePool-style r2d2 connection pool and its counters.
+//! - [`access`]: what SQL a connection may run (the authorizer and `query_only`).
 //! - [`connection`]: opening one SQLite connection with its PRAGMAs and hardening.
 //! - [`migrations`]: the versioned schema of the default database, and demo data.
 //! - [`retry`]: backoff for transient SQLite failures.
 //! - [`shutdown`]: the signal that tells every part to stop.
 
+pub mod access;
 pub mod config;
 pub mod connection;
 pub mod database;

@@ -6,8 +6,16 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use eros_mcp::pool::{Pool, PoolError};
+use eros_mcp::access::Access;
+use eros_mcp::pool::{ManagedConnection, Pool, PoolError};
 use rusqlite::limits::Limit;
+
+/// Runs the server's own SQL (not an agent's) on a pooled connection.
+fn trusted(conn: &ManagedConnection, sql: &str) {
+    conn.with_access(Access::Trusted, |c| c.execute_batch(sql))
+        .unwrap()
+        .unwrap();
+}
 
 #[test]
 fn prewarm_opens_the_configured_connections_and_keeps_them_idle() {
@@ -186,8 +194,10 @@ fn a_transaction_left_open_is_rolled_back_before_reuse() {
     let pool = db.warm_pool();
     {
         let conn = pool.get().unwrap();
-        conn.execute_batch("CREATE TABLE t (x); BEGIN; INSERT INTO t VALUES (1);")
-            .unwrap();
+        trusted(
+            &conn,
+            "CREATE TABLE t (x); BEGIN; INSERT INTO t VALUES (1);",
+        );
         assert!(!conn.is_autocommit());
     }
     let conn = pool.get().unwrap();
@@ -204,10 +214,7 @@ fn a_transaction_left_open_is_rolled_back_before_reuse() {
 fn no_connection_leaks_after_ten_thousand_mixed_checkouts() {
     let db = TestDb::new();
     let pool = db.warm_pool();
-    pool.get()
-        .unwrap()
-        .execute_batch("CREATE TABLE t (x INTEGER)")
-        .unwrap();
+    trusted(&pool.get().unwrap(), "CREATE TABLE t (x INTEGER)");
     let threads: Vec<_> = (0..4)
         .map(|thread| {
             let pool = Arc::clone(&pool);
@@ -216,9 +223,7 @@ fn no_connection_leaks_after_ten_thousand_mixed_checkouts() {
                     let conn = pool.get().unwrap();
                     match (thread + i) % 5 {
                         0 => assert!(conn.execute_batch("SELECT * FROM missing").is_err()),
-                        1 => conn
-                            .execute_batch("BEGIN; INSERT INTO t VALUES (1);")
-                            .unwrap(),
+                        1 => trusted(&conn, "BEGIN; INSERT INTO t VALUES (1);"),
                         2 => {
                             let held = pool.get().unwrap();
                             held.query_row("SELECT 1", [], |_| Ok(())).unwrap();
@@ -287,7 +292,10 @@ fn background_maintenance_runs_on_its_interval_and_stops_with_the_pool() {
     while weak.upgrade().is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(weak.upgrade().is_none(), "maintenance must not keep the pool alive");
+    assert!(
+        weak.upgrade().is_none(),
+        "maintenance must not keep the pool alive"
+    );
 }
 
 #[test]
@@ -297,9 +305,12 @@ fn every_connection_gets_the_pragmas_and_the_hardening() {
     let held: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
     for conn in &held {
         let pragma = |name: &str| -> String {
-            conn.query_row(&format!("PRAGMA {name}"), [], |r| {
-                r.get::<_, rusqlite::types::Value>(0)
+            conn.with_access(Access::Trusted, |c| {
+                c.query_row(&format!("PRAGMA {name}"), [], |r| {
+                    r.get::<_, rusqlite::types::Value>(0)
+                })
             })
+            .unwrap()
             .map(|v| match v {
                 rusqlite::types::Value::Integer(i) => i.to_string(),
                 rusqlite::types::Value::Text(t) => t,
@@ -319,6 +330,11 @@ fn every_connection_gets_the_pragmas_and_the_hardening() {
             .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE)
             .unwrap());
         assert_eq!(conn.limit(Limit::SQLITE_LIMIT_ATTACHED).unwrap(), 0);
+        let query_only: i64 = conn
+            .query_row("PRAGMA query_only", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(query_only, 1, "connections rest read-only");
+        assert_eq!(conn.access(), Access::ReadOnly);
     }
 }
 
@@ -332,10 +348,7 @@ fn attaching_another_database_is_refused() {
         .unwrap()
         .execute_batch(&format!("ATTACH DATABASE '{}' AS other", other.display()))
         .unwrap_err();
-    assert!(
-        err.to_string().contains("too many attached databases"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not authorized"), "{err}");
     assert!(!other.exists());
 }
 
@@ -404,10 +417,10 @@ fn a_broken_database_recovers_once_the_file_is_fixed() {
 fn closing_checkpoints_the_wal_and_refuses_new_checkouts() {
     let db = TestDb::new();
     let pool = db.warm_pool();
-    pool.get()
-        .unwrap()
-        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);")
-        .unwrap();
+    trusted(
+        &pool.get().unwrap(),
+        "CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);",
+    );
     let wal = db.file("test.db-wal");
     assert!(std::fs::metadata(&wal).unwrap().len() > 0);
     pool.close().unwrap();
@@ -423,4 +436,26 @@ fn closing_checkpoints_the_wal_and_refuses_new_checkouts() {
         .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 2);
+}
+
+#[test]
+fn a_connection_returns_to_read_only_after_a_write_scope() {
+    let mut db = TestDb::new();
+    db.config.pool_size = 1;
+    db.config.max_overflow = 0;
+    let pool = db.warm_pool();
+    {
+        let conn = pool.get().unwrap();
+        conn.with_access(Access::ReadWrite, |c| c.execute_batch("CREATE TABLE t (x)"))
+            .unwrap()
+            .unwrap();
+    }
+    let conn = pool.get().unwrap();
+    let err = conn.execute_batch("INSERT INTO t VALUES (1)").unwrap_err();
+    assert!(err.to_string().contains("not authorized"), "{err}");
+    assert_eq!(
+        pool.stats().connections_created,
+        1,
+        "the same connection, at rest again"
+    );
 }

@@ -12,6 +12,7 @@ use rusqlite::Connection;
 
 use super::counters::PoolCounters;
 use super::observer::PoolObserver;
+use crate::access::{self, Access, AccessLevel};
 use crate::connection::{self, ConnectError, ConnectionOptions};
 use crate::retry::RetryPolicy;
 
@@ -61,6 +62,10 @@ pub struct ManagedConnection {
     born: Instant,
     expires_at: Instant,
     shared: Arc<Shared>,
+    access: AccessLevel,
+    /// Set when the connection could not be put back at rest; it is closed
+    /// on return.
+    unsettled: std::cell::Cell<bool>,
     /// Already taken off the `open` count by the return gate.
     retired: bool,
 }
@@ -69,6 +74,40 @@ impl ManagedConnection {
     /// How long ago the connection was opened.
     pub fn age(&self) -> Duration {
         self.born.elapsed()
+    }
+
+    /// The access level SQL prepared now runs under.
+    pub fn access(&self) -> Access {
+        self.access.get()
+    }
+
+    /// Runs `work` with the connection at `access`, then puts it back at
+    /// rest (read-only, `query_only` on) whatever `work` did.
+    pub fn with_access<T>(
+        &self,
+        access: Access,
+        work: impl FnOnce(&Connection) -> T,
+    ) -> rusqlite::Result<T> {
+        struct Rest<'a>(&'a ManagedConnection);
+        impl Drop for Rest<'_> {
+            fn drop(&mut self) {
+                let this = self.0;
+                this.access.set(Access::Trusted);
+                if this.conn.pragma_update(None, "query_only", true).is_err() {
+                    this.unsettled.set(true);
+                }
+                this.access.set(Access::ReadOnly);
+            }
+        }
+        let rest = Rest(self);
+        if access != Access::ReadOnly {
+            self.access.set(Access::Trusted);
+            self.conn.pragma_update(None, "query_only", false)?;
+        }
+        self.access.set(access);
+        let result = work(&self.conn);
+        drop(rest);
+        Ok(result)
     }
 
     fn is_expired(&self) -> bool {
@@ -157,8 +196,21 @@ impl r2d2::ManageConnection for SqliteManager {
                     .inspect_err(|_| PoolCounters::bump(&counters.failed))
             },
         );
+        let opened = opened.and_then(|conn| {
+            access::install(&conn)
+                .map(|level| (conn, level))
+                .map_err(|source| crate::retry::Exhausted {
+                    last: ConnectError::Setup {
+                        path: self.options.path.clone(),
+                        pragma: "query_only",
+                        reason: "SQLite refused the access controls",
+                        source,
+                    },
+                    retries: 0,
+                })
+        });
         match opened {
-            Ok(conn) => {
+            Ok((conn, access)) => {
                 self.shared.observer.connection_opened(started.elapsed());
                 PoolCounters::bump(&counters.created);
                 counters.open.fetch_add(1, Relaxed);
@@ -169,6 +221,8 @@ impl r2d2::ManageConnection for SqliteManager {
                     born,
                     expires_at: self.expiry(born),
                     shared: Arc::clone(&self.shared),
+                    access,
+                    unsettled: std::cell::Cell::new(false),
                     retired: false,
                 })
             }
@@ -199,10 +253,15 @@ impl r2d2::ManageConnection for SqliteManager {
 
     fn has_broken(&self, conn: &mut ManagedConnection) -> bool {
         let counters = &self.shared.counters;
+        if conn.unsettled.get() || conn.access() != Access::ReadOnly {
+            conn.retire();
+            return true;
+        }
         if !conn.is_autocommit() {
             // A caller returned the connection inside a transaction.
             PoolCounters::bump(&counters.rollbacks);
-            if conn.execute_batch("ROLLBACK").is_err() || !conn.is_autocommit() {
+            let rolled_back = conn.with_access(Access::Trusted, |c| c.execute_batch("ROLLBACK"));
+            if !matches!(rolled_back, Ok(Ok(()))) || !conn.is_autocommit() {
                 conn.retire();
                 return true;
             }

@@ -193,7 +193,7 @@ impl Pool {
     /// Opens connections until `prewarm` are open, all at once so they are
     /// created in parallel and all stay in the pool.
     pub fn prewarm(&self) -> Result<(), PoolError> {
-        let want = u64::from(self.config.prewarm);
+        let want = u64::from(self.config.prewarm.min(self.config.pool_size));
         let open = PoolCounters::get(&self.shared.counters.open);
         let missing = want.saturating_sub(open);
         let held = (0..missing)
@@ -276,10 +276,9 @@ impl Pool {
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
         match conn {
-            Ok(conn) => {
-                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-                Ok(())
-            }
+            Ok(conn) => conn.with_access(crate::access::Access::Trusted, |c| {
+                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            })?,
             Err(err) => {
                 tracing::warn!(error = %err, "no connection for the final WAL checkpoint");
                 Ok(())
