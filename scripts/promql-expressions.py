@@ -125,8 +125,11 @@ def _rules_without_pyyaml(text):
             while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > key_indent):
                 block.append(lines[i])
                 i += 1
-            body = [ln.strip() for ln in block]
-            expr = "\n".join(body) if val[0] == "|" else " ".join(b for b in body if b)
+            if val[0] == "|":
+                common = min((_indent(ln) for ln in block if ln.strip()), default=0)
+                expr = "\n".join(ln[common:].rstrip() for ln in block)
+            else:
+                expr = " ".join(ln.strip() for ln in block if ln.strip())
         elif val[:1] == '"':
             expr = json.loads(val[: val.rindex('"') + 1])
         elif val[:1] == "'":

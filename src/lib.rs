@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: typed settings read once from the environment.
 //! - [`database`]: opening the served database: migrations, then the pool.
+//! - [`engine`]: the query engine the tools call: reads, schema, writes.
 //! - [`pool`]: the QueuePool-style r2d2 connection pool and its counters.
 //! - [`access`]: what SQL a connection may run (the authorizer and `query_only`).
 //! - [`connection`]: opening one SQLite connection with its PRAGMAs and hardening.
@@ -15,6 +16,7 @@ pub mod access;
 pub mod config;
 pub mod connection;
 pub mod database;
+pub mod engine;
 pub mod migrations;
 pub mod pool;
 pub mod retry;

@@ -82,12 +82,16 @@ impl ManagedConnection {
     }
 
     /// Runs `work` with the connection at `access`, then puts it back at
-    /// rest (read-only, `query_only` on) whatever `work` did.
+    /// rest (read-only, `query_only` on) whatever `work` did. Do not nest.
     pub fn with_access<T>(
         &self,
         access: Access,
-        work: impl FnOnce(&Connection) -> T,
+        work: impl FnOnce(&ManagedConnection) -> T,
     ) -> rusqlite::Result<T> {
+        if access == Access::ReadOnly {
+            // The resting state: nothing to switch or restore.
+            return Ok(work(self));
+        }
         struct Rest<'a>(&'a ManagedConnection);
         impl Drop for Rest<'_> {
             fn drop(&mut self) {
@@ -100,14 +104,28 @@ impl ManagedConnection {
             }
         }
         let rest = Rest(self);
-        if access != Access::ReadOnly {
-            self.access.set(Access::Trusted);
-            self.conn.pragma_update(None, "query_only", false)?;
-        }
+        self.access.set(Access::Trusted);
+        self.conn.pragma_update(None, "query_only", false)?;
         self.access.set(access);
-        let result = work(&self.conn);
+        let result = work(self);
         drop(rest);
         Ok(result)
+    }
+
+    /// Prepares untrusted SQL judged at `access` by the authorizer, whatever
+    /// level the connection is at (used inside a trusted transaction). The
+    /// statement cache is bypassed so no statement prepared at another
+    /// level is ever reused.
+    pub fn prepare_untrusted(
+        &self,
+        access: Access,
+        sql: &str,
+    ) -> rusqlite::Result<rusqlite::Statement<'_>> {
+        let previous = self.access.get();
+        self.access.set(access);
+        let stmt = self.conn.prepare(sql);
+        self.access.set(previous);
+        stmt
     }
 
     fn is_expired(&self) -> bool {

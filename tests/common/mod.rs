@@ -2,6 +2,8 @@
 //! temporary directory and a pool configured for it.
 #![allow(dead_code)]
 
+pub mod attacks;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,330 @@
+//! Schema questions: which tables exist, what one table looks like, the
+//! database's DDL, and a statement's query plan. Names are always bound as
+//! parameters, never pasted into SQL.
+
+use rusqlite::OptionalExtension;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::read::prepare_read;
+use super::{QueryEngine, QueryError, SqlParams};
+use crate::pool::ManagedConnection;
+
+/// How much `list_tables` says about each table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TableDetail {
+    /// Name, kind and row count only.
+    #[default]
+    Names,
+    /// Also each column as `name TYPE` with flags.
+    Columns,
+    /// Also the full CREATE statement.
+    Ddl,
+}
+
+/// Most entries one `list_tables` answer carries.
+const MAX_LISTED: usize = 500;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TableList {
+    pub tables: Vec<TableSummary>,
+    /// More tables matched than were listed; narrow `pattern`.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TableSummary {
+    pub name: String,
+    /// `table` or `view`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Exact row count (tables only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    /// `name TYPE [PK] [NOT NULL]` per column, with `detail` = columns or ddl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ddl: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TableDescription {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub columns: Vec<ColumnInfo>,
+    pub foreign_keys: Vec<ForeignKeyInfo>,
+    pub indexes: Vec<IndexInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ColumnInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub declared_type: String,
+    pub nullable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Position in the primary key (1-based); absent when not part of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_key: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ForeignKeyInfo {
+    pub column: String,
+    pub references_table: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references_column: Option<String>,
+    pub on_update: String,
+    pub on_delete: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IndexInfo {
+    pub name: String,
+    pub unique: bool,
+    pub columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExplainOutput {
+    /// The plan as an indented tree, one step per line.
+    pub plan: String,
+    pub steps: Vec<PlanStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlanStep {
+    pub id: i64,
+    pub parent: i64,
+    pub detail: String,
+}
+
+impl QueryEngine {
+    /// Tables and views whose name matches `pattern` (a substring, or an SQL
+    /// LIKE pattern when it holds `%` or `_`), with as much detail as asked.
+    pub async fn list_tables(
+        &self,
+        pattern: Option<String>,
+        detail: TableDetail,
+    ) -> Result<TableList, QueryError> {
+        self.run(None, move |conn| {
+            list_tables(conn, pattern.as_deref(), detail)
+        })
+        .await
+    }
+
+    /// Columns, keys and indexes of one table or view.
+    pub async fn describe_table(&self, table: String) -> Result<TableDescription, QueryError> {
+        self.run(None, move |conn| describe_table(conn, &table))
+            .await
+    }
+
+    /// The CREATE statements of every table, view, index and trigger.
+    pub async fn schema_ddl(&self) -> Result<String, QueryError> {
+        self.run(None, |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sql || ';' FROM sqlite_schema \
+                 WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' \
+                 ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'view' THEN 1 WHEN 'index' THEN 2 ELSE 3 END, name",
+            )?;
+            let ddl: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(ddl.join("\n\n"))
+        })
+        .await
+    }
+
+    /// `EXPLAIN QUERY PLAN` for one read-only statement.
+    pub async fn explain(
+        &self,
+        sql: String,
+        params: Option<SqlParams>,
+    ) -> Result<ExplainOutput, QueryError> {
+        self.run(None, move |conn| {
+            // Validate the statement as the query tool would, then plan it.
+            drop(prepare_read(conn, &sql)?);
+            let mut stmt = prepare_read(conn, &format!("EXPLAIN QUERY PLAN {sql}"))?;
+            if let Some(params) = &params {
+                SqlParams::bind(Some(params), &mut stmt)?;
+            }
+            let mut rows = stmt.raw_query();
+            let mut steps = Vec::new();
+            while let Some(row) = rows.next()? {
+                steps.push(PlanStep {
+                    id: row.get(0)?,
+                    parent: row.get(1)?,
+                    detail: row.get(3)?,
+                });
+            }
+            let plan = render_plan(&steps);
+            Ok(ExplainOutput { plan, steps })
+        })
+        .await
+    }
+}
+
+fn render_plan(steps: &[PlanStep]) -> String {
+    fn depth(steps: &[PlanStep], step: &PlanStep) -> usize {
+        let mut depth = 0;
+        let mut parent = step.parent;
+        while parent != 0 && depth < 64 {
+            depth += 1;
+            parent = steps
+                .iter()
+                .find(|s| s.id == parent)
+                .map_or(0, |s| s.parent);
+        }
+        depth
+    }
+    steps
+        .iter()
+        .map(|s| format!("{}{}", "  ".repeat(depth(steps, s)), s.detail))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn list_tables(
+    conn: &ManagedConnection,
+    pattern: Option<&str>,
+    detail: TableDetail,
+) -> Result<TableList, QueryError> {
+    let like = match pattern.map(str::trim).filter(|p| !p.is_empty()) {
+        None => "%".to_string(),
+        Some(p) if p.contains(['%', '_']) => p.to_string(),
+        Some(p) => format!("%{p}%"),
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, type, sql FROM sqlite_schema \
+         WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' AND name LIKE ?1 \
+         ORDER BY name LIMIT ?2",
+    )?;
+    let mut found: Vec<(String, String, Option<String>)> = stmt
+        .query_map(rusqlite::params![like, MAX_LISTED as i64 + 1], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let truncated = found.len() > MAX_LISTED;
+    found.truncate(MAX_LISTED);
+    let mut tables = Vec::with_capacity(found.len());
+    for (name, kind, ddl) in found {
+        let rows = if kind == "table" {
+            Some(count_rows(conn, &name)?)
+        } else {
+            None
+        };
+        let columns = match detail {
+            TableDetail::Names => None,
+            _ => Some(
+                columns(conn, &name)?
+                    .into_iter()
+                    .map(|c| {
+                        let mut text = format!("{} {}", c.name, c.declared_type);
+                        if c.primary_key.is_some() {
+                            text.push_str(" PK");
+                        }
+                        if !c.nullable && c.primary_key.is_none() {
+                            text.push_str(" NOT NULL");
+                        }
+                        text.trim_end().to_string()
+                    })
+                    .collect(),
+            ),
+        };
+        tables.push(TableSummary {
+            name,
+            kind,
+            rows,
+            columns,
+            ddl: (detail == TableDetail::Ddl).then_some(ddl).flatten(),
+        });
+    }
+    Ok(TableList { tables, truncated })
+}
+
+fn count_rows(conn: &ManagedConnection, table: &str) -> Result<i64, QueryError> {
+    // A name cannot be a parameter here; it comes from sqlite_schema and is
+    // quoted as an identifier.
+    let sql = format!("SELECT COUNT(*) FROM {}", quote_identifier(table));
+    Ok(conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?)
+}
+
+/// Quotes `name` as an SQL identifier ("a""b").
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn columns(conn: &ManagedConnection, table: &str) -> Result<Vec<ColumnInfo>, QueryError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_xinfo(?1) WHERE hidden IN (0, 2, 3)",
+    )?;
+    let columns = stmt
+        .query_map([table], |r| {
+            let pk: i64 = r.get(4)?;
+            Ok(ColumnInfo {
+                name: r.get(0)?,
+                declared_type: r.get(1)?,
+                nullable: r.get::<_, i64>(2)? == 0,
+                default: r.get(3)?,
+                primary_key: (pk > 0).then_some(pk),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(columns)
+}
+
+fn describe_table(conn: &ManagedConnection, table: &str) -> Result<TableDescription, QueryError> {
+    let found: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') AND name = ?1 COLLATE NOCASE",
+        )?
+        .query_row([table], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((name, kind)) = found else {
+        return Err(QueryError::InvalidArgument(format!(
+            "no table or view named {table:?}; list_tables shows what exists"
+        )));
+    };
+    let columns = columns(conn, &name)?;
+    let foreign_keys = conn
+        .prepare_cached(
+            "SELECT \"from\", \"table\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
+        )?
+        .query_map([&name], |r| {
+            Ok(ForeignKeyInfo {
+                column: r.get(0)?,
+                references_table: r.get(1)?,
+                references_column: r.get(2)?,
+                on_update: r.get(3)?,
+                on_delete: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let index_names: Vec<(String, bool)> = conn
+        .prepare_cached("SELECT name, \"unique\" FROM pragma_index_list(?1) ORDER BY name")?
+        .query_map([&name], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))?
+        .collect::<Result<_, _>>()?;
+    let mut indexes = Vec::with_capacity(index_names.len());
+    for (index, unique) in index_names {
+        let columns = conn
+            .prepare_cached(
+                "SELECT coalesce(name, '<expression>') FROM pragma_index_info(?1) ORDER BY seqno",
+            )?
+            .query_map([&index], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        indexes.push(IndexInfo {
+            name: index,
+            unique,
+            columns,
+        });
+    }
+    Ok(TableDescription {
+        name,
+        kind,
+        columns,
+        foreign_keys,
+        indexes,
+    })
+}

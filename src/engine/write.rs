@@ -1,0 +1,119 @@
+//! The `execute` operation: one INSERT, UPDATE, DELETE or DDL statement in
+//! its own `BEGIN IMMEDIATE` transaction (SQLite has one writer; taking the
+//! lock up front avoids a deadlock on upgrade). Writes are never retried:
+//! the agent decides whether to send it again.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::values::{to_json, ValueLimits};
+use super::{QueryEngine, QueryError, SqlParams};
+use crate::access::Access;
+use crate::pool::ManagedConnection;
+
+/// Arguments of the `execute` tool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ExecuteRequest {
+    /// One INSERT, UPDATE, DELETE, REPLACE or CREATE/ALTER/DROP statement.
+    pub sql: String,
+    /// Values for `?` placeholders (a list) or `:name` placeholders (an object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<SqlParams>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExecuteOutput {
+    /// Rows inserted, updated or deleted.
+    pub changes: u64,
+    /// Rowid of the last inserted row on this connection (0 if none).
+    pub last_insert_rowid: i64,
+    /// Column names of a RETURNING clause.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// Rows of a RETURNING clause (capped like query results).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<Vec<Json>>,
+}
+
+impl QueryEngine {
+    /// Runs one write statement in its own transaction and commits it.
+    pub async fn execute(
+        &self,
+        request: ExecuteRequest,
+        cancel: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<ExecuteOutput, QueryError> {
+        let limits = self.limits;
+        self.run(cancel, move |conn| {
+            let value_limits = ValueLimits {
+                max_blob_bytes: limits.max_blob_bytes,
+                max_text_bytes: limits.max_bytes,
+            };
+            conn.with_access(Access::Trusted, |conn| {
+                write(conn, &request, limits.max_rows, value_limits)
+            })?
+        })
+        .await
+    }
+}
+
+fn write(
+    conn: &ManagedConnection,
+    request: &ExecuteRequest,
+    max_rows: usize,
+    value_limits: ValueLimits,
+) -> Result<ExecuteOutput, QueryError> {
+    if request.sql.trim().is_empty() {
+        return Err(QueryError::InvalidArgument("`sql` is empty".into()));
+    }
+    // Prepare first: a statement that does not compile takes no lock.
+    let mut stmt = conn.prepare_untrusted(Access::ReadWrite, &request.sql)?;
+    SqlParams::bind(request.params.as_ref(), &mut stmt)?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let outcome = (|| -> Result<ExecuteOutput, QueryError> {
+        let columns: Vec<String> = stmt
+            .column_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let mut rows_out = Vec::new();
+        {
+            let mut rows = stmt.raw_query();
+            while let Some(row) = rows.next()? {
+                if rows_out.len() < max_rows {
+                    rows_out.push(
+                        (0..columns.len())
+                            .map(|i| {
+                                to_json(row.get_ref(i).expect("column in range"), value_limits).0
+                            })
+                            .collect(),
+                    );
+                }
+            }
+        }
+        Ok(ExecuteOutput {
+            changes: conn.changes(),
+            last_insert_rowid: conn.last_insert_rowid(),
+            columns: if rows_out.is_empty() {
+                Vec::new()
+            } else {
+                columns
+            },
+            rows: rows_out,
+        })
+    })();
+    drop(stmt);
+    match outcome {
+        Ok(output) => {
+            if let Err(err) = conn.execute_batch("COMMIT") {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(err.into());
+            }
+            Ok(output)
+        }
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(err)
+        }
+    }
+}
