@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use eros_mcp::access::Access;
 use eros_mcp::engine::{
     ExecuteRequest, QueryEngine, QueryError, QueryRequest, SqlParam, SqlParams, TableDetail,
 };
@@ -16,14 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 fn engine(db: &TestDb) -> QueryEngine {
     QueryEngine::new(db.warm_pool())
-}
-
-fn setup(db: &TestDb, sql: &str) {
-    let pool = db.warm_pool();
-    let conn = pool.get().unwrap();
-    conn.with_access(Access::Trusted, |c| c.execute_batch(sql))
-        .unwrap()
-        .unwrap();
 }
 
 fn request(sql: &str) -> QueryRequest {

@@ -193,6 +193,20 @@ impl SqliteManager {
         }
     }
 
+    /// Opens a connection and installs its access controls.
+    fn open_guarded(&self) -> Result<(Connection, AccessLevel), ConnectError> {
+        let conn = connection::open(&self.options)?;
+        match access::install(&conn) {
+            Ok(level) => Ok((conn, level)),
+            Err(source) => Err(ConnectError::Setup {
+                path: self.options.path.clone(),
+                pragma: "query_only",
+                reason: "SQLite refused the access controls",
+                source,
+            }),
+        }
+    }
+
     fn expiry(&self, born: Instant) -> Instant {
         let jitter = self.max_age.mul_f64(MAX_AGE_JITTER * fastrand::f64());
         born + self.max_age.saturating_sub(jitter)
@@ -210,23 +224,10 @@ impl r2d2::ManageConnection for SqliteManager {
             ConnectError::is_transient,
             |_| PoolCounters::bump(&counters.retries),
             || {
-                connection::open(&self.options)
+                self.open_guarded()
                     .inspect_err(|_| PoolCounters::bump(&counters.failed))
             },
         );
-        let opened = opened.and_then(|conn| {
-            access::install(&conn)
-                .map(|level| (conn, level))
-                .map_err(|source| crate::retry::Exhausted {
-                    last: ConnectError::Setup {
-                        path: self.options.path.clone(),
-                        pragma: "query_only",
-                        reason: "SQLite refused the access controls",
-                        source,
-                    },
-                    retries: 0,
-                })
-        });
         match opened {
             Ok((conn, access)) => {
                 self.shared.observer.connection_opened(started.elapsed());
