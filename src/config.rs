@@ -135,14 +135,7 @@ impl DatabaseConfig {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let vars: Vec<(String, String)> = vars
-            .into_iter()
-            .filter(|(key, _)| key.starts_with(DB_PREFIX))
-            .collect();
-        let raw: DatabaseEnv = envy::prefixed(DB_PREFIX)
-            .from_iter(vars.clone())
-            .map_err(|err| explain_envy_error(DB_PREFIX, &vars, err))?;
-        raw.validate()
+        parse_prefixed::<DatabaseEnv>(DB_PREFIX, vars)?.validate()
     }
 
     /// Most connections open at once: the kept ones plus the overflow.
@@ -235,6 +228,20 @@ impl DatabaseEnv {
     }
 }
 
+/// Reads the variables starting with `prefix` into `T` with envy.
+pub(crate) fn parse_prefixed<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let vars: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(prefix))
+        .collect();
+    envy::prefixed(prefix)
+        .from_iter(vars.clone())
+        .map_err(|err| explain_envy_error(prefix, &vars, err))
+}
+
 /// Turns envy's message ("invalid digit ... while parsing value 'abc'
 /// provided by pool_size") into a [`ConfigError`] naming the variable.
 pub(crate) fn explain_envy_error(
@@ -289,6 +296,11 @@ fn allowed_values(field: &str) -> Option<&'static str> {
             "a number of seconds greater than 0 (fractions allowed)"
         }
         "retry_delay" | "busy_timeout" => "a number of seconds, 0 or more (fractions allowed)",
+        "transport" => "stdio or http",
+        "http_addr" | "addr" => "an address such as 127.0.0.1:8080",
+        "allow_insecure" | "stateless" => "true or false",
+        "max_body_bytes" => "a whole number of bytes, at least 1024",
+        "shutdown_grace" => "a number of seconds, 0 or more (fractions allowed)",
         _ => return None,
     })
 }
@@ -330,5 +342,187 @@ impl std::fmt::Display for DatabaseConfig {
             write!(f, "{DB_PREFIX}{name}={value}")?;
         }
         Ok(())
+    }
+}
+
+/// Prefix of the MCP transport variables.
+pub const MCP_PREFIX: &str = "EROS_MCP_";
+
+/// How agents reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One client over standard input and output (Claude Desktop, Claude Code).
+    Stdio,
+    /// Streamable HTTP at `/mcp`.
+    Http,
+}
+
+/// `EROS_MCP_*` variables as they come from the environment, with defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpEnv {
+    pub transport: Transport,
+    pub http_addr: String,
+    pub auth_token: Option<String>,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub allow_insecure: bool,
+    pub max_body_bytes: u64,
+    pub tools_file: Option<PathBuf>,
+    pub stateless: bool,
+    pub shutdown_grace: f64,
+}
+
+impl Default for McpEnv {
+    fn default() -> Self {
+        Self {
+            transport: Transport::Stdio,
+            http_addr: "127.0.0.1:8080".into(),
+            auth_token: None,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            allowed_origins: vec![
+                "http://localhost:*".into(),
+                "http://127.0.0.1:*".into(),
+                "http://[::1]:*".into(),
+            ],
+            allow_insecure: false,
+            max_body_bytes: 1_048_576,
+            tools_file: None,
+            stateless: false,
+            shutdown_grace: 10.0,
+        }
+    }
+}
+
+/// Validated MCP transport settings.
+#[derive(Clone, PartialEq)]
+pub struct McpConfig {
+    pub transport: Transport,
+    pub http_addr: std::net::SocketAddr,
+    /// Bearer token every HTTP request must carry; `None` means no auth.
+    pub auth_token: Option<String>,
+    /// `Host` header values accepted (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` header values accepted; requests without `Origin` pass.
+    pub allowed_origins: Vec<String>,
+    pub allow_insecure: bool,
+    pub max_body_bytes: usize,
+    pub tools_file: Option<PathBuf>,
+    /// Serve every HTTP request statelessly (no legacy sessions).
+    pub stateless: bool,
+    /// How long in-flight calls may run after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for McpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpConfig")
+            .field("transport", &self.transport)
+            .field("http_addr", &self.http_addr)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "<set>"))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("allow_insecure", &self.allow_insecure)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("tools_file", &self.tools_file)
+            .field("stateless", &self.stateless)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpEnv::default().validate().expect("defaults are valid")
+    }
+}
+
+impl McpConfig {
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        parse_prefixed::<McpEnv>(MCP_PREFIX, vars)?.validate()
+    }
+}
+
+impl McpEnv {
+    pub fn validate(self) -> Result<McpConfig, ConfigError> {
+        let bad = |name: &str, value: String, allowed: &str| ConfigError {
+            variable: format!("{MCP_PREFIX}{}", name.to_uppercase()),
+            value,
+            allowed: allowed.to_string(),
+        };
+        let http_addr: std::net::SocketAddr = self
+            .http_addr
+            .parse()
+            .map_err(|_| bad("http_addr", self.http_addr.clone(), "an address such as 127.0.0.1:8080"))?;
+        let auth_token = self.auth_token.filter(|t| !t.is_empty());
+        if self.transport == Transport::Http
+            && !http_addr.ip().is_loopback()
+            && auth_token.is_none()
+            && !self.allow_insecure
+        {
+            return Err(bad(
+                "http_addr",
+                self.http_addr,
+                "a loopback address unless EROS_MCP_AUTH_TOKEN is set (or EROS_MCP_ALLOW_INSECURE=true, \
+                 which exposes the database to anyone who can reach the port)",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(bad(
+                "max_body_bytes",
+                self.max_body_bytes.to_string(),
+                "a whole number of bytes, at least 1024",
+            ));
+        }
+        if !(self.shutdown_grace.is_finite() && (0.0..=MAX_SECONDS).contains(&self.shutdown_grace)) {
+            return Err(bad(
+                "shutdown_grace",
+                self.shutdown_grace.to_string(),
+                "a number of seconds, 0 or more (fractions allowed)",
+            ));
+        }
+        let trimmed = |list: Vec<String>| -> Vec<String> {
+            list.into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        Ok(McpConfig {
+            transport: self.transport,
+            http_addr,
+            auth_token,
+            allowed_hosts: trimmed(self.allowed_hosts),
+            allowed_origins: trimmed(self.allowed_origins),
+            allow_insecure: self.allow_insecure,
+            max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
+            tools_file: self.tools_file,
+            stateless: self.stateless,
+            shutdown_grace: Duration::from_secs_f64(self.shutdown_grace),
+        })
+    }
+}
+
+/// Every setting of the server, read once at startup.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub mcp: McpConfig,
+}
+
+impl Config {
+    /// Reads every `EROS_*` variable from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars().collect::<Vec<_>>())
+    }
+
+    pub fn from_vars(vars: Vec<(String, String)>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: DatabaseConfig::from_vars(vars.clone())?,
+            mcp: McpConfig::from_vars(vars)?,
+        })
     }
 }

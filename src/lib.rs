@@ -2,8 +2,11 @@
 //!
 //! The layers, from the edge inwards:
 //!
+//! - [`app`]: the running server assembled, and its shutdown sequence.
+//! - [`transport`]: stdio and streamable HTTP (with auth) for the MCP server.
 //! - [`config`]: typed settings read once from the environment.
 //! - [`database`]: opening the served database: migrations, then the pool.
+//! - [`mcp`]: the MCP server: tools, declared tools, the schema resource.
 //! - [`engine`]: the query engine the tools call: reads, schema, writes.
 //! - [`pool`]: the QueuePool-style r2d2 connection pool and its counters.
 //! - [`access`]: what SQL a connection may run (the authorizer and `query_only`).
@@ -13,11 +16,14 @@
 //! - [`shutdown`]: the signal that tells every part to stop.
 
 pub mod access;
+pub mod app;
 pub mod config;
 pub mod connection;
 pub mod database;
 pub mod engine;
+pub mod mcp;
 pub mod migrations;
 pub mod pool;
 pub mod retry;
 pub mod shutdown;
+pub mod transport;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use eros_mcp::config::DatabaseConfig;
+use eros_mcp::config::{Config, DatabaseConfig};
+use eros_mcp::app::Observers;
 use eros_mcp::pool::NoObserver;
 use eros_mcp::shutdown::Shutdown;
 use eros_mcp::{database, migrations};
@@ -64,10 +65,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let config = match DatabaseConfig::from_env() {
+    let config = match Config::from_env() {
         Ok(mut config) => {
             if let Some(path) = cli.db.clone() {
-                config.path = path;
+                config.database.path = path;
             }
             config
         }
@@ -78,9 +79,9 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::Check => check(config),
-        Command::Migrate => migrate(config),
-        Command::DemoData => demo_data(config),
+        Command::Check => check(config.database),
+        Command::Migrate => migrate(config.database),
+        Command::DemoData => demo_data(config.database),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,19 +105,12 @@ fn init_logging(format: LogFormat, filter: &str) {
     }
 }
 
-fn serve(config: DatabaseConfig) -> anyhow::Result<()> {
+fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
-        let open_config = config.clone();
-        let pool =
-            tokio::task::spawn_blocking(move || database::open(&open_config, Arc::new(NoObserver)))
-                .await??;
-        tracing::info!(path = %config.path.display(), stats = ?pool.stats(), "database ready");
-        shutdown.wait().await;
-        tokio::task::spawn_blocking(move || pool.close()).await??;
-        tracing::info!("database closed");
+        eros_mcp::app::run(config, Observers::default(), shutdown).await?;
         Ok(())
     })
 }

@@ -41,7 +41,7 @@ impl PoolCounters {
 
 /// A point-in-time view of the pool, as the monitoring tool and the
 /// `/stats` endpoint report it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PoolStats {
     /// Configured number of kept connections.
     pub pool_size: u64,

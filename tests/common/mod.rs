@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod attacks;
+pub mod mcp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,99 @@
+//! The running server, assembled: database, engine, MCP server, transport,
+//! and the shutdown sequence (stop taking calls, finish running ones,
+//! checkpoint the WAL, close the pool).
+
+use std::sync::Arc;
+
+use crate::config::{Config, Transport};
+use crate::database::{self, StartupError};
+use crate::engine::QueryEngine;
+use crate::mcp::{CallTracker, DeclaredTools, DeclaredToolsError, ErosServer, NoToolObserver, ToolObserver};
+use crate::pool::{NoObserver, Pool, PoolObserver};
+use crate::shutdown::Shutdown;
+use crate::transport::{self, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error(transparent)]
+    DeclaredTools(#[from] DeclaredToolsError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("closing the database failed: {0}")]
+    Close(#[source] rusqlite::Error),
+    #[error("a startup task failed: {0}")]
+    Task(String),
+}
+
+/// Hooks for measuring the pool and the tool calls (the metrics sidecar).
+#[derive(Clone)]
+pub struct Observers {
+    pub pool: Arc<dyn PoolObserver>,
+    pub tools: Arc<dyn ToolObserver>,
+}
+
+impl Default for Observers {
+    fn default() -> Self {
+        Self {
+            pool: Arc::new(NoObserver),
+            tools: Arc::new(NoToolObserver),
+        }
+    }
+}
+
+/// Opens the database and builds the MCP server (blocking work runs on a
+/// blocking thread).
+pub async fn build(config: &Config, observers: &Observers, calls: Arc<CallTracker>) -> Result<ErosServer, AppError> {
+    let db_config = config.database.clone();
+    let tools_file = config.mcp.tools_file.clone();
+    let pool_observer = Arc::clone(&observers.pool);
+    let (pool, declared) = tokio::task::spawn_blocking(move || -> Result<(Arc<Pool>, DeclaredTools), AppError> {
+        let pool = database::open(&db_config, pool_observer)?;
+        let declared = match &tools_file {
+            Some(path) => {
+                let conn = pool.get().map_err(StartupError::from)?;
+                DeclaredTools::load(path, &conn, db_config.read_only)?
+            }
+            None => DeclaredTools::none(),
+        };
+        Ok((pool, declared))
+    })
+    .await
+    .map_err(|err| AppError::Task(err.to_string()))??;
+    let engine = Arc::new(QueryEngine::new(pool));
+    Ok(ErosServer::new(engine, declared, Arc::clone(&observers.tools), calls))
+}
+
+/// Runs the server until shutdown (a signal, or the stdio client leaving),
+/// then closes the database cleanly.
+pub async fn run(config: Config, observers: Observers, shutdown: Shutdown) -> Result<(), AppError> {
+    let calls = CallTracker::new();
+    // Bind before opening the database: a taken port fails fast.
+    let listener = match config.mcp.transport {
+        Transport::Http => Some(transport::http::bind(&config.mcp).await?),
+        Transport::Stdio => None,
+    };
+    let server = build(&config, &observers, Arc::clone(&calls)).await?;
+    let pool = Arc::clone(server.engine().pool());
+    tracing::info!(
+        path = %config.database.path.display(),
+        tools = ?server.tool_names(),
+        transport = ?config.mcp.transport,
+        "eros-mcp ready"
+    );
+    let served = match listener {
+        Some(listener) => {
+            transport::http::serve(listener, server, &config.mcp, calls, shutdown.clone()).await
+        }
+        None => transport::stdio::serve(server, calls, shutdown.clone(), config.mcp.shutdown_grace).await,
+    };
+    shutdown.trigger();
+    let closed = tokio::task::spawn_blocking(move || pool.close())
+        .await
+        .map_err(|err| AppError::Task(err.to_string()))?;
+    served?;
+    closed.map_err(AppError::Close)?;
+    tracing::info!("eros-mcp stopped; database closed");
+    Ok(())
+}

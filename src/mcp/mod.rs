@@ -1,0 +1,197 @@
+//! The MCP server agents talk to: the tools, the schema resource, and the
+//! server's identity. Transports (stdio, HTTP) live in [`crate::transport`];
+//! this module is the same for both.
+//!
+//! - [`tools`]: the built-in tools and their descriptions.
+//! - [`declared`]: operator-declared tools from a TOML file.
+//! - [`respond`]: engine results to tool results, and metrics per call.
+//! - [`calls`]: in-flight calls, refused and drained on shutdown.
+
+pub mod calls;
+pub mod declared;
+pub mod observer;
+pub mod respond;
+mod tools;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rmcp::handler::server::tool::{ToolCallContext, ToolRouter};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorCode, Implementation,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{QueryEngine, QueryError};
+pub use calls::CallTracker;
+pub use declared::{DeclaredTool, DeclaredTools, DeclaredToolsError};
+pub use observer::{NoToolObserver, ToolCall, ToolObserver};
+use respond::{respond, ResultSummary};
+
+/// URI of the resource holding the database's DDL.
+pub const SCHEMA_RESOURCE: &str = "schema://main";
+
+const INSTRUCTIONS: &str = "SQLite database server. Start with list_tables (add detail=columns for \
+column names) or read the schema://main resource, then describe_table for keys and indexes. query runs \
+one read-only statement; bind values with params instead of pasting them into SQL. Results come as \
+columns + rows (arrays); when truncated is true, call query again with next_cursor to continue.";
+
+struct Inner {
+    engine: Arc<QueryEngine>,
+    router: ToolRouter<ErosServer>,
+    observer: Arc<dyn ToolObserver>,
+    calls: Arc<CallTracker>,
+}
+
+/// The MCP server. Cheap to clone: the HTTP transport makes one per session.
+#[derive(Clone)]
+pub struct ErosServer {
+    inner: Arc<Inner>,
+}
+
+impl ErosServer {
+    /// Builds the tool list once: the built-in tools (`execute` only when
+    /// writes are enabled) and the operator's declared tools.
+    pub fn new(
+        engine: Arc<QueryEngine>,
+        declared: DeclaredTools,
+        observer: Arc<dyn ToolObserver>,
+        calls: Arc<CallTracker>,
+    ) -> Self {
+        let mut router = Self::builtin_tools();
+        if engine.pool().config().read_only {
+            router.remove_route("execute");
+        }
+        for tool in declared.into_tools() {
+            router.add_route(declared::route(Arc::new(tool)));
+        }
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                router,
+                observer,
+                calls,
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<QueryEngine> {
+        &self.inner.engine
+    }
+
+    /// Names of the tools this server offers.
+    pub fn tool_names(&self) -> Vec<String> {
+        self.inner.router.list_all().into_iter().map(|t| t.name.into_owned()).collect()
+    }
+
+    /// Runs one tool call: refused during shutdown, interrupted when the
+    /// client cancels or the shutdown grace ends, measured and turned into
+    /// a tool result.
+    pub(crate) async fn call<T, F, Fut>(&self, tool: &str, client_cancel: &CancellationToken, work: F) -> CallToolResult
+    where
+        T: Serialize + ResultSummary,
+        F: FnOnce(Arc<QueryEngine>, CancellationToken) -> Fut,
+        Fut: Future<Output = Result<T, QueryError>>,
+    {
+        let started = Instant::now();
+        let Some(_guard) = self.inner.calls.begin() else {
+            return respond::<T>(tool, started, Err(QueryError::ShuttingDown), &*self.inner.observer);
+        };
+        let cancel = self.inner.calls.abort_token().child_token();
+        let work = work(Arc::clone(&self.inner.engine), cancel.clone());
+        tokio::pin!(work);
+        let result = tokio::select! {
+            result = &mut work => result,
+            _ = client_cancel.cancelled() => {
+                cancel.cancel();
+                work.await
+            }
+        };
+        respond(tool, started, result, &*self.inner.observer)
+    }
+}
+
+impl ServerHandler for ErosServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
+            .with_server_info(
+                Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                    .with_title("eros-mcp SQLite server"),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        std::borrow::Cow::Borrowed(&[
+            ProtocolVersion::V_2025_03_26,
+            ProtocolVersion::V_2025_06_18,
+            ProtocolVersion::V_2025_11_25,
+            ProtocolVersion::V_2026_07_28,
+        ])
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.inner.router.list_all()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.clone();
+        match self.inner.router.call(ToolCallContext::new(self, request, context)).await {
+            // Arguments that do not fit the schema are the agent's to fix:
+            // report them as a tool error it can read, and count them.
+            Err(err) if err.code == ErrorCode::INVALID_PARAMS && self.inner.router.has_route(&name) => {
+                let invalid = QueryError::InvalidArgument(err.message.to_string());
+                Ok(respond::<crate::pool::PoolStats>(&name, Instant::now(), Err(invalid), &*self.inner.observer).into())
+            }
+            other => other,
+        }
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.inner.router.get(name).cloned()
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![Resource::new(SCHEMA_RESOURCE, "schema")
+            .with_description("CREATE statements of every table, view, index and trigger in the database")
+            .with_mime_type("application/sql")]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        if request.uri != SCHEMA_RESOURCE {
+            return Err(ErrorData::resource_not_found(
+                format!("no resource {:?}; the only one is {SCHEMA_RESOURCE}", request.uri),
+                Some(serde_json::json!({ "uri": request.uri })),
+            ));
+        }
+        match self.inner.engine.schema_ddl().await {
+            Ok(ddl) => Ok(ReadResourceResult::new(vec![
+                ResourceContents::text(ddl, request.uri.clone()).with_mime_type("application/sql")
+            ])
+            .into()),
+            Err(err) => Err(ErrorData::internal_error(format!("cannot read the schema: {err}"), None)),
+        }
+    }
+}

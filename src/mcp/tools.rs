@@ -1,0 +1,131 @@
+//! The built-in tools. Names and arguments are part of the interface.
+//! Descriptions are written for a model: what the tool is for, what comes
+//! back, and what to do next.
+
+use rmcp::handler::server::common::schema_for_output;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::service::RequestContext;
+use rmcp::{tool, tool_router, RoleServer};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::ErosServer;
+use crate::engine::{
+    ExecuteOutput, ExecuteRequest, ExplainOutput, QueryOutput, QueryRequest, SqlParams, TableDescription,
+    TableDetail, TableList,
+};
+use crate::pool::PoolStats;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListTablesRequest {
+    /// Only names containing this text (or matching it as an SQL LIKE pattern with % and _).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// names (default): name, type and row count; columns: also each column; ddl: also the CREATE statement.
+    #[serde(default)]
+    pub detail: Option<TableDetail>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DescribeTableRequest {
+    /// Name of the table or view.
+    pub table: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExplainRequest {
+    /// One read-only SQL statement to plan (it is not run).
+    pub sql: String,
+    /// Values for its placeholders, as for query.
+    #[serde(default)]
+    pub params: Option<SqlParams>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct NoArguments {}
+
+#[tool_router(vis = "pub(crate)", router = builtin_tools)]
+impl ErosServer {
+    #[tool(
+        name = "query",
+        description = "Run one read-only SQL statement (SELECT, WITH, read-only PRAGMA) and get columns + rows. \
+Bind values with params (a list for ?, an object for :name). Rows are capped; if truncated is true, call again \
+with the same sql/params and cursor=next_cursor.",
+        output_schema = schema_for_output::<QueryOutput>(),
+        annotations(title = "Query (read-only)", read_only_hint = true, destructive_hint = false,
+                    idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn query(&self, Parameters(request): Parameters<QueryRequest>, ctx: RequestContext<RoleServer>) -> CallToolResult {
+        self.call("query", &ctx.ct, |engine, cancel| async move { engine.query(request, Some(&cancel)).await })
+            .await
+    }
+
+    #[tool(
+        name = "list_tables",
+        description = "List tables and views with row counts. Filter with pattern; detail=columns adds column \
+names and types, detail=ddl adds CREATE statements. Use this first to explore the database.",
+        output_schema = schema_for_output::<TableList>(),
+        annotations(title = "List tables", read_only_hint = true, destructive_hint = false,
+                    idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_tables(&self, Parameters(request): Parameters<ListTablesRequest>, ctx: RequestContext<RoleServer>) -> CallToolResult {
+        self.call("list_tables", &ctx.ct, |engine, _| async move {
+            engine.list_tables(request.pattern, request.detail.unwrap_or_default()).await
+        })
+        .await
+    }
+
+    #[tool(
+        name = "describe_table",
+        description = "Describe one table or view: columns (type, nullability, default, primary key), foreign \
+keys and indexes.",
+        output_schema = schema_for_output::<TableDescription>(),
+        annotations(title = "Describe table", read_only_hint = true, destructive_hint = false,
+                    idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn describe_table(&self, Parameters(request): Parameters<DescribeTableRequest>, ctx: RequestContext<RoleServer>) -> CallToolResult {
+        self.call("describe_table", &ctx.ct, |engine, _| async move { engine.describe_table(request.table).await })
+            .await
+    }
+
+    #[tool(
+        name = "explain_query",
+        description = "Show SQLite's query plan (EXPLAIN QUERY PLAN) for a read-only statement without running \
+it: which indexes are used and where full scans happen.",
+        output_schema = schema_for_output::<ExplainOutput>(),
+        annotations(title = "Explain query", read_only_hint = true, destructive_hint = false,
+                    idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn explain_query(&self, Parameters(request): Parameters<ExplainRequest>, ctx: RequestContext<RoleServer>) -> CallToolResult {
+        self.call("explain_query", &ctx.ct, |engine, _| async move {
+            engine.explain(request.sql, request.params).await
+        })
+        .await
+    }
+
+    #[tool(
+        name = "execute",
+        description = "Run one INSERT, UPDATE, DELETE or CREATE/ALTER/DROP statement in its own transaction \
+and commit it. Returns changes and last_insert_rowid (and rows of a RETURNING clause). Bind values with params.",
+        output_schema = schema_for_output::<ExecuteOutput>(),
+        annotations(title = "Execute (writes)", read_only_hint = false, destructive_hint = true,
+                    idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn execute(&self, Parameters(request): Parameters<ExecuteRequest>, ctx: RequestContext<RoleServer>) -> CallToolResult {
+        self.call("execute", &ctx.ct, |engine, cancel| async move { engine.execute(request, Some(&cancel)).await })
+            .await
+    }
+
+    #[tool(
+        name = "pool_stats",
+        description = "Connection pool statistics: size, connections in use and idle, overflow, waiters, and \
+counters of connections created, recycled and failed.",
+        output_schema = schema_for_output::<PoolStats>(),
+        annotations(title = "Pool statistics", read_only_hint = true, destructive_hint = false,
+                    idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn pool_stats(&self, Parameters(_): Parameters<NoArguments>, ctx: RequestContext<RoleServer>) -> CallToolResult {
+        self.call("pool_stats", &ctx.ct, |engine, _| async move { Ok(engine.pool().stats()) }).await
+    }
+}

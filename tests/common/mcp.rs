@@ -1,0 +1,194 @@
+//! A real MCP client (rmcp's) driving the real `eros-mcp` binary over stdio
+//! or streamable HTTP, in both protocol eras.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
+};
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient};
+use serde_json::{Map, Value};
+
+pub type Client = RunningService<RoleClient, ClientConfig>;
+
+/// The two protocol eras the server serves.
+pub const ERAS: [ProtocolVersion; 2] = [ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2026_07_28];
+
+pub fn client_config(version: &ProtocolVersion) -> ClientConfig {
+    ClientConfig::new(ClientCapabilities::default(), Implementation::new("eros-mcp-tests", "0.1.0"))
+        .with_protocol_version(version.clone())
+}
+
+pub fn lifecycle(version: &ProtocolVersion) -> ClientLifecycleMode {
+    if version.has_initialize() {
+        ClientLifecycleMode::Initialize
+    } else {
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![version.clone()],
+        }
+    }
+}
+
+/// Starts `eros-mcp serve` on `db` over stdio with `env`, connected in `version`'s era.
+pub async fn stdio_client(db: &Path, env: &[(&str, &str)], version: &ProtocolVersion) -> Client {
+    let dir = db.parent().unwrap().to_path_buf();
+    let db = db.to_path_buf();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp")).configure(move |cmd| {
+        cmd.arg("serve")
+            .arg("--db")
+            .arg(&db)
+            .current_dir(&dir)
+            .env_clear()
+            .env("EROS_METRICS_ADDR", "off")
+            .env("EROS_LOG", "warn");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+    });
+    let (transport, _stderr) = TokioChildProcess::builder(command)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn eros-mcp");
+    client_config(version)
+        .serve_with_lifecycle(transport, lifecycle(version))
+        .await
+        .expect("MCP handshake over stdio")
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An `eros-mcp` process serving HTTP; killed on drop.
+pub struct HttpServer {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl HttpServer {
+    pub fn start(db: &Path, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"));
+        cmd.arg("serve")
+            .arg("--db")
+            .arg(db)
+            .current_dir(db.parent().unwrap())
+            .env_clear()
+            .env("EROS_MCP_TRANSPORT", "http")
+            .env("EROS_MCP_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("EROS_METRICS_ADDR", "off")
+            .env("EROS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn eros-mcp");
+        let server = Self { child, port };
+        server.wait_until_listening();
+        server
+    }
+
+    fn wait_until_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // The port is bound before the database opens; wait for /mcp to answer.
+                if http_get_status(self.port, "/mcp") != 0 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("eros-mcp did not start listening on port {}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    pub async fn client(&self, token: Option<&str>, version: &ProtocolVersion) -> Client {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url());
+        if let Some(token) = token {
+            config = config.auth_header(token.to_string());
+        }
+        let transport = StreamableHttpClientTransport::from_config(config);
+        client_config(version)
+            .serve_with_lifecycle(transport, lifecycle(version))
+            .await
+            .expect("MCP handshake over HTTP")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status of a plain GET (0 when the connection fails).
+fn http_get_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Calls `tool` with `arguments` (a JSON object).
+pub async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResult {
+    let arguments: Map<String, Value> = match arguments {
+        Value::Object(map) => map,
+        other => panic!("arguments must be an object, got {other}"),
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(arguments))
+        .await
+        .unwrap_or_else(|err| panic!("{tool} call failed at the protocol level: {err}"))
+}
+
+/// The structured content of a successful result.
+pub fn structured(result: &CallToolResult) -> &Value {
+    assert_ne!(result.is_error, Some(true), "tool error: {}", text(result));
+    result.structured_content.as_ref().expect("structured content")
+}
+
+/// The text content of a result.
+pub fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
