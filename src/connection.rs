@@ -59,6 +59,9 @@ pub fn is_busy(err: &rusqlite::Error) -> bool {
     )
 }
 
+/// Longest SQL text a connection accepts (SQLite's default is 1 GB).
+pub const MAX_SQL_LENGTH: i32 = 1_000_000;
+
 /// What every connection is opened with.
 #[derive(Debug, Clone)]
 pub struct ConnectionOptions {
@@ -146,6 +149,8 @@ fn harden(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, false)?;
     // No ATTACH at all: untrusted SQL must not reach another file.
     conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    // Agent SQL is short; a megabyte statement is a mistake or an attack.
+    conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_LENGTH)?;
     Ok(())
 }
 

@@ -48,3 +48,240 @@ async fn query_returns_compact_typed_rows_in_both_eras() {
         client.cancel().await.unwrap();
     }
 }
+
+use common::attacks::ATTACKS;
+use rmcp::model::{ProtocolVersion, ReadResourceRequestParams};
+use std::time::{Duration, Instant};
+
+const V2025: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+
+#[tokio::test]
+async fn an_sql_error_is_a_tool_error_with_the_sqlite_message() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[], &V2025).await;
+    let result = call(&client, "query", json!({"sql": "SELECT nope FROM creators"})).await;
+    assert_eq!(result.is_error, Some(true));
+    let message = text(&result);
+    assert!(message.starts_with("SQLITE_ERROR: no such column: nope"), "{message}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_attack_is_refused_over_mcp_and_the_database_is_unchanged() {
+    let db = TestDb::new().with_demo_data();
+    let before = std::fs::read(db.path()).unwrap();
+    let client = stdio_client(db.path(), &[], &V2025).await;
+    let dir = db.dir.path().display().to_string();
+    for (name, sql) in ATTACKS {
+        let result = call(&client, "query", json!({"sql": sql.replace("ATTACKDIR", &dir)})).await;
+        assert_eq!(result.is_error, Some(true), "{name} was not refused: {}", text(&result));
+        assert!(!text(&result).is_empty());
+    }
+    let stats = call(&client, "pool_stats", json!({})).await;
+    assert_eq!(structured(&stats)["active_connections"], json!(0));
+    client.cancel().await.unwrap();
+    // The server checkpointed on exit: every byte of the database is as it was.
+    assert_eq!(std::fs::read(db.path()).unwrap(), before);
+    for extra in ["attached.db", "a.db", "exfil.db", "p"] {
+        assert!(!db.file(extra).exists(), "{extra} was created");
+    }
+}
+
+#[tokio::test]
+async fn the_schema_resource_holds_the_ddl() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[], &V2025).await;
+    let resources = client.list_all_resources().await.unwrap();
+    assert_eq!(resources.len(), 1);
+    assert_eq!(resources[0].uri, "schema://main");
+    let read = client
+        .read_resource(ReadResourceRequestParams::new("schema://main"))
+        .await
+        .unwrap();
+    let body = serde_json::to_string(&read).unwrap();
+    assert!(body.contains("CREATE TABLE creators"), "{body}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn execute_is_offered_only_when_writes_are_enabled() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[("EROS_DB_READ_ONLY", "false")], &V2025).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let execute = tools.iter().find(|t| t.name == "execute").expect("execute is listed");
+    let annotations = execute.annotations.as_ref().unwrap();
+    assert_eq!(annotations.read_only_hint, Some(false));
+    assert_eq!(annotations.destructive_hint, Some(true));
+    let result = call(
+        &client,
+        "execute",
+        json!({"sql": "UPDATE creators SET tier = :tier WHERE id = 1", "params": {"tier": "premium"}}),
+    )
+    .await;
+    assert_eq!(structured(&result)["changes"], json!(1));
+    let check = call(&client, "query", json!({"sql": "SELECT tier FROM creators WHERE id = 1"})).await;
+    assert_eq!(structured(&check)["rows"], json!([["premium"]]));
+    client.cancel().await.unwrap();
+
+    let read_only = stdio_client(db.path(), &[], &V2025).await;
+    let err = read_only
+        .call_tool(rmcp::model::CallToolRequestParams::new("execute").with_arguments(
+            json!({"sql": "DELETE FROM creators"}).as_object().unwrap().clone(),
+        ))
+        .await;
+    assert!(err.is_err(), "execute is unknown on a read-only server");
+    read_only.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_argument_types_are_reported_and_the_server_lives_on() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[], &V2025).await;
+    for arguments in [
+        json!({"sql": 42}),
+        json!({}),
+        json!({"sql": "SELECT 1", "params": [{"nested": true}]}),
+        json!({"sql": "SELECT 1", "max_rows": "ten"}),
+        json!({"sql": "SELECT ?", "params": "not a list"}),
+    ] {
+        let result = call(&client, "query", arguments.clone()).await;
+        assert_eq!(result.is_error, Some(true), "{arguments} was accepted");
+    }
+    let result = call(&client, "describe_table", json!({"table": ["creators"]})).await;
+    assert_eq!(result.is_error, Some(true));
+    let ok = call(&client, "query", json!({"sql": "SELECT 1 AS one"})).await;
+    assert_eq!(structured(&ok)["rows"], json!([[1]]));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn huge_and_deeply_nested_arguments_get_errors_not_crashes() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[], &V2025).await;
+    let huge = format!("SELECT '{}'", "x".repeat(2_000_000));
+    let result = call(&client, "query", json!({"sql": huge})).await;
+    assert_eq!(result.is_error, Some(true), "a 2 MB statement is over SQLite's SQL length limit");
+    let mut nested = json!(1);
+    for _ in 0..100 {
+        nested = json!([nested]);
+    }
+    let result = call(&client, "query", json!({"sql": "SELECT ?", "params": [nested]})).await;
+    assert_eq!(result.is_error, Some(true));
+    let ok = call(&client, "list_tables", json!({})).await;
+    assert_eq!(structured(&ok)["tables"].as_array().unwrap().len(), 7);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_truncated_result_continues_with_its_cursor() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[("EROS_DB_MAX_ROWS", "15")], &V2025).await;
+    let sql = "SELECT id FROM creators ORDER BY id";
+    let first = call(&client, "query", json!({"sql": sql})).await;
+    let first = structured(&first).clone();
+    assert_eq!(first["row_count"], json!(15));
+    assert_eq!(first["truncated"], json!(true));
+    let mut ids: Vec<i64> = first["rows"].as_array().unwrap().iter().map(|r| r[0].as_i64().unwrap()).collect();
+    let mut cursor = first["next_cursor"].as_str().unwrap().to_string();
+    loop {
+        let page = call(&client, "query", json!({"sql": sql, "cursor": cursor})).await;
+        let page = structured(&page).clone();
+        ids.extend(page["rows"].as_array().unwrap().iter().map(|r| r[0].as_i64().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+    client.cancel().await.unwrap();
+}
+
+const RUNAWAY: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+
+#[tokio::test]
+async fn a_runaway_query_times_out_and_the_pool_recovers() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[("EROS_DB_QUERY_TIMEOUT", "0.3")], &V2025).await;
+    let started = Instant::now();
+    let result = call(&client, "query", json!({"sql": RUNAWAY})).await;
+    assert_eq!(result.is_error, Some(true));
+    assert!(text(&result).starts_with("TIMEOUT"), "{}", text(&result));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let stats = call(&client, "pool_stats", json!({})).await;
+    assert_eq!(structured(&stats)["active_connections"], json!(0));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_call_interrupts_its_query() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[], &V2025).await;
+    // Dropping the call future makes rmcp send notifications/cancelled.
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), call(&client, "query", json!({"sql": RUNAWAY}))).await;
+    assert!(abandoned.is_err());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let stats = call(&client, "pool_stats", json!({})).await;
+        if structured(&stats)["active_connections"] == json!(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cancelled query is still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.cancel().await.unwrap();
+}
+
+fn example_tools() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tools.toml").to_string()
+}
+
+#[tokio::test]
+async fn declared_tools_get_exact_schemas_and_bind_their_arguments() {
+    let db = TestDb::new().with_demo_data();
+    let tools_file = example_tools();
+    let client = stdio_client(db.path(), &[("EROS_MCP_TOOLS_FILE", &tools_file)], &V2025).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let profile = tools.iter().find(|t| t.name == "get_creator_profile").expect("declared tool listed");
+    let schema = serde_json::to_value(&*profile.input_schema).unwrap();
+    assert_eq!(schema["properties"]["creator_id"]["type"], json!("integer"));
+    assert_eq!(schema["required"], json!(["creator_id"]));
+    assert_eq!(schema["additionalProperties"], json!(false));
+    assert!(tools.iter().all(|t| t.name != "pause_creator"), "write tools need writes enabled");
+
+    let result = call(&client, "get_creator_profile", json!({"creator_id": 3})).await;
+    let out = structured(&result);
+    assert_eq!(out["rows"][0][1], json!("creator3"));
+
+    let top = call(&client, "top_creators_by_revenue", json!({"kind": "tip", "limit": 3})).await;
+    assert_eq!(structured(&top)["row_count"], json!(3));
+
+    for bad in [
+        json!({}),
+        json!({"creator_id": "3"}),
+        json!({"creator_id": 3, "extra": 1}),
+        json!({"creator_id": "1; DROP TABLE creators"}),
+    ] {
+        let result = call(&client, "get_creator_profile", bad.clone()).await;
+        assert_eq!(result.is_error, Some(true), "{bad} was accepted");
+    }
+    let bad_enum = call(&client, "top_creators_by_revenue", json!({"kind": "gift"})).await;
+    assert_eq!(bad_enum.is_error, Some(true));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn declared_write_tools_run_when_writes_are_enabled() {
+    let db = TestDb::new().with_demo_data();
+    let tools_file = example_tools();
+    let client = stdio_client(
+        db.path(),
+        &[("EROS_MCP_TOOLS_FILE", &tools_file), ("EROS_DB_READ_ONLY", "false")],
+        &V2025,
+    )
+    .await;
+    let result = call(&client, "pause_creator", json!({"creator_id": 5})).await;
+    assert_eq!(structured(&result)["changes"], json!(1));
+    let check = call(&client, "query", json!({"sql": "SELECT status FROM creators WHERE id = 5"})).await;
+    assert_eq!(structured(&check)["rows"], json!([["paused"]]));
+    client.cancel().await.unwrap();
+}
