@@ -7,7 +7,9 @@ use std::sync::Arc;
 use crate::config::{Config, Transport};
 use crate::database::{self, StartupError};
 use crate::engine::QueryEngine;
-use crate::mcp::{CallTracker, DeclaredTools, DeclaredToolsError, ErosServer, NoToolObserver, ToolObserver};
+use crate::mcp::{
+    CallTracker, DeclaredTools, DeclaredToolsError, ErosServer, NoToolObserver, ToolObserver,
+};
 use crate::pool::{NoObserver, Pool, PoolObserver};
 use crate::shutdown::Shutdown;
 use crate::transport::{self, TransportError};
@@ -44,25 +46,35 @@ impl Default for Observers {
 
 /// Opens the database and builds the MCP server (blocking work runs on a
 /// blocking thread).
-pub async fn build(config: &Config, observers: &Observers, calls: Arc<CallTracker>) -> Result<ErosServer, AppError> {
+pub async fn build(
+    config: &Config,
+    observers: &Observers,
+    calls: Arc<CallTracker>,
+) -> Result<ErosServer, AppError> {
     let db_config = config.database.clone();
     let tools_file = config.mcp.tools_file.clone();
     let pool_observer = Arc::clone(&observers.pool);
-    let (pool, declared) = tokio::task::spawn_blocking(move || -> Result<(Arc<Pool>, DeclaredTools), AppError> {
-        let pool = database::open(&db_config, pool_observer)?;
-        let declared = match &tools_file {
-            Some(path) => {
-                let conn = pool.get().map_err(StartupError::from)?;
-                DeclaredTools::load(path, &conn, db_config.read_only)?
-            }
-            None => DeclaredTools::none(),
-        };
-        Ok((pool, declared))
-    })
-    .await
-    .map_err(|err| AppError::Task(err.to_string()))??;
+    let (pool, declared) =
+        tokio::task::spawn_blocking(move || -> Result<(Arc<Pool>, DeclaredTools), AppError> {
+            let pool = database::open(&db_config, pool_observer)?;
+            let declared = match &tools_file {
+                Some(path) => {
+                    let conn = pool.get().map_err(StartupError::from)?;
+                    DeclaredTools::load(path, &conn, db_config.read_only)?
+                }
+                None => DeclaredTools::none(),
+            };
+            Ok((pool, declared))
+        })
+        .await
+        .map_err(|err| AppError::Task(err.to_string()))??;
     let engine = Arc::new(QueryEngine::new(pool));
-    Ok(ErosServer::new(engine, declared, Arc::clone(&observers.tools), calls))
+    Ok(ErosServer::new(
+        engine,
+        declared,
+        Arc::clone(&observers.tools),
+        calls,
+    ))
 }
 
 /// Runs the server until shutdown (a signal, or the stdio client leaving),
@@ -86,7 +98,10 @@ pub async fn run(config: Config, observers: Observers, shutdown: Shutdown) -> Re
         Some(listener) => {
             transport::http::serve(listener, server, &config.mcp, calls, shutdown.clone()).await
         }
-        None => transport::stdio::serve(server, calls, shutdown.clone(), config.mcp.shutdown_grace).await,
+        None => {
+            transport::stdio::serve(server, calls, shutdown.clone(), config.mcp.shutdown_grace)
+                .await
+        }
     };
     shutdown.trigger();
     let closed = tokio::task::spawn_blocking(move || pool.close())

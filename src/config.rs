@@ -454,10 +454,13 @@ impl McpEnv {
             value,
             allowed: allowed.to_string(),
         };
-        let http_addr: std::net::SocketAddr = self
-            .http_addr
-            .parse()
-            .map_err(|_| bad("http_addr", self.http_addr.clone(), "an address such as 127.0.0.1:8080"))?;
+        let http_addr: std::net::SocketAddr = self.http_addr.parse().map_err(|_| {
+            bad(
+                "http_addr",
+                self.http_addr.clone(),
+                "an address such as 127.0.0.1:8080",
+            )
+        })?;
         let auth_token = self.auth_token.filter(|t| !t.is_empty());
         if self.transport == Transport::Http
             && !http_addr.ip().is_loopback()
@@ -478,7 +481,8 @@ impl McpEnv {
                 "a whole number of bytes, at least 1024",
             ));
         }
-        if !(self.shutdown_grace.is_finite() && (0.0..=MAX_SECONDS).contains(&self.shutdown_grace)) {
+        if !(self.shutdown_grace.is_finite() && (0.0..=MAX_SECONDS).contains(&self.shutdown_grace))
+        {
             return Err(bad(
                 "shutdown_grace",
                 self.shutdown_grace.to_string(),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use eros_mcp::config::{Config, DatabaseConfig};
 use eros_mcp::app::Observers;
+use eros_mcp::config::{Config, DatabaseConfig};
 use eros_mcp::pool::NoObserver;
 use eros_mcp::shutdown::Shutdown;
 use eros_mcp::{database, migrations};

@@ -55,22 +55,44 @@ async fn acknowledged_writes_survive_sigkill() {
         assert!(acknowledged.lock().unwrap().len() > before_kill.saturating_sub(1));
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() > 50, "the workload wrote too little to mean anything: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 50,
+        "the workload wrote too little to mean anything: {}",
+        acknowledged.len()
+    );
 
     // Reopen after the last kill, through the server itself, then check the file.
     let server = HttpServer::start(db.path(), &[]);
     let client = server.client(None, &ERAS[0]).await;
-    let result = call(&client, "query", json!({"sql": "SELECT count(*) FROM creators WHERE handle LIKE 'durable-%'"})).await;
-    let stored = result.structured_content.unwrap()["rows"][0][0].as_i64().unwrap() as usize;
-    assert!(stored >= acknowledged.len(), "{stored} stored < {} acknowledged", acknowledged.len());
+    let result = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT count(*) FROM creators WHERE handle LIKE 'durable-%'"}),
+    )
+    .await;
+    let stored = result.structured_content.unwrap()["rows"][0][0]
+        .as_i64()
+        .unwrap() as usize;
+    assert!(
+        stored >= acknowledged.len(),
+        "{stored} stored < {} acknowledged",
+        acknowledged.len()
+    );
     client.cancel().await.unwrap();
     drop(server);
 
     let conn = rusqlite::Connection::open(db.path()).unwrap();
-    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(integrity, "ok");
-    let mut present = conn.prepare("SELECT 1 FROM creators WHERE handle = ?").unwrap();
+    let mut present = conn
+        .prepare("SELECT 1 FROM creators WHERE handle = ?")
+        .unwrap();
     for handle in &acknowledged {
-        assert!(present.exists([handle]).unwrap(), "acknowledged write {handle} was lost");
+        assert!(
+            present.exists([handle]).unwrap(),
+            "acknowledged write {handle} was lost"
+        );
     }
 }

@@ -9,10 +9,57 @@ use eros_mcp::engine::{QueryEngine, QueryRequest, SqlParam, SqlParams};
 use proptest::prelude::*;
 
 const FRAGMENTS: &[&str] = &[
-    "SELECT", "*", "FROM", "creators", "content", "WHERE", "id", "=", "?", ":x", "1", "'a'", ";", "--", "/*", "*/",
-    "DELETE", "INSERT", "INTO", "VALUES", "(", ")", ",", "PRAGMA", "query_only", "ATTACH", "'x.db'", "AS", "WITH",
-    "RECURSIVE", "UNION", "ALL", "ORDER BY", "LIMIT", "json_object", "x'00'", "NULL", "CREATE", "TEMP", "TABLE",
-    "DROP", "VACUUM", "INTO", "BEGIN", "COMMIT", "load_extension", "\"", "`", "\u{0}", "é", "\n",
+    "SELECT",
+    "*",
+    "FROM",
+    "creators",
+    "content",
+    "WHERE",
+    "id",
+    "=",
+    "?",
+    ":x",
+    "1",
+    "'a'",
+    ";",
+    "--",
+    "/*",
+    "*/",
+    "DELETE",
+    "INSERT",
+    "INTO",
+    "VALUES",
+    "(",
+    ")",
+    ",",
+    "PRAGMA",
+    "query_only",
+    "ATTACH",
+    "'x.db'",
+    "AS",
+    "WITH",
+    "RECURSIVE",
+    "UNION",
+    "ALL",
+    "ORDER BY",
+    "LIMIT",
+    "json_object",
+    "x'00'",
+    "NULL",
+    "CREATE",
+    "TEMP",
+    "TABLE",
+    "DROP",
+    "VACUUM",
+    "INTO",
+    "BEGIN",
+    "COMMIT",
+    "load_extension",
+    "\"",
+    "`",
+    "\u{0}",
+    "é",
+    "\n",
 ];
 
 fn sql() -> impl Strategy<Value = String> {
@@ -24,7 +71,9 @@ fn param() -> impl Strategy<Value = SqlParam> {
         Just(SqlParam::Null),
         any::<bool>().prop_map(SqlParam::Bool),
         any::<i64>().prop_map(SqlParam::Integer),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(SqlParam::Real),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(SqlParam::Real),
         ".{0,20}".prop_map(SqlParam::Text),
     ]
 }
@@ -33,7 +82,8 @@ fn params() -> impl Strategy<Value = Option<SqlParams>> {
     prop_oneof![
         Just(None),
         prop::collection::vec(param(), 0..4).prop_map(|p| Some(SqlParams::Positional(p))),
-        prop::collection::btree_map("[:@$]?[a-z]{1,3}", param(), 0..3).prop_map(|p| Some(SqlParams::Named(p))),
+        prop::collection::btree_map("[:@$]?[a-z]{1,3}", param(), 0..3)
+            .prop_map(|p| Some(SqlParams::Named(p))),
     ]
 }
 
@@ -72,7 +122,12 @@ fn fixture() -> &'static Fixture {
         let before = std::fs::read(db.path()).unwrap();
         let engine = QueryEngine::new(db.warm_pool());
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        Fixture { db, engine, runtime, before }
+        Fixture {
+            db,
+            engine,
+            runtime,
+            before,
+        }
     })
 }
 
@@ -81,7 +136,9 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(serde_json::Value::from),
         ".{0,12}".prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(3, 16, 4, |inner| {
@@ -98,7 +155,8 @@ fn declared_tools() -> &'static eros_mcp::mcp::DeclaredTools {
     TOOLS.get_or_init(|| {
         let fx = fixture();
         let conn = fx.engine.pool().get().unwrap();
-        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tools.toml"));
+        let path =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tools.toml"));
         eros_mcp::mcp::DeclaredTools::load(path, &conn, false).unwrap()
     })
 }

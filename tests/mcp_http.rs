@@ -39,7 +39,12 @@ async fn both_protocol_eras_are_served_over_http() {
     for era in ERAS {
         let client = server.client(None, &era).await;
         assert_eq!(client.peer_info().unwrap().protocol_version, era);
-        let result = call(&client, "query", json!({"sql": "SELECT count(*) AS n FROM creators"})).await;
+        let result = call(
+            &client,
+            "query",
+            json!({"sql": "SELECT count(*) AS n FROM creators"}),
+        )
+        .await;
         assert_eq!(structured(&result)["rows"], json!([[40]]));
         client.cancel().await.unwrap();
     }
@@ -64,9 +69,19 @@ async fn with_a_token_requests_without_it_get_401() {
     let (status, body) = post(&server, &[], initialize_body()).await;
     assert_eq!(status, 401);
     assert_eq!(body, "unauthorized", "a refusal says nothing more");
-    let (status, _) = post(&server, &[("authorization", "Bearer wrong-token-0123456789")], initialize_body()).await;
+    let (status, _) = post(
+        &server,
+        &[("authorization", "Bearer wrong-token-0123456789")],
+        initialize_body(),
+    )
+    .await;
     assert_eq!(status, 401);
-    let (status, _) = post(&server, &[("authorization", &format!("Bearer {TOKEN}"))], initialize_body()).await;
+    let (status, _) = post(
+        &server,
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        initialize_body(),
+    )
+    .await;
     assert_eq!(status, 200);
     for era in ERAS {
         let client = server.client(Some(TOKEN), &era).await;
@@ -80,7 +95,12 @@ async fn with_a_token_requests_without_it_get_401() {
 async fn a_foreign_origin_or_host_is_refused() {
     let db = TestDb::new().with_demo_data();
     let server = HttpServer::start(db.path(), &[]);
-    let (status, _) = post(&server, &[("origin", "http://evil.example")], initialize_body()).await;
+    let (status, _) = post(
+        &server,
+        &[("origin", "http://evil.example")],
+        initialize_body(),
+    )
+    .await;
     assert_eq!(status, 403);
     let (status, _) = post(&server, &[("host", "evil.example")], initialize_body()).await;
     assert_eq!(status, 403);
@@ -104,7 +124,13 @@ async fn an_oversized_body_gets_413() {
 async fn malformed_json_rpc_gets_an_error_and_the_server_lives_on() {
     let db = TestDb::new().with_demo_data();
     let server = HttpServer::start(db.path(), &[]);
-    for body in ["{not json", "[]", "{\"jsonrpc\":\"2.0\"}", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":42}", ""] {
+    for body in [
+        "{not json",
+        "[]",
+        "{\"jsonrpc\":\"2.0\"}",
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":42}",
+        "",
+    ] {
         let (status, _) = post(&server, &[], body.to_string()).await;
         assert!((400..500).contains(&status), "{body:?} got {status}");
     }
@@ -126,7 +152,10 @@ fn a_public_address_without_a_token_is_refused_at_startup() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("EROS_MCP_HTTP_ADDR") && stderr.contains("EROS_MCP_AUTH_TOKEN"), "{stderr}");
+    assert!(
+        stderr.contains("EROS_MCP_HTTP_ADDR") && stderr.contains("EROS_MCP_AUTH_TOKEN"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -143,7 +172,10 @@ fn a_taken_port_fails_fast_with_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -15,12 +15,25 @@ async fn the_tools_are_listed_with_annotations_and_output_schemas_in_both_eras()
         let tools = client.list_all_tools().await.unwrap();
         let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
         names.sort();
-        assert_eq!(names, ["describe_table", "explain_query", "list_tables", "pool_stats", "query"]);
+        assert_eq!(
+            names,
+            [
+                "describe_table",
+                "explain_query",
+                "list_tables",
+                "pool_stats",
+                "query"
+            ]
+        );
         for tool in &tools {
             let annotations = tool.annotations.as_ref().expect("annotations");
             assert_eq!(annotations.read_only_hint, Some(true), "{}", tool.name);
             assert_eq!(annotations.open_world_hint, Some(false), "{}", tool.name);
-            assert!(tool.output_schema.is_some(), "{} has an output schema", tool.name);
+            assert!(
+                tool.output_schema.is_some(),
+                "{} has an output schema",
+                tool.name
+            );
             assert!(tool.description.as_ref().is_some_and(|d| d.len() > 20));
         }
         client.cancel().await.unwrap();
@@ -59,10 +72,18 @@ const V2025: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 async fn an_sql_error_is_a_tool_error_with_the_sqlite_message() {
     let db = TestDb::new().with_demo_data();
     let client = stdio_client(db.path(), &[], &V2025).await;
-    let result = call(&client, "query", json!({"sql": "SELECT nope FROM creators"})).await;
+    let result = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT nope FROM creators"}),
+    )
+    .await;
     assert_eq!(result.is_error, Some(true));
     let message = text(&result);
-    assert!(message.starts_with("SQLITE_ERROR: no such column: nope"), "{message}");
+    assert!(
+        message.starts_with("SQLITE_ERROR: no such column: nope"),
+        "{message}"
+    );
     client.cancel().await.unwrap();
 }
 
@@ -73,8 +94,18 @@ async fn every_attack_is_refused_over_mcp_and_the_database_is_unchanged() {
     let client = stdio_client(db.path(), &[], &V2025).await;
     let dir = db.dir.path().display().to_string();
     for (name, sql) in ATTACKS {
-        let result = call(&client, "query", json!({"sql": sql.replace("ATTACKDIR", &dir)})).await;
-        assert_eq!(result.is_error, Some(true), "{name} was not refused: {}", text(&result));
+        let result = call(
+            &client,
+            "query",
+            json!({"sql": sql.replace("ATTACKDIR", &dir)}),
+        )
+        .await;
+        assert_eq!(
+            result.is_error,
+            Some(true),
+            "{name} was not refused: {}",
+            text(&result)
+        );
         assert!(!text(&result).is_empty());
     }
     let stats = call(&client, "pool_stats", json!({})).await;
@@ -108,7 +139,10 @@ async fn execute_is_offered_only_when_writes_are_enabled() {
     let db = TestDb::new().with_demo_data();
     let client = stdio_client(db.path(), &[("EROS_DB_READ_ONLY", "false")], &V2025).await;
     let tools = client.list_all_tools().await.unwrap();
-    let execute = tools.iter().find(|t| t.name == "execute").expect("execute is listed");
+    let execute = tools
+        .iter()
+        .find(|t| t.name == "execute")
+        .expect("execute is listed");
     let annotations = execute.annotations.as_ref().unwrap();
     assert_eq!(annotations.read_only_hint, Some(false));
     assert_eq!(annotations.destructive_hint, Some(true));
@@ -119,15 +153,25 @@ async fn execute_is_offered_only_when_writes_are_enabled() {
     )
     .await;
     assert_eq!(structured(&result)["changes"], json!(1));
-    let check = call(&client, "query", json!({"sql": "SELECT tier FROM creators WHERE id = 1"})).await;
+    let check = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT tier FROM creators WHERE id = 1"}),
+    )
+    .await;
     assert_eq!(structured(&check)["rows"], json!([["premium"]]));
     client.cancel().await.unwrap();
 
     let read_only = stdio_client(db.path(), &[], &V2025).await;
     let err = read_only
-        .call_tool(rmcp::model::CallToolRequestParams::new("execute").with_arguments(
-            json!({"sql": "DELETE FROM creators"}).as_object().unwrap().clone(),
-        ))
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("execute").with_arguments(
+                json!({"sql": "DELETE FROM creators"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        )
         .await;
     assert!(err.is_err(), "execute is unknown on a read-only server");
     read_only.cancel().await.unwrap();
@@ -160,12 +204,21 @@ async fn huge_and_deeply_nested_arguments_get_errors_not_crashes() {
     let client = stdio_client(db.path(), &[], &V2025).await;
     let huge = format!("SELECT '{}'", "x".repeat(2_000_000));
     let result = call(&client, "query", json!({"sql": huge})).await;
-    assert_eq!(result.is_error, Some(true), "a 2 MB statement is over SQLite's SQL length limit");
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "a 2 MB statement is over SQLite's SQL length limit"
+    );
     let mut nested = json!(1);
     for _ in 0..100 {
         nested = json!([nested]);
     }
-    let result = call(&client, "query", json!({"sql": "SELECT ?", "params": [nested]})).await;
+    let result = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT ?", "params": [nested]}),
+    )
+    .await;
     assert_eq!(result.is_error, Some(true));
     let ok = call(&client, "list_tables", json!({})).await;
     assert_eq!(structured(&ok)["tables"].as_array().unwrap().len(), 7);
@@ -181,12 +234,23 @@ async fn a_truncated_result_continues_with_its_cursor() {
     let first = structured(&first).clone();
     assert_eq!(first["row_count"], json!(15));
     assert_eq!(first["truncated"], json!(true));
-    let mut ids: Vec<i64> = first["rows"].as_array().unwrap().iter().map(|r| r[0].as_i64().unwrap()).collect();
+    let mut ids: Vec<i64> = first["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_i64().unwrap())
+        .collect();
     let mut cursor = first["next_cursor"].as_str().unwrap().to_string();
     loop {
         let page = call(&client, "query", json!({"sql": sql, "cursor": cursor})).await;
         let page = structured(&page).clone();
-        ids.extend(page["rows"].as_array().unwrap().iter().map(|r| r[0].as_i64().unwrap()));
+        ids.extend(
+            page["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[0].as_i64().unwrap()),
+        );
         match page["next_cursor"].as_str() {
             Some(next) => cursor = next.to_string(),
             None => break,
@@ -196,7 +260,8 @@ async fn a_truncated_result_continues_with_its_cursor() {
     client.cancel().await.unwrap();
 }
 
-const RUNAWAY: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+const RUNAWAY: &str =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
 
 #[tokio::test]
 async fn a_runaway_query_times_out_and_the_pool_recovers() {
@@ -217,7 +282,11 @@ async fn a_cancelled_call_interrupts_its_query() {
     let db = TestDb::new().with_demo_data();
     let client = stdio_client(db.path(), &[], &V2025).await;
     // Dropping the call future makes rmcp send notifications/cancelled.
-    let abandoned = tokio::time::timeout(Duration::from_millis(300), call(&client, "query", json!({"sql": RUNAWAY}))).await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        call(&client, "query", json!({"sql": RUNAWAY})),
+    )
+    .await;
     assert!(abandoned.is_err());
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -225,7 +294,10 @@ async fn a_cancelled_call_interrupts_its_query() {
         if structured(&stats)["active_connections"] == json!(0) {
             break;
         }
-        assert!(Instant::now() < deadline, "the cancelled query is still running");
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled query is still running"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     client.cancel().await.unwrap();
@@ -241,18 +313,29 @@ async fn declared_tools_get_exact_schemas_and_bind_their_arguments() {
     let tools_file = example_tools();
     let client = stdio_client(db.path(), &[("EROS_MCP_TOOLS_FILE", &tools_file)], &V2025).await;
     let tools = client.list_all_tools().await.unwrap();
-    let profile = tools.iter().find(|t| t.name == "get_creator_profile").expect("declared tool listed");
+    let profile = tools
+        .iter()
+        .find(|t| t.name == "get_creator_profile")
+        .expect("declared tool listed");
     let schema = serde_json::to_value(&*profile.input_schema).unwrap();
     assert_eq!(schema["properties"]["creator_id"]["type"], json!("integer"));
     assert_eq!(schema["required"], json!(["creator_id"]));
     assert_eq!(schema["additionalProperties"], json!(false));
-    assert!(tools.iter().all(|t| t.name != "pause_creator"), "write tools need writes enabled");
+    assert!(
+        tools.iter().all(|t| t.name != "pause_creator"),
+        "write tools need writes enabled"
+    );
 
     let result = call(&client, "get_creator_profile", json!({"creator_id": 3})).await;
     let out = structured(&result);
     assert_eq!(out["rows"][0][1], json!("creator3"));
 
-    let top = call(&client, "top_creators_by_revenue", json!({"kind": "tip", "limit": 3})).await;
+    let top = call(
+        &client,
+        "top_creators_by_revenue",
+        json!({"kind": "tip", "limit": 3}),
+    )
+    .await;
     assert_eq!(structured(&top)["row_count"], json!(3));
 
     for bad in [
@@ -275,13 +358,112 @@ async fn declared_write_tools_run_when_writes_are_enabled() {
     let tools_file = example_tools();
     let client = stdio_client(
         db.path(),
-        &[("EROS_MCP_TOOLS_FILE", &tools_file), ("EROS_DB_READ_ONLY", "false")],
+        &[
+            ("EROS_MCP_TOOLS_FILE", &tools_file),
+            ("EROS_DB_READ_ONLY", "false"),
+        ],
         &V2025,
     )
     .await;
     let result = call(&client, "pause_creator", json!({"creator_id": 5})).await;
     assert_eq!(structured(&result)["changes"], json!(1));
-    let check = call(&client, "query", json!({"sql": "SELECT status FROM creators WHERE id = 5"})).await;
+    let check = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT status FROM creators WHERE id = 5"}),
+    )
+    .await;
     assert_eq!(structured(&check)["rows"], json!([["paused"]]));
     client.cancel().await.unwrap();
+}
+
+#[test]
+fn malformed_json_rpc_on_stdin_gets_errors_and_stdout_stays_pure_protocol() {
+    use std::io::{BufRead, BufReader, Write};
+    let db = TestDb::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"))
+        .args(["serve", "--db"])
+        .arg(db.path())
+        .env_clear()
+        .env("EROS_LOG", "debug")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    for line in [
+        "{not json}",
+        "[]",
+        "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"nope\"}",
+        &deep,
+        &initialize.to_string(),
+    ] {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut responses = Vec::new();
+    let mut line = String::new();
+    while stdout.read_line(&mut line).unwrap() > 0 {
+        let message: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("stdout carried a non-protocol line: {line:?}"));
+        line.clear();
+        let done = message["id"] == json!(1);
+        responses.push(message);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        responses
+            .iter()
+            .any(|r| r["error"]["code"] == json!(-32600)),
+        "{responses:?}"
+    );
+    let initialized = responses.last().unwrap();
+    assert_eq!(
+        initialized["result"]["serverInfo"]["name"],
+        json!("eros-mcp")
+    );
+    drop(stdin);
+    assert!(
+        child.wait().unwrap().success(),
+        "closing stdin ends the server cleanly"
+    );
+}
+
+#[test]
+fn a_bad_tools_file_stops_startup_with_the_line_and_reason() {
+    let db = TestDb::new();
+    let cases = [
+        ("[[tools]]\nname = \"x\"\ndescription = \"d\"\nsql = \"SELECT * FROM nowhere\"\n", ":1:", "does not prepare"),
+        ("\n\n[[tools]]\nname = \"y\"\ndescription = \"d\"\nsql = \"SELECT :a\"\n", ":3:", "no parameter \"a\" is declared"),
+        ("[[tools]]\nname = \"z\"\ndescription = \"d\"\nsql = \"DELETE FROM t\"\n", ":1:", "does not prepare"),
+        ("[[tools]]\nname = \"query\"\ndescription = \"d\"\nsql = \"SELECT 1\"\n", ":1:", "taken by a built-in tool"),
+        ("[[tools]\nname = 1\n", ":1:", ""),
+        ("[[tools]]\nname = \"w\"\ndescription = \"d\"\nsql = \"SELECT :n\"\n[tools.params.n]\ntype = \"integer\"\ndefault = \"ten\"\n", ":1:", "is integer but"),
+    ];
+    for (text, line, reason) in cases {
+        let file = db.file("tools.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"))
+            .args(["serve", "--db"])
+            .arg(db.path())
+            .env_clear()
+            .env("EROS_MCP_TOOLS_FILE", &file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("tools.toml{line}")),
+            "{text}\n{stderr}"
+        );
+        assert!(stderr.contains(reason), "{text}\n{stderr}");
+    }
 }

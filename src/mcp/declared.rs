@@ -32,7 +32,9 @@ use serde_json::{json, Value as Json};
 
 use super::ErosServer;
 use crate::access::Access;
-use crate::engine::{ExecuteOutput, ExecuteRequest, QueryOutput, QueryRequest, SqlParam, SqlParams};
+use crate::engine::{
+    ExecuteOutput, ExecuteRequest, QueryOutput, QueryRequest, SqlParam, SqlParams,
+};
 use crate::pool::ManagedConnection;
 
 /// Why a tools file was refused.
@@ -45,7 +47,11 @@ pub enum DeclaredToolsError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {reason}")]
-    Invalid { path: PathBuf, line: usize, reason: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,7 +154,14 @@ pub struct DeclaredTool {
 pub struct DeclaredTools(Vec<DeclaredTool>);
 
 /// Names the built-in tools use.
-const RESERVED: &[&str] = &["query", "list_tables", "describe_table", "explain_query", "execute", "pool_stats"];
+const RESERVED: &[&str] = &[
+    "query",
+    "list_tables",
+    "describe_table",
+    "explain_query",
+    "execute",
+    "pool_stats",
+];
 
 impl DeclaredTools {
     pub fn none() -> Self {
@@ -167,7 +180,11 @@ impl DeclaredTools {
     /// (under the access its tool will have) so SQL errors and parameter
     /// mismatches surface now, not on the first call. Write tools are
     /// skipped with a warning when the server is read-only.
-    pub fn load(path: &Path, conn: &ManagedConnection, read_only: bool) -> Result<Self, DeclaredToolsError> {
+    pub fn load(
+        path: &Path,
+        conn: &ManagedConnection,
+        read_only: bool,
+    ) -> Result<Self, DeclaredToolsError> {
         let text = std::fs::read_to_string(path).map_err(|source| DeclaredToolsError::Read {
             path: path.to_path_buf(),
             source,
@@ -175,7 +192,12 @@ impl DeclaredTools {
         Self::parse(path, &text, conn, read_only)
     }
 
-    pub fn parse(path: &Path, text: &str, conn: &ManagedConnection, read_only: bool) -> Result<Self, DeclaredToolsError> {
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        conn: &ManagedConnection,
+        read_only: bool,
+    ) -> Result<Self, DeclaredToolsError> {
         let invalid = |line: usize, reason: String| DeclaredToolsError::Invalid {
             path: path.to_path_buf(),
             line,
@@ -191,7 +213,10 @@ impl DeclaredTools {
             let entry = spanned.into_inner();
             let tool = validate(entry, conn).map_err(|reason| invalid(line, reason))?;
             if tools.iter().any(|t| t.name == tool.name) {
-                return Err(invalid(line, format!("tool {:?} is declared twice", tool.name)));
+                return Err(invalid(
+                    line,
+                    format!("tool {:?} is declared twice", tool.name),
+                ));
             }
             if tool.access == ToolAccess::Write && read_only {
                 tracing::warn!(
@@ -213,7 +238,10 @@ fn line_of(text: &str, offset: usize) -> usize {
 fn validate(entry: ToolEntry, conn: &ManagedConnection) -> Result<DeclaredTool, String> {
     let name_ok = entry.name.len() <= 64
         && entry.name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && entry.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && entry
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !name_ok {
         return Err(format!(
             "tool name {:?} must start with a letter and hold only letters, digits, _ and - (at most 64)",
@@ -221,7 +249,10 @@ fn validate(entry: ToolEntry, conn: &ManagedConnection) -> Result<DeclaredTool, 
         ));
     }
     if RESERVED.contains(&entry.name.as_str()) {
-        return Err(format!("tool name {:?} is taken by a built-in tool", entry.name));
+        return Err(format!(
+            "tool name {:?} is taken by a built-in tool",
+            entry.name
+        ));
     }
     if entry.description.trim().is_empty() {
         return Err(format!("tool {:?} needs a description", entry.name));
@@ -242,7 +273,9 @@ fn validate(entry: ToolEntry, conn: &ManagedConnection) -> Result<DeclaredTool, 
 
 fn validate_param(tool: &str, name: String, param: ParamEntry) -> Result<DeclaredParam, String> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!("tool {tool:?}: parameter name {name:?} may hold only letters, digits and _"));
+        return Err(format!(
+            "tool {tool:?}: parameter name {name:?} may hold only letters, digits and _"
+        ));
     }
     let to_json = |value: toml::Value| -> Result<Json, String> {
         let json = serde_json::to_value(&value).map_err(|e| e.to_string())?;
@@ -257,16 +290,25 @@ fn validate_param(tool: &str, name: String, param: ParamEntry) -> Result<Declare
     let default = param.default.map(to_json).transpose()?;
     let allowed = param
         .allowed
-        .map(|values| values.into_iter().map(to_json).collect::<Result<Vec<_>, _>>())
+        .map(|values| {
+            values
+                .into_iter()
+                .map(to_json)
+                .collect::<Result<Vec<_>, _>>()
+        })
         .transpose()?;
     if let (Some(default), Some(allowed)) = (&default, &allowed) {
         if !allowed.contains(default) {
-            return Err(format!("tool {tool:?}: the default of {name:?} is not among its allowed values"));
+            return Err(format!(
+                "tool {tool:?}: the default of {name:?} is not among its allowed values"
+            ));
         }
     }
     let required = param.required.unwrap_or(default.is_none());
     if required && default.is_some() {
-        return Err(format!("tool {tool:?}: parameter {name:?} cannot be required and have a default"));
+        return Err(format!(
+            "tool {tool:?}: parameter {name:?} cannot be required and have a default"
+        ));
     }
     Ok(DeclaredParam {
         name,
@@ -310,12 +352,17 @@ fn check_statement(
     }
     for name in &in_sql {
         if !params.iter().any(|p| &p.name == name) {
-            return Err(format!("tool {tool:?}: the SQL uses :{name} but no parameter {name:?} is declared"));
+            return Err(format!(
+                "tool {tool:?}: the SQL uses :{name} but no parameter {name:?} is declared"
+            ));
         }
     }
     for param in params {
         if !in_sql.contains(&param.name) {
-            return Err(format!("tool {tool:?}: parameter {:?} is declared but the SQL never uses it", param.name));
+            return Err(format!(
+                "tool {tool:?}: parameter {:?} is declared but the SQL never uses it",
+                param.name
+            ));
         }
     }
     Ok(())
@@ -338,7 +385,12 @@ impl DeclaredTool {
             }
             properties.insert(param.name.clone(), schema);
         }
-        let required: Vec<&str> = self.params.iter().filter(|p| p.required).map(|p| p.name.as_str()).collect();
+        let required: Vec<&str> = self
+            .params
+            .iter()
+            .filter(|p| p.required)
+            .map(|p| p.name.as_str())
+            .collect();
         let schema = json!({
             "type": "object",
             "properties": properties,
@@ -355,21 +407,30 @@ impl DeclaredTool {
     pub fn bind(&self, arguments: Option<&JsonObject>) -> Result<SqlParams, String> {
         let empty = JsonObject::new();
         let arguments = arguments.unwrap_or(&empty);
-        if let Some(unknown) = arguments.keys().find(|key| !self.params.iter().any(|p| &p.name == *key)) {
+        if let Some(unknown) = arguments
+            .keys()
+            .find(|key| !self.params.iter().any(|p| &p.name == *key))
+        {
             return Err(format!("unknown argument {unknown:?}"));
         }
         let mut bound = BTreeMap::new();
         for param in &self.params {
             let value = match arguments.get(&param.name).or(param.default.as_ref()) {
                 Some(value) => value,
-                None if param.required => return Err(format!("missing required argument {:?}", param.name)),
+                None if param.required => {
+                    return Err(format!("missing required argument {:?}", param.name))
+                }
                 None => &Json::Null,
             };
             let sql_value = if value.is_null() && !param.required {
                 SqlParam::Null
             } else {
                 param.kind.accept(value).ok_or_else(|| {
-                    format!("argument {:?} must be {}, got {value}", param.name, param.kind.json_type())
+                    format!(
+                        "argument {:?} must be {}, got {value}",
+                        param.name,
+                        param.kind.json_type()
+                    )
                 })?
             };
             if let Some(allowed) = &param.allowed {
@@ -402,9 +463,13 @@ pub(crate) fn route(tool: Arc<DeclaredTool>) -> ToolRoute<ErosServer> {
         ToolAccess::Read => schema_for_output::<QueryOutput>(),
         ToolAccess::Write => schema_for_output::<ExecuteOutput>(),
     };
-    let attr = Tool::new(tool.name.clone(), tool.description.clone(), Arc::new(tool.input_schema()))
-        .with_raw_output_schema(output_schema)
-        .with_annotations(tool.annotations());
+    let attr = Tool::new(
+        tool.name.clone(),
+        tool.description.clone(),
+        Arc::new(tool.input_schema()),
+    )
+    .with_raw_output_schema(output_schema)
+    .with_annotations(tool.annotations());
     ToolRoute::new_dyn(attr, move |ctx: ToolCallContext<'_, ErosServer>| {
         let tool = Arc::clone(&tool);
         Box::pin(async move {
@@ -415,7 +480,12 @@ pub(crate) fn route(tool: Arc<DeclaredTool>) -> ToolRoute<ErosServer> {
             let result = match (tool.access, bound) {
                 (_, Err(reason)) => {
                     let err = crate::engine::QueryError::InvalidArgument(reason);
-                    super::respond::respond::<QueryOutput>(&tool.name, std::time::Instant::now(), Err(err), &*server.inner.observer)
+                    super::respond::respond::<QueryOutput>(
+                        &tool.name,
+                        std::time::Instant::now(),
+                        Err(err),
+                        &*server.inner.observer,
+                    )
                 }
                 (ToolAccess::Read, Ok(params)) => {
                     server
@@ -432,7 +502,15 @@ pub(crate) fn route(tool: Arc<DeclaredTool>) -> ToolRoute<ErosServer> {
                 (ToolAccess::Write, Ok(params)) => {
                     server
                         .call(&tool.name, &client_cancel, |engine, cancel| async move {
-                            engine.execute(ExecuteRequest { sql, params: Some(params) }, Some(&cancel)).await
+                            engine
+                                .execute(
+                                    ExecuteRequest {
+                                        sql,
+                                        params: Some(params),
+                                    },
+                                    Some(&cancel),
+                                )
+                                .await
                         })
                         .await
                 }

@@ -10,6 +10,7 @@
 pub mod calls;
 pub mod declared;
 pub mod observer;
+mod prompts;
 pub mod respond;
 mod tools;
 
@@ -19,9 +20,10 @@ use std::time::Instant;
 
 use rmcp::handler::server::tool::{ToolCallContext, ToolRouter};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorCode, Implementation,
-    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorCode, GetPromptRequestParams,
+    GetPromptResponse, Implementation, ListPromptsResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -87,13 +89,23 @@ impl ErosServer {
 
     /// Names of the tools this server offers.
     pub fn tool_names(&self) -> Vec<String> {
-        self.inner.router.list_all().into_iter().map(|t| t.name.into_owned()).collect()
+        self.inner
+            .router
+            .list_all()
+            .into_iter()
+            .map(|t| t.name.into_owned())
+            .collect()
     }
 
     /// Runs one tool call: refused during shutdown, interrupted when the
     /// client cancels or the shutdown grace ends, measured and turned into
     /// a tool result.
-    pub(crate) async fn call<T, F, Fut>(&self, tool: &str, client_cancel: &CancellationToken, work: F) -> CallToolResult
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        tool: &str,
+        client_cancel: &CancellationToken,
+        work: F,
+    ) -> CallToolResult
     where
         T: Serialize + ResultSummary,
         F: FnOnce(Arc<QueryEngine>, CancellationToken) -> Fut,
@@ -101,7 +113,12 @@ impl ErosServer {
     {
         let started = Instant::now();
         let Some(_guard) = self.inner.calls.begin() else {
-            return respond::<T>(tool, started, Err(QueryError::ShuttingDown), &*self.inner.observer);
+            return respond::<T>(
+                tool,
+                started,
+                Err(QueryError::ShuttingDown),
+                &*self.inner.observer,
+            );
         };
         let cancel = self.inner.calls.abort_token().child_token();
         let work = work(Arc::clone(&self.inner.engine), cancel.clone());
@@ -118,13 +135,23 @@ impl ErosServer {
 }
 
 impl ServerHandler for ErosServer {
+    // `enable_logging` is deprecated for 2026-07-28 clients; 2025-11-25 ones use it.
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
-            .with_server_info(
-                Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
-                    .with_title("eros-mcp SQLite server"),
-            )
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_prompts()
+                .enable_completions()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                .with_title("eros-mcp SQLite server"),
+        )
+        .with_instructions(INSTRUCTIONS)
     }
 
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
@@ -141,7 +168,9 @@ impl ServerHandler for ErosServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.inner.router.list_all()))
+        Ok(ListToolsResult::with_all_items(
+            self.inner.router.list_all(),
+        ))
     }
 
     async fn call_tool(
@@ -150,12 +179,25 @@ impl ServerHandler for ErosServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.clone();
-        match self.inner.router.call(ToolCallContext::new(self, request, context)).await {
+        match self
+            .inner
+            .router
+            .call(ToolCallContext::new(self, request, context))
+            .await
+        {
             // Arguments that do not fit the schema are the agent's to fix:
             // report them as a tool error it can read, and count them.
-            Err(err) if err.code == ErrorCode::INVALID_PARAMS && self.inner.router.has_route(&name) => {
+            Err(err)
+                if err.code == ErrorCode::INVALID_PARAMS && self.inner.router.has_route(&name) =>
+            {
                 let invalid = QueryError::InvalidArgument(err.message.to_string());
-                Ok(respond::<crate::pool::PoolStats>(&name, Instant::now(), Err(invalid), &*self.inner.observer).into())
+                Ok(respond::<crate::pool::PoolStats>(
+                    &name,
+                    Instant::now(),
+                    Err(invalid),
+                    &*self.inner.observer,
+                )
+                .into())
             }
             other => other,
         }
@@ -165,14 +207,51 @@ impl ServerHandler for ErosServer {
         self.inner.router.get(name).cloned()
     }
 
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(vec![
+            prompts::answer_question(),
+        ]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        prompts::get(&self.inner.engine, request)
+            .await
+            .map(Into::into)
+    }
+
+    /// Accepted for clients of 2025-11-25 and earlier; the server sends no
+    /// log notifications (its logs go to stderr).
+    // Deprecated by SEP-2577 in 2026-07-28, still part of 2025-11-25.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Ok(())
+    }
+
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(vec![Resource::new(SCHEMA_RESOURCE, "schema")
-            .with_description("CREATE statements of every table, view, index and trigger in the database")
-            .with_mime_type("application/sql")]))
+        Ok(ListResourcesResult::with_all_items(vec![Resource::new(
+            SCHEMA_RESOURCE,
+            "schema",
+        )
+        .with_description(
+            "CREATE statements of every table, view, index and trigger in the database",
+        )
+        .with_mime_type("application/sql")]))
     }
 
     async fn read_resource(
@@ -182,16 +261,24 @@ impl ServerHandler for ErosServer {
     ) -> Result<ReadResourceResponse, ErrorData> {
         if request.uri != SCHEMA_RESOURCE {
             return Err(ErrorData::resource_not_found(
-                format!("no resource {:?}; the only one is {SCHEMA_RESOURCE}", request.uri),
+                format!(
+                    "no resource {:?}; the only one is {SCHEMA_RESOURCE}",
+                    request.uri
+                ),
                 Some(serde_json::json!({ "uri": request.uri })),
             ));
         }
         match self.inner.engine.schema_ddl().await {
-            Ok(ddl) => Ok(ReadResourceResult::new(vec![
-                ResourceContents::text(ddl, request.uri.clone()).with_mime_type("application/sql")
-            ])
+            Ok(ddl) => Ok(ReadResourceResult::new(vec![ResourceContents::text(
+                ddl,
+                request.uri.clone(),
+            )
+            .with_mime_type("application/sql")])
             .into()),
-            Err(err) => Err(ErrorData::internal_error(format!("cannot read the schema: {err}"), None)),
+            Err(err) => Err(ErrorData::internal_error(
+                format!("cannot read the schema: {err}"),
+                None,
+            )),
         }
     }
 }

@@ -64,7 +64,13 @@ pub fn respond<T: Serialize + ResultSummary>(
             Ok(value) => {
                 let response = CallToolResult::structured(value);
                 let bytes = text_len(&response);
-                (response, Outcome::Ok, output.rows(), bytes, output.truncated())
+                (
+                    response,
+                    Outcome::Ok,
+                    output.rows(),
+                    bytes,
+                    output.truncated(),
+                )
             }
             Err(err) => {
                 let err = QueryError::Internal(format!("cannot encode the result: {err}"));

@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use super::ErosServer;
 use crate::engine::{
-    ExecuteOutput, ExecuteRequest, ExplainOutput, QueryOutput, QueryRequest, SqlParams, TableDescription,
-    TableDetail, TableList,
+    ExecuteOutput, ExecuteRequest, ExplainOutput, QueryOutput, QueryRequest, SqlParams,
+    TableDescription, TableDetail, TableList,
 };
 use crate::pool::PoolStats;
 
@@ -56,9 +56,15 @@ with the same sql/params and cursor=next_cursor.",
         annotations(title = "Query (read-only)", read_only_hint = true, destructive_hint = false,
                     idempotent_hint = true, open_world_hint = false)
     )]
-    async fn query(&self, Parameters(request): Parameters<QueryRequest>, ctx: RequestContext<RoleServer>) -> CallToolResult {
-        self.call("query", &ctx.ct, |engine, cancel| async move { engine.query(request, Some(&cancel)).await })
-            .await
+    async fn query(
+        &self,
+        Parameters(request): Parameters<QueryRequest>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("query", &ctx.ct, |engine, cancel| async move {
+            engine.query(request, Some(&cancel)).await
+        })
+        .await
     }
 
     #[tool(
@@ -69,9 +75,15 @@ names and types, detail=ddl adds CREATE statements. Use this first to explore th
         annotations(title = "List tables", read_only_hint = true, destructive_hint = false,
                     idempotent_hint = true, open_world_hint = false)
     )]
-    async fn list_tables(&self, Parameters(request): Parameters<ListTablesRequest>, ctx: RequestContext<RoleServer>) -> CallToolResult {
+    async fn list_tables(
+        &self,
+        Parameters(request): Parameters<ListTablesRequest>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
         self.call("list_tables", &ctx.ct, |engine, _| async move {
-            engine.list_tables(request.pattern, request.detail.unwrap_or_default()).await
+            engine
+                .list_tables(request.pattern, request.detail.unwrap_or_default())
+                .await
         })
         .await
     }
@@ -84,9 +96,15 @@ keys and indexes.",
         annotations(title = "Describe table", read_only_hint = true, destructive_hint = false,
                     idempotent_hint = true, open_world_hint = false)
     )]
-    async fn describe_table(&self, Parameters(request): Parameters<DescribeTableRequest>, ctx: RequestContext<RoleServer>) -> CallToolResult {
-        self.call("describe_table", &ctx.ct, |engine, _| async move { engine.describe_table(request.table).await })
-            .await
+    async fn describe_table(
+        &self,
+        Parameters(request): Parameters<DescribeTableRequest>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("describe_table", &ctx.ct, |engine, _| async move {
+            engine.describe_table(request.table).await
+        })
+        .await
     }
 
     #[tool(
@@ -97,7 +115,11 @@ it: which indexes are used and where full scans happen.",
         annotations(title = "Explain query", read_only_hint = true, destructive_hint = false,
                     idempotent_hint = true, open_world_hint = false)
     )]
-    async fn explain_query(&self, Parameters(request): Parameters<ExplainRequest>, ctx: RequestContext<RoleServer>) -> CallToolResult {
+    async fn explain_query(
+        &self,
+        Parameters(request): Parameters<ExplainRequest>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
         self.call("explain_query", &ctx.ct, |engine, _| async move {
             engine.explain(request.sql, request.params).await
         })
@@ -112,9 +134,15 @@ and commit it. Returns changes and last_insert_rowid (and rows of a RETURNING cl
         annotations(title = "Execute (writes)", read_only_hint = false, destructive_hint = true,
                     idempotent_hint = false, open_world_hint = false)
     )]
-    async fn execute(&self, Parameters(request): Parameters<ExecuteRequest>, ctx: RequestContext<RoleServer>) -> CallToolResult {
-        self.call("execute", &ctx.ct, |engine, cancel| async move { engine.execute(request, Some(&cancel)).await })
-            .await
+    async fn execute(
+        &self,
+        Parameters(request): Parameters<ExecuteRequest>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("execute", &ctx.ct, |engine, cancel| async move {
+            engine.execute(request, Some(&cancel)).await
+        })
+        .await
     }
 
     #[tool(
@@ -125,7 +153,14 @@ counters of connections created, recycled and failed.",
         annotations(title = "Pool statistics", read_only_hint = true, destructive_hint = false,
                     idempotent_hint = true, open_world_hint = false)
     )]
-    async fn pool_stats(&self, Parameters(_): Parameters<NoArguments>, ctx: RequestContext<RoleServer>) -> CallToolResult {
-        self.call("pool_stats", &ctx.ct, |engine, _| async move { Ok(engine.pool().stats()) }).await
+    async fn pool_stats(
+        &self,
+        Parameters(_): Parameters<NoArguments>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.call("pool_stats", &ctx.ct, |engine, _| async move {
+            Ok(engine.pool().stats())
+        })
+        .await
     }
 }

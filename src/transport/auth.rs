@@ -22,7 +22,11 @@ impl BearerToken {
     pub fn accepts(&self, header: Option<&HeaderValue>) -> bool {
         let presented = header
             .map(HeaderValue::as_bytes)
-            .and_then(|value| value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer ")))
+            .and_then(|value| {
+                value
+                    .strip_prefix(b"Bearer ")
+                    .or_else(|| value.strip_prefix(b"bearer "))
+            })
             .unwrap_or(b"");
         // ct_eq is constant-time for equal lengths; a length mismatch is
         // already false and reveals only the length.
@@ -31,7 +35,11 @@ impl BearerToken {
 }
 
 /// axum middleware: 401 unless the request carries the token.
-pub async fn require_bearer(State(token): State<BearerToken>, request: Request, next: Next) -> Response {
+pub async fn require_bearer(
+    State(token): State<BearerToken>,
+    request: Request,
+    next: Next,
+) -> Response {
     if token.accepts(request.headers().get(header::AUTHORIZATION)) {
         next.run(request).await
     } else {

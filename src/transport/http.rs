@@ -13,7 +13,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use super::auth::{require_bearer, BearerToken};
 use super::TransportError;
 use crate::config::McpConfig;
-use crate::mcp::{CallTracker, ErosServer};
+use crate::mcp::CallTracker;
 use crate::shutdown::Shutdown;
 
 /// Binds the MCP port; fails fast with a clear error if it is taken.
@@ -27,7 +27,10 @@ pub async fn bind(config: &McpConfig) -> Result<tokio::net::TcpListener, Transpo
 }
 
 /// The axum router serving MCP at `/mcp`. `stop` ends open streams.
-pub fn router(server: ErosServer, config: &McpConfig, stop: tokio_util::sync::CancellationToken) -> Router {
+pub fn router<S>(server: S, config: &McpConfig, stop: tokio_util::sync::CancellationToken) -> Router
+where
+    S: rmcp::ServerHandler + Clone + Send + Sync + 'static,
+{
     let http_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(!config.stateless)
         .with_json_response(config.stateless)
@@ -52,13 +55,16 @@ pub fn router(server: ErosServer, config: &McpConfig, stop: tokio_util::sync::Ca
 
 /// Serves until shutdown: then refuses new calls, lets running ones finish
 /// within the grace period, closes open streams and returns.
-pub async fn serve(
+pub async fn serve<S>(
     listener: tokio::net::TcpListener,
-    server: ErosServer,
+    server: S,
     config: &McpConfig,
     calls: Arc<CallTracker>,
     shutdown: Shutdown,
-) -> Result<(), TransportError> {
+) -> Result<(), TransportError>
+where
+    S: rmcp::ServerHandler + Clone + Send + Sync + 'static,
+{
     let stop = tokio_util::sync::CancellationToken::new();
     let app = router(server, config, stop.clone());
     let grace = config.shutdown_grace;

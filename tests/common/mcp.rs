@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+    ProtocolVersion,
 };
 use rmcp::service::RunningService;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -18,11 +19,15 @@ use serde_json::{Map, Value};
 pub type Client = RunningService<RoleClient, ClientConfig>;
 
 /// The two protocol eras the server serves.
-pub const ERAS: [ProtocolVersion; 2] = [ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2026_07_28];
+pub const ERAS: [ProtocolVersion; 2] =
+    [ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2026_07_28];
 
 pub fn client_config(version: &ProtocolVersion) -> ClientConfig {
-    ClientConfig::new(ClientCapabilities::default(), Implementation::new("eros-mcp-tests", "0.1.0"))
-        .with_protocol_version(version.clone())
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("eros-mcp-tests", "0.1.0"),
+    )
+    .with_protocol_version(version.clone())
 }
 
 pub fn lifecycle(version: &ProtocolVersion) -> ClientLifecycleMode {
@@ -39,19 +44,23 @@ pub fn lifecycle(version: &ProtocolVersion) -> ClientLifecycleMode {
 pub async fn stdio_client(db: &Path, env: &[(&str, &str)], version: &ProtocolVersion) -> Client {
     let dir = db.parent().unwrap().to_path_buf();
     let db = db.to_path_buf();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp")).configure(move |cmd| {
-        cmd.arg("serve")
-            .arg("--db")
-            .arg(&db)
-            .current_dir(&dir)
-            .env_clear()
-            .env("EROS_METRICS_ADDR", "off")
-            .env("EROS_LOG", "warn");
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-    });
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let command =
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp")).configure(move |cmd| {
+            cmd.arg("serve")
+                .arg("--db")
+                .arg(&db)
+                .current_dir(&dir)
+                .env_clear()
+                .env("EROS_METRICS_ADDR", "off")
+                .env("EROS_LOG", "warn");
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+        });
     let (transport, _stderr) = TokioChildProcess::builder(command)
         .stderr(Stdio::inherit())
         .spawn()
@@ -64,7 +73,11 @@ pub async fn stdio_client(db: &Path, env: &[(&str, &str)], version: &ProtocolVer
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// An `eros-mcp` process serving HTTP; killed on drop.
@@ -131,7 +144,10 @@ impl HttpServer {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
         let status = self.child.wait().unwrap();
         std::mem::forget(self);
         status
@@ -152,7 +168,8 @@ fn http_get_status(port: u16, path: &str) -> u16 {
         return 0;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return 0;
     }
@@ -180,7 +197,10 @@ pub async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResu
 /// The structured content of a successful result.
 pub fn structured(result: &CallToolResult) -> &Value {
     assert_ne!(result.is_error, Some(true), "tool error: {}", text(result));
-    result.structured_content.as_ref().expect("structured content")
+    result
+        .structured_content
+        .as_ref()
+        .expect("structured content")
 }
 
 /// The text content of a result.
