@@ -255,7 +255,8 @@ pub(crate) fn explain_envy_error(
         envy::Error::Custom(text) => text
             .rsplit_once("provided by ")
             .map(|(_, key)| key.trim().to_string())
-            .or_else(|| unknown_field(text)),
+            .or_else(|| unknown_field(text))
+            .or_else(|| variable_with_value(prefix, vars, text)),
     };
     let Some(key) = key else {
         return ConfigError {
@@ -303,6 +304,15 @@ fn allowed_values(field: &str) -> Option<&'static str> {
         "shutdown_grace" => "a number of seconds, 0 or more (fractions allowed)",
         _ => return None,
     })
+}
+
+/// For messages that quote the bad value but not the variable
+/// ("unknown variant `x`"), the variable holding that value.
+fn variable_with_value(prefix: &str, vars: &[(String, String)], text: &str) -> Option<String> {
+    let quoted = text.split('`').nth(1)?;
+    vars.iter()
+        .find(|(_, value)| value == quoted)
+        .map(|(name, _)| name[prefix.len()..].to_ascii_lowercase())
 }
 
 fn unknown_field(text: &str) -> Option<String> {

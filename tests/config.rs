@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use eros_mcp::config::{DatabaseConfig, DatabaseEnv};
+use eros_mcp::config::{Config, DatabaseConfig, DatabaseEnv, McpConfig, McpEnv};
 
 fn config(vars: &[(&str, &str)]) -> Result<DatabaseConfig, String> {
     DatabaseConfig::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -99,30 +99,39 @@ fn a_boolean_that_is_not_true_or_false_is_refused() {
     );
 }
 
-#[test]
-fn env_example_documents_every_database_variable_with_its_default() {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
-    let defaults = serde_json::to_value(DatabaseEnv::default()).unwrap();
+fn assert_documented(prefix: &str, defaults: serde_json::Value) {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
     for (field, default) in defaults.as_object().unwrap() {
-        let variable = format!("EROS_DB_{}", field.to_uppercase());
+        let variable = format!("{prefix}{}", field.to_uppercase());
         let line = example
             .lines()
             .find(|line| line.starts_with(&format!("{variable}=")))
             .unwrap_or_else(|| panic!("{variable} is missing from .env.example"));
         let documented = line.split_once('=').unwrap().1;
-        let expected = default
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| default.to_string());
+        let expected = match default {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
         let same = documented == expected
-            || documented.parse::<f64>().ok() == expected.parse::<f64>().ok()
-                && documented.parse::<f64>().is_ok();
-        assert!(
-            same,
-            "{variable}: .env.example says {documented}, the default is {expected}"
-        );
+            || documented.parse::<f64>().is_ok() && documented.parse::<f64>().ok() == expected.parse::<f64>().ok();
+        assert!(same, "{variable}: .env.example says {documented:?}, the default is {expected:?}");
     }
+}
+
+#[test]
+fn env_example_documents_every_database_variable_with_its_default() {
+    assert_documented("EROS_DB_", serde_json::to_value(DatabaseEnv::default()).unwrap());
+}
+
+#[test]
+fn env_example_documents_every_mcp_variable_with_its_default() {
+    assert_documented("EROS_MCP_", serde_json::to_value(McpEnv::default()).unwrap());
 }
 
 #[test]
@@ -134,4 +143,38 @@ fn env_example_parses_as_a_valid_configuration() {
         DatabaseConfig::from_vars(vars).unwrap(),
         DatabaseConfig::default()
     );
+}
+
+#[test]
+fn comma_separated_lists_are_read_into_allow_lists() {
+    let config = McpConfig::from_vars([(
+        "EROS_MCP_ALLOWED_HOSTS".to_string(),
+        "db.internal, 10.0.0.5".to_string(),
+    )])
+    .unwrap();
+    assert_eq!(config.allowed_hosts, ["db.internal", "10.0.0.5"]);
+}
+
+#[test]
+fn http_on_a_public_address_needs_a_token() {
+    let vars = |extra: &[(&str, &str)]| {
+        let mut vars = vec![
+            ("EROS_MCP_TRANSPORT".to_string(), "http".to_string()),
+            ("EROS_MCP_HTTP_ADDR".to_string(), "0.0.0.0:8080".to_string()),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        McpConfig::from_vars(vars)
+    };
+    let err = vars(&[]).unwrap_err().to_string();
+    assert!(err.contains("EROS_MCP_AUTH_TOKEN"), "{err}");
+    assert!(vars(&[("EROS_MCP_AUTH_TOKEN", "s3cret-token")]).is_ok());
+    assert!(vars(&[("EROS_MCP_ALLOW_INSECURE", "true")]).is_ok());
+}
+
+#[test]
+fn an_unknown_transport_is_refused() {
+    let err = McpConfig::from_vars([("EROS_MCP_TRANSPORT".to_string(), "carrier-pigeon".to_string())])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with(r#"invalid EROS_MCP_TRANSPORT="carrier-pigeon""#), "{err}");
 }
