@@ -100,7 +100,8 @@ fn a_boolean_that_is_not_true_or_false_is_refused() {
 }
 
 fn assert_documented(prefix: &str, defaults: serde_json::Value) {
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
     for (field, default) in defaults.as_object().unwrap() {
         let variable = format!("{prefix}{}", field.to_uppercase());
         let line = example
@@ -119,19 +120,29 @@ fn assert_documented(prefix: &str, defaults: serde_json::Value) {
             other => other.to_string(),
         };
         let same = documented == expected
-            || documented.parse::<f64>().is_ok() && documented.parse::<f64>().ok() == expected.parse::<f64>().ok();
-        assert!(same, "{variable}: .env.example says {documented:?}, the default is {expected:?}");
+            || documented.parse::<f64>().is_ok()
+                && documented.parse::<f64>().ok() == expected.parse::<f64>().ok();
+        assert!(
+            same,
+            "{variable}: .env.example says {documented:?}, the default is {expected:?}"
+        );
     }
 }
 
 #[test]
 fn env_example_documents_every_database_variable_with_its_default() {
-    assert_documented("EROS_DB_", serde_json::to_value(DatabaseEnv::default()).unwrap());
+    assert_documented(
+        "EROS_DB_",
+        serde_json::to_value(DatabaseEnv::default()).unwrap(),
+    );
 }
 
 #[test]
 fn env_example_documents_every_mcp_variable_with_its_default() {
-    assert_documented("EROS_MCP_", serde_json::to_value(McpEnv::default()).unwrap());
+    assert_documented(
+        "EROS_MCP_",
+        serde_json::to_value(McpEnv::default()).unwrap(),
+    );
 }
 
 #[test]
@@ -173,8 +184,14 @@ fn http_on_a_public_address_needs_a_token() {
 
 #[test]
 fn an_unknown_transport_is_refused() {
-    let err = McpConfig::from_vars([("EROS_MCP_TRANSPORT".to_string(), "carrier-pigeon".to_string())])
-        .unwrap_err()
-        .to_string();
-    assert!(err.starts_with(r#"invalid EROS_MCP_TRANSPORT="carrier-pigeon""#), "{err}");
+    let err = McpConfig::from_vars([(
+        "EROS_MCP_TRANSPORT".to_string(),
+        "carrier-pigeon".to_string(),
+    )])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(r#"invalid EROS_MCP_TRANSPORT="carrier-pigeon""#),
+        "{err}"
+    );
 }
