@@ -513,7 +513,7 @@ impl McpEnv {
             allowed_origins: trimmed(self.allowed_origins),
             allow_insecure: self.allow_insecure,
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
-            tools_file: self.tools_file,
+            tools_file: self.tools_file.filter(|p| !p.as_os_str().is_empty()),
             stateless: self.stateless,
             shutdown_grace: Duration::from_secs_f64(self.shutdown_grace),
         })

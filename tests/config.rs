@@ -149,11 +149,12 @@ fn env_example_documents_every_mcp_variable_with_its_default() {
 fn env_example_parses_as_a_valid_configuration() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
-    let vars = dotenvy::from_read_iter(example.as_bytes()).map(Result::unwrap);
-    assert_eq!(
-        DatabaseConfig::from_vars(vars).unwrap(),
-        DatabaseConfig::default()
-    );
+    let vars: Vec<_> = dotenvy::from_read_iter(example.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let config = Config::from_vars(vars).unwrap();
+    assert_eq!(config.database, DatabaseConfig::default());
+    assert_eq!(config.mcp, McpConfig::default());
 }
 
 #[test]
