@@ -18,10 +18,20 @@ pub async fn serve(
     shutdown: Shutdown,
     grace: Duration,
 ) -> Result<(), TransportError> {
-    let running = server
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|err| TransportError::Start(err.to_string()))?;
+    // The handshake waits for the client's first message: a signal or a
+    // client that leaves before it is an ordinary end, not a failure.
+    let running = tokio::select! {
+        started = server.serve(rmcp::transport::stdio()) => match started {
+            Ok(running) => running,
+            Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
+                tracing::info!("the stdio client left before starting a session");
+                shutdown.trigger();
+                return Ok(());
+            }
+            Err(err) => return Err(TransportError::Start(err.to_string())),
+        },
+        _ = shutdown.wait() => return Ok(()),
+    };
     let stop = running.cancellation_token();
     let stopper = {
         let shutdown = shutdown.clone();
