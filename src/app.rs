@@ -10,8 +10,10 @@ use crate::engine::QueryEngine;
 use crate::mcp::{
     CallTracker, DeclaredTools, DeclaredToolsError, ErosServer, NoToolObserver, ToolObserver,
 };
+use crate::migrations;
 use crate::pool::{NoObserver, Pool, PoolObserver};
 use crate::shutdown::Shutdown;
+use crate::sidecar::{Metrics, Readiness, Sidecar, SidecarBindError, SidecarState};
 use crate::transport::{self, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,8 @@ pub enum AppError {
     Close(#[source] rusqlite::Error),
     #[error("a startup task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Sidecar(#[from] SidecarBindError),
 }
 
 /// Hooks for measuring the pool and the tool calls (the metrics sidecar).
@@ -78,16 +82,30 @@ pub async fn build(
 }
 
 /// Runs the server until shutdown (a signal, or the stdio client leaving),
-/// then closes the database cleanly.
-pub async fn run(config: Config, observers: Observers, shutdown: Shutdown) -> Result<(), AppError> {
+/// then closes the database cleanly. The sidecar answers probes from before
+/// the database opens until after it is closed.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AppError> {
     let calls = CallTracker::new();
+    let metrics = Arc::new(Metrics::new(config.database.path.clone()));
+    let expected_version = config.database.migrate.then(migrations::latest_version);
+    let readiness = Arc::new(Readiness::new(expected_version, shutdown.clone()));
+    let sidecar_stop = tokio_util::sync::CancellationToken::new();
+    let sidecar = start_sidecar(&config, &metrics, &readiness, &sidecar_stop).await?;
     // Bind before opening the database: a taken port fails fast.
     let listener = match config.mcp.transport {
         Transport::Http => Some(transport::http::bind(&config.mcp).await?),
         Transport::Stdio => None,
     };
+    let observers = Observers {
+        pool: Arc::clone(&metrics) as Arc<dyn PoolObserver>,
+        tools: Arc::clone(&metrics) as Arc<dyn ToolObserver>,
+    };
     let server = build(&config, &observers, Arc::clone(&calls)).await?;
     let pool = Arc::clone(server.engine().pool());
+    metrics.register_tools(&server.tool_names());
+    readiness.pool_ready(Arc::clone(&pool));
+    let cheap = Arc::clone(&readiness);
+    metrics.watch(Arc::clone(&pool), move || cheap.is_ready_cheap());
     tracing::info!(
         path = %config.database.path.display(),
         tools = ?server.tool_names(),
@@ -107,8 +125,38 @@ pub async fn run(config: Config, observers: Observers, shutdown: Shutdown) -> Re
     let closed = tokio::task::spawn_blocking(move || pool.close())
         .await
         .map_err(|err| AppError::Task(err.to_string()))?;
+    sidecar_stop.cancel();
+    if let Some(sidecar) = sidecar {
+        let _ = sidecar.await;
+    }
     served?;
     closed.map_err(AppError::Close)?;
     tracing::info!("eros-mcp stopped; database closed");
     Ok(())
+}
+
+/// Starts the sidecar. A taken port stops an HTTP deployment (it should
+/// fail fast and visibly) but not a stdio server, which an agent may start
+/// twice on one machine: that one serves without metrics.
+async fn start_sidecar(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    readiness: &Arc<Readiness>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, AppError> {
+    let Some(addr) = config.metrics.addr else {
+        return Ok(None);
+    };
+    let state = SidecarState {
+        metrics: Arc::clone(metrics),
+        readiness: Arc::clone(readiness),
+    };
+    match Sidecar::bind(addr).await {
+        Ok(sidecar) => Ok(Some(sidecar.spawn(state, stop.clone()))),
+        Err(err) if config.mcp.transport == Transport::Stdio => {
+            tracing::warn!("{err}; serving MCP without metrics and probes");
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
 }

@@ -520,11 +520,69 @@ impl McpEnv {
     }
 }
 
+/// Prefix of the metrics sidecar variables.
+pub const METRICS_PREFIX: &str = "EROS_METRICS_";
+
+/// `EROS_METRICS_*` variables as they come from the environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsEnv {
+    pub addr: String,
+}
+
+impl Default for MetricsEnv {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+/// Validated sidecar settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    /// Where `/metrics`, `/livez`, `/readyz` and `/stats` are served; `None` when off.
+    pub addr: Option<std::net::SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsEnv::default()
+            .validate()
+            .expect("defaults are valid")
+    }
+}
+
+impl MetricsEnv {
+    pub fn validate(self) -> Result<MetricsConfig, ConfigError> {
+        let value = self.addr.trim();
+        if value.is_empty() || value.eq_ignore_ascii_case("off") {
+            return Ok(MetricsConfig { addr: None });
+        }
+        let addr = value.parse().map_err(|_| ConfigError {
+            variable: format!("{METRICS_PREFIX}ADDR"),
+            value: self.addr.clone(),
+            allowed: "an address such as 127.0.0.1:9090, or off".into(),
+        })?;
+        Ok(MetricsConfig { addr: Some(addr) })
+    }
+}
+
+impl MetricsConfig {
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        parse_prefixed::<MetricsEnv>(METRICS_PREFIX, vars)?.validate()
+    }
+}
+
 /// Every setting of the server, read once at startup.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub database: DatabaseConfig,
     pub mcp: McpConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -536,7 +594,8 @@ impl Config {
     pub fn from_vars(vars: Vec<(String, String)>) -> Result<Self, ConfigError> {
         Ok(Self {
             database: DatabaseConfig::from_vars(vars.clone())?,
-            mcp: McpConfig::from_vars(vars)?,
+            mcp: McpConfig::from_vars(vars.clone())?,
+            metrics: MetricsConfig::from_vars(vars)?,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! The layers, from the edge inwards:
 //!
 //! - [`app`]: the running server assembled, and its shutdown sequence.
+//! - [`sidecar`]: Prometheus metrics and Kubernetes probes on their own port.
 //! - [`transport`]: stdio and streamable HTTP (with auth) for the MCP server.
 //! - [`config`]: typed settings read once from the environment.
 //! - [`database`]: opening the served database: migrations, then the pool.
@@ -26,4 +27,5 @@ pub mod migrations;
 pub mod pool;
 pub mod retry;
 pub mod shutdown;
+pub mod sidecar;
 pub mod transport;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use eros_mcp::app::Observers;
 use eros_mcp::config::{Config, DatabaseConfig};
 use eros_mcp::pool::NoObserver;
 use eros_mcp::shutdown::Shutdown;
@@ -110,7 +109,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
-        eros_mcp::app::run(config, Observers::default(), shutdown).await?;
+        eros_mcp::app::run(config, shutdown).await?;
         Ok(())
     })
 }

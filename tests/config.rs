@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use eros_mcp::config::{Config, DatabaseConfig, DatabaseEnv, McpConfig, McpEnv};
+use eros_mcp::config::{
+    Config, DatabaseConfig, DatabaseEnv, McpConfig, McpEnv, MetricsConfig, MetricsEnv,
+};
 
 fn config(vars: &[(&str, &str)]) -> Result<DatabaseConfig, String> {
     DatabaseConfig::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -146,6 +148,25 @@ fn env_example_documents_every_mcp_variable_with_its_default() {
 }
 
 #[test]
+fn env_example_documents_every_metrics_variable_with_its_default() {
+    assert_documented(
+        "EROS_METRICS_",
+        serde_json::to_value(MetricsEnv::default()).unwrap(),
+    );
+}
+
+#[test]
+fn the_metrics_sidecar_can_be_turned_off() {
+    let config =
+        MetricsConfig::from_vars([("EROS_METRICS_ADDR".to_string(), "off".to_string())]).unwrap();
+    assert_eq!(config.addr, None);
+    let err = MetricsConfig::from_vars([("EROS_METRICS_ADDR".to_string(), "9090".to_string())])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("EROS_METRICS_ADDR"), "{err}");
+}
+
+#[test]
 fn env_example_parses_as_a_valid_configuration() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
@@ -155,6 +176,7 @@ fn env_example_parses_as_a_valid_configuration() {
     let config = Config::from_vars(vars).unwrap();
     assert_eq!(config.database, DatabaseConfig::default());
     assert_eq!(config.mcp, McpConfig::default());
+    assert_eq!(config.metrics, MetricsConfig::default());
 }
 
 #[test]

@@ -1,0 +1,439 @@
+//! The Prometheus metrics: a private registry, pool gauges and counters read
+//! from `Pool::stats()` at scrape time (exact, not sampled), timing
+//! histograms fed by the pool and tool observers, per-tool call metrics,
+//! database file sizes, build info and process metrics.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::engine::Outcome;
+use crate::mcp::{ToolCall, ToolObserver};
+use crate::pool::{Pool, PoolObserver, PoolStats};
+
+/// Pool waits and connection lifetimes: from a microsecond to a minute.
+const POOL_BUCKETS: &[f64] = &[
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Tool calls: from 50 microseconds to a minute.
+const TOOL_BUCKETS: &[f64] = &[
+    5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0,
+];
+
+/// Every metric the sidecar exposes.
+pub struct Metrics {
+    registry: Registry,
+    checkout_wait: Histogram,
+    connection_held: Histogram,
+    connection_create: Histogram,
+    tool_calls: IntCounterVec,
+    tool_duration: HistogramVec,
+    tool_rows: IntCounterVec,
+    tool_bytes: IntCounterVec,
+    tool_truncations: IntCounterVec,
+    pool: Arc<PoolSource>,
+}
+
+/// The pool the scrape-time collectors read, set once it is open.
+#[derive(Default)]
+pub struct PoolSource {
+    pool: OnceLock<Arc<Pool>>,
+    ready: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+}
+
+impl Metrics {
+    /// Builds the registry. `db_path` is the database whose file and WAL
+    /// sizes are reported.
+    pub fn new(db_path: PathBuf) -> Self {
+        let registry = Registry::new();
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let histogram =
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+                    .expect("valid histogram");
+            registry
+                .register(Box::new(histogram.clone()))
+                .expect("unique metric");
+            histogram
+        };
+        let checkout_wait = histogram(
+            "mcp_db_pool_checkout_wait_seconds",
+            "Time a successful checkout waited for a connection.",
+            POOL_BUCKETS,
+        );
+        let connection_held = histogram(
+            "mcp_db_connection_held_seconds",
+            "Time a connection was checked out before it was returned.",
+            POOL_BUCKETS,
+        );
+        let connection_create = histogram(
+            "mcp_db_connection_create_seconds",
+            "Time to open a connection and apply its PRAGMAs.",
+            POOL_BUCKETS,
+        );
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("unique metric");
+            vec
+        };
+        let tool_calls = counter_vec(
+            "mcp_tool_calls_total",
+            "Tool calls by tool and outcome.",
+            &["tool", "outcome"],
+        );
+        let tool_rows = counter_vec(
+            "mcp_tool_rows_returned_total",
+            "Rows returned by tool calls.",
+            &["tool"],
+        );
+        let tool_bytes = counter_vec(
+            "mcp_tool_bytes_returned_total",
+            "Bytes of text returned by tool calls.",
+            &["tool"],
+        );
+        let tool_truncations = counter_vec(
+            "mcp_tool_truncations_total",
+            "Tool results cut at the row or byte limit.",
+            &["tool"],
+        );
+        let tool_duration = HistogramVec::new(
+            HistogramOpts::new("mcp_tool_call_duration_seconds", "Tool call latency.")
+                .buckets(TOOL_BUCKETS.to_vec()),
+            &["tool"],
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(tool_duration.clone()))
+            .expect("unique metric");
+
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "mcp_build_info",
+                "Build information; the value is always 1.",
+            ),
+            &["version"],
+        )
+        .expect("valid gauge");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry
+            .register(Box::new(build_info))
+            .expect("unique metric");
+
+        let pool = Arc::new(PoolSource::default());
+        registry
+            .register(Box::new(PoolCollector::new(Arc::clone(&pool))))
+            .expect("unique metric");
+        registry
+            .register(Box::new(DatabaseFileCollector::new(db_path)))
+            .expect("unique metric");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+
+        Self {
+            registry,
+            checkout_wait,
+            connection_held,
+            connection_create,
+            tool_calls,
+            tool_duration,
+            tool_rows,
+            tool_bytes,
+            tool_truncations,
+            pool,
+        }
+    }
+
+    /// Starts reporting `pool`, and readiness as `ready` says.
+    pub fn watch(&self, pool: Arc<Pool>, ready: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.pool.pool.set(pool);
+        let _ = self.pool.ready.set(Box::new(ready));
+    }
+
+    /// Creates the series of every tool and outcome at zero, so dashboards
+    /// and rate() see them before the first call.
+    pub fn register_tools(&self, tools: &[String]) {
+        for tool in tools {
+            for outcome in Outcome::ALL {
+                self.tool_calls
+                    .with_label_values(&[tool.as_str(), outcome.as_str()]);
+            }
+            self.tool_duration.with_label_values(&[tool.as_str()]);
+            self.tool_rows.with_label_values(&[tool.as_str()]);
+            self.tool_bytes.with_label_values(&[tool.as_str()]);
+            self.tool_truncations.with_label_values(&[tool.as_str()]);
+        }
+    }
+
+    /// The pool's statistics, once it is open.
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        self.pool.pool.get().map(|pool| pool.stats())
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl PoolObserver for Metrics {
+    fn checkout_waited(&self, wait: Duration) {
+        self.checkout_wait.observe(wait.as_secs_f64());
+    }
+    fn connection_held(&self, held: Duration) {
+        self.connection_held.observe(held.as_secs_f64());
+    }
+    fn connection_opened(&self, took: Duration) {
+        self.connection_create.observe(took.as_secs_f64());
+    }
+}
+
+impl ToolObserver for Metrics {
+    fn tool_called(&self, call: &ToolCall<'_>) {
+        self.tool_calls
+            .with_label_values(&[call.tool, call.outcome.as_str()])
+            .inc();
+        self.tool_duration
+            .with_label_values(&[call.tool])
+            .observe(call.duration.as_secs_f64());
+        if call.rows > 0 {
+            self.tool_rows
+                .with_label_values(&[call.tool])
+                .inc_by(call.rows);
+        }
+        if call.bytes > 0 {
+            self.tool_bytes
+                .with_label_values(&[call.tool])
+                .inc_by(call.bytes);
+        }
+        if call.truncated {
+            self.tool_truncations.with_label_values(&[call.tool]).inc();
+        }
+    }
+}
+
+/// Reads one number out of the pool's statistics.
+type StatField = fn(&PoolStats) -> u64;
+
+/// Reads `Pool::stats()` at scrape time into gauges and counters.
+struct PoolCollector {
+    source: Arc<PoolSource>,
+    gauges: Vec<(IntGauge, StatField)>,
+    counters: Mutex<Vec<(IntCounter, StatField)>>,
+    ready: IntGauge,
+    descs: Vec<Desc>,
+}
+
+impl PoolCollector {
+    fn new(source: Arc<PoolSource>) -> Self {
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid gauge");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid counter");
+        let gauges: Vec<(IntGauge, StatField)> = vec![
+            (
+                gauge("mcp_db_pool_size", "Configured number of kept connections."),
+                |s| s.pool_size,
+            ),
+            (
+                gauge(
+                    "mcp_db_pool_available",
+                    "Idle connections ready to hand out.",
+                ),
+                |s| s.available,
+            ),
+            (
+                gauge("mcp_db_pool_in_use", "Connections checked out right now."),
+                |s| s.active_connections,
+            ),
+            (
+                gauge(
+                    "mcp_db_pool_overflow",
+                    "Open connections above the configured size.",
+                ),
+                |s| s.overflow_in_use,
+            ),
+            (
+                gauge(
+                    "mcp_db_pool_max_connections",
+                    "Most connections open at once (size + overflow).",
+                ),
+                |s| s.max_connections,
+            ),
+            (
+                gauge(
+                    "mcp_db_pool_waiters",
+                    "Callers waiting for a connection right now.",
+                ),
+                |s| s.waiters,
+            ),
+        ];
+        let counters: Vec<(IntCounter, StatField)> = vec![
+            (
+                counter("mcp_db_connections_created_total", "Connections opened."),
+                |s| s.connections_created,
+            ),
+            (
+                counter(
+                    "mcp_db_connections_recycled_total",
+                    "Connections closed because they reached their maximum age.",
+                ),
+                |s| s.connections_recycled,
+            ),
+            (
+                counter(
+                    "mcp_db_connections_failed_total",
+                    "Failed attempts to open a connection.",
+                ),
+                |s| s.connections_failed,
+            ),
+            (
+                counter(
+                    "mcp_db_pool_checkout_timeouts_total",
+                    "Checkouts that timed out.",
+                ),
+                |s| s.checkout_timeouts,
+            ),
+            (
+                counter(
+                    "mcp_db_pool_health_check_failures_total",
+                    "Connections that failed their health check.",
+                ),
+                |s| s.health_check_failures,
+            ),
+            (
+                counter(
+                    "mcp_db_pool_overflow_closed_total",
+                    "Overflow connections closed on return.",
+                ),
+                |s| s.overflow_closed,
+            ),
+            (
+                counter(
+                    "mcp_db_pool_rollbacks_total",
+                    "Transactions left open and rolled back on return.",
+                ),
+                |s| s.rollbacks,
+            ),
+            (
+                counter(
+                    "mcp_db_retries_total",
+                    "Retries of transient failures (open errors, busy reads).",
+                ),
+                |s| s.retries,
+            ),
+        ];
+        let ready = gauge("mcp_ready", "1 when the server can serve queries, else 0.");
+        let mut descs = Vec::new();
+        for (g, _) in &gauges {
+            descs.extend(g.desc().into_iter().cloned());
+        }
+        for (c, _) in &counters {
+            descs.extend(c.desc().into_iter().cloned());
+        }
+        descs.extend(ready.desc().into_iter().cloned());
+        Self {
+            source,
+            gauges,
+            counters: Mutex::new(counters),
+            ready,
+            descs,
+        }
+    }
+}
+
+impl Collector for PoolCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let ready = self.source.ready.get().is_some_and(|ready| ready());
+        self.ready.set(i64::from(ready));
+        let mut families = self.ready.collect();
+        let Some(pool) = self.source.pool.get() else {
+            return families;
+        };
+        let stats = pool.stats();
+        for (gauge, read) in &self.gauges {
+            gauge.set(read(&stats) as i64);
+            families.extend(gauge.collect());
+        }
+        let counters = self.counters.lock().unwrap();
+        for (counter, read) in counters.iter() {
+            let delta = read(&stats).saturating_sub(counter.get());
+            counter.inc_by(delta);
+            families.extend(counter.collect());
+        }
+        families
+    }
+}
+
+/// Sizes of the database file and its WAL, read at scrape time.
+struct DatabaseFileCollector {
+    path: PathBuf,
+    wal: PathBuf,
+    file: IntGauge,
+    wal_size: IntGauge,
+    descs: Vec<Desc>,
+}
+
+impl DatabaseFileCollector {
+    fn new(path: PathBuf) -> Self {
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let file = IntGauge::new("mcp_db_file_size_bytes", "Size of the database file.")
+            .expect("valid gauge");
+        let wal_size = IntGauge::new(
+            "mcp_db_wal_size_bytes",
+            "Size of the write-ahead log (0 when absent).",
+        )
+        .expect("valid gauge");
+        let descs = file
+            .desc()
+            .into_iter()
+            .chain(wal_size.desc())
+            .cloned()
+            .collect();
+        Self {
+            path,
+            wal: wal.into(),
+            file,
+            wal_size,
+            descs,
+        }
+    }
+}
+
+impl Collector for DatabaseFileCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let size = |path: &PathBuf| std::fs::metadata(path).map(|m| m.len() as i64).unwrap_or(0);
+        self.file.set(size(&self.path));
+        self.wal_size.set(size(&self.wal));
+        let mut families = self.file.collect();
+        families.extend(self.wal_size.collect());
+        families
+    }
+}
