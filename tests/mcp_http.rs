@@ -148,6 +148,7 @@ fn a_public_address_without_a_token_is_refused_at_startup() {
         .env_clear()
         .env("EROS_MCP_TRANSPORT", "http")
         .env("EROS_MCP_HTTP_ADDR", "0.0.0.0:0")
+        .env("EROS_METRICS_ADDR", "off")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -168,6 +169,7 @@ fn a_taken_port_fails_fast_with_a_clear_error() {
         .env_clear()
         .env("EROS_MCP_TRANSPORT", "http")
         .env("EROS_MCP_HTTP_ADDR", &addr)
+        .env("EROS_METRICS_ADDR", "off")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

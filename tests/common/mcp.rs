@@ -84,10 +84,27 @@ pub fn free_port() -> u16 {
 pub struct HttpServer {
     pub child: std::process::Child,
     pub port: u16,
+    /// The sidecar's port, when started with [`HttpServer::start_observed`].
+    pub metrics_port: Option<u16>,
 }
 
 impl HttpServer {
+    /// Starts a server without the sidecar and waits until it serves MCP.
     pub fn start(db: &Path, env: &[(&str, &str)]) -> Self {
+        let server = Self::spawn(db, env, None);
+        server.wait_until_listening();
+        server
+    }
+
+    /// Starts a server with the sidecar on a free port and waits until it serves MCP.
+    pub fn start_observed(db: &Path, env: &[(&str, &str)]) -> Self {
+        let server = Self::spawn(db, env, Some(free_port()));
+        server.wait_until_listening();
+        server
+    }
+
+    /// Starts a server with the sidecar and returns at once.
+    pub fn spawn(db: &Path, env: &[(&str, &str)], metrics_port: Option<u16>) -> Self {
         let port = free_port();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"));
         cmd.arg("serve")
@@ -97,7 +114,10 @@ impl HttpServer {
             .env_clear()
             .env("EROS_MCP_TRANSPORT", "http")
             .env("EROS_MCP_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("EROS_METRICS_ADDR", "off")
+            .env(
+                "EROS_METRICS_ADDR",
+                metrics_port.map_or("off".to_string(), |p| format!("127.0.0.1:{p}")),
+            )
             .env("EROS_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -106,9 +126,25 @@ impl HttpServer {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn eros-mcp");
-        let server = Self { child, port };
-        server.wait_until_listening();
-        server
+        Self {
+            child,
+            port,
+            metrics_port,
+        }
+    }
+
+    /// GET on the sidecar: (status, body); status 0 when nothing answers.
+    pub fn sidecar(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_port.expect("started with the sidecar"), path)
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
     }
 
     fn wait_until_listening(&self) {
@@ -163,23 +199,33 @@ impl Drop for HttpServer {
 
 /// Status of a plain GET (0 when the connection fails).
 fn http_get_status(port: u16, path: &str) -> u16 {
+    http_get(port, path).0
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body); status 0 when nothing answers.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
+        return (0, String::new());
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
+        return (0, String::new());
     }
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response
+    let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Calls `tool` with `arguments` (a JSON object).
