@@ -202,7 +202,7 @@ fn http_get_status(port: u16, path: &str) -> u16 {
     http_get(port, path).0
 }
 
-/// A plain HTTP/1.1 GET on loopback: (status, body); status 0 when nothing answers.
+/// A plain HTTP/1.0 GET on loopback (1.0: never a chunked body): (status, body); status 0 when nothing answers.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
@@ -210,7 +210,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return (0, String::new());
     }

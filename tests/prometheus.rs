@@ -1,0 +1,382 @@
+//! The sidecar against a real Prometheus server (Debian's `prometheus`
+//! package): Prometheus scrapes the real binary while a workload runs, and
+//! the test reads the seven pool metrics back through Prometheus's HTTP API
+//! after known events. Every PromQL expression of the dashboard and the
+//! alert rules must evaluate and return data.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::mcp::{call, free_port, http_get, HttpServer, ERAS};
+use common::TestDb;
+use serde_json::{json, Value};
+
+const RUNAWAY: &str =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+
+/// A Prometheus server scraping one target every 200 ms; killed on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn scraping(target_port: u16) -> Self {
+        let binary = which("prometheus");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n  evaluation_interval: 200ms\n\
+                 scrape_configs:\n  - job_name: eros-mcp\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let prometheus = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        prometheus.wait_until(&format!("up{{job=\"eros-mcp\"}} == 1"), |v| !v.is_empty());
+        prometheus
+    }
+
+    /// Evaluates `expr` now: `Ok(result vector)` or the error Prometheus gave.
+    fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        let url = format!("/api/v1/query?query={}", urlencode(expr));
+        let (status, body) = http_get(self.port, &url);
+        let answer: Value =
+            serde_json::from_str(&body).map_err(|_| format!("HTTP {status}: {body}"))?;
+        if answer["status"] != "success" {
+            return Err(format!("{expr}: {}", answer["error"]));
+        }
+        Ok(answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// The single value of `expr` (panics when there is not exactly one series).
+    fn value(&self, expr: &str) -> f64 {
+        let result = self.query(expr).unwrap();
+        assert_eq!(result.len(), 1, "{expr}: {result:?}");
+        result[0]["value"][1].as_str().unwrap().parse().unwrap()
+    }
+
+    fn wait_until(&self, expr: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(result) = self.query(expr) {
+                if done(&result) {
+                    return result;
+                }
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {expr}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for_value(&self, expr: &str, expected: f64) {
+        self.wait_until(expr, |r| {
+            r.len() == 1
+                && r[0]["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    == Some(expected)
+        });
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(binary: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(binary))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{binary} is not installed: `apt-get install prometheus` (scripts/test does this)"
+            )
+        })
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn observed(db: &TestDb, env: &[(&str, &str)]) -> (HttpServer, Prometheus) {
+    let server = HttpServer::start_observed(db.path(), env);
+    let prometheus = Prometheus::scraping(server.metrics_port.unwrap());
+    (server, prometheus)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_above_the_pool_size_shows_overflow_that_shrinks_back() {
+    let db = TestDb::new().with_demo_data();
+    let (server, prometheus) = observed(
+        &db,
+        &[
+            ("EROS_DB_POOL_SIZE", "2"),
+            ("EROS_DB_POOL_OVERFLOW", "2"),
+            ("EROS_DB_POOL_PREWARM", "2"),
+            ("EROS_DB_QUERY_TIMEOUT", "1.5"),
+        ],
+    );
+    prometheus.wait_for_value("mcp_db_pool_size", 2.0);
+    let client = Arc::new(server.client(None, &ERAS[0]).await);
+    let burst: Vec<_> = (0..4)
+        .map(|_| {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move { call(&client, "query", json!({"sql": RUNAWAY})).await })
+        })
+        .collect();
+    let prometheus = Arc::new(prometheus);
+    let p = Arc::clone(&prometheus);
+    tokio::task::spawn_blocking(move || {
+        p.wait_for_value("mcp_db_pool_in_use", 4.0);
+        p.wait_for_value("mcp_db_pool_overflow", 2.0);
+    })
+    .await
+    .unwrap();
+    for task in burst {
+        task.await.unwrap();
+    }
+    let p = Arc::clone(&prometheus);
+    tokio::task::spawn_blocking(move || {
+        p.wait_for_value("mcp_db_pool_overflow", 0.0);
+        p.wait_for_value("mcp_db_pool_in_use", 0.0);
+        assert_eq!(p.value("mcp_db_pool_available"), 2.0);
+        assert_eq!(p.value("mcp_db_connections_created_total"), 4.0);
+        assert_eq!(p.value("mcp_db_pool_overflow_closed_total"), 2.0);
+        assert_eq!(p.value("max_over_time(mcp_db_pool_overflow[1m])"), 2.0);
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn a_short_maximum_age_produces_recycles() {
+    let db = TestDb::new().with_demo_data();
+    let (_server, prometheus) = observed(
+        &db,
+        &[
+            ("EROS_DB_CONN_MAX_AGE", "0.3"),
+            ("EROS_DB_HEALTH_CHECK_INTERVAL", "0.2"),
+        ],
+    );
+    prometheus.wait_until("mcp_db_connections_recycled_total >= 3", |r| !r.is_empty());
+    // Recycled connections are replaced: the pre-warmed minimum holds.
+    prometheus.wait_until("mcp_db_pool_available >= 3", |r| !r.is_empty());
+    assert!(prometheus.value("mcp_db_connections_created_total") >= 6.0);
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_counts_failures() {
+    let db = TestDb::new().with_demo_data();
+    let (_server, prometheus) = observed(
+        &db,
+        &[
+            ("EROS_DB_CONN_MAX_AGE", "0.3"),
+            ("EROS_DB_HEALTH_CHECK_INTERVAL", "0.2"),
+            ("EROS_DB_MAX_RETRIES", "0"),
+        ],
+    );
+    prometheus.wait_for_value("mcp_db_connections_failed_total", 0.0);
+    // The file is replaced by something that is not a database: every new
+    // connection (recycling replaces them all) fails to open.
+    std::fs::rename(db.path(), db.file("moved-away.db")).unwrap();
+    std::fs::write(db.path(), vec![b'x'; 8192]).unwrap();
+    prometheus.wait_until("mcp_db_connections_failed_total > 0", |r| !r.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_counts_checkout_timeouts() {
+    let db = TestDb::new().with_demo_data();
+    let (server, prometheus) = observed(
+        &db,
+        &[
+            ("EROS_DB_POOL_SIZE", "1"),
+            ("EROS_DB_POOL_OVERFLOW", "0"),
+            ("EROS_DB_POOL_PREWARM", "1"),
+            ("EROS_DB_POOL_TIMEOUT", "0.3"),
+            ("EROS_DB_QUERY_TIMEOUT", "2"),
+        ],
+    );
+    prometheus.wait_for_value("mcp_db_pool_checkout_timeouts_total", 0.0);
+    let client = Arc::new(server.client(None, &ERAS[1]).await);
+    let hog = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move { call(&client, "query", json!({"sql": RUNAWAY})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let starved = call(&client, "query", json!({"sql": "SELECT 1"})).await;
+    assert_eq!(starved.is_error, Some(true));
+    let text = common::mcp::text(&starved);
+    assert!(
+        text.starts_with("POOL_EXHAUSTED") && text.ends_with("[retryable]"),
+        "{text}"
+    );
+    hog.await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        prometheus.wait_for_value("mcp_db_pool_checkout_timeouts_total", 1.0);
+        prometheus.wait_until(
+            "mcp_tool_calls_total{tool=\"query\",outcome=\"busy\"} == 1",
+            |r| !r.is_empty(),
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// Every PromQL expression of the dashboard and the alert rules.
+fn ops_expressions() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(root.join("scripts/promql-expressions.py"))
+        .current_dir(root)
+        .output()
+        .expect("run scripts/promql-expressions.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<String>(line).unwrap())
+        .collect()
+}
+
+/// `a > 0.8` becomes `a > bool 0.8`: an alert condition that returns a
+/// series whether or not it fires.
+fn as_bool_comparison(expr: &str) -> String {
+    for op in [" >= ", " <= ", " == ", " != ", " > ", " < "] {
+        if let Some(at) = expr.rfind(op) {
+            let (left, right) = expr.split_at(at);
+            let threshold = right[op.len()..].trim();
+            if threshold.parse::<f64>().is_ok() {
+                return format!("{left}{}bool {threshold}", op.trim_end().to_string() + " ");
+            }
+        }
+    }
+    expr.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_and_alert_expression_evaluates_and_returns_data() {
+    let db = TestDb::new().with_demo_data();
+    let (server, prometheus) = observed(&db, &[("EROS_DB_MAX_ROWS", "5")]);
+    let client = server.client(None, &ERAS[0]).await;
+    for args in [
+        json!({"sql": "SELECT * FROM creators"}),
+        json!({"sql": "DELETE FROM creators"}),
+        json!({"sql": "SELECT nope"}),
+    ] {
+        call(&client, "query", args).await;
+    }
+    call(&client, "list_tables", json!({})).await;
+    client.cancel().await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        // Enough scrapes for rate() over every series.
+        prometheus.wait_until(
+            "count_over_time(mcp_tool_calls_total{tool=\"query\",outcome=\"ok\"}[1m]) >= 4",
+            |r| !r.is_empty(),
+        );
+        let expressions = ops_expressions();
+        assert!(expressions.len() >= 30, "{expressions:?}");
+        for expr in expressions {
+            let result = prometheus
+                .query(&expr)
+                .unwrap_or_else(|err| panic!("{err}"));
+            let shown = as_bool_comparison(&expr);
+            let result = if result.is_empty() {
+                prometheus.query(&shown).unwrap()
+            } else {
+                result
+            };
+            assert!(!result.is_empty(), "no data for {expr} (nor {shown})");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn the_exposition_passes_promtool_check_metrics() {
+    let db = TestDb::new().with_demo_data();
+    let server = HttpServer::start_observed(db.path(), &[]);
+    let (status, body) = server.sidecar("/metrics");
+    assert_eq!(status, 200);
+    for name in [
+        "mcp_db_connections_created_total",
+        "mcp_db_connections_recycled_total",
+        "mcp_db_connections_failed_total",
+        "mcp_db_pool_size",
+        "mcp_db_pool_available",
+        "mcp_db_pool_in_use",
+        "mcp_db_pool_overflow",
+    ] {
+        assert!(
+            body.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing"
+        );
+    }
+    let mut promtool = Command::new(which("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+}
