@@ -56,7 +56,7 @@ impl Prometheus {
             port,
             _dir: dir,
         };
-        prometheus.wait_until(&format!("up{{job=\"eros-mcp\"}} == 1"), |v| !v.is_empty());
+        prometheus.wait_until("up{job=\"eros-mcp\"} == 1", |v| !v.is_empty());
         prometheus
     }
 
