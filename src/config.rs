@@ -49,6 +49,7 @@ pub struct DatabaseEnv {
     pub max_rows: u32,
     pub max_bytes: u64,
     pub query_timeout: f64,
+    pub heap_limit_mib: u64,
 }
 
 impl Default for DatabaseEnv {
@@ -70,6 +71,7 @@ impl Default for DatabaseEnv {
             max_rows: 1000,
             max_bytes: 1_048_576,
             query_timeout: 30.0,
+            heap_limit_mib: 8,
         }
     }
 }
@@ -114,6 +116,9 @@ pub struct DatabaseConfig {
     pub max_bytes: u64,
     /// A statement running longer than this is interrupted.
     pub query_timeout: Duration,
+    /// SQLite's soft heap limit for the whole process (page caches shrink to
+    /// stay under it); 0 means no limit.
+    pub heap_limit_bytes: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -224,6 +229,7 @@ impl DatabaseEnv {
             read_only: self.read_only,
             max_rows: self.max_rows,
             max_bytes: self.max_bytes,
+            heap_limit_bytes: self.heap_limit_mib.saturating_mul(1024 * 1024),
         })
     }
 }
@@ -290,6 +296,7 @@ fn allowed_values(field: &str) -> Option<&'static str> {
         "pool_overflow" => "a whole number from 0 to 10 times EROS_DB_POOL_SIZE",
         "pool_prewarm" => "a whole number from 0 to EROS_DB_POOL_SIZE",
         "max_retries" => "a whole number from 0 up",
+        "heap_limit_mib" => "a whole number of MiB, 0 for no limit",
         "max_rows" => "a whole number of at least 1",
         "max_bytes" => "a whole number of bytes, at least 1024",
         "health_check" | "migrate" | "read_only" => "true or false",
@@ -324,7 +331,7 @@ impl std::fmt::Display for DatabaseConfig {
     /// The effective settings, one `VARIABLE=value` line each.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = |d: Duration| d.as_secs_f64();
-        let lines: [(&str, String); 16] = [
+        let lines: [(&str, String); 17] = [
             ("PATH", self.path.display().to_string()),
             ("POOL_SIZE", self.pool_size.to_string()),
             ("POOL_OVERFLOW", self.max_overflow.to_string()),
@@ -344,6 +351,10 @@ impl std::fmt::Display for DatabaseConfig {
             ("MAX_ROWS", self.max_rows.to_string()),
             ("MAX_BYTES", self.max_bytes.to_string()),
             ("QUERY_TIMEOUT", secs(self.query_timeout).to_string()),
+            (
+                "HEAP_LIMIT_MIB",
+                (self.heap_limit_bytes / (1024 * 1024)).to_string(),
+            ),
         ];
         for (i, (name, value)) in lines.iter().enumerate() {
             if i > 0 {

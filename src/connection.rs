@@ -154,6 +154,17 @@ fn harden(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Caps the memory all of SQLite's connections in this process use for page
+/// caches: above `bytes`, caches give pages back instead of growing.
+/// Process-wide; setting it again replaces the limit.
+pub fn limit_sqlite_heap(bytes: u64) {
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    // SAFETY: sqlite3_soft_heap_limit64 is thread-safe and takes any value.
+    unsafe {
+        rusqlite::ffi::sqlite3_soft_heap_limit64(bytes);
+    }
+}
+
 /// A short human explanation of an open or setup error.
 fn describe(err: &rusqlite::Error) -> &'static str {
     use rusqlite::ErrorCode::*;

@@ -13,6 +13,7 @@
 //! - [`access`]: what SQL a connection may run (the authorizer and `query_only`).
 //! - [`connection`]: opening one SQLite connection with its PRAGMAs and hardening.
 //! - [`migrations`]: the versioned schema of the default database, and demo data.
+//! - [`loadgen`]: the load generator behind `eros-bench` (not used by the server).
 //! - [`retry`]: backoff for transient SQLite failures.
 //! - [`shutdown`]: the signal that tells every part to stop.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod connection;
 pub mod database;
 pub mod engine;
+pub mod loadgen;
 pub mod mcp;
 pub mod migrations;
 pub mod pool;

@@ -459,3 +459,20 @@ fn a_connection_returns_to_read_only_after_a_write_scope() {
         "the same connection, at rest again"
     );
 }
+
+#[test]
+fn connections_taken_without_waiting_are_counted_in_use() {
+    let db = TestDb::new();
+    let pool = db.warm_pool();
+    let idle = pool.try_get().expect("an idle connection");
+    assert_eq!(pool.stats().active_connections, 1);
+    assert_eq!(pool.stats().available, 2);
+    drop(idle);
+    let stats = pool.stats();
+    assert_eq!(stats.active_connections, 0);
+    assert_eq!(stats.available, 3);
+    assert_eq!(
+        stats.overflow_closed, 0,
+        "a returned idle connection is kept"
+    );
+}

@@ -37,6 +37,14 @@ use crate::retry::RetryPolicy;
 /// rare enough to cost nothing measurable.
 const PROGRESS_STEPS: i32 = 4000;
 
+/// How long a read may run on the calling (async) thread before it is
+/// interrupted and handed to a blocking thread instead. See
+/// [`QueryEngine::try_inline`].
+const INLINE_BUDGET: Duration = Duration::from_micros(500);
+
+/// VM steps between budget checks on the inline path.
+const INLINE_PROGRESS_STEPS: i32 = 200;
+
 /// Caps on what one call may cost and return.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -144,6 +152,57 @@ impl QueryEngine {
             }
             other => other,
         })
+    }
+
+    /// The fast path for reads: most agent reads (a lookup by key, a small
+    /// page) finish in microseconds, less than the two thread hand-offs a
+    /// blocking thread costs. So a read first runs right here, under strict
+    /// limits that keep the async thread from ever waiting: only an idle
+    /// connection is taken (never a wait for one), SQLite's busy wait is off,
+    /// and the statement is interrupted after [`INLINE_BUDGET`]. A read that
+    /// needs more (no idle connection, a lock, a longer scan) returns `None`
+    /// and is run again, from the start, on a blocking thread; reads have no
+    /// side effects, so running one twice is safe. Writes never come here.
+    pub(crate) fn try_inline<T>(
+        &self,
+        work: impl FnOnce(&ManagedConnection) -> Result<T, QueryError>,
+    ) -> Option<Result<T, QueryError>> {
+        let conn = self.pool.try_get()?;
+        let deadline = Instant::now() + INLINE_BUDGET;
+        let over_budget = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&over_budget);
+        let handler = move || {
+            let over = Instant::now() >= deadline;
+            if over {
+                flag.store(true, Ordering::Relaxed);
+            }
+            over
+        };
+        if conn
+            .progress_handler(INLINE_PROGRESS_STEPS, Some(handler))
+            .is_err()
+            || conn.busy_timeout(Duration::ZERO).is_err()
+        {
+            return None;
+        }
+        let result = work(&conn);
+        let restored = conn.progress_handler(0, None::<fn() -> bool>).is_ok()
+            && conn.busy_timeout(self.pool.config().busy_timeout).is_ok();
+        if !restored {
+            return Some(Err(QueryError::Internal(
+                "could not reset a connection after a read".into(),
+            )));
+        }
+        match result {
+            Err(QueryError::Sql { ref code, .. })
+                if (code == "SQLITE_INTERRUPT" && over_budget.load(Ordering::Relaxed))
+                    || code == "SQLITE_BUSY"
+                    || code == "SQLITE_LOCKED" =>
+            {
+                None
+            }
+            other => Some(other),
+        }
     }
 
     /// Retries `attempt` while SQLite reports the database busy (reads only).

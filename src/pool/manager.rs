@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     return_gate: Mutex<()>,
     /// The last reason a connection could not be opened, cleared on success.
     pub last_connect_failure: Mutex<Option<String>>,
+    /// Set by `Pool::close`: every returned connection is closed.
+    pub closed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -51,6 +53,7 @@ impl Shared {
             pool_size: u64::from(pool_size),
             return_gate: Mutex::new(()),
             last_connect_failure: Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -272,7 +275,11 @@ impl r2d2::ManageConnection for SqliteManager {
 
     fn has_broken(&self, conn: &mut ManagedConnection) -> bool {
         let counters = &self.shared.counters;
-        if conn.unsettled.get() || conn.access() != Access::ReadOnly {
+        let closing = self
+            .shared
+            .closed
+            .load(std::sync::atomic::Ordering::Acquire);
+        if closing || conn.unsettled.get() || conn.access() != Access::ReadOnly {
             conn.retire();
             return true;
         }

@@ -73,7 +73,6 @@ pub struct Pool {
     shared: Arc<Shared>,
     config: DatabaseConfig,
     maintenance: Mutex<Option<Maintenance>>,
-    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -91,6 +90,7 @@ impl Pool {
         config: &DatabaseConfig,
         observer: Arc<dyn PoolObserver>,
     ) -> Result<Self, PoolError> {
+        crate::connection::limit_sqlite_heap(config.heap_limit_bytes);
         let shared = Arc::new(Shared::new(config.pool_size, observer));
         let manager = SqliteManager::new(
             ConnectionOptions {
@@ -123,7 +123,6 @@ impl Pool {
             shared,
             config: config.clone(),
             maintenance: Mutex::new(None),
-            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -171,7 +170,18 @@ impl Pool {
         if self.is_closed() {
             return None;
         }
-        self.inner.try_get()
+        self.take_idle()
+    }
+
+    /// r2d2's `try_get`, counted: unlike `get`, it fires no checkout event,
+    /// but its return fires a checkin event like any other.
+    fn take_idle(&self) -> Option<PooledConnection> {
+        let conn = self.inner.try_get()?;
+        self.shared
+            .counters
+            .in_use
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(conn)
     }
 
     fn explain_timeout(&self, timeout: Duration) -> PoolError {
@@ -262,20 +272,24 @@ impl Pool {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::Acquire)
+        self.shared
+            .closed
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Stops maintenance, refuses new checkouts and checkpoints the WAL into
-    /// the database file. Connections close as they are dropped; once the
-    /// last one closes SQLite removes the WAL file.
+    /// Stops maintenance, refuses new checkouts, checkpoints the WAL into
+    /// the database file and closes every idle connection; connections still
+    /// in use close when they are returned. Once the last one closes, SQLite
+    /// removes the WAL file.
     pub fn close(&self) -> Result<(), rusqlite::Error> {
         if let Some(maintenance) = self.maintenance.lock().unwrap().take() {
             maintenance.stop();
         }
         let conn = self.inner.get_timeout(self.config.checkout_timeout);
-        self.closed
+        self.shared
+            .closed
             .store(true, std::sync::atomic::Ordering::Release);
-        match conn {
+        let checkpointed = match conn {
             Ok(conn) => conn.with_access(crate::access::Access::Trusted, |c| {
                 c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             })?,
@@ -283,7 +297,12 @@ impl Pool {
                 tracing::warn!(error = %err, "no connection for the final WAL checkpoint");
                 Ok(())
             }
+        };
+        // Returned connections are discarded now that the pool is closed.
+        while let Some(idle) = self.take_idle() {
+            drop(idle);
         }
+        checkpointed
     }
 }
 

@@ -21,7 +21,7 @@ pub async fn serve(
     // The handshake waits for the client's first message: a signal or a
     // client that leaves before it is an ordinary end, not a failure.
     let running = tokio::select! {
-        started = server.serve(rmcp::transport::stdio()) => match started {
+        started = server.serve(rmcp::transport::io::stdio_pipes()) => match started {
             Ok(running) => running,
             Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
                 tracing::info!("the stdio client left before starting a session");

@@ -1,0 +1,217 @@
+//! `eros-bench`: the load generator. Drives any MCP server over stdio or
+//! streamable HTTP and reports throughput, latency, response size, and the
+//! server's CPU per call and peak memory. See BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use eros_mcp::loadgen::{self, dataset, soak, Target, ToolSpec, Workload};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "eros-bench",
+    version,
+    about = "Load generator for MCP database servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the deterministic benchmark database.
+    CreateDb {
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+    },
+    /// Run workloads and report calls/s, latency, bytes, server CPU and RSS.
+    Run {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Workloads to run, in order.
+        #[arg(long, value_enum, num_args = 1.., default_values_t = [Workload::Point])]
+        workload: Vec<Workload>,
+        /// Calls in flight (over one stdio session, or as many HTTP clients), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1])]
+        concurrency: Vec<usize>,
+        /// Seconds each measurement runs.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Unmeasured calls before each measurement.
+        #[arg(long, default_value_t = 200)]
+        warmup: u64,
+        /// Print one JSON object per measurement instead of a table row.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Median milliseconds from starting the server to its first verified answer.
+    Startup {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A mixed run looking for leaks (eros-mcp only: uses pool_stats and execute).
+    Soak {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Include writes (the server needs EROS_DB_READ_ONLY=false).
+        #[arg(long)]
+        writes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TargetArgs {
+    /// Command line of a stdio server, e.g. "eros-mcp --db bench.db".
+    #[arg(long, conflicts_with = "url")]
+    stdio: Option<String>,
+    /// URL of a streamable HTTP server, e.g. http://127.0.0.1:8080/mcp.
+    #[arg(long)]
+    url: Option<String>,
+    /// Bearer token for --url.
+    #[arg(long)]
+    token: Option<String>,
+    /// PID of the HTTP server, to read its CPU time and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Tool that runs SQL.
+    #[arg(long, default_value = "query")]
+    tool: String,
+    /// Name of the tool's SQL argument.
+    #[arg(long, default_value = "sql")]
+    sql_arg: String,
+    /// Rows in the benchmark table (as created by create-db).
+    #[arg(long, default_value_t = 100_000)]
+    rows: u64,
+}
+
+impl TargetArgs {
+    fn target(&self) -> Target {
+        match (&self.stdio, &self.url) {
+            (Some(command), _) => Target::Stdio {
+                command: command.split_whitespace().map(str::to_string).collect(),
+                env: Vec::new(),
+            },
+            (None, Some(url)) => Target::Http {
+                url: url.clone(),
+                token: self.token.clone(),
+                pid: self.server_pid,
+            },
+            (None, None) => {
+                eprintln!("error: give --stdio COMMAND or --url URL");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            tool: self.tool.clone(),
+            sql_argument: self.sql_arg.clone(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::CreateDb { path, rows } => {
+            dataset::create(&path, rows)?;
+            println!("{}: {rows} rows in {}", path.display(), dataset::TABLE);
+        }
+        Command::Run {
+            target,
+            workload,
+            concurrency,
+            duration,
+            warmup,
+            json,
+        } => {
+            let most = concurrency.iter().copied().max().unwrap_or(1);
+            let (sessions, pid) = loadgen::connect(&target.target(), most).await?;
+            for workload in workload {
+                for &c in &concurrency {
+                    let plan = loadgen::Plan {
+                        workload,
+                        rows: target.rows,
+                        concurrency: c,
+                        warmup,
+                        duration: Duration::from_secs_f64(duration),
+                    };
+                    let report = loadgen::run(&sessions, pid, &target.spec(), plan).await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&report)?);
+                    } else {
+                        println!("{report}");
+                    }
+                }
+            }
+            for session in sessions {
+                let _ = session.cancel().await;
+            }
+        }
+        Command::Startup { target, runs, json } => {
+            let ms =
+                loadgen::startup_ms(&target.target(), &target.spec(), target.rows, runs).await?;
+            if json {
+                println!("{}", serde_json::json!({"startup_ms": ms}));
+            } else {
+                println!("ready after {ms:.1} ms (median of {runs})");
+            }
+        }
+        Command::Soak {
+            target,
+            duration,
+            concurrency,
+            writes,
+        } => {
+            let (sessions, pid) = loadgen::connect(&target.target(), concurrency).await?;
+            let pid =
+                pid.ok_or("soak needs the server's pid: use --stdio, or --server-pid with --url")?;
+            let report = soak::run(
+                &sessions,
+                pid,
+                target.rows,
+                concurrency,
+                Duration::from_secs_f64(duration),
+                writes,
+            )
+            .await?;
+            println!("{report}");
+            for session in sessions {
+                let _ = session.cancel().await;
+            }
+            if !report.problems.is_empty() {
+                return Err("the soak found problems".into());
+            }
+        }
+    }
+    Ok(())
+}

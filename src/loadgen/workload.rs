@@ -1,0 +1,92 @@
+//! The workloads: what each call asks and how its answer is checked. SQL is
+//! sent as literal text (not bound parameters) because some servers take
+//! only SQL; every answer is verified by a value only the right rows hold.
+
+use rmcp::model::CallToolResult;
+
+use super::dataset::{item_name, TABLE};
+
+/// One kind of call the load generator makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// A primary-key lookup of a random row.
+    Point,
+    /// 1,000 consecutive rows.
+    Rows1000,
+    /// A GROUP BY over the whole table.
+    Aggregate,
+}
+
+/// One prepared call and what its answer must contain.
+pub struct Call {
+    pub sql: String,
+    pub expect: Vec<String>,
+}
+
+impl Workload {
+    /// The call for the `n`th request against a table of `rows` rows.
+    pub fn call(self, n: u64, rows: u64) -> Call {
+        match self {
+            Workload::Point => {
+                // A multiplicative walk over the ids: deterministic, spread out.
+                let id = 1 + (n.wrapping_mul(2_654_435_761) % rows) as i64;
+                Call {
+                    sql: format!("SELECT * FROM {TABLE} WHERE id = {id}"),
+                    expect: vec![item_name(id)],
+                }
+            }
+            Workload::Rows1000 => {
+                let start = 1 + (n * 1000) % rows.saturating_sub(1000).max(1);
+                let start = start as i64;
+                Call {
+                    sql: format!("SELECT * FROM {TABLE} WHERE id >= {start} ORDER BY id LIMIT 1000"),
+                    expect: vec![item_name(start), item_name(start + 999)],
+                }
+            }
+            Workload::Aggregate => Call {
+                sql: format!(
+                    "SELECT category, count(*) AS n, round(avg(price), 2) AS avg_price FROM {TABLE} GROUP BY category ORDER BY category"
+                ),
+                expect: vec!["category-0".into(), "category-19".into()],
+            },
+        }
+    }
+}
+
+/// The bytes of a result (its text and structured content, as sent) and
+/// whether it holds every expected value and no error.
+pub fn check(result: &CallToolResult, call: &Call) -> (usize, Result<(), String>) {
+    let mut text = String::new();
+    for block in &result.content {
+        if let Some(t) = block.as_text() {
+            text.push_str(&t.text);
+        }
+    }
+    let structured = result
+        .structured_content
+        .as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let bytes = text.len() + structured.len();
+    if result.is_error == Some(true) {
+        return (bytes, Err(format!("tool error: {}", truncate(&text))));
+    }
+    let haystack = if text.is_empty() { &structured } else { &text };
+    for needle in &call.expect {
+        if !haystack.contains(needle.as_str()) {
+            return (
+                bytes,
+                Err(format!("answer lacks {needle}: {}", truncate(haystack))),
+            );
+        }
+    }
+    (bytes, Ok(()))
+}
+
+fn truncate(text: &str) -> &str {
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
