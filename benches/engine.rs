@@ -1,0 +1,109 @@
+//! Engine benchmarks (criterion): pool checkout and return, a point query
+//! through the pool against opening a connection with its PRAGMAs for every
+//! query (the reason pooling exists), and turning 1,000 rows into the tool
+//! result an agent receives. Method and numbers: BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use eros_mcp::access;
+use eros_mcp::config::DatabaseConfig;
+use eros_mcp::connection::{self, ConnectionOptions};
+use eros_mcp::engine::{QueryEngine, QueryRequest};
+use eros_mcp::loadgen::dataset;
+use eros_mcp::mcp::respond::respond;
+use eros_mcp::mcp::NoToolObserver;
+use eros_mcp::pool::{NoObserver, Pool};
+
+const ROWS: u64 = 100_000;
+const POINT: &str = "SELECT * FROM bench_items WHERE id = ?1";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    config: DatabaseConfig,
+    pool: Arc<Pool>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.db");
+    dataset::create(&path, ROWS).unwrap();
+    let config = DatabaseConfig {
+        path,
+        migrate: false,
+        ..DatabaseConfig::default()
+    };
+    let pool = Pool::open(&config, Arc::new(NoObserver)).unwrap();
+    Fixture {
+        _dir: dir,
+        config,
+        pool,
+    }
+}
+
+fn pool_checkout(c: &mut Criterion) {
+    let fx = fixture();
+    c.bench_function("pool checkout + return", |b| {
+        b.iter(|| drop(fx.pool.get().unwrap()))
+    });
+}
+
+fn point_query(c: &mut Criterion) {
+    let fx = fixture();
+    let mut group = c.benchmark_group("point query");
+    let mut id = 0i64;
+    group.bench_function("pooled", |b| {
+        b.iter(|| {
+            id = id % ROWS as i64 + 1;
+            let conn = fx.pool.get().unwrap();
+            let name: String = conn
+                .prepare_cached(POINT)
+                .unwrap()
+                .query_row([id], |row| row.get(1))
+                .unwrap();
+            name
+        })
+    });
+    let options = ConnectionOptions {
+        path: fx.config.path.clone(),
+        busy_timeout: fx.config.busy_timeout,
+    };
+    group.bench_function("connect per query", |b| {
+        b.iter(|| {
+            id = id % ROWS as i64 + 1;
+            let conn = connection::open(&options).unwrap();
+            access::install(&conn).unwrap();
+            let name: String = conn
+                .prepare(POINT)
+                .unwrap()
+                .query_row([id], |row| row.get(1))
+                .unwrap();
+            name
+        })
+    });
+    group.finish();
+}
+
+fn rows_to_tool_result(c: &mut Criterion) {
+    let fx = fixture();
+    let engine = QueryEngine::new(Arc::clone(&fx.pool));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let request = QueryRequest {
+        sql: "SELECT * FROM bench_items WHERE id >= 5000 ORDER BY id LIMIT 1000".into(),
+        ..QueryRequest::default()
+    };
+    c.bench_function("1000 rows to tool result", |b| {
+        b.iter(|| {
+            let started = Instant::now();
+            let output = runtime.block_on(engine.query(request.clone(), None));
+            respond("query", started, output, &NoToolObserver)
+        })
+    });
+}
+
+criterion_group!(benches, pool_checkout, point_query, rows_to_tool_result);
+criterion_main!(benches);
