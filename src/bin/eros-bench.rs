@@ -56,6 +56,12 @@ enum Command {
         target: TargetArgs,
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// The first query (default: a point lookup in the benchmark table).
+        #[arg(long)]
+        sql: Option<String>,
+        /// Text its answer must contain.
+        #[arg(long, requires = "sql")]
+        expect: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -177,9 +183,21 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 let _ = session.cancel().await;
             }
         }
-        Command::Startup { target, runs, json } => {
-            let ms =
-                loadgen::startup_ms(&target.target(), &target.spec(), target.rows, runs).await?;
+        Command::Startup {
+            target,
+            runs,
+            sql,
+            expect,
+            json,
+        } => {
+            let probe = match sql {
+                Some(sql) => loadgen::workload::Call {
+                    sql,
+                    expect: expect.into_iter().collect(),
+                },
+                None => Workload::Point.call(1, target.rows),
+            };
+            let ms = loadgen::startup_ms(&target.target(), &target.spec(), &probe, runs).await?;
             if json {
                 println!("{}", serde_json::json!({"startup_ms": ms}));
             } else {

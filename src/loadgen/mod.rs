@@ -309,25 +309,30 @@ pub async fn run(
 }
 
 /// Milliseconds from starting the server command to the first verified
-/// answer (handshake plus one point lookup), median of `runs`.
+/// answer (the handshake, then `probe`), median of `runs`.
 pub async fn startup_ms(
     target: &Target,
     spec: &ToolSpec,
-    rows: u64,
+    probe: &workload::Call,
     runs: usize,
 ) -> Result<f64, LoadError> {
     let mut times = Vec::with_capacity(runs);
-    for run in 0..runs.max(1) {
+    for _ in 0..runs.max(1) {
         let started = Instant::now();
         let (sessions, _) = connect(target, 1).await?;
-        let (_, _, verdict) =
-            one_call(sessions[0].peer(), spec, Workload::Point, run as u64, rows).await?;
+        let result = sessions[0]
+            .peer()
+            .call_tool(request(spec, probe.sql.clone()))
+            .await
+            .map_err(|err| LoadError::Protocol(err.to_string()))?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
-        verdict.map_err(|first| LoadError::WrongAnswers {
-            failed: 1,
-            calls: 1,
-            first,
-        })?;
+        workload::check(&result, probe)
+            .1
+            .map_err(|first| LoadError::WrongAnswers {
+                failed: 1,
+                calls: 1,
+                first,
+            })?;
         for session in sessions {
             let _ = session.cancel().await;
         }
