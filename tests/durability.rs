@@ -4,9 +4,11 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use common::mcp::{call, HttpServer, ERAS};
+use common::writes::{assert_every_write_present, spawn_writer};
 use common::TestDb;
 use serde_json::json;
 
@@ -22,23 +24,11 @@ async fn acknowledged_writes_survive_sigkill() {
         let mut writers = Vec::new();
         for writer in 0..WRITERS {
             let client = server.client(None, &ERAS[writer % 2]).await;
-            let acknowledged = Arc::clone(&acknowledged);
-            writers.push(tokio::spawn(async move {
-                for i in 0.. {
-                    let handle = format!("durable-{round}-{writer}-{i}");
-                    let arguments = json!({
-                        "sql": "INSERT INTO creators (handle, display_name, email) VALUES (:h, 'D', :h || '@example.org')",
-                        "params": {"h": handle},
-                    });
-                    let request = rmcp::model::CallToolRequestParams::new("execute")
-                        .with_arguments(arguments.as_object().unwrap().clone());
-                    match client.call_tool(request).await {
-                        Ok(result) if result.is_error != Some(true) => acknowledged.lock().unwrap().push(handle),
-                        // The server died mid-call: the write is not acknowledged.
-                        _ => break,
-                    }
-                }
-            }));
+            writers.push(spawn_writer(
+                client,
+                format!("durable-{round}-{writer}"),
+                Arc::clone(&acknowledged),
+            ));
         }
         // Let the workload run, then kill the server without warning.
         tokio::time::sleep(Duration::from_millis(300 + 150 * round as u64)).await;
@@ -81,18 +71,5 @@ async fn acknowledged_writes_survive_sigkill() {
     client.cancel().await.unwrap();
     drop(server);
 
-    let conn = rusqlite::Connection::open(db.path()).unwrap();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
-    let mut present = conn
-        .prepare("SELECT 1 FROM creators WHERE handle = ?")
-        .unwrap();
-    for handle in &acknowledged {
-        assert!(
-            present.exists([handle]).unwrap(),
-            "acknowledged write {handle} was lost"
-        );
-    }
+    assert_every_write_present(db.path(), &acknowledged);
 }

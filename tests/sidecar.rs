@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::mcp::{call, free_port, http_get, structured, HttpServer, ERAS};
+use common::writes::{assert_every_write_present, spawn_writer};
 use common::TestDb;
 use serde_json::json;
 
@@ -173,25 +174,11 @@ async fn sigterm_during_writes_keeps_every_acknowledged_write_and_empties_the_wa
     let mut writers = Vec::new();
     for writer in 0..3 {
         let client = server.client(None, &ERAS[writer % 2]).await;
-        let acknowledged = Arc::clone(&acknowledged);
-        writers.push(tokio::spawn(async move {
-            for i in 0.. {
-                let handle = format!("term-{writer}-{i}");
-                let request = rmcp::model::CallToolRequestParams::new("execute").with_arguments(
-                    json!({
-                        "sql": "INSERT INTO creators (handle, display_name, email) VALUES (:h, 'T', :h || '@example.org')",
-                        "params": {"h": handle},
-                    })
-                    .as_object()
-                    .unwrap()
-                    .clone(),
-                );
-                match client.call_tool(request).await {
-                    Ok(result) if result.is_error != Some(true) => acknowledged.lock().unwrap().push(handle),
-                    _ => break,
-                }
-            }
-        }));
+        writers.push(spawn_writer(
+            client,
+            format!("term-{writer}"),
+            Arc::clone(&acknowledged),
+        ));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.signal_term();
@@ -215,16 +202,7 @@ async fn sigterm_during_writes_keeps_every_acknowledged_write_and_empties_the_wa
         !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
         "WAL left behind"
     );
-    let conn = rusqlite::Connection::open(db.path()).unwrap();
-    let mut present = conn
-        .prepare("SELECT 1 FROM creators WHERE handle = ?")
-        .unwrap();
-    for handle in &acknowledged {
-        assert!(
-            present.exists([handle]).unwrap(),
-            "acknowledged write {handle} was lost"
-        );
-    }
+    assert_every_write_present(db.path(), &acknowledged);
 }
 
 #[test]

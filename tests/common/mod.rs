@@ -4,6 +4,7 @@
 
 pub mod attacks;
 pub mod mcp;
+pub mod writes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
