@@ -53,6 +53,19 @@ fn point_query(c: &mut Criterion) {
     let fx = fixture();
     let mut group = c.benchmark_group("point query");
     let mut id = 0i64;
+    // The floor: the query alone on a connection already in hand.
+    group.bench_function("held connection", |b| {
+        let conn = fx.pool.get().unwrap();
+        b.iter(|| {
+            id = id % ROWS as i64 + 1;
+            let name: String = conn
+                .prepare_cached(POINT)
+                .unwrap()
+                .query_row([id], |row| row.get(1))
+                .unwrap();
+            name
+        })
+    });
     group.bench_function("pooled", |b| {
         b.iter(|| {
             id = id % ROWS as i64 + 1;
