@@ -52,9 +52,24 @@ impl PoolEvents {
 
     fn watch_utilization(&self, in_use: u64) {
         let now_ms = (self.epoch.elapsed().as_millis() as u64).max(1);
+        if let Some(high_for_ms) = self.high_for_too_long(in_use, now_ms) {
+            tracing::warn!(
+                in_use,
+                max_connections = self.max_connections,
+                "connection pool utilization has stayed above 80% for {}s; consider raising \
+                 EROS_DB_POOL_SIZE or EROS_DB_POOL_OVERFLOW",
+                high_for_ms / 1000
+            );
+        }
+    }
+
+    /// Whether to warn now, at `now_ms` with `in_use` connections checked
+    /// out: `Some(how long utilization has been high)` once it has stayed
+    /// above 80% for the grace period, at most once per warning interval.
+    fn high_for_too_long(&self, in_use: u64, now_ms: u64) -> Option<u64> {
         if (in_use as f64) <= HIGH_UTILIZATION * self.max_connections as f64 {
             self.high_since_ms.store(0, Relaxed);
-            return;
+            return None;
         }
         let since = match self
             .high_since_ms
@@ -66,20 +81,13 @@ impl PoolEvents {
         let last = self.last_warning_ms.load(Relaxed);
         let grace_over = now_ms - since >= HIGH_UTILIZATION_GRACE.as_millis() as u64;
         let quiet_long_enough = last == 0 || now_ms - last >= WARNING_INTERVAL.as_millis() as u64;
-        if grace_over
+        let claimed = grace_over
             && quiet_long_enough
             && self
                 .last_warning_ms
                 .compare_exchange(last, now_ms, Relaxed, Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                in_use,
-                max_connections = self.max_connections,
-                "connection pool utilization has stayed above 80% for {}s; consider raising EROS_DB_POOL_SIZE or EROS_DB_POOL_OVERFLOW",
-                (now_ms - since) / 1000
-            );
-        }
+                .is_ok();
+        claimed.then_some(now_ms - since)
     }
 }
 
@@ -117,5 +125,44 @@ impl r2d2::HandleError<ConnectionFault> for PoolErrorLog {
                 tracing::error!(error = %err, "could not open a database connection")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::NoObserver;
+
+    fn events() -> PoolEvents {
+        PoolEvents::new(Arc::new(Shared::new(8, Arc::new(NoObserver))), 10)
+    }
+
+    #[test]
+    fn a_short_spike_above_80_percent_does_not_warn() {
+        let events = events();
+        assert_eq!(events.high_for_too_long(9, 1_000), None);
+        assert_eq!(events.high_for_too_long(9, 5_000), None);
+        assert_eq!(events.high_for_too_long(3, 6_000), None);
+        assert_eq!(
+            events.high_for_too_long(9, 12_000),
+            None,
+            "the spike ended; the clock restarts"
+        );
+    }
+
+    #[test]
+    fn utilization_that_stays_high_warns_once_per_interval() {
+        let events = events();
+        assert_eq!(events.high_for_too_long(9, 1_000), None);
+        assert_eq!(events.high_for_too_long(9, 11_000), Some(10_000));
+        assert_eq!(events.high_for_too_long(10, 30_000), None, "rate-limited");
+        assert_eq!(events.high_for_too_long(10, 71_000), Some(70_000));
+    }
+
+    #[test]
+    fn exactly_80_percent_is_not_high() {
+        let events = events();
+        assert_eq!(events.high_for_too_long(8, 1_000), None);
+        assert_eq!(events.high_for_too_long(8, 20_000), None);
     }
 }
