@@ -478,15 +478,11 @@ pub(crate) fn route(tool: Arc<DeclaredTool>) -> ToolRoute<ErosServer> {
             let bound = tool.bind(ctx.arguments.as_ref());
             let sql = tool.sql.clone();
             let result = match (tool.access, bound) {
-                (_, Err(reason)) => {
-                    let err = crate::engine::QueryError::InvalidArgument(reason);
-                    super::respond::respond::<QueryOutput>(
-                        &tool.name,
-                        std::time::Instant::now(),
-                        Err(err),
-                        &*server.inner.observer,
-                    )
-                }
+                (_, Err(reason)) => super::respond::refuse(
+                    &tool.name,
+                    crate::engine::QueryError::InvalidArgument(reason),
+                    &*server.inner.observer,
+                ),
                 (ToolAccess::Read, Ok(params)) => {
                     server
                         .call(&tool.name, &client_cancel, |engine, cancel| async move {

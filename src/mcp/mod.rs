@@ -113,12 +113,7 @@ impl ErosServer {
     {
         let started = Instant::now();
         let Some(_guard) = self.inner.calls.begin() else {
-            return respond::<T>(
-                tool,
-                started,
-                Err(QueryError::ShuttingDown),
-                &*self.inner.observer,
-            );
+            return respond::refuse(tool, QueryError::ShuttingDown, &*self.inner.observer);
         };
         let cancel = self.inner.calls.abort_token().child_token();
         let work = work(Arc::clone(&self.inner.engine), cancel.clone());
@@ -191,13 +186,7 @@ impl ServerHandler for ErosServer {
                 if err.code == ErrorCode::INVALID_PARAMS && self.inner.router.has_route(&name) =>
             {
                 let invalid = QueryError::InvalidArgument(err.message.to_string());
-                Ok(respond::<crate::pool::PoolStats>(
-                    &name,
-                    Instant::now(),
-                    Err(invalid),
-                    &*self.inner.observer,
-                )
-                .into())
+                Ok(respond::refuse(&name, invalid, &*self.inner.observer).into())
             }
             other => other,
         }

@@ -97,6 +97,12 @@ pub fn respond<T: Serialize + ResultSummary>(
     response
 }
 
+/// The tool result for a call that failed before it reached the engine
+/// (bad arguments, shutdown), reported like any other call.
+pub fn refuse(tool: &str, err: QueryError, observer: &dyn ToolObserver) -> CallToolResult {
+    respond::<PoolStats>(tool, Instant::now(), Err(err), observer)
+}
+
 /// An `isError` result: `CODE: message`, and whether to retry.
 pub fn error_result(err: &QueryError) -> CallToolResult {
     let mut text = format!("{}: {err}", err.code());
