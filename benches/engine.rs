@@ -49,6 +49,20 @@ fn pool_checkout(c: &mut Criterion) {
     });
 }
 
+/// The point lookup every variant runs: the name of row `id`.
+fn lookup(conn: &rusqlite::Connection, id: i64) -> String {
+    conn.prepare_cached(POINT)
+        .unwrap()
+        .query_row([id], |row| row.get(1))
+        .unwrap()
+}
+
+/// Ids walking over the whole table.
+fn next_id(id: &mut i64) -> i64 {
+    *id = *id % ROWS as i64 + 1;
+    *id
+}
+
 fn point_query(c: &mut Criterion) {
     let fx = fixture();
     let mut group = c.benchmark_group("point query");
@@ -56,27 +70,10 @@ fn point_query(c: &mut Criterion) {
     // The floor: the query alone on a connection already in hand.
     group.bench_function("held connection", |b| {
         let conn = fx.pool.get().unwrap();
-        b.iter(|| {
-            id = id % ROWS as i64 + 1;
-            let name: String = conn
-                .prepare_cached(POINT)
-                .unwrap()
-                .query_row([id], |row| row.get(1))
-                .unwrap();
-            name
-        })
+        b.iter(|| lookup(&conn, next_id(&mut id)))
     });
     group.bench_function("pooled", |b| {
-        b.iter(|| {
-            id = id % ROWS as i64 + 1;
-            let conn = fx.pool.get().unwrap();
-            let name: String = conn
-                .prepare_cached(POINT)
-                .unwrap()
-                .query_row([id], |row| row.get(1))
-                .unwrap();
-            name
-        })
+        b.iter(|| lookup(&fx.pool.get().unwrap(), next_id(&mut id)))
     });
     let options = ConnectionOptions {
         path: fx.config.path.clone(),
@@ -84,15 +81,9 @@ fn point_query(c: &mut Criterion) {
     };
     group.bench_function("connect per query", |b| {
         b.iter(|| {
-            id = id % ROWS as i64 + 1;
             let conn = connection::open(&options).unwrap();
             access::install(&conn).unwrap();
-            let name: String = conn
-                .prepare(POINT)
-                .unwrap()
-                .query_row([id], |row| row.get(1))
-                .unwrap();
-            name
+            lookup(&conn, next_id(&mut id))
         })
     });
     group.finish();
