@@ -135,3 +135,21 @@ fn serve_shuts_down_cleanly_on_sigterm_and_leaves_no_wal() {
         "WAL checkpointed"
     );
 }
+
+#[test]
+fn the_readme_run_command_starts_the_server_binary() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let first_command = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|block| block.lines().next())
+        .unwrap();
+    assert!(
+        first_command.starts_with("cargo run --release"),
+        "{first_command}"
+    );
+    // With two binaries (eros-mcp, eros-bench), `cargo run` needs a default.
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("default-run = \"eros-mcp\""));
+}
