@@ -11,6 +11,17 @@ fn eros(dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// Runs `eros-mcp check` in `dir`, asserts it succeeded, returns its stdout.
+fn check_succeeds(dir: &std::path::Path) -> String {
+    let out = eros(dir).arg("check").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn an_invalid_variable_stops_the_program_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -36,13 +47,7 @@ fn a_dotenv_file_in_the_working_directory_is_read() {
         "EROS_DB_POOL_SIZE=7\nEROS_DB_PATH=./from-dotenv.db\n",
     )
     .unwrap();
-    let out = eros(dir.path()).arg("check").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = check_succeeds(dir.path());
     assert!(stdout.contains("EROS_DB_POOL_SIZE=7"), "{stdout}");
     assert!(dir.path().join("from-dotenv.db").exists());
 }
@@ -50,13 +55,7 @@ fn a_dotenv_file_in_the_working_directory_is_read() {
 #[test]
 fn check_creates_and_migrates_the_default_database_and_prints_stats() {
     let dir = tempfile::tempdir().unwrap();
-    let out = eros(dir.path()).arg("check").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = check_succeeds(dir.path());
     assert!(
         stdout.contains("EROS_DB_PATH=./database/eros_sd_main.db"),
         "{stdout}"
