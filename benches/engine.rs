@@ -9,6 +9,7 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion};
 use eros_mcp::access;
 use eros_mcp::config::DatabaseConfig;
+use eros_mcp::config::RowFormat;
 use eros_mcp::connection::{self, ConnectionOptions};
 use eros_mcp::engine::{QueryEngine, QueryRequest};
 use eros_mcp::loadgen::dataset;
@@ -104,7 +105,7 @@ fn rows_to_tool_result(c: &mut Criterion) {
         b.iter(|| {
             let started = Instant::now();
             let output = runtime.block_on(engine.query(request.clone(), None));
-            respond("query", started, output, &NoToolObserver)
+            respond("query", started, output, RowFormat::Csv, &NoToolObserver)
         })
     });
 }

@@ -78,6 +78,7 @@ pub async fn build(
         declared,
         Arc::clone(&observers.tools),
         calls,
+        config.mcp.row_format,
     ))
 }
 

@@ -305,6 +305,7 @@ fn allowed_values(field: &str) -> Option<&'static str> {
         }
         "retry_delay" | "busy_timeout" => "a number of seconds, 0 or more (fractions allowed)",
         "transport" => "stdio or http",
+        "row_format" => "csv or json",
         "http_addr" | "addr" => "an address such as 127.0.0.1:8080",
         "allow_insecure" | "stateless" => "true or false",
         "max_body_bytes" => "a whole number of bytes, at least 1024",
@@ -379,6 +380,19 @@ pub enum Transport {
     Http,
 }
 
+/// How query rows are sent to agents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowFormat {
+    /// One text block of typed CSV plus a line of metadata: one copy of the
+    /// rows, read by every client (see [`crate::mcp::csv_rows`]).
+    #[default]
+    Csv,
+    /// `structuredContent` with an output schema, and the same JSON again
+    /// as text for clients that read only text: for programs, not models.
+    Json,
+}
+
 /// `EROS_MCP_*` variables as they come from the environment, with defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -393,6 +407,7 @@ pub struct McpEnv {
     pub tools_file: Option<PathBuf>,
     pub stateless: bool,
     pub shutdown_grace: f64,
+    pub row_format: RowFormat,
 }
 
 impl Default for McpEnv {
@@ -412,6 +427,7 @@ impl Default for McpEnv {
             tools_file: None,
             stateless: false,
             shutdown_grace: 10.0,
+            row_format: RowFormat::Csv,
         }
     }
 }
@@ -434,6 +450,7 @@ pub struct McpConfig {
     pub stateless: bool,
     /// How long in-flight calls may run after shutdown starts.
     pub shutdown_grace: Duration,
+    pub row_format: RowFormat,
 }
 
 impl std::fmt::Debug for McpConfig {
@@ -449,6 +466,7 @@ impl std::fmt::Debug for McpConfig {
             .field("tools_file", &self.tools_file)
             .field("stateless", &self.stateless)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("row_format", &self.row_format)
             .finish()
     }
 }
@@ -527,6 +545,7 @@ impl McpEnv {
             tools_file: self.tools_file.filter(|p| !p.as_os_str().is_empty()),
             stateless: self.stateless,
             shutdown_grace: Duration::from_secs_f64(self.shutdown_grace),
+            row_format: self.row_format,
         })
     }
 }

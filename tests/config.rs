@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use eros_mcp::config::{
-    Config, DatabaseConfig, DatabaseEnv, McpConfig, McpEnv, MetricsConfig, MetricsEnv,
+    Config, DatabaseConfig, DatabaseEnv, McpConfig, McpEnv, MetricsConfig, MetricsEnv, RowFormat,
 };
 
 fn config(vars: &[(&str, &str)]) -> Result<DatabaseConfig, String> {
@@ -215,6 +215,21 @@ fn an_unknown_transport_is_refused() {
     .to_string();
     assert!(
         err.starts_with(r#"invalid EROS_MCP_TRANSPORT="carrier-pigeon""#),
+        "{err}"
+    );
+}
+
+#[test]
+fn rows_are_csv_unless_json_is_asked_for() {
+    let format = |value: &str| {
+        McpConfig::from_vars([("EROS_MCP_ROW_FORMAT".to_string(), value.to_string())])
+            .map(|config| config.row_format)
+    };
+    assert_eq!(McpConfig::default().row_format, RowFormat::Csv);
+    assert_eq!(format("json").unwrap(), RowFormat::Json);
+    let err = format("xml").unwrap_err().to_string();
+    assert!(
+        err.starts_with(r#"invalid EROS_MCP_ROW_FORMAT="xml""#) && err.contains("csv or json"),
         "{err}"
     );
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
-use common::mcp::{call, HttpServer, ERAS};
+use common::mcp::{call, rows, HttpServer, ERAS};
 use common::writes::{assert_every_write_present, spawn_writer};
 use common::TestDb;
 use serde_json::json;
@@ -60,9 +60,7 @@ async fn acknowledged_writes_survive_sigkill() {
         json!({"sql": "SELECT count(*) FROM creators WHERE handle LIKE 'durable-%'"}),
     )
     .await;
-    let stored = result.structured_content.unwrap()["rows"][0][0]
-        .as_i64()
-        .unwrap() as usize;
+    let stored = rows(&result)["rows"][0][0].as_i64().unwrap() as usize;
     assert!(
         stored >= acknowledged.len(),
         "{stored} stored < {} acknowledged",

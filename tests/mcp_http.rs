@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::mcp::{call, structured, HttpServer, ERAS};
+use common::mcp::{call, rows, structured, HttpServer, ERAS};
 use common::TestDb;
 use serde_json::json;
 
@@ -45,7 +45,7 @@ async fn both_protocol_eras_are_served_over_http() {
             json!({"sql": "SELECT count(*) AS n FROM creators"}),
         )
         .await;
-        assert_eq!(structured(&result)["rows"], json!([[40]]));
+        assert_eq!(rows(&result)["rows"], json!([[40]]));
         client.cancel().await.unwrap();
     }
 }
@@ -86,7 +86,7 @@ async fn with_a_token_requests_without_it_get_401() {
     for era in ERAS {
         let client = server.client(Some(TOKEN), &era).await;
         let result = call(&client, "query", json!({"sql": "SELECT 1"})).await;
-        assert_eq!(structured(&result)["rows"], json!([[1]]));
+        assert_eq!(rows(&result)["rows"], json!([[1]]));
         client.cancel().await.unwrap();
     }
 }
@@ -136,7 +136,7 @@ async fn malformed_json_rpc_gets_an_error_and_the_server_lives_on() {
     }
     let client = server.client(None, &ERAS[0]).await;
     let result = call(&client, "query", json!({"sql": "SELECT 2"})).await;
-    assert_eq!(structured(&result)["rows"], json!([[2]]));
+    assert_eq!(rows(&result)["rows"], json!([[2]]));
     client.cancel().await.unwrap();
 }
 

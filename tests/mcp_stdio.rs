@@ -2,12 +2,12 @@
 
 mod common;
 
-use common::mcp::{call, stdio_client, structured, text, ERAS};
+use common::mcp::{call, rows, stdio_client, structured, text, ERAS};
 use common::TestDb;
 use serde_json::json;
 
 #[tokio::test]
-async fn the_tools_are_listed_with_annotations_and_output_schemas_in_both_eras() {
+async fn the_tools_are_listed_with_annotations_in_both_eras() {
     let db = TestDb::new().with_demo_data();
     for era in ERAS {
         let client = stdio_client(db.path(), &[], &era).await;
@@ -29,11 +29,6 @@ async fn the_tools_are_listed_with_annotations_and_output_schemas_in_both_eras()
             let annotations = tool.annotations.as_ref().expect("annotations");
             assert_eq!(annotations.read_only_hint, Some(true), "{}", tool.name);
             assert_eq!(annotations.open_world_hint, Some(false), "{}", tool.name);
-            assert!(
-                tool.output_schema.is_some(),
-                "{} has an output schema",
-                tool.name
-            );
             assert!(tool.description.as_ref().is_some_and(|d| d.len() > 20));
         }
         client.cancel().await.unwrap();
@@ -41,25 +36,73 @@ async fn the_tools_are_listed_with_annotations_and_output_schemas_in_both_eras()
 }
 
 #[tokio::test]
-async fn query_returns_compact_typed_rows_in_both_eras() {
+async fn with_csv_rows_only_query_goes_without_an_output_schema() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[], &ERAS[0]).await;
+    for tool in client.list_all_tools().await.unwrap() {
+        let is_query = tool.name == "query";
+        assert_eq!(tool.output_schema.is_none(), is_query, "{}", tool.name);
+        if is_query {
+            let description = tool.description.unwrap();
+            assert!(description.contains("CSV"), "{description}");
+        }
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_json_rows_every_tool_has_an_output_schema() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[("EROS_MCP_ROW_FORMAT", "json")], &ERAS[0]).await;
+    for tool in client.list_all_tools().await.unwrap() {
+        assert!(tool.output_schema.is_some(), "{} has none", tool.name);
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn query_returns_typed_csv_and_a_metadata_line_in_both_eras() {
     let db = TestDb::new().with_demo_data();
     for era in ERAS {
         let client = stdio_client(db.path(), &[], &era).await;
         let result = call(
             &client,
             "query",
-            json!({"sql": "SELECT id, handle FROM creators WHERE id <= ? ORDER BY id", "params": [2]}),
+            json!({"sql": "SELECT id, handle, NULL AS note, '7' AS code FROM creators WHERE id <= ? ORDER BY id", "params": [2]}),
         )
         .await;
-        let out = structured(&result);
-        assert_eq!(out["columns"], json!(["id", "handle"]));
-        assert_eq!(out["rows"], json!([[1, "creator1"], [2, "creator2"]]));
-        assert_eq!(out["row_count"], json!(2));
-        assert_eq!(out["truncated"], json!(false));
-        let text: serde_json::Value = serde_json::from_str(&text(&result)).unwrap();
-        assert_eq!(&text, out, "the text content carries the same compact JSON");
+        assert_eq!(result.structured_content, None, "one copy of the rows");
+        assert_eq!(
+            text(&result),
+            "id,handle,note,code\n1,creator1,,\"7\"\n2,creator2,,\"7\"\n\n{\"row_count\":2,\"truncated\":false}"
+        );
+        let out = rows(&result);
+        assert_eq!(
+            out["rows"],
+            json!([[1, "creator1", null, "7"], [2, "creator2", null, "7"]])
+        );
         client.cancel().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn with_json_rows_query_returns_structured_rows_and_the_same_json_as_text() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[("EROS_MCP_ROW_FORMAT", "json")], &ERAS[0]).await;
+    let result = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT id, handle FROM creators WHERE id <= ? ORDER BY id", "params": [2]}),
+    )
+    .await;
+    let out = structured(&result);
+    assert_eq!(out["columns"], json!(["id", "handle"]));
+    assert_eq!(out["rows"], json!([[1, "creator1"], [2, "creator2"]]));
+    assert_eq!(out["row_count"], json!(2));
+    assert_eq!(out["truncated"], json!(false));
+    let text: serde_json::Value = serde_json::from_str(&text(&result)).unwrap();
+    assert_eq!(&text, out, "the text content carries the same compact JSON");
+    client.cancel().await.unwrap();
 }
 
 use common::attacks::ATTACKS;
@@ -159,7 +202,7 @@ async fn execute_is_offered_only_when_writes_are_enabled() {
         json!({"sql": "SELECT tier FROM creators WHERE id = 1"}),
     )
     .await;
-    assert_eq!(structured(&check)["rows"], json!([["premium"]]));
+    assert_eq!(rows(&check)["rows"], json!([["premium"]]));
     client.cancel().await.unwrap();
 
     let read_only = stdio_client(db.path(), &[], &V2025).await;
@@ -194,7 +237,7 @@ async fn wrong_argument_types_are_reported_and_the_server_lives_on() {
     let result = call(&client, "describe_table", json!({"table": ["creators"]})).await;
     assert_eq!(result.is_error, Some(true));
     let ok = call(&client, "query", json!({"sql": "SELECT 1 AS one"})).await;
-    assert_eq!(structured(&ok)["rows"], json!([[1]]));
+    assert_eq!(rows(&ok)["rows"], json!([[1]]));
     client.cancel().await.unwrap();
 }
 
@@ -231,7 +274,7 @@ async fn a_truncated_result_continues_with_its_cursor() {
     let client = stdio_client(db.path(), &[("EROS_DB_MAX_ROWS", "15")], &V2025).await;
     let sql = "SELECT id FROM creators ORDER BY id";
     let first = call(&client, "query", json!({"sql": sql})).await;
-    let first = structured(&first).clone();
+    let first = rows(&first);
     assert_eq!(first["row_count"], json!(15));
     assert_eq!(first["truncated"], json!(true));
     let mut ids: Vec<i64> = first["rows"]
@@ -243,7 +286,7 @@ async fn a_truncated_result_continues_with_its_cursor() {
     let mut cursor = first["next_cursor"].as_str().unwrap().to_string();
     loop {
         let page = call(&client, "query", json!({"sql": sql, "cursor": cursor})).await;
-        let page = structured(&page).clone();
+        let page = rows(&page);
         ids.extend(
             page["rows"]
                 .as_array()
@@ -327,7 +370,7 @@ async fn declared_tools_get_exact_schemas_and_bind_their_arguments() {
     );
 
     let result = call(&client, "get_creator_profile", json!({"creator_id": 3})).await;
-    let out = structured(&result);
+    let out = rows(&result);
     assert_eq!(out["rows"][0][1], json!("creator3"));
 
     let top = call(
@@ -336,7 +379,7 @@ async fn declared_tools_get_exact_schemas_and_bind_their_arguments() {
         json!({"kind": "tip", "limit": 3}),
     )
     .await;
-    assert_eq!(structured(&top)["row_count"], json!(3));
+    assert_eq!(rows(&top)["row_count"], json!(3));
 
     for bad in [
         json!({}),
@@ -373,7 +416,7 @@ async fn declared_write_tools_run_when_writes_are_enabled() {
         json!({"sql": "SELECT status FROM creators WHERE id = 5"}),
     )
     .await;
-    assert_eq!(structured(&check)["rows"], json!([["paused"]]));
+    assert_eq!(rows(&check)["rows"], json!([["paused"]]));
     client.cancel().await.unwrap();
 }
 

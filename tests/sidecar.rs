@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::mcp::{call, free_port, http_get, structured, HttpServer, ERAS};
+use common::mcp::{call, free_port, http_get, rows, HttpServer, ERAS};
 use common::writes::{assert_every_write_present, spawn_writer};
 use common::TestDb;
 use serde_json::json;
@@ -223,7 +223,7 @@ async fn a_stdio_server_serves_without_metrics_when_the_port_is_taken() {
     let client =
         common::mcp::stdio_client(db.path(), &[("EROS_METRICS_ADDR", &taken)], &ERAS[0]).await;
     let result = call(&client, "query", json!({"sql": "SELECT 1"})).await;
-    assert_eq!(structured(&result)["rows"], json!([[1]]));
+    assert_eq!(rows(&result)["rows"], json!([[1]]));
     client.cancel().await.unwrap();
 }
 

@@ -32,6 +32,7 @@ use serde_json::{json, Value as Json};
 
 use super::ErosServer;
 use crate::access::Access;
+use crate::config::RowFormat;
 use crate::engine::{
     ExecuteOutput, ExecuteRequest, QueryOutput, QueryRequest, SqlParam, SqlParams,
 };
@@ -458,18 +459,25 @@ impl DeclaredTool {
 }
 
 /// The MCP route for one declared tool.
-pub(crate) fn route(tool: Arc<DeclaredTool>) -> ToolRoute<ErosServer> {
-    let output_schema = match tool.access {
-        ToolAccess::Read => schema_for_output::<QueryOutput>(),
-        ToolAccess::Write => schema_for_output::<ExecuteOutput>(),
+pub(crate) fn route(tool: Arc<DeclaredTool>, row_format: RowFormat) -> ToolRoute<ErosServer> {
+    let output_schema = match (tool.access, row_format) {
+        (ToolAccess::Read, RowFormat::Csv) => None,
+        (ToolAccess::Read, RowFormat::Json) => Some(schema_for_output::<QueryOutput>()),
+        (ToolAccess::Write, _) => Some(schema_for_output::<ExecuteOutput>()),
     };
-    let attr = Tool::new(
+    let description = match output_schema {
+        None => format!("{} {}", tool.description, super::tools::CSV_ROWS),
+        Some(_) => tool.description.clone(),
+    };
+    let mut attr = Tool::new(
         tool.name.clone(),
-        tool.description.clone(),
+        description,
         Arc::new(tool.input_schema()),
     )
-    .with_raw_output_schema(output_schema)
     .with_annotations(tool.annotations());
+    if let Some(schema) = output_schema {
+        attr = attr.with_raw_output_schema(schema);
+    }
     ToolRoute::new_dyn(attr, move |ctx: ToolCallContext<'_, ErosServer>| {
         let tool = Arc::clone(&tool);
         Box::pin(async move {

@@ -5,9 +5,11 @@
 //! - [`tools`]: the built-in tools and their descriptions.
 //! - [`declared`]: operator-declared tools from a TOML file.
 //! - [`respond`]: engine results to tool results, and metrics per call.
+//! - [`csv_rows`]: query rows as typed CSV, the default row format.
 //! - [`calls`]: in-flight calls, refused and drained on shutdown.
 
 pub mod calls;
+pub mod csv_rows;
 pub mod declared;
 pub mod observer;
 mod prompts;
@@ -30,25 +32,34 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::RowFormat;
 use crate::engine::{QueryEngine, QueryError};
 pub use calls::CallTracker;
 pub use declared::{DeclaredTool, DeclaredTools, DeclaredToolsError};
 pub use observer::{NoToolObserver, ToolCall, ToolObserver};
-use respond::{respond, ResultSummary};
+use respond::{respond, ToolOutput};
 
 /// URI of the resource holding the database's DDL.
 pub const SCHEMA_RESOURCE: &str = "schema://main";
 
 const INSTRUCTIONS: &str = "SQLite database server. Start with list_tables (add detail=columns for \
 column names) or read the schema://main resource, then describe_table for keys and indexes. query runs \
-one read-only statement; bind values with params instead of pasting them into SQL. Results come as \
-columns + rows (arrays); when truncated is true, call query again with next_cursor to continue.";
+one read-only statement; bind values with params instead of pasting them into SQL.";
+
+fn instructions(format: RowFormat) -> String {
+    let rows = match format {
+        RowFormat::Csv => "query returns CSV with a header line (empty field: NULL; quoted: text)",
+        RowFormat::Json => "query returns columns + rows (arrays)",
+    };
+    format!("{INSTRUCTIONS} {rows}; when truncated is true, call it again with next_cursor to continue.")
+}
 
 struct Inner {
     engine: Arc<QueryEngine>,
     router: ToolRouter<ErosServer>,
     observer: Arc<dyn ToolObserver>,
     calls: Arc<CallTracker>,
+    row_format: RowFormat,
 }
 
 /// The MCP server. Cheap to clone: the HTTP transport makes one per session.
@@ -59,19 +70,24 @@ pub struct ErosServer {
 
 impl ErosServer {
     /// Builds the tool list once: the built-in tools (`execute` only when
-    /// writes are enabled) and the operator's declared tools.
+    /// writes are enabled) and the operator's declared tools, described for
+    /// the rows' format.
     pub fn new(
         engine: Arc<QueryEngine>,
         declared: DeclaredTools,
         observer: Arc<dyn ToolObserver>,
         calls: Arc<CallTracker>,
+        row_format: RowFormat,
     ) -> Self {
         let mut router = Self::builtin_tools();
         if engine.pool().config().read_only {
             router.remove_route("execute");
         }
+        if row_format == RowFormat::Csv {
+            tools::describe_csv_rows(&mut router);
+        }
         for tool in declared.into_tools() {
-            router.add_route(declared::route(Arc::new(tool)));
+            router.add_route(declared::route(Arc::new(tool), row_format));
         }
         Self {
             inner: Arc::new(Inner {
@@ -79,6 +95,7 @@ impl ErosServer {
                 router,
                 observer,
                 calls,
+                row_format,
             }),
         }
     }
@@ -107,7 +124,7 @@ impl ErosServer {
         work: F,
     ) -> CallToolResult
     where
-        T: Serialize + ResultSummary,
+        T: Serialize + ToolOutput,
         F: FnOnce(Arc<QueryEngine>, CancellationToken) -> Fut,
         Fut: Future<Output = Result<T, QueryError>>,
     {
@@ -125,7 +142,13 @@ impl ErosServer {
                 work.await
             }
         };
-        respond(tool, started, result, &*self.inner.observer)
+        respond(
+            tool,
+            started,
+            result,
+            self.inner.row_format,
+            &*self.inner.observer,
+        )
     }
 }
 
@@ -146,7 +169,7 @@ impl ServerHandler for ErosServer {
             Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
                 .with_title("eros-mcp SQLite server"),
         )
-        .with_instructions(INSTRUCTIONS)
+        .with_instructions(instructions(self.inner.row_format))
     }
 
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {

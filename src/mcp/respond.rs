@@ -1,12 +1,18 @@
-//! Turning engine results into MCP tool results: structured content plus
-//! the same JSON, compact, as text for older clients; errors as tool
-//! results with `isError` and a message an agent can act on. Every call is
-//! reported to the [`ToolObserver`].
+//! Turning engine results into MCP tool results; errors as tool results
+//! with `isError` and a message an agent can act on. Every call is reported
+//! to the [`ToolObserver`].
+//!
+//! Query rows follow the server's [`RowFormat`]: typed CSV as text (one copy,
+//! which every client reads), or structured content plus the same JSON as
+//! text. Every other result is structured content plus its JSON as text.
 
 use std::time::Instant;
 
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
+
+use super::csv_rows;
+use crate::config::RowFormat;
 
 use super::observer::{ToolCall, ToolObserver};
 use crate::engine::{
@@ -14,32 +20,55 @@ use crate::engine::{
 };
 use crate::pool::PoolStats;
 
-/// What a result says about its size, for metrics.
-pub trait ResultSummary {
+/// What a tool's result says about its size, for metrics, and its text
+/// form when it has one other than its JSON.
+pub trait ToolOutput {
     fn rows(&self) -> u64 {
         0
     }
     fn truncated(&self) -> bool {
         false
     }
+    /// The content blocks to send instead of structured content, if any.
+    fn text_form(&self, _format: RowFormat) -> Option<Vec<ContentBlock>> {
+        None
+    }
 }
 
-impl ResultSummary for QueryOutput {
+impl ToolOutput for QueryOutput {
     fn rows(&self) -> u64 {
         self.row_count as u64
     }
     fn truncated(&self) -> bool {
         self.truncated
     }
+    /// The rows as typed CSV, then what an agent needs to continue:
+    /// `{"row_count":…,"truncated":…,"next_cursor":…}`.
+    fn text_form(&self, format: RowFormat) -> Option<Vec<ContentBlock>> {
+        if format != RowFormat::Csv {
+            return None;
+        }
+        let mut about = serde_json::json!({
+            "row_count": self.row_count,
+            "truncated": self.truncated,
+        });
+        if let Some(cursor) = &self.next_cursor {
+            about["next_cursor"] = cursor.as_str().into();
+        }
+        Some(vec![
+            ContentBlock::text(csv_rows::encode(&self.columns, &self.rows)),
+            ContentBlock::text(about.to_string()),
+        ])
+    }
 }
 
-impl ResultSummary for ExecuteOutput {
+impl ToolOutput for ExecuteOutput {
     fn rows(&self) -> u64 {
         self.rows.len() as u64
     }
 }
 
-impl ResultSummary for TableList {
+impl ToolOutput for TableList {
     fn rows(&self) -> u64 {
         self.tables.len() as u64
     }
@@ -48,21 +77,21 @@ impl ResultSummary for TableList {
     }
 }
 
-impl ResultSummary for TableDescription {}
-impl ResultSummary for ExplainOutput {}
-impl ResultSummary for PoolStats {}
+impl ToolOutput for TableDescription {}
+impl ToolOutput for ExplainOutput {}
+impl ToolOutput for PoolStats {}
 
 /// Builds the tool result for `result` and reports the call.
-pub fn respond<T: Serialize + ResultSummary>(
+pub fn respond<T: Serialize + ToolOutput>(
     tool: &str,
     started: Instant,
     result: Result<T, QueryError>,
+    format: RowFormat,
     observer: &dyn ToolObserver,
 ) -> CallToolResult {
     let (response, outcome, rows, bytes, truncated) = match result {
-        Ok(output) => match serde_json::to_value(&output) {
-            Ok(value) => {
-                let response = CallToolResult::structured(value);
+        Ok(output) => match encode(&output, format) {
+            Ok(response) => {
                 let bytes = text_len(&response);
                 (
                     response,
@@ -100,7 +129,17 @@ pub fn respond<T: Serialize + ResultSummary>(
 /// The tool result for a call that failed before it reached the engine
 /// (bad arguments, shutdown), reported like any other call.
 pub fn refuse(tool: &str, err: QueryError, observer: &dyn ToolObserver) -> CallToolResult {
-    respond::<PoolStats>(tool, Instant::now(), Err(err), observer)
+    respond::<PoolStats>(tool, Instant::now(), Err(err), RowFormat::Json, observer)
+}
+
+fn encode<T: Serialize + ToolOutput>(
+    output: &T,
+    format: RowFormat,
+) -> Result<CallToolResult, serde_json::Error> {
+    match output.text_form(format) {
+        Some(content) => Ok(CallToolResult::success(content)),
+        None => serde_json::to_value(output).map(CallToolResult::structured),
+    }
 }
 
 /// An `isError` result: `CODE: message`, and whether to retry.

@@ -3,6 +3,7 @@
 //! back, and what to do next.
 
 use rmcp::handler::server::common::schema_for_output;
+use rmcp::handler::server::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
@@ -162,5 +163,25 @@ counters of connections created, recycled and failed.",
             Ok(engine.pool().stats())
         })
         .await
+    }
+}
+
+/// How CSV rows read, for the descriptions of the tools that return them.
+pub(crate) const CSV_ROWS: &str = "Rows come back as CSV with a header line (an empty field is NULL, a \
+quoted field is always text, X'..' is a BLOB), then a line with row_count, truncated and next_cursor.";
+
+const QUERY_CSV: &str =
+    "Run one read-only SQL statement (SELECT, WITH, read-only PRAGMA). Bind values \
+with params (a list for ?, an object for :name).";
+
+const QUERY_CONTINUE: &str =
+    "Rows are capped; if truncated is true, call again with the same sql/params and \
+cursor=next_cursor.";
+
+/// Describes `query` for CSV rows, which have no output schema.
+pub(crate) fn describe_csv_rows(router: &mut ToolRouter<ErosServer>) {
+    if let Some(route) = router.map.get_mut("query") {
+        route.attr.output_schema = None;
+        route.attr.description = Some(format!("{QUERY_CSV} {CSV_ROWS} {QUERY_CONTINUE}").into());
     }
 }

@@ -249,6 +249,30 @@ pub fn structured(result: &CallToolResult) -> &Value {
         .expect("structured content")
 }
 
+/// A query result in the default row format (typed CSV, then a line of
+/// metadata), read back into the shape the `json` row format sends:
+/// `{columns, rows, row_count, truncated, next_cursor?}`.
+pub fn rows(result: &CallToolResult) -> Value {
+    assert_ne!(result.is_error, Some(true), "tool error: {}", text(result));
+    assert!(
+        result.structured_content.is_none(),
+        "CSV rows come without structured content"
+    );
+    let blocks: Vec<&str> = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .collect();
+    let [csv, about] = blocks[..] else {
+        panic!("expected the CSV and the metadata line, got {blocks:?}");
+    };
+    let table = eros_mcp::mcp::csv_rows::decode(csv).expect("typed CSV");
+    let mut out: Value = serde_json::from_str(about).expect("the metadata is JSON");
+    out["columns"] = serde_json::json!(table.columns);
+    out["rows"] = Value::Array(table.rows.into_iter().map(Value::Array).collect());
+    out
+}
+
 /// The text content of a result.
 pub fn text(result: &CallToolResult) -> String {
     result
