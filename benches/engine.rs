@@ -76,10 +76,7 @@ fn point_query(c: &mut Criterion) {
     group.bench_function("pooled", |b| {
         b.iter(|| lookup(&fx.pool.get().unwrap(), next_id(&mut id)))
     });
-    let options = ConnectionOptions {
-        path: fx.config.path.clone(),
-        busy_timeout: fx.config.busy_timeout,
-    };
+    let options = ConnectionOptions::from(&fx.config);
     group.bench_function("connect per query", |b| {
         b.iter(|| {
             let conn = connection::open(&options).unwrap();

@@ -38,7 +38,9 @@ pub struct DatabaseEnv {
     pub pool_overflow: u32,
     pub pool_timeout: f64,
     pub conn_max_age: f64,
-    pub pool_prewarm: u32,
+    /// Unset or empty: 3, or the pool size when it is smaller.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub pool_prewarm: Option<u32>,
     pub health_check: bool,
     pub health_check_interval: f64,
     pub max_retries: u32,
@@ -60,7 +62,7 @@ impl Default for DatabaseEnv {
             pool_overflow: 5,
             pool_timeout: 30.0,
             conn_max_age: 300.0,
-            pool_prewarm: 3,
+            pool_prewarm: None,
             health_check: true,
             health_check_interval: 60.0,
             max_retries: 3,
@@ -177,10 +179,13 @@ impl DatabaseEnv {
                 ),
             ));
         }
-        if self.pool_prewarm > self.pool_size {
+        let prewarm = self
+            .pool_prewarm
+            .unwrap_or(DEFAULT_PREWARM.min(self.pool_size));
+        if prewarm > self.pool_size {
             return Err(bad(
                 "pool_prewarm",
-                self.pool_prewarm.to_string(),
+                prewarm.to_string(),
                 &format!(
                     "a whole number from 0 to EROS_DB_POOL_SIZE ({})",
                     self.pool_size
@@ -222,7 +227,7 @@ impl DatabaseEnv {
             path: self.path,
             pool_size: self.pool_size,
             max_overflow: self.pool_overflow,
-            prewarm: self.pool_prewarm,
+            prewarm,
             health_check: self.health_check,
             max_retries: self.max_retries,
             migrate: self.migrate,
@@ -392,6 +397,22 @@ pub enum RowFormat {
     /// as text for clients that read only text: for programs, not models.
     Json,
 }
+
+/// An unset or empty variable is `None` (`.env.example` shows such a
+/// variable as `NAME=`).
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(number) => number
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("invalid value `{number}`"))),
+    }
+}
+
+/// Connections opened at startup unless `EROS_DB_POOL_PREWARM` says otherwise.
+const DEFAULT_PREWARM: u32 = 3;
 
 /// `EROS_MCP_*` variables as they come from the environment, with defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,10 +26,7 @@ pub enum StartupError {
 
 /// Opens one connection with the pool's settings, outside the pool.
 pub fn open_direct(config: &DatabaseConfig) -> Result<rusqlite::Connection, ConnectError> {
-    connection::open(&ConnectionOptions {
-        path: config.path.clone(),
-        busy_timeout: config.busy_timeout,
-    })
+    connection::open(&ConnectionOptions::from(config))
 }
 
 /// Migrates the database (when `config.migrate`) and returns its schema version.

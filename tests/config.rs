@@ -78,6 +78,12 @@ fn an_overflow_far_larger_than_the_pool_is_refused() {
 }
 
 #[test]
+fn a_pool_smaller_than_the_default_prewarm_prewarms_all_of_it() {
+    let c = config(&[("EROS_DB_POOL_SIZE", "2")]).unwrap();
+    assert_eq!((c.pool_size, c.prewarm), (2, 2));
+}
+
+#[test]
 fn a_prewarm_above_the_pool_size_is_refused() {
     let err = config(&[("EROS_DB_POOL_SIZE", "2"), ("EROS_DB_POOL_PREWARM", "3")]).unwrap_err();
     assert!(err.contains("EROS_DB_POOL_PREWARM=\"3\""), "{err}");
@@ -230,6 +236,15 @@ fn rows_are_csv_unless_json_is_asked_for() {
     let err = format("xml").unwrap_err().to_string();
     assert!(
         err.starts_with(r#"invalid EROS_MCP_ROW_FORMAT="xml""#) && err.contains("csv or json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_prewarm_that_is_not_a_number_is_refused_by_name() {
+    let err = config(&[("EROS_DB_POOL_PREWARM", "lots")]).unwrap_err();
+    assert!(
+        err.starts_with(r#"invalid EROS_DB_POOL_PREWARM="lots""#),
         "{err}"
     );
 }

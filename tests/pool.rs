@@ -324,6 +324,11 @@ fn every_connection_gets_the_pragmas_and_the_hardening() {
         assert_eq!(pragma("journal_mode"), "wal");
         assert_eq!(pragma("synchronous"), "1", "NORMAL");
         assert_eq!(pragma("trusted_schema"), "0");
+        assert_eq!(
+            pragma("cache_size"),
+            "-8192",
+            "one connection may cache the whole 8 MiB heap limit"
+        );
         use rusqlite::config::DbConfig;
         assert!(conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE).unwrap());
         assert!(!conn

@@ -93,10 +93,7 @@ impl Pool {
         crate::connection::limit_sqlite_heap(config.heap_limit_bytes);
         let shared = Arc::new(Shared::new(config.pool_size, observer));
         let manager = SqliteManager::new(
-            ConnectionOptions {
-                path: config.path.clone(),
-                busy_timeout: config.busy_timeout,
-            },
+            ConnectionOptions::from(config),
             config.connection_max_age,
             config.health_check,
             RetryPolicy {
