@@ -11,6 +11,7 @@ use eros_mcp::access;
 use eros_mcp::config::DatabaseConfig;
 use eros_mcp::config::RowFormat;
 use eros_mcp::connection::{self, ConnectionOptions};
+use eros_mcp::database;
 use eros_mcp::engine::{QueryEngine, QueryRequest};
 use eros_mcp::loadgen::dataset;
 use eros_mcp::mcp::respond::respond;
@@ -30,12 +31,13 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.db");
     dataset::create(&path, ROWS).unwrap();
+    // What the server serves by default: the table, plus the schema its
+    // migrations own.
     let config = DatabaseConfig {
         path,
-        migrate: false,
         ..DatabaseConfig::default()
     };
-    let pool = Pool::open(&config, Arc::new(NoObserver)).unwrap();
+    let pool = database::open(&config, Arc::new(NoObserver)).unwrap();
     Fixture {
         _dir: dir,
         config,
