@@ -365,6 +365,14 @@ async fn declared_tools_get_exact_schemas_and_bind_their_arguments() {
     assert_eq!(schema["required"], json!(["creator_id"]));
     assert_eq!(schema["additionalProperties"], json!(false));
     assert!(
+        profile.output_schema.is_none()
+            && profile
+                .description
+                .as_deref()
+                .is_some_and(|d| d.contains("CSV")),
+        "a declared read tool answers with CSV rows and says so"
+    );
+    assert!(
         tools.iter().all(|t| t.name != "pause_creator"),
         "write tools need writes enabled"
     );
