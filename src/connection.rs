@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::DatabaseConfig;
 use rusqlite::config::DbConfig;
 use rusqlite::limits::Limit;
 use rusqlite::{Connection, OpenFlags};
+
+use crate::config::DatabaseConfig;
 
 /// Why a connection could not be opened, in words a person can act on.
 #[derive(Debug, thiserror::Error)]

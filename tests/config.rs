@@ -225,15 +225,25 @@ fn an_unknown_transport_is_refused() {
     );
 }
 
+fn row_format(value: &str) -> Result<RowFormat, String> {
+    McpConfig::from_vars([("EROS_MCP_ROW_FORMAT".to_string(), value.to_string())])
+        .map(|config| config.row_format)
+        .map_err(|e| e.to_string())
+}
+
 #[test]
-fn rows_are_csv_unless_json_is_asked_for() {
-    let format = |value: &str| {
-        McpConfig::from_vars([("EROS_MCP_ROW_FORMAT".to_string(), value.to_string())])
-            .map(|config| config.row_format)
-    };
+fn rows_are_csv_by_default() {
     assert_eq!(McpConfig::default().row_format, RowFormat::Csv);
-    assert_eq!(format("json").unwrap(), RowFormat::Json);
-    let err = format("xml").unwrap_err().to_string();
+}
+
+#[test]
+fn json_rows_can_be_asked_for() {
+    assert_eq!(row_format("json").unwrap(), RowFormat::Json);
+}
+
+#[test]
+fn an_unknown_row_format_is_refused_with_the_choices() {
+    let err = row_format("xml").unwrap_err();
     assert!(
         err.starts_with(r#"invalid EROS_MCP_ROW_FORMAT="xml""#) && err.contains("csv or json"),
         "{err}"

@@ -8,13 +8,16 @@
 //! |---|---|
 //! | NULL | an empty field |
 //! | INTEGER | `42` |
-//! | REAL | its shortest exact form, always with `.` or `e`: `950.0`, `1e300` |
-//! | TEXT | as is; quoted (`"..."`) when it is empty, holds `,` `"` or a line break, has surrounding spaces, or would read as a number or a BLOB |
+//! | REAL | its shortest exact form, always with `.` or `e`: `950.0`, `1e+300` |
+//! | TEXT | as is; quoted (`"..."`) when it is empty, holds `,` `"` or a line break, starts or ends with a space or an invisible character (a byte-order mark), or would read as a number or a BLOB |
 //! | BLOB | `X'0a1b'`, SQL's hex literal; a cut BLOB ends `...(<total> bytes)` |
 //!
 //! So an unquoted field is a number when it reads as one and text
 //! otherwise, and a quoted field is always text. [`decode`] reads it back
-//! into the same JSON values the `json` row format sends.
+//! into the same JSON values the `json` row format sends. Two consequences
+//! of sharing those values: a REAL infinity, which JSON cannot hold, arrives
+//! as the text `"inf"` or `"-inf"` in both formats; and a row of a single
+//! NULL column is an empty line, which some CSV readers skip.
 
 use std::fmt::Write as _;
 
@@ -74,12 +77,19 @@ fn write_text(out: &mut String, text: &str) {
 /// Whether unquoted `text` would be misread: as another field, another
 /// line, NULL, a number or a BLOB, or trimmed by a lenient reader.
 fn needs_quotes(text: &str) -> bool {
+    let hidden = |c: char| c.is_whitespace() || is_invisible(c);
     text.is_empty()
         || text.contains([',', '"', '\n', '\r'])
-        || text.starts_with(char::is_whitespace)
-        || text.ends_with(char::is_whitespace)
+        || text.starts_with(hidden)
+        || text.ends_with(hidden)
         || reads_as_blob(text)
         || text.parse::<f64>().is_ok()
+}
+
+/// Zero-width characters that readers strip or that hide what follows, the
+/// byte-order mark first among them.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
 }
 
 fn reads_as_blob(text: &str) -> bool {
@@ -119,21 +129,22 @@ fn write_blob(out: &mut String, blob: &serde_json::Map<String, Json>) {
     }
 }
 
-/// Why a text is not typed CSV.
+/// Why a text is not typed CSV. Records count from 1, the header first; a
+/// record is a line unless quoted text holds line breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("line {line}: a quoted field is not closed")]
-    UnclosedQuote { line: usize },
-    #[error("line {line}: text after a closing quote")]
-    TextAfterQuote { line: usize },
-    #[error("line {line}: {found} fields where the header has {expected}")]
+    #[error("record {record}: a quoted field is not closed")]
+    UnclosedQuote { record: usize },
+    #[error("record {record}: text after a closing quote")]
+    TextAfterQuote { record: usize },
+    #[error("record {record}: {found} fields where the header has {expected}")]
     FieldCount {
-        line: usize,
+        record: usize,
         found: usize,
         expected: usize,
     },
-    #[error("line {line}: {field:?} is not a BLOB literal")]
-    BadBlob { line: usize, field: String },
+    #[error("record {record}: {field:?} is not a BLOB literal")]
+    BadBlob { record: usize, field: String },
     #[error("the text is empty: there is no header line")]
     NoHeader,
 }
@@ -153,29 +164,35 @@ struct Field {
 
 /// Reads typed CSV back into the JSON values [`encode`] was given.
 pub fn decode(text: &str) -> Result<Table, DecodeError> {
-    let mut lines = Lines {
+    let mut records = Records {
         rest: text,
-        line: 0,
+        record: 0,
     };
-    let header = lines.next_record()?.ok_or(DecodeError::NoHeader)?;
+    let header = records.next_record()?.ok_or(DecodeError::NoHeader)?;
     // A header with no names is one empty, unquoted field: no columns.
     let no_columns = header.len() == 1 && header[0].text.is_empty() && !header[0].quoted;
     let columns: Vec<String> = header.into_iter().map(|f| f.text).collect();
     let width = if no_columns { 0 } else { columns.len() };
     let mut rows = Vec::new();
-    while let Some(fields) = lines.next_record()? {
-        let line = lines.line;
-        if fields.len() != width.max(1) {
+    while let Some(fields) = records.next_record()? {
+        let record = records.record;
+        // Without columns, the only possible record is an empty line.
+        let found = if width == 0 && fields.len() == 1 && fields[0].text.is_empty() {
+            0
+        } else {
+            fields.len()
+        };
+        if found != width {
             return Err(DecodeError::FieldCount {
-                line,
-                found: fields.len(),
+                record,
+                found,
                 expected: width,
             });
         }
         let row = fields
             .into_iter()
             .take(width)
-            .map(|field| read_value(field, line))
+            .map(|field| read_value(field, record))
             .collect::<Result<Vec<_>, _>>()?;
         rows.push(row);
     }
@@ -183,7 +200,7 @@ pub fn decode(text: &str) -> Result<Table, DecodeError> {
     Ok(Table { columns, rows })
 }
 
-fn read_value(field: Field, line: usize) -> Result<Json, DecodeError> {
+fn read_value(field: Field, record: usize) -> Result<Json, DecodeError> {
     if field.quoted {
         return Ok(Json::String(field.text));
     }
@@ -192,7 +209,10 @@ fn read_value(field: Field, line: usize) -> Result<Json, DecodeError> {
         return Ok(Json::Null);
     }
     if reads_as_blob(&text) {
-        return read_blob(&text).ok_or(DecodeError::BadBlob { line, field: text });
+        return read_blob(&text).ok_or(DecodeError::BadBlob {
+            record,
+            field: text,
+        });
     }
     if let Ok(i) = text.parse::<i64>() {
         return Ok(Json::from(i));
@@ -211,7 +231,7 @@ fn read_blob(text: &str) -> Option<Json> {
     let body = &text[2..];
     let end = body.find('\'')?;
     let (hex, tail) = (&body[..end], &body[end + 1..]);
-    if hex.len() % 2 != 0 {
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let bytes = (0..hex.len())
@@ -237,20 +257,20 @@ fn read_blob(text: &str) -> Option<Json> {
     Some(Json::Object(blob))
 }
 
-/// Records of RFC 4180 CSV, line by line, remembering which fields were
-/// quoted (which is what types them).
-struct Lines<'a> {
+/// Records of RFC 4180 CSV, one after another, remembering which fields
+/// were quoted (which is what types them).
+struct Records<'a> {
     rest: &'a str,
-    line: usize,
+    record: usize,
 }
 
-impl Lines<'_> {
+impl Records<'_> {
     fn next_record(&mut self) -> Result<Option<Vec<Field>>, DecodeError> {
         if self.rest.is_empty() {
             return Ok(None);
         }
-        self.line += 1;
-        let line = self.line;
+        self.record += 1;
+        let record = self.record;
         let mut fields = Vec::new();
         let mut chars = self.rest.char_indices().peekable();
         let mut field = Field {
@@ -273,11 +293,19 @@ impl Lines<'_> {
                             }
                             Some((_, '"')) => break,
                             Some((_, c)) => field.text.push(c),
-                            None => return Err(DecodeError::UnclosedQuote { line }),
+                            None => return Err(DecodeError::UnclosedQuote { record }),
                         }
                     }
-                    if !matches!(chars.peek(), None | Some((_, ',' | '\n' | '\r'))) {
-                        return Err(DecodeError::TextAfterQuote { line });
+                    // A closing quote ends the field: next comes a comma, a
+                    // line end (LF or CRLF) or the end of the text.
+                    if matches!(chars.peek(), Some((_, '\r'))) {
+                        chars.next();
+                        if !matches!(chars.peek(), Some((_, '\n'))) {
+                            return Err(DecodeError::TextAfterQuote { record });
+                        }
+                    }
+                    if !matches!(chars.peek(), None | Some((_, ',' | '\n'))) {
+                        return Err(DecodeError::TextAfterQuote { record });
                     }
                 }
                 ',' => fields.push(std::mem::replace(
@@ -361,12 +389,38 @@ mod tests {
     }
 
     #[test]
-    fn blobs_are_sql_hex_literals_and_cut_blobs_keep_their_size() {
-        let whole = json!({"base64": "AAEC", "bytes": 3});
+    fn blobs_are_sql_hex_literals() {
+        let blob = json!({"base64": "AAEC", "bytes": 3});
+        assert_eq!(
+            encode(&columns(&["b"]), &[vec![blob.clone()]]),
+            "b\nX'000102'\n"
+        );
+        round_trip(&["b"], vec![vec![blob]]);
+    }
+
+    #[test]
+    fn a_cut_blob_keeps_its_whole_size() {
         let cut = json!({"base64": "AAE=", "bytes": 5000, "truncated": true});
-        let text = encode(&columns(&["b"]), &[vec![whole.clone()], vec![cut.clone()]]);
-        assert_eq!(text, "b\nX'000102'\nX'0001'...(5000 bytes)\n");
-        round_trip(&["b"], vec![vec![whole], vec![cut]]);
+        assert_eq!(
+            encode(&columns(&["b"]), &[vec![cut.clone()]]),
+            "b\nX'0001'...(5000 bytes)\n"
+        );
+        round_trip(&["b"], vec![vec![cut]]);
+    }
+
+    #[test]
+    fn reals_keep_a_point_or_an_exponent() {
+        let text = encode(
+            &columns(&["a", "b", "c"]),
+            &[vec![json!(1e300), json!(-0.0), json!(2.5e-7)]],
+        );
+        assert_eq!(text, "a,b,c\n1e+300,-0.0,2.5e-7\n");
+    }
+
+    #[test]
+    fn text_behind_a_byte_order_mark_is_quoted() {
+        let text = encode(&columns(&["v"]), &[vec![json!("\u{feff}42")]]);
+        assert_eq!(text, "v\n\"\u{feff}42\"\n");
     }
 
     #[test]
@@ -381,19 +435,61 @@ mod tests {
     }
 
     #[test]
-    fn malformed_text_is_refused_with_its_line() {
+    fn crlf_line_ends_are_read_too() {
+        let table = decode("a,b\r\n1,\"x\"\r\n").unwrap();
+        assert_eq!(table.rows, vec![vec![json!(1), json!("x")]]);
+    }
+
+    #[test]
+    fn a_row_of_the_wrong_width_is_refused_with_its_record() {
         assert_eq!(
             decode("a,b\n1\n"),
             Err(DecodeError::FieldCount {
-                line: 2,
+                record: 2,
                 found: 1,
                 expected: 2
             })
         );
+    }
+
+    #[test]
+    fn a_row_under_an_empty_header_is_refused() {
+        assert_eq!(
+            decode("\nabc\n"),
+            Err(DecodeError::FieldCount {
+                record: 2,
+                found: 1,
+                expected: 0
+            })
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_refused() {
         assert_eq!(
             decode("a\n\"open\n"),
-            Err(DecodeError::UnclosedQuote { line: 2 })
+            Err(DecodeError::UnclosedQuote { record: 2 })
         );
+    }
+
+    #[test]
+    fn text_after_a_closing_quote_is_refused() {
+        assert_eq!(
+            decode("a\n\"x\"\ry\n"),
+            Err(DecodeError::TextAfterQuote { record: 2 })
+        );
+    }
+
+    #[test]
+    fn a_blob_literal_must_hold_hex_digits_only() {
+        assert!(matches!(
+            decode("b\nX'+f'\n"),
+            Err(DecodeError::BadBlob { record: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn an_empty_text_has_no_header() {
         assert_eq!(decode(""), Err(DecodeError::NoHeader));
     }
 
@@ -414,6 +510,15 @@ mod tests {
                     "base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
                     "bytes": bytes.len(),
                 })),
+                (proptest::collection::vec(any::<u8>(), 0..8), 8u64..100_000).prop_map(
+                    |(bytes, total)| json!({
+                        "base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
+                        "bytes": total,
+                        "truncated": true,
+                    })
+                ),
+                "[\u{feff}\u{200b} ]{0,2}[0-9a-z]{0,3}[\u{feff}\u{200b} ]{0,2}"
+                    .prop_map(Json::String),
             ]
         }
 

@@ -51,7 +51,7 @@ fn instructions(format: RowFormat) -> String {
         RowFormat::Csv => "query returns CSV with a header line (empty field: NULL; quoted: text)",
         RowFormat::Json => "query returns columns + rows (arrays)",
     };
-    format!("{INSTRUCTIONS} {rows}; when truncated is true, call it again with next_cursor to continue.")
+    format!("{INSTRUCTIONS} {rows}; when an answer has a next_cursor, call query again with it to continue.")
 }
 
 struct Inner {
@@ -83,9 +83,7 @@ impl ErosServer {
         if engine.pool().config().read_only {
             router.remove_route("execute");
         }
-        if row_format == RowFormat::Csv {
-            tools::describe_csv_rows(&mut router);
-        }
+        tools::describe_query(&mut router, row_format);
         for tool in declared.into_tools() {
             router.add_route(declared::route(Arc::new(tool), row_format));
         }

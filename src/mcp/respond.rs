@@ -12,9 +12,8 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
 
 use super::csv_rows;
-use crate::config::RowFormat;
-
 use super::observer::{ToolCall, ToolObserver};
+use crate::config::RowFormat;
 use crate::engine::{
     ExecuteOutput, ExplainOutput, Outcome, QueryError, QueryOutput, TableDescription, TableList,
 };
@@ -42,24 +41,31 @@ impl ToolOutput for QueryOutput {
     fn truncated(&self) -> bool {
         self.truncated
     }
-    /// The rows as typed CSV, then what an agent needs to continue:
-    /// `{"row_count":…,"truncated":…,"next_cursor":…}`.
+    /// The rows as typed CSV, then [`RowsMetadata`] as JSON.
     fn text_form(&self, format: RowFormat) -> Option<Vec<ContentBlock>> {
         if format != RowFormat::Csv {
             return None;
         }
-        let mut about = serde_json::json!({
-            "row_count": self.row_count,
-            "truncated": self.truncated,
-        });
-        if let Some(cursor) = &self.next_cursor {
-            about["next_cursor"] = cursor.as_str().into();
-        }
+        let metadata = RowsMetadata {
+            row_count: self.row_count,
+            truncated: self.truncated,
+            next_cursor: self.next_cursor.as_deref(),
+        };
         Some(vec![
             ContentBlock::text(csv_rows::encode(&self.columns, &self.rows)),
-            ContentBlock::text(about.to_string()),
+            ContentBlock::text(serde_json::to_string(&metadata).ok()?),
         ])
     }
+}
+
+/// What comes after CSV rows: what an agent needs to know it has them all,
+/// or to continue. The same fields as in a `json` row-format result.
+#[derive(Serialize)]
+struct RowsMetadata<'a> {
+    row_count: usize,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<&'a str>,
 }
 
 impl ToolOutput for ExecuteOutput {
@@ -90,7 +96,7 @@ pub fn respond<T: Serialize + ToolOutput>(
     observer: &dyn ToolObserver,
 ) -> CallToolResult {
     let (response, outcome, rows, bytes, truncated) = match result {
-        Ok(output) => match encode(&output, format) {
+        Ok(output) => match tool_result(&output, format) {
             Ok(response) => {
                 let bytes = text_len(&response);
                 (
@@ -132,7 +138,7 @@ pub fn refuse(tool: &str, err: QueryError, observer: &dyn ToolObserver) -> CallT
     respond::<PoolStats>(tool, Instant::now(), Err(err), RowFormat::Json, observer)
 }
 
-fn encode<T: Serialize + ToolOutput>(
+fn tool_result<T: Serialize + ToolOutput>(
     output: &T,
     format: RowFormat,
 ) -> Result<CallToolResult, serde_json::Error> {

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::ErosServer;
+use crate::config::RowFormat;
 use crate::engine::{
     ExecuteOutput, ExecuteRequest, ExplainOutput, QueryOutput, QueryRequest, SqlParams,
     TableDescription, TableDetail, TableList,
@@ -50,9 +51,8 @@ pub struct NoArguments {}
 impl ErosServer {
     #[tool(
         name = "query",
-        description = "Run one read-only SQL statement (SELECT, WITH, read-only PRAGMA) and get columns + rows. \
-Bind values with params (a list for ?, an object for :name). Rows are capped; if truncated is true, call again \
-with the same sql/params and cursor=next_cursor.",
+        // Completed for the row format by `describe_query`.
+        description = QUERY,
         output_schema = schema_for_output::<QueryOutput>(),
         annotations(title = "Query (read-only)", read_only_hint = true, destructive_hint = false,
                     idempotent_hint = true, open_world_hint = false)
@@ -166,22 +166,33 @@ counters of connections created, recycled and failed.",
     }
 }
 
-/// How CSV rows read, for the descriptions of the tools that return them.
-pub(crate) const CSV_ROWS: &str = "Rows come back as CSV with a header line (an empty field is NULL, a \
-quoted field is always text, X'..' is a BLOB), then a line with row_count, truncated and next_cursor.";
-
-const QUERY_CSV: &str =
+/// What `query` does, in either row format.
+const QUERY: &str =
     "Run one read-only SQL statement (SELECT, WITH, read-only PRAGMA). Bind values \
 with params (a list for ?, an object for :name).";
 
-const QUERY_CONTINUE: &str =
-    "Rows are capped; if truncated is true, call again with the same sql/params and \
-cursor=next_cursor.";
+const JSON_ROWS: &str = "Returns columns, rows (arrays), row_count and truncated.";
 
-/// Describes `query` for CSV rows, which have no output schema.
-pub(crate) fn describe_csv_rows(router: &mut ToolRouter<ErosServer>) {
-    if let Some(route) = router.map.get_mut("query") {
-        route.attr.output_schema = None;
-        route.attr.description = Some(format!("{QUERY_CSV} {CSV_ROWS} {QUERY_CONTINUE}").into());
-    }
+/// How CSV rows read, for the descriptions of the tools that return them.
+pub(crate) const CSV_ROWS: &str =
+    "Rows come back as CSV with a header line (an empty field is NULL, a \
+quoted field is always text, X'..' is a BLOB), then a second block with row_count and truncated.";
+
+const QUERY_CONTINUE: &str =
+    "Rows are capped: when the answer has a next_cursor, call again with the \
+same sql/params and cursor=next_cursor.";
+
+/// Describes `query` for the rows' format; CSV rows have no output schema.
+pub(crate) fn describe_query(router: &mut ToolRouter<ErosServer>, format: RowFormat) {
+    let Some(route) = router.map.get_mut("query") else {
+        return;
+    };
+    let rows = match format {
+        RowFormat::Csv => {
+            route.attr.output_schema = None;
+            CSV_ROWS
+        }
+        RowFormat::Json => JSON_ROWS,
+    };
+    route.attr.description = Some(format!("{QUERY} {rows} {QUERY_CONTINUE}").into());
 }
