@@ -108,28 +108,14 @@ pub fn open(options: &ConnectionOptions) -> Result<Connection, ConnectError> {
         reason: describe(&source),
         source,
     })?;
-    apply_settings(&conn, path, options.busy_timeout)?;
-    if options.cache_kib > 0 {
-        // Negative: a size in KiB rather than a number of pages.
-        conn.pragma_update(
-            None,
-            "cache_size",
-            -(options.cache_kib.min(i64::MAX as u64) as i64),
-        )
-        .map_err(|source| ConnectError::Setup {
-            path: path.to_path_buf(),
-            pragma: "cache_size",
-            reason: describe(&source),
-            source,
-        })?;
-    }
+    apply_settings(&conn, path, options)?;
     Ok(conn)
 }
 
 fn apply_settings(
     conn: &Connection,
     path: &Path,
-    busy_timeout: Duration,
+    options: &ConnectionOptions,
 ) -> Result<(), ConnectError> {
     let setup = |pragma: &'static str| {
         move |source: rusqlite::Error| ConnectError::Setup {
@@ -139,7 +125,7 @@ fn apply_settings(
             source,
         }
     };
-    conn.busy_timeout(busy_timeout)
+    conn.busy_timeout(options.busy_timeout)
         .map_err(setup("busy_timeout"))?;
     // Hardening first: it does not touch the file, so it cannot fail on a
     // broken one, and everything after runs under it.
@@ -166,6 +152,12 @@ fn apply_settings(
     ] {
         conn.pragma_update(None, pragma, value)
             .map_err(setup(pragma))?;
+    }
+    if options.cache_kib > 0 {
+        // Negative: a size in KiB rather than a number of pages.
+        let kib = i64::try_from(options.cache_kib).unwrap_or(i64::MAX);
+        conn.pragma_update(None, "cache_size", -kib)
+            .map_err(setup("cache_size"))?;
     }
     Ok(())
 }

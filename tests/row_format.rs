@@ -16,18 +16,21 @@ use eros_mcp::mcp::NoToolObserver;
 use rmcp::model::CallToolResult;
 use serde_json::{json, Value};
 
-/// Runs `sql` and answers it in `format`, as the `query` tool would.
-fn answer(engine: &QueryEngine, sql: &str, format: RowFormat) -> CallToolResult {
+/// Runs `request` and answers it in `format`, as the `query` tool would.
+fn answer(engine: &QueryEngine, request: QueryRequest, format: RowFormat) -> CallToolResult {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let request = QueryRequest {
-        sql: sql.into(),
-        ..QueryRequest::default()
-    };
     let output = runtime.block_on(engine.query(request, None));
     respond("query", Instant::now(), output, format, &NoToolObserver)
+}
+
+fn request_for(sql: &str) -> QueryRequest {
+    QueryRequest {
+        sql: sql.into(),
+        ..QueryRequest::default()
+    }
 }
 
 fn texts(result: &CallToolResult) -> Vec<String> {
@@ -42,12 +45,12 @@ fn texts(result: &CallToolResult) -> Vec<String> {
 /// and the bytes each sends.
 fn both_formats(db: &TestDb, sql: &str) -> ((Value, usize), (Value, usize)) {
     let engine = QueryEngine::new(db.warm_pool());
-    let csv_result = answer(&engine, sql, RowFormat::Csv);
+    let csv_result = answer(&engine, request_for(sql), RowFormat::Csv);
     assert_ne!(csv_result.is_error, Some(true), "{:?}", texts(&csv_result));
     let csv = texts(&csv_result);
     let table = csv_rows::decode(&csv[0]).expect("typed CSV");
     let csv_bytes = csv.iter().map(String::len).sum();
-    let json_result = answer(&engine, sql, RowFormat::Json);
+    let json_result = answer(&engine, request_for(sql), RowFormat::Json);
     let structured = json_result
         .structured_content
         .clone()
@@ -129,23 +132,11 @@ fn a_truncated_csv_answer_says_so_and_hands_over_the_cursor() {
     let db = TestDb::new();
     dataset::create(db.path(), 50).unwrap();
     let engine = QueryEngine::new(db.warm_pool());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let request = QueryRequest {
-        sql: "SELECT id FROM bench_items ORDER BY id".into(),
         max_rows: Some(10),
-        ..QueryRequest::default()
+        ..request_for("SELECT id FROM bench_items ORDER BY id")
     };
-    let output = runtime.block_on(engine.query(request, None));
-    let result = respond(
-        "query",
-        Instant::now(),
-        output,
-        RowFormat::Csv,
-        &NoToolObserver,
-    );
+    let result = answer(&engine, request, RowFormat::Csv);
     let texts = texts(&result);
     assert_eq!(csv_rows::decode(&texts[0]).unwrap().rows.len(), 10);
     let about: Value = serde_json::from_str(&texts[1]).unwrap();
