@@ -52,6 +52,8 @@ pub struct DatabaseEnv {
     pub max_bytes: u64,
     pub query_timeout: f64,
     pub heap_limit_mib: u64,
+    pub hard_heap_limit_mib: u64,
+    pub max_value_bytes: u64,
 }
 
 impl Default for DatabaseEnv {
@@ -74,6 +76,8 @@ impl Default for DatabaseEnv {
             max_bytes: 1_048_576,
             query_timeout: 30.0,
             heap_limit_mib: 8,
+            hard_heap_limit_mib: 128,
+            max_value_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -82,6 +86,13 @@ impl Default for DatabaseEnv {
 const MAX_POOL_SIZE: u32 = 1000;
 const MAX_OVERFLOW_FACTOR: u32 = 10;
 const MAX_SECONDS: f64 = 86_400.0;
+const MIB: u64 = 1024 * 1024;
+/// `SQLITE_LIMIT_LENGTH` bounds: SQLite's own ceiling is 2^31 - 1.
+const MIN_VALUE_BYTES: u64 = 64 * 1024;
+const MAX_VALUE_BYTES: u64 = 1_000_000_000;
+const VALUE_BYTES_ALLOWED: &str = "a whole number of bytes from 65536 to 1000000000";
+/// Below this the server's own statements (schema, migrations) may fail.
+const MIN_HARD_HEAP_MIB: u64 = 16;
 
 /// Validated database, pool and query-limit settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +132,13 @@ pub struct DatabaseConfig {
     /// SQLite's soft heap limit for the whole process (page caches shrink to
     /// stay under it); 0 means no limit.
     pub heap_limit_bytes: u64,
+    /// SQLite's hard heap ceiling for the whole process: an allocation past
+    /// it fails the statement with `SQLITE_NOMEM` (sorts and temporary
+    /// tables live in memory, so this bounds them too).
+    pub hard_heap_limit_bytes: u64,
+    /// Largest string or BLOB any statement may build or read
+    /// (`SQLITE_LIMIT_LENGTH`); past it the statement fails with `SQLITE_TOOBIG`.
+    pub max_value_bytes: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -202,6 +220,26 @@ impl DatabaseEnv {
                 "a whole number of bytes, at least 1024",
             ));
         }
+        if !(MIN_VALUE_BYTES..=MAX_VALUE_BYTES).contains(&self.max_value_bytes) {
+            return Err(bad(
+                "max_value_bytes",
+                self.max_value_bytes.to_string(),
+                VALUE_BYTES_ALLOWED,
+            ));
+        }
+        if self.hard_heap_limit_mib < MIN_HARD_HEAP_MIB
+            || self.hard_heap_limit_mib <= self.heap_limit_mib
+        {
+            return Err(bad(
+                "hard_heap_limit_mib",
+                self.hard_heap_limit_mib.to_string(),
+                &format!(
+                    "a whole number of MiB, at least {MIN_HARD_HEAP_MIB} and more than \
+                     EROS_DB_HEAP_LIMIT_MIB ({})",
+                    self.heap_limit_mib
+                ),
+            ));
+        }
         let seconds = |name: &str, value: f64, min: f64| {
             if value.is_finite() && (min..=MAX_SECONDS).contains(&value) {
                 Ok(Duration::from_secs_f64(value))
@@ -234,7 +272,9 @@ impl DatabaseEnv {
             read_only: self.read_only,
             max_rows: self.max_rows,
             max_bytes: self.max_bytes,
-            heap_limit_bytes: self.heap_limit_mib.saturating_mul(1024 * 1024),
+            heap_limit_bytes: self.heap_limit_mib.saturating_mul(MIB),
+            hard_heap_limit_bytes: self.hard_heap_limit_mib.saturating_mul(MIB),
+            max_value_bytes: self.max_value_bytes,
         })
     }
 }
@@ -302,6 +342,10 @@ fn allowed_values(field: &str) -> Option<&'static str> {
         "pool_prewarm" => "a whole number from 0 to EROS_DB_POOL_SIZE",
         "max_retries" => "a whole number from 0 up",
         "heap_limit_mib" => "a whole number of MiB, 0 for no limit",
+        "hard_heap_limit_mib" => {
+            "a whole number of MiB, at least 16 and more than EROS_DB_HEAP_LIMIT_MIB"
+        }
+        "max_value_bytes" => VALUE_BYTES_ALLOWED,
         "max_rows" => "a whole number of at least 1",
         "max_bytes" => "a whole number of bytes, at least 1024",
         "health_check" | "migrate" | "read_only" => "true or false",
@@ -337,7 +381,7 @@ impl std::fmt::Display for DatabaseConfig {
     /// The effective settings, one `VARIABLE=value` line each.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = |d: Duration| d.as_secs_f64();
-        let lines: [(&str, String); 17] = [
+        let lines: [(&str, String); 19] = [
             ("PATH", self.path.display().to_string()),
             ("POOL_SIZE", self.pool_size.to_string()),
             ("POOL_OVERFLOW", self.max_overflow.to_string()),
@@ -357,10 +401,12 @@ impl std::fmt::Display for DatabaseConfig {
             ("MAX_ROWS", self.max_rows.to_string()),
             ("MAX_BYTES", self.max_bytes.to_string()),
             ("QUERY_TIMEOUT", secs(self.query_timeout).to_string()),
+            ("HEAP_LIMIT_MIB", (self.heap_limit_bytes / MIB).to_string()),
             (
-                "HEAP_LIMIT_MIB",
-                (self.heap_limit_bytes / (1024 * 1024)).to_string(),
+                "HARD_HEAP_LIMIT_MIB",
+                (self.hard_heap_limit_bytes / MIB).to_string(),
             ),
+            ("MAX_VALUE_BYTES", self.max_value_bytes.to_string()),
         ];
         for (i, (name, value)) in lines.iter().enumerate() {
             if i > 0 {

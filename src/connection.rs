@@ -61,8 +61,12 @@ pub fn is_busy(err: &rusqlite::Error) -> bool {
     )
 }
 
-/// Longest SQL text a connection accepts (SQLite's default is 1 GB).
-pub const MAX_SQL_LENGTH: i32 = 1_000_000;
+/// Longest SQL text a connection accepts (SQLite's default is 1 GB). Agent
+/// SQL is short (values travel as parameters), and parts of SQLite's
+/// parser and code generator grow with the square of a statement's terms
+/// (a `CASE` of 40,000 `WHEN`s takes seconds to prepare, uninterruptibly);
+/// at 100 KB the worst statement prepares in about 50 ms.
+pub const MAX_SQL_LENGTH: i32 = 100_000;
 
 /// What every connection is opened with.
 #[derive(Debug, Clone)]
@@ -71,6 +75,8 @@ pub struct ConnectionOptions {
     pub busy_timeout: Duration,
     /// Most KiB of pages one connection may cache; 0 keeps SQLite's 2 MB.
     pub cache_kib: u64,
+    /// Largest string or BLOB a statement may build or read.
+    pub max_value_bytes: u64,
 }
 
 impl From<&DatabaseConfig> for ConnectionOptions {
@@ -83,6 +89,7 @@ impl From<&DatabaseConfig> for ConnectionOptions {
             path: config.path.clone(),
             busy_timeout: config.busy_timeout,
             cache_kib: config.heap_limit_bytes / 1024,
+            max_value_bytes: config.max_value_bytes,
         }
     }
 }
@@ -129,7 +136,8 @@ fn apply_settings(
         .map_err(setup("busy_timeout"))?;
     // Hardening first: it does not touch the file, so it cannot fail on a
     // broken one, and everything after runs under it.
-    harden(conn).map_err(setup("defensive"))?;
+    harden(conn, options.max_value_bytes).map_err(setup("defensive"))?;
+    crate::linear_functions::install(conn).map_err(setup("functions"))?;
     // `journal_mode` answers with a row; a file that is not a database fails here.
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -149,6 +157,10 @@ fn apply_settings(
         ("trusted_schema", "OFF"),
         ("cell_size_check", "ON"),
         ("mmap_size", "0"),
+        // Sorts, DISTINCT, GROUP BY, window partitions and materialized
+        // subqueries live in memory, under the hard heap ceiling, instead
+        // of in temporary files nothing would bound (see `limit_sqlite_heap`).
+        ("temp_store", "MEMORY"),
     ] {
         conn.pragma_update(None, pragma, value)
             .map_err(setup(pragma))?;
@@ -162,8 +174,14 @@ fn apply_settings(
     Ok(())
 }
 
-/// The sqlite.org/security.html measures that do not depend on the caller.
-fn harden(conn: &Connection) -> rusqlite::Result<()> {
+/// Longest LIKE or GLOB pattern (SQLite's default is 50,000). Matching
+/// costs up to the pattern's length times the text's, in one step no
+/// interrupt reaches; agents' patterns are a few words.
+pub const MAX_LIKE_PATTERN_LENGTH: i32 = 256;
+
+/// The sqlite.org/security.html measures that do not depend on the caller,
+/// and the cap on any one value.
+fn harden(conn: &Connection, max_value_bytes: u64) -> rusqlite::Result<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)?;
@@ -173,19 +191,36 @@ fn harden(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, false)?;
     // No ATTACH at all: untrusted SQL must not reach another file.
     conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
-    // Agent SQL is short; a megabyte statement is a mistake or an attack.
-    conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_LENGTH)?;
+    // Every string and BLOB a statement builds or reads is at most this
+    // long: `zeroblob(1e9)`, a doubling CTE or `printf('%.*c', ...)` fail at
+    // once with SQLITE_TOOBIG instead of spending seconds and gigabytes in
+    // steps no interrupt reaches.
+    let max_value = i32::try_from(max_value_bytes).unwrap_or(i32::MAX);
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, max_value)?;
+    conn.set_limit(
+        Limit::SQLITE_LIMIT_SQL_LENGTH,
+        MAX_SQL_LENGTH.min(max_value),
+    )?;
+    conn.set_limit(
+        Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH,
+        MAX_LIKE_PATTERN_LENGTH,
+    )?;
     Ok(())
 }
 
-/// Caps the memory all of SQLite's connections in this process use for page
-/// caches: above `bytes`, caches give pages back instead of growing.
-/// Process-wide; setting it again replaces the limit.
-pub fn limit_sqlite_heap(bytes: u64) {
-    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-    // SAFETY: sqlite3_soft_heap_limit64 is thread-safe and takes any value.
+/// Caps the memory all of SQLite's connections in this process use.
+/// Above `soft_bytes`, page caches give pages back instead of growing; an
+/// allocation that would pass `hard_bytes` fails, and SQLite fails that
+/// statement with `SQLITE_NOMEM` and carries on. Process-wide; setting them
+/// again replaces the limits (0: no limit).
+pub fn limit_sqlite_heap(soft_bytes: u64, hard_bytes: u64) {
+    let soft = i64::try_from(soft_bytes).unwrap_or(i64::MAX);
+    let hard = i64::try_from(hard_bytes).unwrap_or(i64::MAX);
+    // SAFETY: both functions are thread-safe and take any value. The hard
+    // limit goes first: SQLite lowers the soft limit to stay under it.
     unsafe {
-        rusqlite::ffi::sqlite3_soft_heap_limit64(bytes);
+        rusqlite::ffi::sqlite3_hard_heap_limit64(hard);
+        rusqlite::ffi::sqlite3_soft_heap_limit64(soft);
     }
 }
 

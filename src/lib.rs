@@ -11,7 +11,8 @@
 //! - [`engine`]: the query engine the tools call: reads, schema, writes.
 //! - [`pool`]: the QueuePool-style r2d2 connection pool and its counters.
 //! - [`access`]: what SQL a connection may run (the authorizer and `query_only`).
-//! - [`connection`]: opening one SQLite connection with its PRAGMAs and hardening.
+//! - [`connection`]: opening one SQLite connection with its PRAGMAs, hardening and limits.
+//! - [`linear_functions`]: linear-time `instr` and `replace` in place of SQLite's quadratic ones.
 //! - [`migrations`]: the versioned schema of the default database, and demo data.
 //! - [`loadgen`]: the load generator behind `eros-bench` (not used by the server).
 //! - [`retry`]: backoff for transient SQLite failures.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod connection;
 pub mod database;
 pub mod engine;
+pub mod linear_functions;
 pub mod loadgen;
 pub mod mcp;
 pub mod migrations;

@@ -145,12 +145,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
     .enable_all()
     .build()
     .context("start the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
-        eros_mcp::app::run(config, shutdown).await?;
-        Ok(())
-    })
+        eros_mcp::app::run(config, shutdown).await
+    });
+    // A statement abandoned inside one long SQLite step still occupies a
+    // blocking thread; dropping the runtime would wait for it. The database
+    // is closed by now, so exit without waiting.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(served?)
 }
 
 fn check(config: DatabaseConfig) -> anyhow::Result<()> {

@@ -14,8 +14,15 @@ pub enum QueryError {
     /// The statement tried something the access level forbids.
     #[error("{0}")]
     Denied(String),
-    #[error("the statement ran longer than the {0:?} limit and was interrupted")]
+    #[error(
+        "the call ran longer than the {0:?} limit (EROS_DB_QUERY_TIMEOUT) and its statement \
+         was interrupted"
+    )]
     Timeout(Duration),
+    /// The statement went over a resource ceiling (value size, memory);
+    /// the message names the setting that raises it.
+    #[error("{message} ({code})")]
+    Limit { code: &'static str, message: String },
     #[error("the call was cancelled and the statement interrupted")]
     Cancelled,
     #[error(
@@ -42,10 +49,11 @@ pub enum Outcome {
     Busy,
     Cancelled,
     Invalid,
+    Limit,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::SqlError,
         Outcome::Denied,
@@ -53,6 +61,7 @@ impl Outcome {
         Outcome::Busy,
         Outcome::Cancelled,
         Outcome::Invalid,
+        Outcome::Limit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +73,7 @@ impl Outcome {
             Outcome::Busy => "busy",
             Outcome::Cancelled => "cancelled",
             Outcome::Invalid => "invalid",
+            Outcome::Limit => "limit",
         }
     }
 }
@@ -79,6 +89,7 @@ impl QueryError {
                 Outcome::Busy
             }
             QueryError::InvalidArgument(_) => Outcome::Invalid,
+            QueryError::Limit { .. } => Outcome::Limit,
         }
     }
 
@@ -95,6 +106,7 @@ impl QueryError {
     pub fn code(&self) -> &str {
         match self {
             QueryError::Sql { code, .. } => code,
+            QueryError::Limit { code, .. } => code,
             QueryError::Denied(_) => "DENIED",
             QueryError::Timeout(_) => "TIMEOUT",
             QueryError::Cancelled => "CANCELLED",

@@ -11,9 +11,10 @@ mod error;
 mod read;
 mod schema;
 mod values;
+pub mod watch;
 mod write;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,24 +27,20 @@ pub use schema::{
     TableList, TableSummary,
 };
 pub use values::{SqlParam, SqlParams};
+pub use watch::Watch;
 pub use write::{ExecuteOutput, ExecuteRequest};
 
 use crate::config::DatabaseConfig;
 use crate::pool::{ManagedConnection, Pool};
 use crate::retry::RetryPolicy;
 
-/// SQLite virtual-machine steps between two checks of the deadline and
-/// the cancellation flag: frequent enough to stop within a millisecond,
-/// rare enough to cost nothing measurable.
-const PROGRESS_STEPS: i32 = 4000;
+/// SQLite virtual-machine steps between two looks at the stop flag (the
+/// interrupt lands sooner; this catches a stop that arrived between two
+/// statements of one call, which SQLite's interrupt would miss).
+const PROGRESS_STEPS: i32 = 1000;
 
-/// How long a read may run on the calling (async) thread before it is
-/// interrupted and handed to a blocking thread instead. See
-/// [`QueryEngine::try_inline`].
-const INLINE_BUDGET: Duration = Duration::from_micros(500);
-
-/// VM steps between budget checks on the inline path.
-const INLINE_PROGRESS_STEPS: i32 = 200;
+/// How often a stopped call is interrupted again while it has not returned.
+const REINTERRUPT_EVERY: Duration = Duration::from_millis(5);
 
 /// Caps on what one call may cost and return.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +49,9 @@ pub struct Limits {
     pub max_bytes: usize,
     pub query_timeout: Duration,
     pub max_blob_bytes: usize,
+    /// For error messages: the value and memory ceilings SQLite enforces.
+    pub max_value_bytes: u64,
+    pub hard_heap_limit_bytes: u64,
 }
 
 impl Limits {
@@ -62,7 +62,16 @@ impl Limits {
             max_bytes,
             query_timeout: config.query_timeout,
             max_blob_bytes: max_bytes.min(64 * 1024),
+            max_value_bytes: config.max_value_bytes,
+            hard_heap_limit_bytes: config.hard_heap_limit_bytes,
         }
+    }
+
+    /// How long past its deadline a call waits for SQLite to stop before
+    /// it is answered anyway: a twentieth of the timeout, so the answer
+    /// leaves within the timeout plus 10% with room for the transport.
+    pub fn stop_slack(&self) -> Duration {
+        self.query_timeout / 20
     }
 }
 
@@ -71,6 +80,14 @@ pub struct QueryEngine {
     pool: Arc<Pool>,
     limits: Limits,
     read_retry: RetryPolicy,
+    overrunning: Arc<AtomicUsize>,
+}
+
+/// Why the async side stopped a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Deadline,
+    Cancelled,
 }
 
 impl QueryEngine {
@@ -85,6 +102,7 @@ impl QueryEngine {
             pool,
             limits,
             read_retry,
+            overrunning: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -96,10 +114,20 @@ impl QueryEngine {
         self.limits
     }
 
-    /// Runs `work` on a pooled connection on a blocking thread. The
-    /// statement is interrupted (not merely abandoned) when the query
-    /// timeout passes or `cancel` fires; the connection then goes back to
-    /// the pool healthy.
+    /// Statements whose caller was answered at the deadline while SQLite
+    /// was still inside one long step; each holds a connection until it
+    /// returns.
+    pub fn overrunning(&self) -> usize {
+        self.overrunning.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` on a pooled connection on a blocking thread, never on
+    /// an async worker: no statement can stall the tasks serving other
+    /// calls. The whole call, from waiting for a connection to the last
+    /// row, has `query_timeout`; at the deadline (or when `cancel` fires)
+    /// the statement is interrupted inside SQLite, and if SQLite does not
+    /// return within [`Limits::stop_slack`] the caller is answered anyway
+    /// (see [`watch`]).
     pub async fn run<T, F>(
         &self,
         cancel: Option<&CancellationToken>,
@@ -107,102 +135,113 @@ impl QueryEngine {
     ) -> Result<T, QueryError>
     where
         T: Send + 'static,
-        F: FnOnce(&ManagedConnection) -> Result<T, QueryError> + Send + 'static,
+        F: FnOnce(&ManagedConnection, &Watch) -> Result<T, QueryError> + Send + 'static,
     {
-        let pool = Arc::clone(&self.pool);
         let timeout = self.limits.query_timeout;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = Arc::clone(&stop);
-        let mut job = tokio::task::spawn_blocking(move || {
-            let conn = pool.get()?;
-            if stop_flag.load(Ordering::Relaxed) {
-                return Err(QueryError::Cancelled);
-            }
-            let deadline = Instant::now() + timeout;
-            let flag = Arc::clone(&stop_flag);
-            conn.progress_handler(
-                PROGRESS_STEPS,
-                Some(move || flag.load(Ordering::Relaxed) || Instant::now() >= deadline),
-            )?;
-            let result = work(&conn);
-            conn.progress_handler(0, None::<fn() -> bool>)?;
-            result
-        });
-        let joined = match cancel {
-            Some(cancel) => tokio::select! {
-                joined = &mut job => joined,
-                _ = cancel.cancelled() => {
-                    stop.store(true, Ordering::Relaxed);
-                    // The flag makes SQLite stop within a few thousand steps;
-                    // wait so the connection is back in the pool on return.
-                    job.await
+        let deadline = tokio::time::Instant::now() + timeout;
+        let watch = Arc::new(Watch::default());
+        let mut job = tokio::task::spawn_blocking({
+            let pool = Arc::clone(&self.pool);
+            let watch = Arc::clone(&watch);
+            let overrunning = Arc::clone(&self.overrunning);
+            let deadline = deadline.into_std();
+            move || {
+                let result = run_blocking(&pool, &watch, deadline, work);
+                if watch.finish() {
+                    overrunning.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "an abandoned statement has returned its connection ({})",
+                        match &result {
+                            Ok(_) => "it had finished".to_string(),
+                            Err(err) => err.to_string(),
+                        }
+                    );
                 }
-            },
-            None => job.await,
+                result
+            }
+        });
+        let never = CancellationToken::new();
+        let cancel = cancel.unwrap_or(&never);
+        let reason = tokio::select! {
+            joined = &mut job => return self.finish(joined, None),
+            _ = tokio::time::sleep_until(deadline) => StopReason::Deadline,
+            _ = cancel.cancelled() => StopReason::Cancelled,
         };
+        watch.stop();
+        let give_up = tokio::time::Instant::now() + self.limits.stop_slack();
+        loop {
+            tokio::select! {
+                joined = &mut job => return self.finish(joined, Some(reason)),
+                _ = tokio::time::sleep(REINTERRUPT_EVERY) => {
+                    if tokio::time::Instant::now() >= give_up && watch.abandon() {
+                        self.overrunning.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            ?reason,
+                            "a statement did not stop within {:?} of being interrupted; \
+                             answering the caller, the statement keeps its connection until \
+                             SQLite returns",
+                            self.limits.stop_slack()
+                        );
+                        return Err(self.stopped_error(reason));
+                    }
+                    watch.stop();
+                }
+            }
+        }
+    }
+
+    fn stopped_error(&self, reason: StopReason) -> QueryError {
+        match reason {
+            StopReason::Deadline => QueryError::Timeout(self.limits.query_timeout),
+            StopReason::Cancelled => QueryError::Cancelled,
+        }
+    }
+
+    /// The call's answer: an interrupt becomes a timeout or a cancellation,
+    /// and a resource limit names the setting that raises it.
+    fn finish<T>(
+        &self,
+        joined: Result<Result<T, QueryError>, tokio::task::JoinError>,
+        stopped: Option<StopReason>,
+    ) -> Result<T, QueryError> {
         let result =
             joined.map_err(|err| QueryError::Internal(format!("query task failed: {err}")))?;
         result.map_err(|err| match err {
             QueryError::Sql { ref code, .. } if code == "SQLITE_INTERRUPT" => {
-                if stop.load(Ordering::Relaxed) {
-                    QueryError::Cancelled
-                } else {
-                    QueryError::Timeout(timeout)
+                self.stopped_error(stopped.unwrap_or(StopReason::Deadline))
+            }
+            QueryError::Sql {
+                ref code,
+                ref message,
+            } if code == "SQLITE_TOOBIG" && message.contains("statement too long") => {
+                QueryError::Limit {
+                    code: "SQLITE_TOOBIG",
+                    message: format!(
+                        "the SQL text is longer than {} bytes, the most this server accepts; \
+                         pass values as params instead of writing them into the SQL",
+                        crate::connection::MAX_SQL_LENGTH
+                    ),
                 }
             }
+            QueryError::Sql { ref code, .. } if code == "SQLITE_TOOBIG" => QueryError::Limit {
+                code: "SQLITE_TOOBIG",
+                message: format!(
+                    "a string or BLOB would exceed {} bytes, the largest value this server \
+                     allows (EROS_DB_MAX_VALUE_BYTES)",
+                    self.limits.max_value_bytes
+                ),
+            },
+            QueryError::Sql { ref code, .. } if code == "SQLITE_NOMEM" => QueryError::Limit {
+                code: "SQLITE_NOMEM",
+                message: format!(
+                    "the statement needed more memory than the server's {} MiB SQLite heap \
+                     ceiling allows (EROS_DB_HARD_HEAP_LIMIT_MIB); it counts sorts, DISTINCT, \
+                     GROUP BY and temporary tables, and is shared by all running calls",
+                    self.limits.hard_heap_limit_bytes / (1024 * 1024)
+                ),
+            },
             other => other,
         })
-    }
-
-    /// The fast path for reads: most agent reads (a lookup by key, a small
-    /// page) finish in microseconds, less than the two thread hand-offs a
-    /// blocking thread costs. So a read first runs right here, under strict
-    /// limits that keep the async thread from ever waiting: only an idle
-    /// connection is taken (never a wait for one), SQLite's busy wait is off,
-    /// and the statement is interrupted after [`INLINE_BUDGET`]. A read that
-    /// needs more (no idle connection, a lock, a longer scan) returns `None`
-    /// and is run again, from the start, on a blocking thread; reads have no
-    /// side effects, so running one twice is safe. Writes never come here.
-    pub(crate) fn try_inline<T>(
-        &self,
-        work: impl FnOnce(&ManagedConnection) -> Result<T, QueryError>,
-    ) -> Option<Result<T, QueryError>> {
-        let conn = self.pool.try_get()?;
-        let deadline = Instant::now() + INLINE_BUDGET;
-        let over_budget = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&over_budget);
-        let handler = move || {
-            let over = Instant::now() >= deadline;
-            if over {
-                flag.store(true, Ordering::Relaxed);
-            }
-            over
-        };
-        if conn
-            .progress_handler(INLINE_PROGRESS_STEPS, Some(handler))
-            .is_err()
-            || conn.busy_timeout(Duration::ZERO).is_err()
-        {
-            return None;
-        }
-        let result = work(&conn);
-        let restored = conn.progress_handler(0, None::<fn() -> bool>).is_ok()
-            && conn.busy_timeout(self.pool.config().busy_timeout).is_ok();
-        if !restored {
-            return Some(Err(QueryError::Internal(
-                "could not reset a connection after a read".into(),
-            )));
-        }
-        match result {
-            Err(QueryError::Sql { ref code, .. })
-                if (code == "SQLITE_INTERRUPT" && over_budget.load(Ordering::Relaxed))
-                    || code == "SQLITE_BUSY"
-                    || code == "SQLITE_LOCKED" =>
-            {
-                None
-            }
-            other => Some(other),
-        }
     }
 
     /// Retries `attempt` while SQLite reports the database busy (reads only).
@@ -225,6 +264,38 @@ impl QueryEngine {
                 }
                 other => other,
             })
+    }
+}
+
+/// The blocking half of [`QueryEngine::run`]: checks out a connection
+/// within what is left of the deadline, then runs `work` under the watch.
+fn run_blocking<T>(
+    pool: &Pool,
+    watch: &Arc<Watch>,
+    deadline: Instant,
+    work: impl FnOnce(&ManagedConnection, &Watch) -> Result<T, QueryError>,
+) -> Result<T, QueryError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() || watch.is_stopped() {
+        return Err(interrupted());
+    }
+    let conn = pool.get_timeout(pool.config().checkout_timeout.min(left))?;
+    if !watch.start(&conn) {
+        return Err(interrupted());
+    }
+    let flag = Arc::clone(watch);
+    conn.progress_handler(PROGRESS_STEPS, Some(move || flag.is_stopped()))?;
+    let result = work(&conn, watch);
+    conn.progress_handler(0, None::<fn() -> bool>)?;
+    result
+}
+
+/// What a statement stopped by the watch reports, before [`QueryEngine::run`]
+/// turns it into a timeout or a cancellation.
+pub(crate) fn interrupted() -> QueryError {
+    QueryError::Sql {
+        code: "SQLITE_INTERRUPT".into(),
+        message: "interrupted".into(),
     }
 }
 

@@ -52,12 +52,9 @@ impl QueryEngine {
         cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<QueryOutput, QueryError> {
         let limits = self.limits;
-        if let Some(answer) = self.try_inline(|conn| read(conn, &request, limits)) {
-            return answer;
-        }
         let policy = self.read_retry;
         let pool = std::sync::Arc::clone(&self.pool);
-        self.run(cancel, move |conn| {
+        self.run(cancel, move |conn, _| {
             Self::retry_read(&pool, policy, || read(conn, &request, limits))
         })
         .await

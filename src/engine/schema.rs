@@ -111,7 +111,7 @@ impl QueryEngine {
         pattern: Option<String>,
         detail: TableDetail,
     ) -> Result<TableList, QueryError> {
-        self.run(None, move |conn| {
+        self.run(None, move |conn, _| {
             list_tables(conn, pattern.as_deref(), detail)
         })
         .await
@@ -119,13 +119,13 @@ impl QueryEngine {
 
     /// Columns, keys and indexes of one table or view.
     pub async fn describe_table(&self, table: String) -> Result<TableDescription, QueryError> {
-        self.run(None, move |conn| describe_table(conn, &table))
+        self.run(None, move |conn, _| describe_table(conn, &table))
             .await
     }
 
     /// The CREATE statements of every table, view, index and trigger.
     pub async fn schema_ddl(&self) -> Result<String, QueryError> {
-        self.run(None, |conn| {
+        self.run(None, |conn, _| {
             let mut stmt = conn.prepare_cached(
                 "SELECT sql || ';' FROM sqlite_schema \
                  WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' \
@@ -143,7 +143,7 @@ impl QueryEngine {
         sql: String,
         params: Option<SqlParams>,
     ) -> Result<ExplainOutput, QueryError> {
-        self.run(None, move |conn| {
+        self.run(None, move |conn, _| {
             // Validate the statement as the query tool would, then plan it.
             drop(prepare_read(conn, &sql)?);
             let mut stmt = prepare_read(conn, &format!("EXPLAIN QUERY PLAN {sql}"))?;

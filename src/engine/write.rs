@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::values::{to_json, ValueLimits};
-use super::{QueryEngine, QueryError, SqlParams};
+use super::{QueryEngine, QueryError, SqlParams, Watch};
 use crate::access::Access;
 use crate::pool::ManagedConnection;
 
@@ -44,13 +44,13 @@ impl QueryEngine {
         cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<ExecuteOutput, QueryError> {
         let limits = self.limits;
-        self.run(cancel, move |conn| {
+        self.run(cancel, move |conn, watch| {
             let value_limits = ValueLimits {
                 max_blob_bytes: limits.max_blob_bytes,
                 max_text_bytes: limits.max_bytes,
             };
             conn.with_access(Access::Trusted, |conn| {
-                write(conn, &request, limits.max_rows, value_limits)
+                write(conn, watch, &request, limits.max_rows, value_limits)
             })?
         })
         .await
@@ -59,6 +59,7 @@ impl QueryEngine {
 
 fn write(
     conn: &ManagedConnection,
+    watch: &Watch,
     request: &ExecuteRequest,
     max_rows: usize,
     value_limits: ValueLimits,
@@ -104,6 +105,11 @@ fn write(
     })();
     drop(stmt);
     match outcome {
+        Ok(_) if !watch.begin_commit() => {
+            // The caller was told the call timed out: it must not commit.
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(super::interrupted())
+        }
         Ok(output) => {
             if let Err(err) = conn.execute_batch("COMMIT") {
                 let _ = conn.execute_batch("ROLLBACK");

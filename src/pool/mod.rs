@@ -32,6 +32,10 @@ use crate::config::DatabaseConfig;
 use crate::connection::ConnectionOptions;
 use crate::retry::RetryPolicy;
 
+/// The longest [`Pool::close`] waits for a connection, and for readers to
+/// let the final checkpoint through.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+
 /// A connection checked out of the pool; returned when dropped.
 pub type PooledConnection = r2d2::PooledConnection<SqliteManager>;
 
@@ -90,7 +94,7 @@ impl Pool {
         config: &DatabaseConfig,
         observer: Arc<dyn PoolObserver>,
     ) -> Result<Self, PoolError> {
-        crate::connection::limit_sqlite_heap(config.heap_limit_bytes);
+        crate::connection::limit_sqlite_heap(config.heap_limit_bytes, config.hard_heap_limit_bytes);
         let shared = Arc::new(Shared::new(config.pool_size, observer));
         let manager = SqliteManager::new(
             ConnectionOptions::from(config),
@@ -282,12 +286,15 @@ impl Pool {
         if let Some(maintenance) = self.maintenance.lock().unwrap().take() {
             maintenance.stop();
         }
-        let conn = self.inner.get_timeout(self.config.checkout_timeout);
+        // Short waits: at shutdown every call has ended or been abandoned,
+        // and a statement still stuck in SQLite must not hold the exit up.
+        let conn = self.inner.get_timeout(CLOSE_WAIT);
         self.shared
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
         let checkpointed = match conn {
             Ok(conn) => conn.with_access(crate::access::Access::Trusted, |c| {
+                c.busy_timeout(CLOSE_WAIT)?;
                 c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             })?,
             Err(err) => {
