@@ -264,7 +264,7 @@ fn a_stdio_client_that_never_reads_keeps_the_server_small_and_the_probes_answeri
         if line.contains("\"result\"") {
             answered += 1;
         }
-        if answered % 5_000 == 0 {
+        if answered.is_multiple_of(5_000) {
             peak = peak.max(rss_mb(pid));
         }
     }
