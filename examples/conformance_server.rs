@@ -411,11 +411,20 @@ async fn main() -> anyhow::Result<()> {
     shutdown.trigger_on_signals();
     let calls = CallTracker::new();
     let listener = eros_mcp::transport::http::bind(&config.mcp).await?;
-    let inner = app::build(&config, &Observers::default(), Arc::clone(&calls)).await?;
+    let observers = Observers::default();
+    let inner = app::build(&config, &observers, Arc::clone(&calls)).await?;
     let server = FixtureServer {
         inner,
         fixtures: Arc::new(fixture_tools()),
     };
-    eros_mcp::transport::http::serve(listener, server, &config.mcp, calls, shutdown).await?;
+    eros_mcp::transport::http::serve(
+        listener,
+        server,
+        &config.mcp,
+        calls,
+        shutdown,
+        observers.transport,
+    )
+    .await?;
     Ok(())
 }

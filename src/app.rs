@@ -14,7 +14,9 @@ use crate::migrations;
 use crate::pool::{NoObserver, Pool, PoolObserver};
 use crate::shutdown::Shutdown;
 use crate::sidecar::{Metrics, Readiness, Sidecar, SidecarBindError, SidecarState};
-use crate::transport::{self, TransportError};
+use crate::transport::accept::{raise_open_file_limit, FileBudget};
+use crate::transport::stdio::StdioOptions;
+use crate::transport::{self, NoTransportObserver, TransportError, TransportObserver};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -30,6 +32,8 @@ pub enum AppError {
     Task(String),
     #[error(transparent)]
     Sidecar(#[from] SidecarBindError),
+    #[error("cannot start the metrics sidecar's thread: {0}")]
+    SidecarThread(#[source] std::io::Error),
 }
 
 /// Hooks for measuring the pool and the tool calls (the metrics sidecar).
@@ -37,6 +41,7 @@ pub enum AppError {
 pub struct Observers {
     pub pool: Arc<dyn PoolObserver>,
     pub tools: Arc<dyn ToolObserver>,
+    pub transport: Arc<dyn TransportObserver>,
 }
 
 impl Default for Observers {
@@ -44,6 +49,7 @@ impl Default for Observers {
         Self {
             pool: Arc::new(NoObserver),
             tools: Arc::new(NoToolObserver),
+            transport: Arc::new(NoTransportObserver),
         }
     }
 }
@@ -85,13 +91,14 @@ pub async fn build(
 /// Runs the server until shutdown (a signal, or the stdio client leaving),
 /// then closes the database cleanly. The sidecar answers probes from before
 /// the database opens until after it is closed.
-pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AppError> {
+pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError> {
+    reserve_open_files(&mut config);
     let calls = CallTracker::new();
     let metrics = Arc::new(Metrics::new(config.database.path.clone()));
     let expected_version = config.database.migrate.then(migrations::latest_version);
     let readiness = Arc::new(Readiness::new(expected_version, shutdown.clone()));
     let sidecar_stop = tokio_util::sync::CancellationToken::new();
-    let sidecar = start_sidecar(&config, &metrics, &readiness, &sidecar_stop).await?;
+    let sidecar = start_sidecar(&config, &metrics, &readiness, &sidecar_stop)?;
     // Bind before opening the database: a taken port fails fast.
     let listener = match config.mcp.transport {
         Transport::Http => Some(transport::http::bind(&config.mcp).await?),
@@ -100,6 +107,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AppError> {
     let observers = Observers {
         pool: Arc::clone(&metrics) as Arc<dyn PoolObserver>,
         tools: Arc::clone(&metrics) as Arc<dyn ToolObserver>,
+        transport: Arc::clone(&metrics) as Arc<dyn TransportObserver>,
     };
     let server = build(&config, &observers, Arc::clone(&calls)).await?;
     let pool = Arc::clone(server.engine().pool());
@@ -115,11 +123,23 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AppError> {
     );
     let served = match listener {
         Some(listener) => {
-            transport::http::serve(listener, server, &config.mcp, calls, shutdown.clone()).await
+            transport::http::serve(
+                listener,
+                server,
+                &config.mcp,
+                calls,
+                shutdown.clone(),
+                Arc::clone(&observers.transport),
+            )
+            .await
         }
         None => {
-            transport::stdio::serve(server, calls, shutdown.clone(), config.mcp.shutdown_grace)
-                .await
+            let options = StdioOptions {
+                grace: config.mcp.shutdown_grace,
+                max_in_flight: config.mcp.max_in_flight,
+                observer: Arc::clone(&observers.transport),
+            };
+            transport::stdio::serve(server, calls, shutdown.clone(), options).await
         }
     };
     shutdown.trigger();
@@ -128,7 +148,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AppError> {
         .map_err(|err| AppError::Task(err.to_string()))?;
     sidecar_stop.cancel();
     if let Some(sidecar) = sidecar {
-        let _ = sidecar.await;
+        let _ = tokio::task::spawn_blocking(move || sidecar.join()).await;
     }
     served?;
     closed.map_err(AppError::Close)?;
@@ -139,12 +159,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), AppError> {
 /// Starts the sidecar. A taken port stops an HTTP deployment (it should
 /// fail fast and visibly) but not a stdio server, which an agent may start
 /// twice on one machine: that one serves without metrics.
-async fn start_sidecar(
+fn start_sidecar(
     config: &Config,
     metrics: &Arc<Metrics>,
     readiness: &Arc<Readiness>,
     stop: &tokio_util::sync::CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<()>>, AppError> {
+) -> Result<Option<std::thread::JoinHandle<()>>, AppError> {
     let Some(addr) = config.metrics.addr else {
         return Ok(None);
     };
@@ -152,12 +172,42 @@ async fn start_sidecar(
         metrics: Arc::clone(metrics),
         readiness: Arc::clone(readiness),
     };
-    match Sidecar::bind(addr).await {
-        Ok(sidecar) => Ok(Some(sidecar.spawn(state, stop.clone()))),
+    match Sidecar::bind(addr) {
+        Ok(sidecar) => sidecar
+            .spawn(state, stop.clone())
+            .map(Some)
+            .map_err(AppError::SidecarThread),
         Err(err) if config.mcp.transport == Transport::Stdio => {
             tracing::warn!("{err}; serving MCP without metrics and probes");
             Ok(None)
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// Raises the open-file limit as far as allowed and lowers the MCP
+/// connection cap to what fits beside the database connections, the
+/// sidecar and the rest, so those always find a descriptor.
+fn reserve_open_files(config: &mut Config) {
+    let budget = FileBudget::new(
+        raise_open_file_limit(),
+        config.database.max_connections(),
+        config.mcp.max_connections,
+    );
+    if budget.max_connections < config.mcp.max_connections {
+        tracing::warn!(
+            open_files = budget.open_files,
+            reserve = budget.reserve,
+            configured = config.mcp.max_connections,
+            effective = budget.max_connections,
+            "the open-file limit lowers EROS_MCP_MAX_CONNECTIONS"
+        );
+    }
+    config.mcp.max_connections = budget.max_connections;
+    tracing::info!(
+        open_files = budget.open_files,
+        reserve = budget.reserve,
+        max_connections = budget.max_connections,
+        "MCP connection cap"
+    );
 }

@@ -359,6 +359,11 @@ fn allowed_values(field: &str) -> Option<&'static str> {
         "allow_insecure" | "stateless" => "true or false",
         "max_body_bytes" => "a whole number of bytes, at least 1024",
         "shutdown_grace" => "a number of seconds, 0 or more (fractions allowed)",
+        "max_in_flight" | "max_sessions" | "max_connections" => "a whole number from 1 to 1000000",
+        "session_idle_timeout" => "a number of seconds from 1 to 86400 (fractions allowed)",
+        "header_timeout" | "body_timeout" => {
+            "a number of seconds from 0.1 to 86400 (fractions allowed)"
+        }
         _ => return None,
     })
 }
@@ -460,6 +465,10 @@ fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, 
 /// Connections opened at startup unless `EROS_DB_POOL_PREWARM` says otherwise.
 const DEFAULT_PREWARM: u32 = 3;
 
+/// Largest value of the client caps (in-flight requests, sessions,
+/// connections): more than any one process can hold.
+const MAX_CLIENT_LIMIT: u32 = 1_000_000;
+
 /// `EROS_MCP_*` variables as they come from the environment, with defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -475,6 +484,12 @@ pub struct McpEnv {
     pub stateless: bool,
     pub shutdown_grace: f64,
     pub row_format: RowFormat,
+    pub max_in_flight: u32,
+    pub max_sessions: u32,
+    pub session_idle_timeout: f64,
+    pub max_connections: u32,
+    pub header_timeout: f64,
+    pub body_timeout: f64,
 }
 
 impl Default for McpEnv {
@@ -495,6 +510,12 @@ impl Default for McpEnv {
             stateless: false,
             shutdown_grace: 10.0,
             row_format: RowFormat::Csv,
+            max_in_flight: 32,
+            max_sessions: 256,
+            session_idle_timeout: 300.0,
+            max_connections: 512,
+            header_timeout: 10.0,
+            body_timeout: 30.0,
         }
     }
 }
@@ -518,6 +539,20 @@ pub struct McpConfig {
     /// How long in-flight calls may run after shutdown starts.
     pub shutdown_grace: Duration,
     pub row_format: RowFormat,
+    /// Requests being served or whose answers are not yet written: beyond
+    /// it stdio stops reading and HTTP answers 503.
+    pub max_in_flight: usize,
+    /// Open HTTP sessions; a new one beyond it gets 503.
+    pub max_sessions: usize,
+    /// An HTTP session with no request for this long is closed.
+    pub session_idle_timeout: Duration,
+    /// Open MCP TCP connections (lowered at startup to what the open-file
+    /// limit allows, see [`crate::transport::accept`]).
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body.
+    pub body_timeout: Duration,
 }
 
 impl std::fmt::Debug for McpConfig {
@@ -534,6 +569,12 @@ impl std::fmt::Debug for McpConfig {
             .field("stateless", &self.stateless)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("row_format", &self.row_format)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_sessions", &self.max_sessions)
+            .field("session_idle_timeout", &self.session_idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
             .finish()
     }
 }
@@ -595,6 +636,34 @@ impl McpEnv {
                 "a number of seconds, 0 or more (fractions allowed)",
             ));
         }
+        let count = |name: &str, value: u32, max: u32| {
+            if (1..=max).contains(&value) {
+                Ok(value as usize)
+            } else {
+                Err(bad(
+                    name,
+                    value.to_string(),
+                    &format!("a whole number from 1 to {max}"),
+                ))
+            }
+        };
+        let seconds = |name: &str, value: f64, min: f64| {
+            if value.is_finite() && (min..=MAX_SECONDS).contains(&value) {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                Err(bad(
+                    name,
+                    value.to_string(),
+                    &format!("a number of seconds from {min} to {MAX_SECONDS}"),
+                ))
+            }
+        };
+        let max_in_flight = count("max_in_flight", self.max_in_flight, MAX_CLIENT_LIMIT)?;
+        let max_sessions = count("max_sessions", self.max_sessions, MAX_CLIENT_LIMIT)?;
+        let max_connections = count("max_connections", self.max_connections, MAX_CLIENT_LIMIT)?;
+        let session_idle_timeout = seconds("session_idle_timeout", self.session_idle_timeout, 1.0)?;
+        let header_timeout = seconds("header_timeout", self.header_timeout, 0.1)?;
+        let body_timeout = seconds("body_timeout", self.body_timeout, 0.1)?;
         let trimmed = |list: Vec<String>| -> Vec<String> {
             list.into_iter()
                 .map(|s| s.trim().to_string())
@@ -613,6 +682,12 @@ impl McpEnv {
             stateless: self.stateless,
             shutdown_grace: Duration::from_secs_f64(self.shutdown_grace),
             row_format: self.row_format,
+            max_in_flight,
+            max_sessions,
+            session_idle_timeout,
+            max_connections,
+            header_timeout,
+            body_timeout,
         })
     }
 }

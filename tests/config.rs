@@ -258,3 +258,49 @@ fn a_prewarm_that_is_not_a_number_is_refused_by_name() {
         "{err}"
     );
 }
+
+fn mcp(name: &str, value: &str) -> Result<McpConfig, String> {
+    McpConfig::from_vars([(name.to_string(), value.to_string())]).map_err(|e| e.to_string())
+}
+
+#[test]
+fn client_limits_default_to_the_documented_values() {
+    let config = McpConfig::default();
+    assert_eq!(
+        (
+            config.max_in_flight,
+            config.max_sessions,
+            config.max_connections
+        ),
+        (32, 256, 512)
+    );
+    assert_eq!(config.session_idle_timeout, Duration::from_secs(300));
+    assert_eq!(config.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.body_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn client_limits_out_of_range_are_refused_naming_the_variable() {
+    for (name, value) in [
+        ("EROS_MCP_MAX_IN_FLIGHT", "0"),
+        ("EROS_MCP_MAX_SESSIONS", "0"),
+        ("EROS_MCP_MAX_CONNECTIONS", "0"),
+        ("EROS_MCP_SESSION_IDLE_TIMEOUT", "0.5"),
+        ("EROS_MCP_HEADER_TIMEOUT", "0"),
+        ("EROS_MCP_BODY_TIMEOUT", "-1"),
+        ("EROS_MCP_MAX_SESSIONS", "many"),
+    ] {
+        let err = mcp(name, value).unwrap_err();
+        assert!(
+            err.starts_with(&format!("invalid {name}={value:?}")),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+    assert_eq!(
+        mcp("EROS_MCP_HEADER_TIMEOUT", "2.5")
+            .unwrap()
+            .header_timeout,
+        Duration::from_millis(2500)
+    );
+}

@@ -17,6 +17,7 @@ use prometheus::{
 use crate::engine::Outcome;
 use crate::mcp::{ToolCall, ToolObserver};
 use crate::pool::{Pool, PoolObserver, PoolStats};
+use crate::transport::{Rejection, TransportObserver};
 
 /// Pool waits and connection lifetimes: from a microsecond to a minute.
 const POOL_BUCKETS: &[f64] = &[
@@ -41,7 +42,71 @@ pub struct Metrics {
     tool_rows: IntCounterVec,
     tool_bytes: IntCounterVec,
     tool_truncations: IntCounterVec,
+    clients: ClientMetrics,
     pool: Arc<PoolSource>,
+}
+
+/// What the client limits did (sessions, refusals, stdio backpressure).
+struct ClientMetrics {
+    sessions_open: IntGauge,
+    sessions_expired: IntCounter,
+    sessions_rejected: IntCounter,
+    requests_rejected: IntCounterVec,
+    connections_open: IntGauge,
+    stdio_backpressure_waits: IntCounter,
+}
+
+impl ClientMetrics {
+    fn register(registry: &Registry) -> Self {
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("valid gauge");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("unique metric");
+            gauge
+        };
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help).expect("valid counter");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("unique metric");
+            counter
+        };
+        let requests_rejected = IntCounterVec::new(
+            Opts::new(
+                "mcp_http_requests_rejected_total",
+                "HTTP requests and connections refused with 503, by the cap reached.",
+            ),
+            &["reason"],
+        )
+        .expect("valid counter");
+        for reason in Rejection::ALL {
+            requests_rejected.with_label_values(&[reason.as_str()]);
+        }
+        registry
+            .register(Box::new(requests_rejected.clone()))
+            .expect("unique metric");
+        Self {
+            sessions_open: gauge("mcp_http_sessions_open", "Open MCP HTTP sessions."),
+            sessions_expired: counter(
+                "mcp_http_sessions_expired_total",
+                "HTTP sessions closed because they sat idle.",
+            ),
+            sessions_rejected: counter(
+                "mcp_http_sessions_rejected_total",
+                "New HTTP sessions refused at the session cap.",
+            ),
+            requests_rejected,
+            connections_open: gauge(
+                "mcp_http_connections_open",
+                "Open MCP HTTP connections being served.",
+            ),
+            stdio_backpressure_waits: counter(
+                "mcp_stdio_backpressure_waits_total",
+                "Times the stdio transport stopped reading until an answer was written.",
+            ),
+        }
+    }
 }
 
 /// The pool the scrape-time collectors read, set once it is open.
@@ -132,6 +197,7 @@ impl Metrics {
             .register(Box::new(build_info))
             .expect("unique metric");
 
+        let clients = ClientMetrics::register(&registry);
         let pool = Arc::new(PoolSource::default());
         registry
             .register(Box::new(PoolCollector::new(Arc::clone(&pool))))
@@ -156,6 +222,7 @@ impl Metrics {
             tool_rows,
             tool_bytes,
             tool_truncations,
+            clients,
             pool,
         }
     }
@@ -229,6 +296,36 @@ impl ToolObserver for Metrics {
         if call.truncated {
             self.tool_truncations.with_label_values(&[call.tool]).inc();
         }
+    }
+}
+
+impl TransportObserver for Metrics {
+    fn stdio_backpressure_waited(&self) {
+        self.clients.stdio_backpressure_waits.inc();
+    }
+    fn session_opened(&self) {
+        self.clients.sessions_open.inc();
+    }
+    fn session_closed(&self) {
+        self.clients.sessions_open.dec();
+    }
+    fn session_expired(&self) {
+        self.clients.sessions_expired.inc();
+    }
+    fn session_rejected(&self) {
+        self.clients.sessions_rejected.inc();
+    }
+    fn request_rejected(&self, reason: Rejection) {
+        self.clients
+            .requests_rejected
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+    fn connection_opened(&self) {
+        self.clients.connections_open.inc();
+    }
+    fn connection_closed(&self) {
+        self.clients.connections_open.dec();
     }
 }
 

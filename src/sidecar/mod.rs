@@ -1,5 +1,6 @@
 //! The operations sidecar: an axum server on its own address
-//! (`EROS_METRICS_ADDR`), outside MCP auth, whatever the MCP transport is.
+//! (`EROS_METRICS_ADDR`), outside MCP auth, whatever the MCP transport is,
+//! on its own thread and runtime so MCP work never starves the probes.
 //!
 //! - `GET /metrics`: Prometheus text exposition ([`metrics`]).
 //! - `GET /livez`: the process is alive; never touches the database.
@@ -12,6 +13,7 @@ pub mod readiness;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -19,6 +21,9 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
+
+use crate::transport::accept::{self, ConnectionLimits};
+use crate::transport::NoTransportObserver;
 
 pub use metrics::Metrics;
 pub use readiness::{Readiness, ReadyStatus};
@@ -84,35 +89,62 @@ async fn stats(State(state): State<SidecarState>) -> Response {
     }
 }
 
+/// Connections the sidecar serves at once: probes and a scraper need few.
+const MAX_CONNECTIONS: usize = crate::transport::accept::SIDECAR_MAX_CONNECTIONS;
+/// Probes send their headers at once; anything slower is not a probe.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A bound sidecar, ready to serve.
 pub struct Sidecar {
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
     pub addr: SocketAddr,
 }
 
 impl Sidecar {
-    pub async fn bind(addr: SocketAddr) -> Result<Self, SidecarBindError> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| SidecarBindError { addr, source })?;
+    pub fn bind(addr: SocketAddr) -> Result<Self, SidecarBindError> {
+        let bind_error = |source| SidecarBindError { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
         let addr = listener.local_addr().unwrap_or(addr);
         Ok(Self { listener, addr })
     }
 
-    /// Serves until `stop` is cancelled.
+    /// Serves until `stop` is cancelled, on its own OS thread with its own
+    /// single-threaded runtime: however busy MCP work keeps the main
+    /// runtime, probes are answered.
     pub fn spawn(
         self,
         state: SidecarState,
         stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         tracing::info!(addr = %self.addr, "serving /metrics, /livez, /readyz and /stats");
-        tokio::spawn(async move {
-            let served = axum::serve(self.listener, router(state))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(err) = served {
-                tracing::error!(error = %err, "the metrics sidecar failed");
-            }
-        })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("eros-sidecar".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(self.listener) {
+                        Ok(listener) => listener,
+                        Err(err) => {
+                            tracing::error!(error = %err, "the metrics sidecar failed");
+                            return;
+                        }
+                    };
+                    let limits = ConnectionLimits {
+                        max_connections: MAX_CONNECTIONS,
+                        header_timeout: HEADER_TIMEOUT,
+                    };
+                    accept::serve(
+                        listener,
+                        router(state),
+                        limits,
+                        Arc::new(NoTransportObserver),
+                        async move { stop.cancelled().await },
+                    )
+                    .await;
+                });
+            })
     }
 }

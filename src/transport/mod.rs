@@ -1,11 +1,18 @@
 //! How agents reach the MCP server: [`stdio`] for one local client,
-//! [`http`] for streamable HTTP at `/mcp` (with [`auth`] in front).
+//! [`http`] for streamable HTTP at `/mcp` (with [`auth`] in front, served by
+//! the hardened [`accept`] loop, with [`sessions`] capped and expiring).
 //! Both stop the same way: refuse new calls, let running ones finish within
-//! the grace period, then close.
+//! the grace period, then close. Both bound what a client that does not
+//! keep up may cost, and report it to an [`observer`].
 
+pub mod accept;
 pub mod auth;
 pub mod http;
+pub mod observer;
+pub mod sessions;
 pub mod stdio;
+
+pub use observer::{NoTransportObserver, Rejection, TransportObserver};
 
 /// Why a transport could not run.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +25,4 @@ pub enum TransportError {
     },
     #[error("the MCP session failed to start: {0}")]
     Start(String),
-    #[error("the HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
 }

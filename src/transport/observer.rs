@@ -1,0 +1,52 @@
+//! The transports' extension point for counting what the client limits do
+//! (sessions opened and expired, requests and connections refused, stdio
+//! reads held back), so the transports do not depend on a metrics library:
+//! the sidecar implements this trait.
+
+/// Why an HTTP request or connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// `EROS_MCP_MAX_IN_FLIGHT` requests were already being served.
+    InFlight,
+    /// `EROS_MCP_MAX_CONNECTIONS` connections were already open.
+    Connections,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 2] = [Rejection::InFlight, Rejection::Connections];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::InFlight => "in_flight",
+            Rejection::Connections => "connections",
+        }
+    }
+}
+
+/// Receives the transports' limit events. Every method has a no-op default.
+pub trait TransportObserver: Send + Sync + 'static {
+    /// The stdio transport waited for an answer to be written before
+    /// reading the next message.
+    fn stdio_backpressure_waited(&self) {}
+    /// An HTTP session was opened.
+    fn session_opened(&self) {}
+    /// An HTTP session was closed (deleted, expired or ended).
+    fn session_closed(&self) {}
+    /// An HTTP session was closed because it sat idle.
+    fn session_expired(&self) {}
+    /// A new HTTP session was refused at `EROS_MCP_MAX_SESSIONS`.
+    fn session_rejected(&self) {}
+    /// An HTTP request or connection was refused.
+    fn request_rejected(&self, _reason: Rejection) {}
+    /// An MCP TCP connection was accepted and is being served.
+    fn connection_opened(&self) {}
+    /// A served MCP TCP connection closed.
+    fn connection_closed(&self) {}
+}
+
+/// An observer that records nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoTransportObserver;
+
+impl TransportObserver for NoTransportObserver {}
