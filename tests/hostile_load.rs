@@ -144,6 +144,19 @@ fn hostile_calls() -> Vec<Hostile> {
             name: "instr of 2 MB near-matches in 4 MB",
             sql: "SELECT instr(hex(zeroblob(2000000)), hex(zeroblob(1000000)) || '1')".into(),
         },
+        Hostile {
+            // The same near match for replace(): memcmp of 2 MB at every offset.
+            name: "replace of 2 MB near-matches in 4 MB",
+            sql:
+                "SELECT length(replace(hex(zeroblob(2000000)), hex(zeroblob(1000000)) || '1', 'y'))"
+                    .into(),
+        },
+        Hostile {
+            // A pattern just under SQLite's 50,000-byte LIKE limit that
+            // nearly matches at every offset of 4 MB: ~1.6e11 comparisons.
+            name: "LIKE with a 40 KB near-match pattern over 4 MB",
+            sql: "SELECT hex(zeroblob(2000000)) LIKE '%' || hex(zeroblob(20000)) || '1%'".into(),
+        },
         // Parse-heavy SQL (each well under the 1 MB SQL and body limits).
         Hostile {
             name: "CASE with 40,000 WHENs over 10M rows",
@@ -331,6 +344,8 @@ fn mib(bytes: u64) -> u64 {
 #[derive(Debug, Clone)]
 struct CallRecord {
     name: &'static str,
+    /// Eight at once: which batch (from 1).
+    batch: Option<usize>,
     elapsed: Duration,
     outcome: Outcome,
     /// One at a time: this call's own window. Eight at once: its batch's.
@@ -342,7 +357,9 @@ struct CallRecord {
 impl CallRecord {
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {}{} | {} | {} | {} | {} | {} |",
+            self.batch
+                .map_or(String::new(), |b| format!("[batch {b}] ")),
             self.name,
             self.elapsed.as_millis(),
             self.outcome.describe(),
@@ -373,7 +390,7 @@ impl Phase {
         for call in self.calls.iter().filter(|c| only(c)) {
             writeln!(out, "{}", call.row()).unwrap();
             for event in &call.events {
-                writeln!(out, "|   ↳ {event} | | | | | |").unwrap();
+                writeln!(out, "| ↳ {event} | | | | | |").unwrap();
             }
         }
         writeln!(out, "whole phase: {}", self.window.summary()).unwrap();
@@ -486,7 +503,7 @@ impl Setup {
             .ok_or_else(|| {
                 format!(
                     "`eros-mcp check` printed no `memory_budget_bytes = N` line \
-                     (exit {}); stdout:\n{stdout}\nstderr:\n{stderr}",
+                     ({}); stdout:\n{stdout}\nstderr:\n{stderr}",
                     out.status
                 )
             })?;
@@ -897,12 +914,15 @@ async fn hostile_call(server: &Server, era: &ProtocolVersion, sql: &str) -> (Dur
     (elapsed, outcome)
 }
 
-/// The server of the current phase, restarted when a call left it dead or
-/// still busy past [`GIVE_UP`], so that each later call is judged alone.
+/// The server of the current phase, restarted before the next call when a
+/// call left it dead or still busy past [`GIVE_UP`], so that each later call
+/// is judged alone. Never restarted after the last batch: the plain query
+/// afterwards goes to the process that took the storm.
 struct Harness {
     setup: Setup,
     watch: Arc<Watch>,
     server: Option<Server>,
+    needs_restart: bool,
 }
 
 impl Harness {
@@ -915,13 +935,20 @@ impl Harness {
         Ok(())
     }
 
-    fn server(&self) -> &Server {
-        self.server.as_ref().expect("a running server")
+    /// The server for the next call, restarted first if the last one left
+    /// it dead or busy.
+    fn server(&mut self) -> Result<&Server, String> {
+        if self.needs_restart {
+            self.needs_restart = false;
+            self.start()?;
+        }
+        Ok(self.server.as_ref().expect("a running server"))
     }
 
-    /// After a call or batch: the watchdog's kills, a death, or a restart
-    /// after an unanswered call, as events for the record.
-    fn after(&mut self, any_unanswered: bool) -> Result<Vec<String>, String> {
+    /// After a call or batch: the watchdog's kills and a death, as events
+    /// for the record; an unanswered call or a dead server means a restart
+    /// before the next call.
+    fn after(&mut self, any_unanswered: bool) -> Vec<String> {
         let mut events = self.watch.take_kills();
         let died = self.server.as_mut().and_then(Server::exited);
         if let Some(why) = died {
@@ -930,10 +957,10 @@ impl Harness {
             }
         }
         if !events.is_empty() || any_unanswered {
-            events.push("harness restarted the server".into());
-            self.start()?;
+            events.push("server left dead or busy: restarted before the next call".into());
+            self.needs_restart = true;
         }
-        Ok(events)
+        events
     }
 }
 
@@ -969,6 +996,7 @@ fn run_storm() -> Result<Storm, String> {
         setup,
         watch: Arc::clone(&watch),
         server: None,
+        needs_restart: false,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -981,8 +1009,9 @@ fn run_storm() -> Result<Storm, String> {
         let one_at_a_time = one_at_a_time(&mut harness, &calls).await?;
         let eight_at_once = eight_at_once(&mut harness, &calls).await?;
         // A plain query on the process that took the storm.
+        let survivor = harness.server.as_ref().expect("a server");
         let (elapsed, outcome) =
-            hostile_call(harness.server(), &ERAS[0], "SELECT count(*) FROM creators").await;
+            hostile_call(survivor, &ERAS[0], "SELECT count(*) FROM creators").await;
         let window = watch.take_window();
         let alive_afterwards = match harness.server.as_mut().and_then(Server::exited) {
             None => Ok(()),
@@ -994,6 +1023,7 @@ fn run_storm() -> Result<Storm, String> {
             eight_at_once,
             afterwards: CallRecord {
                 name: "SELECT count(*) FROM creators",
+                batch: None,
                 elapsed,
                 outcome,
                 window,
@@ -1021,13 +1051,14 @@ async fn one_at_a_time(harness: &mut Harness, calls: &[Hostile]) -> Result<Phase
     for (n, call) in calls.iter().enumerate() {
         // The gap since the last call (sessions, restarts) counts for the phase.
         phase.window.absorb(&harness.watch.take_window());
-        let (elapsed, outcome) = hostile_call(harness.server(), &ERAS[n % 2], &call.sql).await;
+        let (elapsed, outcome) = hostile_call(harness.server()?, &ERAS[n % 2], &call.sql).await;
         let window = harness.watch.take_window();
         phase.window.absorb(&window);
-        let events = harness.after(!outcome.answered())?;
+        let events = harness.after(!outcome.answered());
         phase.events.extend(events.iter().cloned());
         phase.calls.push(CallRecord {
             name: call.name,
+            batch: None,
             elapsed,
             outcome,
             window,
@@ -1050,10 +1081,11 @@ async fn eight_at_once(harness: &mut Harness, calls: &[Hostile]) -> Result<Phase
     };
     let batches = calls.len().div_ceil(AT_ONCE);
     let order: Vec<usize> = (0..batches * AT_ONCE).map(|n| n % calls.len()).collect();
-    for batch in order.chunks(AT_ONCE) {
+    for (number, batch) in order.chunks(AT_ONCE).enumerate() {
+        harness.server()?;
         phase.window.absorb(&harness.watch.take_window());
         let results = {
-            let server = harness.server();
+            let server = harness.server()?;
             let tasks = batch
                 .iter()
                 .enumerate()
@@ -1063,11 +1095,12 @@ async fn eight_at_once(harness: &mut Harness, calls: &[Hostile]) -> Result<Phase
         let window = harness.watch.take_window();
         phase.window.absorb(&window);
         let unanswered = results.iter().any(|(_, outcome)| !outcome.answered());
-        let events = harness.after(unanswered)?;
+        let events = harness.after(unanswered);
         phase.events.extend(events.iter().cloned());
         for (slot, (&n, (elapsed, outcome))) in batch.iter().zip(results).enumerate() {
             phase.calls.push(CallRecord {
                 name: calls[n].name,
+                batch: Some(number + 1),
                 elapsed,
                 outcome,
                 window: window.clone(),
@@ -1230,17 +1263,16 @@ fn limit_errors_name_the_setting_that_raises_the_limit() {
     }
 }
 
-/// Fails with a clear message when `check` documents no budget.
-fn budget() -> u64 {
-    match &storm().budget {
-        Ok(budget) => *budget,
-        Err(why) => panic!("no memory budget to hold the server to: {why}"),
-    }
-}
-
 fn assert_under_budget(phase: &Phase) {
-    let budget = budget();
     let peak = phase.window.peak_rss;
+    let budget = match &storm().budget {
+        Ok(budget) => *budget,
+        Err(why) => panic!(
+            "{}: peak RSS {} MiB, but no memory budget to hold it to: {why}",
+            phase.title,
+            mib(peak)
+        ),
+    };
     assert!(
         peak < budget && phase.events.iter().all(|e| !e.contains("watchdog")),
         "{}: peak RSS {} MiB ({peak} bytes), budget {} MiB ({budget} bytes) from `eros-mcp check`; \
