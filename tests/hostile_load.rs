@@ -717,7 +717,10 @@ impl Watch {
     }
 
     /// What was seen since the last call, and a fresh window from now on.
+    /// A last sample closes the window, so that even a window shorter than
+    /// the sampling period has one (and VmHWM covers what happened in it).
     fn take_window(&self) -> Window {
+        self.sample();
         let window = std::mem::take(&mut *self.window.lock().unwrap());
         let pid = self.pid.load(Ordering::SeqCst);
         if pid != 0 && self.hwm_resets.load(Ordering::SeqCst) {
@@ -741,15 +744,7 @@ impl Watch {
     /// server past [`KILL_RSS_BYTES`] or [`KILL_TEMP_BYTES`].
     fn sample_forever(&self, kill_rss: u64) {
         while !self.stop.load(Ordering::SeqCst) {
-            let pid = self.pid.load(Ordering::SeqCst);
-            if pid != 0 {
-                let rss = resident_bytes(pid, self.hwm_resets.load(Ordering::SeqCst));
-                let temp = temp_bytes(&self.temp, pid);
-                {
-                    let mut window = self.window.lock().unwrap();
-                    window.peak_rss = window.peak_rss.max(rss);
-                    window.peak_temp = window.peak_temp.max(temp);
-                }
+            if let Some((pid, rss, temp)) = self.sample() {
                 let kill = if rss > kill_rss {
                     Some(format!(
                         "watchdog killed the server at {:.1} s: RSS {} MiB > {} MiB",
@@ -766,10 +761,16 @@ impl Watch {
                 } else {
                     None
                 };
-                if let Some(why) = kill {
-                    self.unwatch();
-                    // SAFETY: kill(2) on our own child, which is not reaped
-                    // before the harness sees the kill and restarts it.
+                // Only while the harness still watches this pid: the child is
+                // then not yet reaped, so the pid is still ours.
+                let ours = || {
+                    self.pid
+                        .compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                };
+                if let Some(why) = kill.filter(|_| ours()) {
+                    self.metrics_port.store(0, Ordering::SeqCst);
+                    // SAFETY: kill(2) on our own unreaped child (see above).
                     unsafe {
                         libc::kill(pid as i32, libc::SIGKILL);
                     }
@@ -778,6 +779,20 @@ impl Watch {
             }
             std::thread::sleep(SAMPLE_EVERY);
         }
+    }
+
+    /// One sample into the current window: (pid, resident, temporary bytes).
+    fn sample(&self) -> Option<(u32, u64, u64)> {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid == 0 {
+            return None;
+        }
+        let rss = resident_bytes(pid, self.hwm_resets.load(Ordering::SeqCst));
+        let temp = temp_bytes(&self.temp, pid);
+        let mut window = self.window.lock().unwrap();
+        window.peak_rss = window.peak_rss.max(rss);
+        window.peak_temp = window.peak_temp.max(temp);
+        Some((pid, rss, temp))
     }
 
     /// Every [`PROBE_EVERY`]: `GET /livez` and `GET /readyz` with a
