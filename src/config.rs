@@ -54,6 +54,7 @@ pub struct DatabaseEnv {
     pub heap_limit_mib: u64,
     pub hard_heap_limit_mib: u64,
     pub max_value_bytes: u64,
+    pub max_sql_bytes: u32,
 }
 
 impl Default for DatabaseEnv {
@@ -78,6 +79,7 @@ impl Default for DatabaseEnv {
             heap_limit_mib: 8,
             hard_heap_limit_mib: 128,
             max_value_bytes: 8 * 1024 * 1024,
+            max_sql_bytes: 100_000,
         }
     }
 }
@@ -91,6 +93,10 @@ const MIB: u64 = 1024 * 1024;
 const MIN_VALUE_BYTES: u64 = 64 * 1024;
 const MAX_VALUE_BYTES: u64 = 1_000_000_000;
 const VALUE_BYTES_ALLOWED: &str = "a whole number of bytes from 65536 to 1000000000";
+/// `SQLITE_LIMIT_SQL_LENGTH` bounds.
+const MIN_SQL_BYTES: u32 = 1024;
+const MAX_SQL_BYTES: u32 = 10_000_000;
+const SQL_BYTES_ALLOWED: &str = "a whole number of bytes from 1024 to 10000000";
 /// Below this the server's own statements (schema, migrations) may fail.
 const MIN_HARD_HEAP_MIB: u64 = 16;
 
@@ -139,6 +145,8 @@ pub struct DatabaseConfig {
     /// Largest string or BLOB any statement may build or read
     /// (`SQLITE_LIMIT_LENGTH`); past it the statement fails with `SQLITE_TOOBIG`.
     pub max_value_bytes: u64,
+    /// Longest SQL text a statement may have (`SQLITE_LIMIT_SQL_LENGTH`).
+    pub max_sql_bytes: u32,
 }
 
 impl Default for DatabaseConfig {
@@ -227,6 +235,13 @@ impl DatabaseEnv {
                 VALUE_BYTES_ALLOWED,
             ));
         }
+        if !(MIN_SQL_BYTES..=MAX_SQL_BYTES).contains(&self.max_sql_bytes) {
+            return Err(bad(
+                "max_sql_bytes",
+                self.max_sql_bytes.to_string(),
+                SQL_BYTES_ALLOWED,
+            ));
+        }
         if self.hard_heap_limit_mib < MIN_HARD_HEAP_MIB
             || self.hard_heap_limit_mib <= self.heap_limit_mib
         {
@@ -275,6 +290,7 @@ impl DatabaseEnv {
             heap_limit_bytes: self.heap_limit_mib.saturating_mul(MIB),
             hard_heap_limit_bytes: self.hard_heap_limit_mib.saturating_mul(MIB),
             max_value_bytes: self.max_value_bytes,
+            max_sql_bytes: self.max_sql_bytes,
         })
     }
 }
@@ -346,6 +362,7 @@ fn allowed_values(field: &str) -> Option<&'static str> {
             "a whole number of MiB, at least 16 and more than EROS_DB_HEAP_LIMIT_MIB"
         }
         "max_value_bytes" => VALUE_BYTES_ALLOWED,
+        "max_sql_bytes" => SQL_BYTES_ALLOWED,
         "max_rows" => "a whole number of at least 1",
         "max_bytes" => "a whole number of bytes, at least 1024",
         "health_check" | "migrate" | "read_only" => "true or false",
@@ -386,7 +403,7 @@ impl std::fmt::Display for DatabaseConfig {
     /// The effective settings, one `VARIABLE=value` line each.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = |d: Duration| d.as_secs_f64();
-        let lines: [(&str, String); 19] = [
+        let lines: [(&str, String); 20] = [
             ("PATH", self.path.display().to_string()),
             ("POOL_SIZE", self.pool_size.to_string()),
             ("POOL_OVERFLOW", self.max_overflow.to_string()),
@@ -412,6 +429,7 @@ impl std::fmt::Display for DatabaseConfig {
                 (self.hard_heap_limit_bytes / MIB).to_string(),
             ),
             ("MAX_VALUE_BYTES", self.max_value_bytes.to_string()),
+            ("MAX_SQL_BYTES", self.max_sql_bytes.to_string()),
         ];
         for (i, (name, value)) in lines.iter().enumerate() {
             if i > 0 {

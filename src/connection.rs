@@ -61,13 +61,6 @@ pub fn is_busy(err: &rusqlite::Error) -> bool {
     )
 }
 
-/// Longest SQL text a connection accepts (SQLite's default is 1 GB). Agent
-/// SQL is short (values travel as parameters), and parts of SQLite's
-/// parser and code generator grow with the square of a statement's terms
-/// (a `CASE` of 40,000 `WHEN`s takes seconds to prepare, uninterruptibly);
-/// at 100 KB the worst statement prepares in about 50 ms.
-pub const MAX_SQL_LENGTH: i32 = 100_000;
-
 /// What every connection is opened with.
 #[derive(Debug, Clone)]
 pub struct ConnectionOptions {
@@ -77,6 +70,12 @@ pub struct ConnectionOptions {
     pub cache_kib: u64,
     /// Largest string or BLOB a statement may build or read.
     pub max_value_bytes: u64,
+    /// Longest SQL text a statement may have. Agent SQL is short (values
+    /// travel as parameters), and parts of SQLite's parser and code
+    /// generator grow with the square of a statement's terms (a `CASE` of
+    /// 40,000 `WHEN`s takes seconds to prepare, uninterruptibly); at the
+    /// default 100 KB the worst statement prepares in about 50 ms.
+    pub max_sql_bytes: u32,
 }
 
 impl From<&DatabaseConfig> for ConnectionOptions {
@@ -90,6 +89,7 @@ impl From<&DatabaseConfig> for ConnectionOptions {
             busy_timeout: config.busy_timeout,
             cache_kib: config.heap_limit_bytes / 1024,
             max_value_bytes: config.max_value_bytes,
+            max_sql_bytes: config.max_sql_bytes,
         }
     }
 }
@@ -136,7 +136,7 @@ fn apply_settings(
         .map_err(setup("busy_timeout"))?;
     // Hardening first: it does not touch the file, so it cannot fail on a
     // broken one, and everything after runs under it.
-    harden(conn, options.max_value_bytes).map_err(setup("defensive"))?;
+    harden(conn, options).map_err(setup("defensive"))?;
     crate::linear_functions::install(conn).map_err(setup("functions"))?;
     // `journal_mode` answers with a row; a file that is not a database fails here.
     let mode: String = conn
@@ -181,7 +181,7 @@ pub const MAX_LIKE_PATTERN_LENGTH: i32 = 256;
 
 /// The sqlite.org/security.html measures that do not depend on the caller,
 /// and the cap on any one value.
-fn harden(conn: &Connection, max_value_bytes: u64) -> rusqlite::Result<()> {
+fn harden(conn: &Connection, options: &ConnectionOptions) -> rusqlite::Result<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)?;
@@ -195,11 +195,13 @@ fn harden(conn: &Connection, max_value_bytes: u64) -> rusqlite::Result<()> {
     // long: `zeroblob(1e9)`, a doubling CTE or `printf('%.*c', ...)` fail at
     // once with SQLITE_TOOBIG instead of spending seconds and gigabytes in
     // steps no interrupt reaches.
-    let max_value = i32::try_from(max_value_bytes).unwrap_or(i32::MAX);
+    let max_value = i32::try_from(options.max_value_bytes).unwrap_or(i32::MAX);
     conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, max_value)?;
     conn.set_limit(
         Limit::SQLITE_LIMIT_SQL_LENGTH,
-        MAX_SQL_LENGTH.min(max_value),
+        i32::try_from(options.max_sql_bytes)
+            .unwrap_or(i32::MAX)
+            .min(max_value),
     )?;
     conn.set_limit(
         Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH,

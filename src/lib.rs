@@ -6,6 +6,7 @@
 //! - [`sidecar`]: Prometheus metrics and Kubernetes probes on their own port.
 //! - [`transport`]: stdio and streamable HTTP (with auth) for the MCP server.
 //! - [`config`]: typed settings read once from the environment.
+//! - [`budget`]: the peak memory the settings allow, as a formula.
 //! - [`database`]: opening the served database: migrations, then the pool.
 //! - [`mcp`]: the MCP server: tools, declared tools, the schema resource.
 //! - [`engine`]: the query engine the tools call: reads, schema, writes.
@@ -20,6 +21,7 @@
 
 pub mod access;
 pub mod app;
+pub mod budget;
 pub mod config;
 pub mod connection;
 pub mod database;

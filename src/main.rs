@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use eros_mcp::budget::MemoryBudget;
 use eros_mcp::config::{Config, DatabaseConfig, Transport};
 use eros_mcp::pool::NoObserver;
 use eros_mcp::shutdown::Shutdown;
@@ -79,7 +80,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::Check => check(config.database),
+        Command::Check => check(config),
         Command::Migrate => migrate(config.database),
         Command::DemoData => demo_data(config.database),
     };
@@ -157,8 +158,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
     Ok(served?)
 }
 
-fn check(config: DatabaseConfig) -> anyhow::Result<()> {
+fn check(config: Config) -> anyhow::Result<()> {
+    let budget = MemoryBudget::of(&config);
+    let config = config.database;
     println!("{config}");
+    println!("{budget}");
     let pool = database::open(&config, Arc::new(NoObserver))?;
     let version = {
         let conn = pool.get()?;

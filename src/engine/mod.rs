@@ -52,6 +52,7 @@ pub struct Limits {
     /// For error messages: the value and memory ceilings SQLite enforces.
     pub max_value_bytes: u64,
     pub hard_heap_limit_bytes: u64,
+    pub max_sql_bytes: u32,
 }
 
 impl Limits {
@@ -64,6 +65,7 @@ impl Limits {
             max_blob_bytes: max_bytes.min(64 * 1024),
             max_value_bytes: config.max_value_bytes,
             hard_heap_limit_bytes: config.hard_heap_limit_bytes,
+            max_sql_bytes: config.max_sql_bytes,
         }
     }
 
@@ -217,9 +219,10 @@ impl QueryEngine {
                 QueryError::Limit {
                     code: "SQLITE_TOOBIG",
                     message: format!(
-                        "the SQL text is longer than {} bytes, the most this server accepts; \
-                         pass values as params instead of writing them into the SQL",
-                        crate::connection::MAX_SQL_LENGTH
+                        "the SQL text is longer than {} bytes, the most this server accepts \
+                         (EROS_DB_MAX_SQL_BYTES); pass values as params instead of writing them \
+                         into the SQL",
+                        self.limits.max_sql_bytes
                     ),
                 }
             }

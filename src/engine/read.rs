@@ -121,7 +121,7 @@ fn read(
         }
     }
     let mut more = false;
-    while let Some(row) = rows.next()? {
+    'rows: while let Some(row) = rows.next()? {
         if rows_out.len() >= max_rows {
             more = true;
             break;
@@ -129,8 +129,23 @@ fn read(
         let mut values = Vec::with_capacity(width);
         let mut size = 2;
         for i in 0..width {
-            let (value, bytes, cut) =
-                to_json(row.get_ref(i).unwrap_or(ValueRef::Null), value_limits);
+            // No value may be copied beyond what is left of the byte
+            // budget: a row of many multi-megabyte values must not become
+            // gigabytes of memory before it is found not to fit.
+            let room = budget.saturating_sub(size);
+            let limits = ValueLimits {
+                max_blob_bytes: value_limits.max_blob_bytes.min(room / 2),
+                max_text_bytes: value_limits.max_text_bytes.min(room),
+            };
+            let (value, bytes, cut) = to_json(row.get_ref(i).unwrap_or(ValueRef::Null), limits);
+            let cut_for_room = cut
+                && (limits.max_blob_bytes < value_limits.max_blob_bytes
+                    || limits.max_text_bytes < value_limits.max_text_bytes);
+            if cut_for_room && !rows_out.is_empty() {
+                // The row does not fit this page; the next page starts with it.
+                more = true;
+                break 'rows;
+            }
             value_cut |= cut;
             size += bytes + 1;
             values.push(value);

@@ -78,17 +78,25 @@ fn write(
             .map(str::to_string)
             .collect();
         let mut rows_out = Vec::new();
+        // RETURNING rows are capped like query results: by count, and by
+        // the byte budget (values are cut to what is left of it).
+        let mut budget = value_limits.max_text_bytes;
         {
             let mut rows = stmt.raw_query();
             while let Some(row) = rows.next()? {
-                if rows_out.len() < max_rows {
-                    rows_out.push(
-                        (0..columns.len())
-                            .map(|i| {
-                                to_json(row.get_ref(i).expect("column in range"), value_limits).0
-                            })
-                            .collect(),
-                    );
+                if rows_out.len() < max_rows && budget > 0 {
+                    let mut values = Vec::with_capacity(columns.len());
+                    for i in 0..columns.len() {
+                        let limits = ValueLimits {
+                            max_blob_bytes: value_limits.max_blob_bytes.min(budget / 2),
+                            max_text_bytes: budget,
+                        };
+                        let (value, size, _) =
+                            to_json(row.get_ref(i).expect("column in range"), limits);
+                        budget = budget.saturating_sub(size + 1);
+                        values.push(value);
+                    }
+                    rows_out.push(values);
                 }
             }
         }
