@@ -115,6 +115,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     readiness.pool_ready(Arc::clone(&pool));
     let cheap = Arc::clone(&readiness);
     metrics.watch(Arc::clone(&pool), move || cheap.is_ready_cheap());
+    metrics.watch_engine(Arc::clone(server.engine()));
     tracing::info!(
         path = %config.database.path.display(),
         tools = ?server.tool_names(),

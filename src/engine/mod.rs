@@ -14,7 +14,7 @@ mod values;
 pub mod watch;
 mod write;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,7 @@ pub struct QueryEngine {
     limits: Limits,
     read_retry: RetryPolicy,
     overrunning: Arc<AtomicUsize>,
+    abandoned: AtomicU64,
 }
 
 /// Why the async side stopped a call.
@@ -105,6 +106,7 @@ impl QueryEngine {
             limits,
             read_retry,
             overrunning: Arc::new(AtomicUsize::new(0)),
+            abandoned: AtomicU64::new(0),
         }
     }
 
@@ -121,6 +123,11 @@ impl QueryEngine {
     /// returns.
     pub fn overrunning(&self) -> usize {
         self.overrunning.load(Ordering::Relaxed)
+    }
+
+    /// Statements abandoned at their deadline since startup.
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     /// Runs `work` on a pooled connection on a blocking thread, never on
@@ -177,6 +184,7 @@ impl QueryEngine {
                 _ = tokio::time::sleep(REINTERRUPT_EVERY) => {
                     if tokio::time::Instant::now() >= give_up && watch.abandon() {
                         self.overrunning.fetch_add(1, Ordering::Relaxed);
+                        self.abandoned.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
                             ?reason,
                             "a statement did not stop within {:?} of being interrupted; \

@@ -14,7 +14,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::engine::Outcome;
+use crate::engine::{Outcome, QueryEngine};
 use crate::mcp::{ToolCall, ToolObserver};
 use crate::pool::{Pool, PoolObserver, PoolStats};
 use crate::transport::{Rejection, TransportObserver};
@@ -114,6 +114,7 @@ impl ClientMetrics {
 pub struct PoolSource {
     pool: OnceLock<Arc<Pool>>,
     ready: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    engine: OnceLock<Arc<QueryEngine>>,
 }
 
 impl Metrics {
@@ -233,6 +234,11 @@ impl Metrics {
         let _ = self.pool.ready.set(Box::new(ready));
     }
 
+    /// Reads the engine's abandoned statements at scrape time.
+    pub fn watch_engine(&self, engine: Arc<QueryEngine>) {
+        let _ = self.pool.engine.set(engine);
+    }
+
     /// Creates the series of every tool and outcome at zero, so dashboards
     /// and rate() see them before the first call.
     pub fn register_tools(&self, tools: &[String]) {
@@ -338,6 +344,8 @@ struct PoolCollector {
     gauges: Vec<(IntGauge, StatField)>,
     counters: Mutex<Vec<(IntCounter, StatField)>>,
     ready: IntGauge,
+    overrunning: IntGauge,
+    abandoned: IntCounter,
     descs: Vec<Desc>,
 }
 
@@ -439,6 +447,14 @@ impl PoolCollector {
             ),
         ];
         let ready = gauge("mcp_ready", "1 when the server can serve queries, else 0.");
+        let overrunning = gauge(
+            "mcp_db_statements_overrunning",
+            "Statements past their deadline still inside SQLite, each holding a connection.",
+        );
+        let abandoned = counter(
+            "mcp_db_statements_abandoned_total",
+            "Statements whose caller was answered at the deadline before SQLite stopped.",
+        );
         let mut descs = Vec::new();
         for (g, _) in &gauges {
             descs.extend(g.desc().into_iter().cloned());
@@ -447,11 +463,15 @@ impl PoolCollector {
             descs.extend(c.desc().into_iter().cloned());
         }
         descs.extend(ready.desc().into_iter().cloned());
+        descs.extend(overrunning.desc().into_iter().cloned());
+        descs.extend(abandoned.desc().into_iter().cloned());
         Self {
             source,
             gauges,
             counters: Mutex::new(counters),
             ready,
+            overrunning,
+            abandoned,
             descs,
         }
     }
@@ -466,6 +486,13 @@ impl Collector for PoolCollector {
         let ready = self.source.ready.get().is_some_and(|ready| ready());
         self.ready.set(i64::from(ready));
         let mut families = self.ready.collect();
+        if let Some(engine) = self.source.engine.get() {
+            self.overrunning.set(engine.overrunning() as i64);
+            let delta = engine.abandoned().saturating_sub(self.abandoned.get());
+            self.abandoned.inc_by(delta);
+            families.extend(self.overrunning.collect());
+            families.extend(self.abandoned.collect());
+        }
         let Some(pool) = self.source.pool.get() else {
             return families;
         };
