@@ -485,3 +485,150 @@ async fn execute_can_change_the_schema() {
         .unwrap();
     assert_eq!(tables.tables.len(), 1);
 }
+
+/// One SQLite step that no interrupt reaches: a LIKE pattern of 250 bytes
+/// compared at each of two million positions (about half a second in a
+/// release build, several seconds in a debug one).
+const ONE_LONG_STEP: &str =
+    "SELECT hex(zeroblob(1000000)) LIKE '%' || substr(hex(zeroblob(200)), 1, 250) || '1%'";
+
+/// Waits until no statement overruns its deadline any more.
+async fn until_no_statement_overruns(engine: &QueryEngine) {
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while engine.overrunning() > 0 {
+        assert!(
+            Instant::now() < give_up,
+            "the abandoned statement never returned"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_statement_inside_one_long_step_is_answered_at_its_deadline() {
+    let mut db = TestDb::new();
+    db.config.query_timeout = Duration::from_millis(100);
+    let engine = engine(&db);
+    let started = Instant::now();
+    let err = engine
+        .query(request(ONE_LONG_STEP), None)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, QueryError::Timeout(_)), "{err:?}");
+    // The deadline plus the stop slack (a twentieth), plus scheduling.
+    assert!(took < Duration::from_millis(400), "answered after {took:?}");
+    assert_eq!(engine.overrunning(), 1, "the statement was abandoned");
+    assert_eq!(engine.abandoned(), 1);
+    until_no_statement_overruns(&engine).await;
+    assert_eq!(engine.pool().stats().active_connections, 0);
+    engine.query(request("SELECT 1"), None).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_abandoned_write_is_rolled_back_not_committed() {
+    let mut db = TestDb::new();
+    db.config.query_timeout = Duration::from_millis(100);
+    let engine = engine(&db);
+    let execute = |sql: &str| ExecuteRequest {
+        sql: sql.into(),
+        params: None,
+    };
+    engine
+        .execute(execute("CREATE TABLE t (v)"), None)
+        .await
+        .unwrap();
+    let err = engine
+        .execute(execute(&format!("INSERT INTO t (v) {ONE_LONG_STEP}")), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Timeout(_)), "{err:?}");
+    until_no_statement_overruns(&engine).await;
+    let out = engine
+        .query(request("SELECT count(*) FROM t"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.rows,
+        vec![vec![json!(0)]],
+        "the caller was told it timed out"
+    );
+}
+
+#[tokio::test]
+async fn a_value_past_the_value_limit_is_refused_naming_the_variable() {
+    let db = TestDb::new();
+    let engine = engine(&db);
+    let err = engine
+        .query(request("SELECT length(zeroblob(100000000))"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueryError::Limit {
+                code: "SQLITE_TOOBIG",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("EROS_DB_MAX_VALUE_BYTES"), "{err}");
+    engine.query(request("SELECT 1"), None).await.unwrap();
+}
+
+#[tokio::test]
+async fn sql_longer_than_the_limit_is_refused_naming_the_variable() {
+    let db = TestDb::new();
+    let engine = engine(&db);
+    let long = format!("SELECT 1 /* {} */", "x".repeat(200_000));
+    let err = engine.query(request(&long), None).await.unwrap_err();
+    assert!(err.to_string().contains("EROS_DB_MAX_SQL_BYTES"), "{err}");
+}
+
+#[tokio::test]
+async fn a_row_of_huge_values_is_cut_to_the_byte_budget_while_it_is_read() {
+    let db = TestDb::new();
+    let engine = engine(&db);
+    // Fifty 2 MB values: 100 MB if each were copied up to its own cap.
+    let columns = vec!["v"; 50].join(", ");
+    let sql = format!("WITH t(v) AS (SELECT hex(zeroblob(1000000))) SELECT {columns} FROM t");
+    let out = engine.query(request(&sql), None).await.unwrap();
+    let bytes: usize = out.rows[0]
+        .iter()
+        .map(|v| v.as_str().map_or(0, str::len))
+        .sum();
+    assert!(out.truncated);
+    assert!(
+        bytes <= engine.limits().max_bytes,
+        "{bytes} bytes of values kept"
+    );
+}
+
+#[tokio::test]
+async fn a_sort_larger_than_the_page_cache_runs_in_memory() {
+    let db = TestDb::new();
+    let engine = engine(&db);
+    // Far more than the page cache holds: SQLite's sorter would spill.
+    let out = engine
+        .query(
+            request(
+                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c LIMIT 300000) \
+                 SELECT count(*) FROM (SELECT DISTINCT hex(i) || hex(randomblob(16)) FROM c ORDER BY 1)",
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.rows, vec![vec![json!(300000)]]);
+    // Temporary storage in memory (2), on a connection as the pool hands
+    // it out; tests/hostile_load.rs watches the binary's TMPDIR too.
+    let conn = engine.pool().get().unwrap();
+    let temp_store: i64 = conn
+        .with_access(eros_mcp::access::Access::Trusted, |c| {
+            c.query_row("PRAGMA temp_store", [], |row| row.get(0))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(temp_store, 2, "2 is MEMORY");
+}
