@@ -137,7 +137,7 @@ fn apply_settings(
     // Hardening first: it does not touch the file, so it cannot fail on a
     // broken one, and everything after runs under it.
     harden(conn, options).map_err(setup("defensive"))?;
-    crate::linear_functions::install(conn).map_err(setup("functions"))?;
+    crate::bounded_functions::install(conn).map_err(setup("functions"))?;
     // `journal_mode` answers with a row; a file that is not a database fails here.
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))

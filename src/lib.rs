@@ -13,7 +13,7 @@
 //! - [`pool`]: the QueuePool-style r2d2 connection pool and its counters.
 //! - [`access`]: what SQL a connection may run (the authorizer and `query_only`).
 //! - [`connection`]: opening one SQLite connection with its PRAGMAs, hardening and limits.
-//! - [`linear_functions`]: linear-time `instr` and `replace` in place of SQLite's quadratic ones.
+//! - [`bounded_functions`]: linear-time `instr` and `replace` in place of SQLite's quadratic ones.
 //! - [`migrations`]: the versioned schema of the default database, and demo data.
 //! - [`loadgen`]: the load generator behind `eros-bench` (not used by the server).
 //! - [`retry`]: backoff for transient SQLite failures.
@@ -21,12 +21,12 @@
 
 pub mod access;
 pub mod app;
+pub mod bounded_functions;
 pub mod budget;
 pub mod config;
 pub mod connection;
 pub mod database;
 pub mod engine;
-pub mod linear_functions;
 pub mod loadgen;
 pub mod mcp;
 pub mod migrations;

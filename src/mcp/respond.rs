@@ -149,8 +149,22 @@ fn tool_result<T: Serialize + ToolOutput>(
 }
 
 /// An `isError` result: `CODE: message`, and whether to retry.
+/// Longest error message sent: SQLite echoes parts of the SQL or of values
+/// in some messages (a JSON path, a table name), which must not make an
+/// error answer megabytes long.
+pub const MAX_ERROR_BYTES: usize = 2048;
+
 pub fn error_result(err: &QueryError) -> CallToolResult {
     let mut text = format!("{}: {err}", err.code());
+    if text.len() > MAX_ERROR_BYTES {
+        let mut cut = MAX_ERROR_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let dropped = text.len() - cut;
+        text.truncate(cut);
+        text.push_str(&format!("... ({dropped} more bytes of the message cut)"));
+    }
     if err.is_retryable() {
         text.push_str(" [retryable]");
     }
@@ -164,4 +178,21 @@ fn text_len(result: &CallToolResult) -> u64 {
         .filter_map(|block| block.as_text())
         .map(|text| text.text.len() as u64)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_echoing_a_huge_value_is_cut() {
+        let err = QueryError::Sql {
+            code: "SQLITE_ERROR".into(),
+            message: format!("bad JSON path: {}", "x".repeat(8_000_000)),
+        };
+        let result = error_result(&err);
+        let text = &result.content[0].as_text().unwrap().text;
+        assert!(text.len() < MAX_ERROR_BYTES + 100, "{} bytes", text.len());
+        assert!(text.ends_with("more bytes of the message cut)"));
+    }
 }
