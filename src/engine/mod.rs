@@ -70,10 +70,11 @@ impl Limits {
     }
 
     /// How long past its deadline a call waits for SQLite to stop before
-    /// it is answered anyway: a twentieth of the timeout, so the answer
-    /// leaves within the timeout plus 10% with room for the transport.
+    /// it is answered anyway: a tenth of the timeout, at least 50 ms so a
+    /// short timeout on a busy machine still lets an interrupted statement
+    /// return (and its connection with it) rather than be abandoned.
     pub fn stop_slack(&self) -> Duration {
-        self.query_timeout / 20
+        (self.query_timeout / 10).max(Duration::from_millis(50))
     }
 }
 
@@ -290,8 +291,9 @@ fn run_blocking<T>(
     if left.is_zero() || watch.is_stopped() {
         return Err(interrupted());
     }
-    let conn = pool.get_timeout(pool.config().checkout_timeout.min(left))?;
-    if !watch.start(&conn) {
+    let mut conn = pool.get_timeout(pool.config().checkout_timeout.min(left))?;
+    let slot = conn.take_slot();
+    if !watch.start(&conn, slot) {
         return Err(interrupted());
     }
     let flag = Arc::clone(watch);

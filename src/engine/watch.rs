@@ -15,6 +15,8 @@ use std::sync::Mutex;
 
 use rusqlite::InterruptHandle;
 
+use crate::pool::Slot;
+
 /// Where the watched call is.
 enum State {
     /// Waiting for a connection.
@@ -34,6 +36,10 @@ enum State {
 pub struct Watch {
     state: Mutex<State>,
     stopped: AtomicBool,
+    /// The connection's place under the pool's cap: given back at once
+    /// when the statement is abandoned, so a stuck statement does not
+    /// shrink the pool for everyone else.
+    slot: Mutex<Option<Slot>>,
 }
 
 impl Default for Watch {
@@ -41,16 +47,24 @@ impl Default for Watch {
         Self {
             state: Mutex::new(State::Waiting),
             stopped: AtomicBool::new(false),
+            slot: Mutex::new(None),
         }
     }
 }
 
 impl Watch {
-    /// The blocking side holds a connection and is about to run SQL on it.
-    /// False when the call was stopped meanwhile: do not start.
-    pub fn start(&self, conn: &rusqlite::Connection) -> bool {
+    /// The blocking side holds a connection (and its pool slot) and is
+    /// about to run SQL on it. False when the call was stopped meanwhile:
+    /// do not start.
+    pub fn start(&self, conn: &rusqlite::Connection, slot: Option<Slot>) -> bool {
         let mut state = self.state.lock().unwrap();
-        if self.is_stopped() || matches!(*state, State::Abandoned) {
+        if matches!(*state, State::Abandoned) {
+            return false;
+        }
+        // Kept even when not starting: `finish` frees it after the
+        // connection is back.
+        *self.slot.lock().unwrap() = slot;
+        if self.is_stopped() {
             return false;
         }
         *state = State::Running(conn.get_interrupt_handle());
@@ -83,12 +97,14 @@ impl Watch {
         true
     }
 
-    /// The work is over. True when the caller had already been answered
-    /// (the statement overran its deadline).
+    /// The work is over and its connection returned. True when the caller
+    /// had already been answered (the statement overran its deadline).
+    /// Frees the pool slot, after the connection, as the pool expects.
     pub fn finish(&self) -> bool {
         let mut state = self.state.lock().unwrap();
         let abandoned = matches!(*state, State::Abandoned);
         *state = State::Finished;
+        drop(self.slot.lock().unwrap().take());
         abandoned
     }
 
@@ -100,6 +116,7 @@ impl Watch {
             State::Committing | State::Finished => false,
             _ => {
                 *state = State::Abandoned;
+                drop(self.slot.lock().unwrap().take());
                 true
             }
         }
@@ -115,14 +132,14 @@ mod tests {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         let watch = Watch::default();
         watch.stop();
-        assert!(!watch.start(&conn));
+        assert!(!watch.start(&conn, None));
     }
 
     #[test]
     fn an_abandoned_write_may_not_commit() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         let watch = Watch::default();
-        assert!(watch.start(&conn));
+        assert!(watch.start(&conn, None));
         assert!(watch.abandon());
         assert!(!watch.begin_commit());
         assert!(watch.finish(), "the work learns it was abandoned");
@@ -132,7 +149,7 @@ mod tests {
     fn a_committing_write_is_not_abandoned() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         let watch = Watch::default();
-        assert!(watch.start(&conn));
+        assert!(watch.start(&conn, None));
         assert!(watch.begin_commit());
         assert!(!watch.abandon());
         assert!(!watch.finish());
@@ -142,7 +159,7 @@ mod tests {
     fn stop_interrupts_a_running_statement() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         let watch = std::sync::Arc::new(Watch::default());
-        assert!(watch.start(&conn));
+        assert!(watch.start(&conn, None));
         let stopper = std::sync::Arc::clone(&watch);
         let thread = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));

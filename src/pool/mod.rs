@@ -15,6 +15,7 @@ mod events;
 mod maintenance;
 mod manager;
 mod observer;
+mod slots;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,22 +23,61 @@ use std::time::Duration;
 pub use counters::PoolStats;
 pub use manager::{ConnectionFault, ManagedConnection, SqliteManager};
 pub use observer::{NoObserver, PoolObserver};
+pub use slots::Slot;
 
 use counters::PoolCounters;
 use events::{PoolErrorLog, PoolEvents};
 use maintenance::Maintenance;
 use manager::Shared;
+use slots::Slots;
 
 use crate::config::DatabaseConfig;
 use crate::connection::ConnectionOptions;
 use crate::retry::RetryPolicy;
 
+/// Connections r2d2 may open beyond the cap to replace ones held by
+/// statements abandoned at their deadline: as many as the pool keeps, so
+/// that many stuck statements leave full capacity to everyone else.
+fn abandoned_reserve(config: &DatabaseConfig) -> u32 {
+    config.pool_size
+}
+
 /// The longest [`Pool::close`] waits for a connection, and for readers to
 /// let the final checkpoint through.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
-/// A connection checked out of the pool; returned when dropped.
-pub type PooledConnection = r2d2::PooledConnection<SqliteManager>;
+/// A connection checked out of the pool, holding its slot under the cap;
+/// both are returned when it is dropped (the connection first).
+pub struct PooledConnection {
+    // Fields drop in this order: the connection goes back to r2d2 before
+    // the slot frees, so a waiter woken by the slot finds it idle instead
+    // of opening another.
+    conn: r2d2::PooledConnection<SqliteManager>,
+    slot: Option<Slot>,
+}
+
+impl PooledConnection {
+    /// Hands the slot to the caller, who gives it back by dropping it: a
+    /// statement abandoned at its deadline frees its place under the cap
+    /// while the connection stays with SQLite (see [`slots`]). The caller
+    /// must drop the slot after this connection when not abandoning it.
+    pub fn take_slot(&mut self) -> Option<Slot> {
+        self.slot.take()
+    }
+}
+
+impl std::ops::Deref for PooledConnection {
+    type Target = ManagedConnection;
+    fn deref(&self) -> &ManagedConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut ManagedConnection {
+        &mut self.conn
+    }
+}
 
 /// Why a checkout failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +114,7 @@ impl PoolError {
 /// The QueuePool-style SQLite connection pool.
 pub struct Pool {
     inner: r2d2::Pool<SqliteManager>,
+    slots: Arc<Slots>,
     shared: Arc<Shared>,
     config: DatabaseConfig,
     maintenance: Mutex<Option<Maintenance>>,
@@ -106,8 +147,10 @@ impl Pool {
             },
             Arc::clone(&shared),
         );
+        // r2d2 may open the abandoned reserve beyond the cap; the slots
+        // keep what callers hold at the cap.
         let inner = r2d2::Pool::builder()
-            .max_size(config.max_connections())
+            .max_size(config.max_connections() + abandoned_reserve(config))
             .min_idle(Some(0))
             .idle_timeout(None)
             .max_lifetime(None)
@@ -121,6 +164,7 @@ impl Pool {
             .build_unchecked(manager);
         Ok(Self {
             inner,
+            slots: Slots::new(config.max_connections()),
             shared,
             config: config.clone(),
             maintenance: Mutex::new(None),
@@ -157,9 +201,18 @@ impl Pool {
         counters
             .waiters
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let result = self.inner.get_timeout(timeout);
+        let started = std::time::Instant::now();
+        let result = self.slots.acquire(timeout).and_then(|slot| {
+            let left = timeout.saturating_sub(started.elapsed());
+            // r2d2 waits only when the abandoned reserve is used up too.
+            let conn = self.inner.get_timeout(left.max(Duration::from_millis(1)));
+            conn.ok().map(|conn| PooledConnection {
+                conn,
+                slot: Some(slot),
+            })
+        });
         PoolCounters::drop_one(&counters.waiters);
-        result.map_err(|_| {
+        result.ok_or_else(|| {
             PoolCounters::bump(&counters.checkout_timeouts);
             self.explain_timeout(timeout)
         })
@@ -171,12 +224,17 @@ impl Pool {
         if self.is_closed() {
             return None;
         }
-        self.take_idle()
+        let slot = self.slots.try_acquire()?;
+        let conn = self.take_idle()?;
+        Some(PooledConnection {
+            conn,
+            slot: Some(slot),
+        })
     }
 
     /// r2d2's `try_get`, counted: unlike `get`, it fires no checkout event,
     /// but its return fires a checkin event like any other.
-    fn take_idle(&self) -> Option<PooledConnection> {
+    fn take_idle(&self) -> Option<r2d2::PooledConnection<SqliteManager>> {
         let conn = self.inner.try_get()?;
         self.shared
             .counters
