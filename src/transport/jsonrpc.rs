@@ -14,12 +14,10 @@ use rmcp::model::{
     CallToolRequest, CallToolRequestMethod, CancelTaskMethod, ClientJsonRpcMessage, ClientRequest,
     CompleteRequest, CompleteRequestMethod, ConstString, DiscoverRequest, DiscoverRequestMethod,
     ErrorData, GetPromptRequest, GetPromptRequestMethod, GetSkillRequestMethod, GetTaskMethod,
-    InitializeRequest, InitializeResultMethod, JsonRpcMessage, ListPromptsRequestMethod,
-    ListResourceTemplatesRequestMethod, ListResourcesRequestMethod, ListSkillsRequestMethod,
-    ListToolsRequest, ListToolsRequestMethod, PingRequestMethod,
+    JsonRpcMessage, ListPromptsRequestMethod, ListResourceTemplatesRequestMethod,
+    ListResourcesRequestMethod, ListSkillsRequestMethod, ListToolsRequest, ListToolsRequestMethod,
     ReadResourceDirectoryRequestMethod, ReadResourceRequest, ReadResourceRequestMethod, RequestId,
-    SetLevelRequestMethod, SubscribeRequestMethod, SubscriptionsListenRequestMethod,
-    UnsubscribeRequestMethod, UpdateTaskMethod,
+    SubscriptionsListenRequestMethod, UpdateTaskMethod,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -150,22 +148,20 @@ fn misread_params(message: &ClientJsonRpcMessage, text: &[u8]) -> Option<ErrorAn
     ))
 }
 
-/// Every request method a client may send, as rmcp spells them.
+/// The request methods a client may send in every protocol era, as rmcp
+/// spells them. Not `initialize`, `ping`, `logging/setLevel` and
+/// `resources/(un)subscribe`: 2026-07-28 removed them, and a request for
+/// one in that era must get `-32601` from rmcp, whatever its params.
 fn is_mcp_client_method(method: &str) -> bool {
     [
-        InitializeResultMethod::VALUE,
-        PingRequestMethod::VALUE,
         DiscoverRequestMethod::VALUE,
         CompleteRequestMethod::VALUE,
-        SetLevelRequestMethod::VALUE,
         GetPromptRequestMethod::VALUE,
         ListPromptsRequestMethod::VALUE,
         ListResourcesRequestMethod::VALUE,
         ListResourceTemplatesRequestMethod::VALUE,
         ReadResourceRequestMethod::VALUE,
         SubscriptionsListenRequestMethod::VALUE,
-        SubscribeRequestMethod::VALUE,
-        UnsubscribeRequestMethod::VALUE,
         CallToolRequestMethod::VALUE,
         ListToolsRequestMethod::VALUE,
         GetTaskMethod::VALUE,
@@ -196,7 +192,6 @@ fn params_problem(method: &str, text: &[u8]) -> Option<String> {
         m if m == CallToolRequestMethod::VALUE => call_tool_problem(value.get("params"))
             .map(Cow::into_owned)
             .or_else(|| problem::<CallToolRequest>(request)),
-        m if m == InitializeResultMethod::VALUE => problem::<InitializeRequest>(request),
         m if m == DiscoverRequestMethod::VALUE => problem::<DiscoverRequest>(request),
         m if m == ListToolsRequestMethod::VALUE => problem::<ListToolsRequest>(request),
         m if m == ReadResourceRequestMethod::VALUE => problem::<ReadResourceRequest>(request),
@@ -293,6 +288,14 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_method_removed_in_2026_is_left_to_rmcp_to_refuse() {
+        assert!(matches!(
+            screen(br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"_meta":{}}}"#),
+            Screened::Message(_)
+        ));
     }
 
     #[test]
