@@ -408,7 +408,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::from_env()?;
     config.mcp.transport = eros_mcp::config::Transport::Http;
     let shutdown = Shutdown::new();
-    shutdown.trigger_on_signals();
+    shutdown.trigger_on_signals()?;
     let calls = CallTracker::new();
     let listener = eros_mcp::transport::http::bind(&config.mcp).await?;
     let observers = Observers::default();

@@ -148,14 +148,18 @@ fn serve(config: Config) -> anyhow::Result<()> {
     .context("start the async runtime")?;
     let served = runtime.block_on(async move {
         let shutdown = Shutdown::new();
-        shutdown.trigger_on_signals();
-        eros_mcp::app::run(config, shutdown).await
+        shutdown
+            .trigger_on_signals()
+            .context("install the signal handlers")?;
+        eros_mcp::app::run(config, shutdown)
+            .await
+            .map_err(anyhow::Error::from)
     });
     // A statement abandoned inside one long SQLite step still occupies a
     // blocking thread; dropping the runtime would wait for it. The database
     // is closed by now, so exit without waiting.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    Ok(served?)
+    served
 }
 
 fn check(config: Config) -> anyhow::Result<()> {

@@ -1,5 +1,7 @@
 //! The shutdown signal: one [`Shutdown`] is created at startup, every part
-//! that must stop holds a clone and awaits [`Shutdown::wait`].
+//! that must stop holds a clone and awaits [`Shutdown::wait`]. Also the
+//! process's signal handling: SIGTERM and SIGINT trigger it, SIGHUP is
+//! logged and ignored.
 
 use tokio_util::sync::CancellationToken;
 
@@ -33,27 +35,36 @@ impl Shutdown {
         self.token.clone()
     }
 
-    /// Triggers shutdown on SIGINT (Ctrl-C) or SIGTERM.
-    pub fn trigger_on_signals(&self) {
+    /// Triggers shutdown on SIGTERM or SIGINT (Ctrl-C), in whatever state
+    /// the server is; logs and ignores SIGHUP, whose default action would
+    /// kill the process without the drain. The handlers are installed
+    /// before this returns, so no signal slips past them.
+    pub fn trigger_on_signals(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut hangup = signal(SignalKind::hangup())?;
         let this = self.clone();
+        // Runs until the runtime stops: a SIGHUP during the drain must be
+        // ignored too.
         tokio::spawn(async move {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut sig) => {
-                        sig.recv().await;
+            loop {
+                tokio::select! {
+                    Some(()) = terminate.recv() => {
+                        tracing::info!("received SIGTERM, shutting down");
+                        this.trigger();
                     }
-                    Err(_) => std::future::pending::<()>().await,
+                    Some(()) = interrupt.recv() => {
+                        tracing::info!("received SIGINT, shutting down");
+                        this.trigger();
+                    }
+                    Some(()) = hangup.recv() => {
+                        tracing::info!("SIGHUP ignored: nothing to reopen yet");
+                    }
+                    else => return,
                 }
-            };
-            #[cfg(not(unix))]
-            let term = std::future::pending::<()>();
-            tokio::select! {
-                _ = ctrl_c => tracing::info!("received SIGINT, shutting down"),
-                _ = term => tracing::info!("received SIGTERM, shutting down"),
             }
-            this.trigger();
         });
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use eros_mcp::loadgen::{self, dataset, soak, Target, ToolSpec, Workload};
+use eros_mcp::loadgen::{self, dataset, keepalive, soak, Target, ToolSpec, Workload};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,6 +62,22 @@ enum Command {
         /// Text its answer must contain.
         #[arg(long, requires = "sql")]
         expect: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sequential calls over ONE HTTP keep-alive connection, one at a time:
+    /// p50/p99 show any per-request floor (HTTP targets only).
+    Keepalive {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, value_enum, default_value_t = Workload::Point)]
+        workload: Workload,
+        /// Measured calls.
+        #[arg(long, default_value_t = 2000)]
+        calls: u64,
+        /// Unmeasured calls first.
+        #[arg(long, default_value_t = 100)]
+        warmup: u64,
         #[arg(long)]
         json: bool,
     },
@@ -202,6 +218,30 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 println!("{}", serde_json::json!({"startup_ms": ms}));
             } else {
                 println!("ready after {ms:.1} ms (median of {runs})");
+            }
+        }
+        Command::Keepalive {
+            target,
+            workload,
+            calls,
+            warmup,
+            json,
+        } => {
+            let url = target
+                .url
+                .as_deref()
+                .ok_or("keepalive measures an HTTP server: give --url")?;
+            let plan = keepalive::KeepAlivePlan {
+                workload,
+                rows: target.rows,
+                warmup,
+                calls,
+            };
+            let report = keepalive::run(url, target.token.as_deref(), &target.spec(), plan).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
             }
         }
         Command::Soak {

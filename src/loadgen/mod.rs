@@ -9,8 +9,10 @@
 //! - [`workload`]: what each call asks and how its answer is checked.
 //! - [`procfs`]: the server process's CPU, memory and descriptors.
 //! - [`soak`]: the long mixed run that looks for leaks.
+//! - [`keepalive`]: sequential calls over one HTTP connection (latency floor).
 
 pub mod dataset;
+pub mod keepalive;
 pub mod procfs;
 pub mod soak;
 pub mod workload;

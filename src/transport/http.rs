@@ -1,6 +1,12 @@
 //! MCP over streamable HTTP at `/mcp`: rmcp's service nested in axum, with
-//! `Host`/`Origin` checks against DNS rebinding, the bearer token in front
-//! and a request-body limit (413). 2025-11-25 clients get sessions;
+//! `Host`/`Origin` checks against DNS rebinding ([`super::rebinding`]), the
+//! bearer token in front and a request-body limit (413). A body that is not
+//! JSON gets 400 with the JSON-RPC `-32700` answer, one that is not a
+//! message 400 with `-32600`, and a known method with params that do not
+//! fit it `-32602` ([`super::jsonrpc`]); a session `DELETE` answers 204.
+//! An SSE answer goes out in one write when the call is quick: its head
+//! waits briefly for the answer instead of leaving alone.
+//! 2025-11-25 clients get sessions;
 //! 2026-07-28 requests are served statelessly, so replicas can sit behind a
 //! load balancer (`EROS_MCP_STATELESS=true` makes every request stateless).
 //!
@@ -29,7 +35,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::accept::{self, ConnectionLimits};
 use super::auth::{require_bearer, BearerToken};
+use super::jsonrpc::{self, ErrorAnswer, Screened};
 use super::observer::{Rejection, TransportObserver};
+use super::rebinding::{refuse_rebinding, RebindingGuard};
 use super::sessions::LimitedSessions;
 use super::TransportError;
 use crate::config::McpConfig;
@@ -86,22 +94,30 @@ where
         max_body_bytes: config.max_body_bytes,
         observer,
     };
-    // Layers run outside in: the token first, then the body (a slow body
-    // holds a connection, never an in-flight slot), then the in-flight cap.
+    // Layers run outside in: Host and Origin first, then the token, then
+    // the body (a slow body holds a connection, never an in-flight slot),
+    // then the in-flight cap.
     let mcp = Router::new()
         .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(coalesce_sse_answer))
+        .layer(axum::middleware::from_fn(end_session_with_no_content))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
             limit_in_flight,
         ))
         .layer(axum::middleware::from_fn_with_state(limits, read_body));
-    match &config.auth_token {
+    let mcp = match &config.auth_token {
         Some(token) => mcp.layer(axum::middleware::from_fn_with_state(
             BearerToken::new(token),
             require_bearer,
         )),
         None => mcp,
-    }
+    };
+    let guard = RebindingGuard::new(&config.allowed_hosts, &config.allowed_origins);
+    mcp.layer(axum::middleware::from_fn_with_state(
+        Arc::new(guard),
+        refuse_rebinding,
+    ))
 }
 
 /// `503 Service Unavailable` with `Retry-After: 1`.
@@ -137,6 +153,19 @@ async fn read_body(State(limits): State<RequestLimits>, request: Request, next: 
                 .into_response();
         }
     };
+    if is_json(&parts.headers) {
+        match jsonrpc::screen(&bytes) {
+            Screened::Message(_) => {}
+            Screened::Refused(answer) => return json_rpc_error(&answer),
+            // Over HTTP even a notification is answered: with 400.
+            Screened::Ignored => {
+                return json_rpc_error(&ErrorAnswer::invalid_request(
+                    None,
+                    "not a JSON-RPC message",
+                ))
+            }
+        }
+    }
     let new_session = !parts.headers.contains_key("mcp-session-id");
     if new_session && limits.sessions.is_full() && is_initialize(&bytes) {
         limits.observer.session_rejected();
@@ -144,6 +173,152 @@ async fn read_body(State(limits): State<RequestLimits>, request: Request, next: 
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// Whether the body is declared JSON; others are left to rmcp (415).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            let essence = value.split(';').next().unwrap_or_default().trim();
+            essence.eq_ignore_ascii_case("application/json")
+        })
+}
+
+/// A JSON-RPC error as the whole answer: 400 when the body could not be
+/// read as a request, 200 when a request was read and its params refused
+/// (the answer to a request, like any other).
+fn json_rpc_error(answer: &ErrorAnswer) -> Response {
+    let status = if answer.error.code == rmcp::model::ErrorCode::INVALID_PARAMS {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        answer.to_json(),
+    )
+        .into_response()
+}
+
+/// rmcp answers a session `DELETE` with 202 Accepted; the session is gone
+/// by then, and clients (the Python SDK) expect 200 or 204.
+async fn end_session_with_no_content(request: Request, next: Next) -> Response {
+    let delete = request.method() == Method::DELETE;
+    let response = next.run(request).await;
+    if delete && response.status() == StatusCode::ACCEPTED {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    response
+}
+
+/// How long an SSE answer's head waits for the answer itself. A quick call
+/// then costs one write (head, priming event and answer together) instead
+/// of two; a slower one loses nothing, its answer follows as before.
+const COALESCE_WINDOW: Duration = Duration::from_millis(50);
+
+/// Holds an SSE answer to a POST until its first JSON-RPC message is ready
+/// (or [`COALESCE_WINDOW`] passes), so that hyper writes the head and the
+/// events ready so far in one go.
+async fn coalesce_sse_answer(request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let response = next.run(request).await;
+    let is_sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
+    if !is_sse {
+        return response;
+    }
+    let (parts, mut body) = response.into_parts();
+    let mut ready = Vec::new();
+    let mut end = BodyEnd::Open;
+    let window = tokio::time::sleep(COALESCE_WINDOW);
+    tokio::pin!(window);
+    // Until a message arrives: every event so far.
+    while end == BodyEnd::Open && !carries_message(&ready) {
+        tokio::select! {
+            frame = body.frame() => end = take_frame(frame, &mut ready),
+            () = &mut window => break,
+        }
+    }
+    // Then whatever is ready at once, such as the end of the stream.
+    while end == BodyEnd::Open {
+        match tokio::time::timeout(Duration::ZERO, body.frame()).await {
+            Ok(frame) => end = take_frame(frame, &mut ready),
+            Err(_) => break,
+        }
+    }
+    let body = Coalesced {
+        ready: (!ready.is_empty()).then(|| Bytes::from(ready)),
+        rest: (end == BodyEnd::Open).then_some(body),
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    Open,
+    Ended,
+}
+
+/// Appends a data frame to `ready`; says whether the body has ended (an
+/// error ends it: the client sees the stream stop, as it would have).
+fn take_frame(frame: Option<Result<Frame<Bytes>, axum::Error>>, ready: &mut Vec<u8>) -> BodyEnd {
+    match frame {
+        Some(Ok(frame)) => {
+            if let Ok(data) = frame.into_data() {
+                ready.extend_from_slice(&data);
+            }
+            BodyEnd::Open
+        }
+        Some(Err(err)) => {
+            tracing::debug!(error = %err, "an SSE answer failed while it was gathered");
+            BodyEnd::Ended
+        }
+        None => BodyEnd::Ended,
+    }
+}
+
+/// Whether SSE text holds a JSON-RPC message (priming events carry no data).
+fn carries_message(events: &[u8]) -> bool {
+    memchr::memmem::find(events, b"data: {").is_some()
+        || memchr::memmem::find(events, b"data:{").is_some()
+}
+
+/// An SSE body whose first events were gathered by [`coalesce_sse_answer`].
+struct Coalesced {
+    ready: Option<Bytes>,
+    rest: Option<Body>,
+}
+
+impl http_body::Body for Coalesced {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if let Some(ready) = self.ready.take() {
+            return Poll::Ready(Some(Ok(Frame::data(ready))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_none() && self.rest.as_ref().is_none_or(|rest| rest.is_end_stream())
+    }
 }
 
 /// Whether a JSON-RPC body is an `initialize` request (which opens a

@@ -1,6 +1,8 @@
-//! How agents reach the MCP server: [`stdio`] for one local client,
-//! [`http`] for streamable HTTP at `/mcp` (with [`auth`] in front, served by
-//! the hardened [`accept`] loop, with [`sessions`] capped and expiring).
+//! How agents reach the MCP server: [`stdio`] for one local client (JSON
+//! lines framed by [`lines`]), [`http`] for streamable HTTP at `/mcp` (with
+//! [`auth`] in front, served by the hardened [`accept`] loop, with
+//! [`sessions`] capped and expiring). Both judge what arrives with
+//! [`jsonrpc`] before rmcp sees it.
 //! Both stop the same way: refuse new calls, let running ones finish within
 //! the grace period, then close. Both bound what a client that does not
 //! keep up may cost, and report it to an [`observer`].
@@ -8,7 +10,10 @@
 pub mod accept;
 pub mod auth;
 pub mod http;
+pub mod jsonrpc;
+pub mod lines;
 pub mod observer;
+pub mod rebinding;
 pub mod sessions;
 pub mod stdio;
 

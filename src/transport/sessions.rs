@@ -5,15 +5,21 @@
 //!
 //! rmcp's own keep-alive is off: it ends the session's worker but knows
 //! nothing of the cap, and one clock is easier to reason about.
+//!
+//! A request reusing the id of one still in flight in its session is
+//! refused with `-32600` and not run: rmcp would run both and route one
+//! answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientNotification, JsonRpcMessage, RequestId, ServerJsonRpcMessage,
+};
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError,
 };
@@ -22,6 +28,7 @@ use rmcp::transport::streamable_http_server::session::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::jsonrpc::ErrorAnswer;
 use super::observer::TransportObserver;
 
 /// Why a session operation failed.
@@ -33,11 +40,23 @@ pub enum SessionLimitError {
     Session(#[from] LocalSessionManagerError),
 }
 
-/// When a session last had a request, and how many answers it is streaming.
-#[derive(Debug, Clone, Copy)]
+/// When a session last had a request, how many answers it is streaming,
+/// and the ids of the requests it has in flight.
+#[derive(Debug, Clone)]
 struct Activity {
     last: Instant,
     answering: usize,
+    requests: HashSet<RequestId>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            last: Instant::now(),
+            answering: 0,
+            requests: HashSet::new(),
+        }
+    }
 }
 
 type ActivityMap = Arc<Mutex<HashMap<SessionId, Activity>>>;
@@ -122,15 +141,43 @@ impl LimitedSessions {
         }
     }
 
-    /// Counts an answer being streamed until the stream is dropped.
-    fn answering(&self, id: &SessionId) -> Answering {
+    /// Counts an answer being streamed until the stream is dropped, and
+    /// holds `request`'s id in flight until its answer passes; the id back
+    /// as the error when it already is in flight.
+    fn answering(
+        &self,
+        id: &SessionId,
+        request: Option<RequestId>,
+    ) -> Result<Answering, RequestId> {
         if let Some(activity) = lock(&self.activity).get_mut(id) {
+            if let Some(request) = &request {
+                if !activity.requests.insert(request.clone()) {
+                    return Err(request.clone());
+                }
+            }
             activity.answering += 1;
             activity.last = Instant::now();
         }
-        Answering {
+        Ok(Answering {
             activity: Arc::clone(&self.activity),
             id: id.clone(),
+            request,
+        })
+    }
+
+    /// A cancelled request's answer is never sent: its id is free again.
+    fn forget_cancelled(&self, id: &SessionId, message: &ClientJsonRpcMessage) {
+        let JsonRpcMessage::Notification(notification) = message else {
+            return;
+        };
+        let ClientNotification::CancelledNotification(cancelled) = &notification.notification
+        else {
+            return;
+        };
+        if let Some(request) = &cancelled.params.request_id {
+            if let Some(activity) = lock(&self.activity).get_mut(id) {
+                activity.requests.remove(request);
+            }
         }
     }
 }
@@ -145,15 +192,40 @@ fn return_freed_memory() {
     }
 }
 
-/// Marks a session as answering while alive; the session's idle clock
-/// starts again when it is dropped.
+/// Marks a session as answering while alive, and its request's id as in
+/// flight until [`Answering::answered`]; the session's idle clock starts
+/// again when it is dropped.
 struct Answering {
     activity: ActivityMap,
     id: SessionId,
+    request: Option<RequestId>,
+}
+
+impl Answering {
+    /// Frees the request's id. Called as its answer leaves the stream,
+    /// before the client can read it and reuse the id.
+    fn answered(&mut self) {
+        if let Some(request) = self.request.take() {
+            if let Some(activity) = lock(&self.activity).get_mut(&self.id) {
+                activity.requests.remove(&request);
+            }
+        }
+    }
+
+    /// Whether `message` is the answer to this request.
+    fn is_answer(&self, message: &ServerJsonRpcMessage) -> bool {
+        let answered = match message {
+            JsonRpcMessage::Response(response) => Some(&response.id),
+            JsonRpcMessage::Error(error) => error.id.as_ref(),
+            JsonRpcMessage::Request(_) | JsonRpcMessage::Notification(_) => None,
+        };
+        answered.is_some() && answered == self.request.as_ref()
+    }
 }
 
 impl Drop for Answering {
     fn drop(&mut self) {
+        self.answered();
         if let Some(activity) = lock(&self.activity).get_mut(&self.id) {
             activity.answering = activity.answering.saturating_sub(1);
             activity.last = Instant::now();
@@ -161,17 +233,37 @@ impl Drop for Answering {
     }
 }
 
-/// A response stream that keeps its session from expiring.
-struct AnsweringStream<S> {
-    inner: Pin<Box<S>>,
-    _answering: Answering,
+/// The answer stream of one POSTed request.
+enum AnswerStream<S> {
+    /// rmcp's stream, which keeps its session from expiring.
+    Answering {
+        inner: Pin<Box<S>>,
+        answering: Answering,
+    },
+    /// The request was refused: this one error is the whole answer.
+    Refused(Option<ServerSseMessage>),
 }
 
-impl<S: Stream> Stream for AnsweringStream<S> {
-    type Item = S::Item;
+impl<S: Stream<Item = ServerSseMessage>> Stream for AnswerStream<S> {
+    type Item = ServerSseMessage;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            Self::Answering { inner, answering } => {
+                let next = inner.as_mut().poll_next(cx);
+                if let Poll::Ready(Some(event)) = &next {
+                    if event
+                        .message
+                        .as_deref()
+                        .is_some_and(|message| answering.is_answer(message))
+                    {
+                        answering.answered();
+                    }
+                }
+                next
+            }
+            Self::Refused(refusal) => Poll::Ready(refusal.take()),
+        }
     }
 }
 
@@ -193,13 +285,7 @@ impl SessionManager for LimitedSessions {
             // moment must not pass the cap together.
             let mut activity = lock(&self.activity);
             if activity.len() < self.max_sessions {
-                activity.insert(
-                    id.clone(),
-                    Activity {
-                        last: Instant::now(),
-                        answering: 0,
-                    },
-                );
+                activity.insert(id.clone(), Activity::new());
                 drop(activity);
                 self.observer.session_opened();
                 return Ok((id, transport));
@@ -236,11 +322,25 @@ impl SessionManager for LimitedSessions {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let answering = self.answering(id);
+        let request = match &message {
+            JsonRpcMessage::Request(request) => Some(request.id.clone()),
+            _ => None,
+        };
+        let answering = match self.answering(id, request) {
+            Ok(answering) => answering,
+            Err(duplicate) => {
+                let refusal = ErrorAnswer::duplicate_id(duplicate);
+                tracing::debug!(session = %id, "{}", refusal.error.message);
+                let refusal = ServerJsonRpcMessage::error(refusal.error, refusal.id);
+                return Ok(AnswerStream::Refused(Some(ServerSseMessage::from_message(
+                    refusal,
+                ))));
+            }
+        };
         let inner = self.inner.create_stream(id, message).await?;
-        Ok(AnsweringStream {
+        Ok(AnswerStream::Answering {
             inner: Box::pin(inner),
-            _answering: answering,
+            answering,
         })
     }
 
@@ -250,6 +350,7 @@ impl SessionManager for LimitedSessions {
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
         self.touch(id);
+        self.forget_cancelled(id, &message);
         Ok(self.inner.accept_message(id, message).await?)
     }
 

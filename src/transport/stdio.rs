@@ -6,6 +6,7 @@
 //! `EROS_MCP_MAX_IN_FLIGHT` requests are being served or their answers are
 //! not yet written, so a client that writes calls and never reads the
 //! answers holds the server at a bounded size instead of growing it.
+//! Framing, malformed lines and duplicate ids are [`super::lines`]' work.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,11 +15,11 @@ use std::time::Duration;
 
 use rmcp::model::{ClientNotification, JsonRpcMessage, RequestId};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
-use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::transport::Transport;
 use rmcp::{RoleServer, ServiceExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::lines::JsonLines;
 use super::observer::TransportObserver;
 use super::TransportError;
 use crate::mcp::{CallTracker, ErosServer};
@@ -40,7 +41,7 @@ pub async fn serve(
 ) -> Result<(), TransportError> {
     let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
     let transport = Backpressured::new(
-        AsyncRwTransport::new_server(stdin, stdout),
+        JsonLines::new(stdin, stdout),
         options.max_in_flight,
         options.observer,
     );

@@ -1,0 +1,281 @@
+//! Newline-delimited JSON-RPC over a reader and a writer (stdin and stdout),
+//! our own rather than rmcp's `AsyncRwTransport`: every line that cannot be
+//! served gets its JSON-RPC error answer ([`super::jsonrpc`]), and a request
+//! that reuses the id of one still in flight is refused instead of run a
+//! second time.
+//!
+//! One writer task owns the output and writes whole lines from a short
+//! queue, so answers from rmcp and refusals from the reader never
+//! interleave, and a client that stops reading stops the reader (the queue
+//! fills), so refusals cost bounded memory just as answers do.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{ClientNotification, JsonRpcMessage, RequestId};
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use rmcp::RoleServer;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+use super::jsonrpc::{self, ErrorAnswer, Screened};
+
+/// The longest line read; a longer one is discarded and refused. rmcp's
+/// own limit, kept so clients see the same bound.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Lines waiting for the writer. Small: answers are already bounded by the
+/// in-flight cap, and a client that does not read should stop us soon.
+const QUEUED_LINES: usize = 16;
+
+/// One line for the writer, and whom to tell once it is written.
+struct Outgoing {
+    bytes: Vec<u8>,
+    written: Option<oneshot::Sender<std::io::Result<()>>>,
+}
+
+/// How reading one line ended.
+enum LineRead {
+    Line,
+    Oversized,
+    Eof,
+    Io(std::io::Error),
+}
+
+/// The ids of requests read and not yet answered.
+type InFlightIds = Arc<Mutex<HashSet<RequestId>>>;
+
+fn lock(ids: &InFlightIds) -> std::sync::MutexGuard<'_, HashSet<RequestId>> {
+    ids.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// A server transport reading JSON-RPC lines from `R` and writing them to
+/// the writer given to [`JsonLines::new`].
+pub struct JsonLines<R> {
+    read: BufReader<R>,
+    line: Vec<u8>,
+    /// The rest of an oversized line is being skipped.
+    discarding: bool,
+    max_line_bytes: usize,
+    /// `None` once closed.
+    outbox: Option<mpsc::Sender<Outgoing>>,
+    /// A refusal not yet queued. Kept here, not in a local, because rmcp
+    /// drops `receive` whenever another branch of its `select!` is ready.
+    refusal: Option<Vec<u8>>,
+    in_flight: InFlightIds,
+}
+
+impl<R: AsyncRead + Unpin + Send> JsonLines<R> {
+    /// Starts the writer task on `write` (call inside a Tokio runtime).
+    pub fn new<W: AsyncWrite + Unpin + Send + 'static>(read: R, write: W) -> Self {
+        let (outbox, queued) = mpsc::channel(QUEUED_LINES);
+        tokio::spawn(write_lines(write, queued));
+        Self {
+            read: BufReader::new(read),
+            line: Vec::new(),
+            discarding: false,
+            max_line_bytes: MAX_LINE_BYTES,
+            outbox: Some(outbox),
+            refusal: None,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// A lower line limit (tests).
+    pub fn with_max_line_bytes(mut self, max_line_bytes: usize) -> Self {
+        self.max_line_bytes = max_line_bytes;
+        self
+    }
+
+    fn refuse(&mut self, answer: &ErrorAnswer) {
+        tracing::debug!(
+            code = answer.error.code.0,
+            id = ?answer.id,
+            message = %answer.error.message,
+            "refused a JSON-RPC message"
+        );
+        let mut bytes = answer.to_json();
+        bytes.push(b'\n');
+        self.refusal = Some(bytes);
+    }
+
+    /// Records a request as in flight, or refuses it when its id already is.
+    fn claim(&self, message: &RxJsonRpcMessage<RoleServer>) -> Option<ErrorAnswer> {
+        match message {
+            JsonRpcMessage::Request(request) => {
+                let mut in_flight = lock(&self.in_flight);
+                if in_flight.contains(&request.id) {
+                    return Some(ErrorAnswer::duplicate_id(request.id.clone()));
+                }
+                in_flight.insert(request.id.clone());
+                None
+            }
+            // rmcp drops the answer of a cancelled request.
+            JsonRpcMessage::Notification(notification) => {
+                if let ClientNotification::CancelledNotification(cancelled) =
+                    &notification.notification
+                {
+                    if let Some(id) = &cancelled.params.request_id {
+                        lock(&self.in_flight).remove(id);
+                    }
+                }
+                None
+            }
+            JsonRpcMessage::Response(_) | JsonRpcMessage::Error(_) => None,
+        }
+    }
+
+    /// Queues the pending refusal, if any; `None` when the writer is gone.
+    async fn flush_refusal(&mut self) -> Option<()> {
+        if self.refusal.is_none() {
+            return Some(());
+        }
+        let permit = self.outbox.as_ref()?.reserve().await.ok()?;
+        if let Some(bytes) = self.refusal.take() {
+            permit.send(Outgoing {
+                bytes,
+                written: None,
+            });
+        }
+        Some(())
+    }
+
+    /// Reads up to the next newline into `self.line`; cancel-safe (what was
+    /// read stays in `self.line`).
+    async fn read_line(&mut self) -> LineRead {
+        loop {
+            let available = match self.read.fill_buf().await {
+                Ok(available) => available,
+                Err(err) => return LineRead::Io(err),
+            };
+            if available.is_empty() {
+                return LineRead::Eof;
+            }
+            let newline = memchr::memchr(b'\n', available);
+            let take = newline.map_or(available.len(), |at| at + 1);
+            let oversized = !self.discarding && self.line.len() + take > self.max_line_bytes;
+            if !self.discarding && !oversized {
+                self.line.extend_from_slice(&available[..take]);
+            }
+            self.read.consume(take);
+            if oversized {
+                self.line.clear();
+                self.discarding = newline.is_none();
+                return LineRead::Oversized;
+            }
+            if newline.is_some() {
+                if self.discarding {
+                    self.discarding = false;
+                    continue;
+                }
+                return LineRead::Line;
+            }
+        }
+    }
+}
+
+/// Writes queued lines until the queue closes or a write fails; flushes
+/// when nothing more is queued.
+async fn write_lines<W: AsyncWrite + Unpin>(mut write: W, mut queued: mpsc::Receiver<Outgoing>) {
+    while let Some(line) = queued.recv().await {
+        let mut written = write.write_all(&line.bytes).await;
+        if written.is_ok() && queued.is_empty() {
+            written = write.flush().await;
+        }
+        let failed = written.is_err();
+        if let Err(err) = &written {
+            tracing::debug!(error = %err, "writing to the stdio client failed");
+        }
+        if let Some(waiter) = line.written {
+            let _ = waiter.send(written);
+        }
+        if failed {
+            return;
+        }
+    }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the stdio output is closed")
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> Transport<RoleServer> for JsonLines<R> {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        // Released before the answer is written, so a client that reads
+        // it and reuses the id at once is never refused.
+        let answered = match &item {
+            JsonRpcMessage::Response(response) => Some(&response.id),
+            JsonRpcMessage::Error(error) => error.id.as_ref(),
+            JsonRpcMessage::Request(_) | JsonRpcMessage::Notification(_) => None,
+        };
+        if let Some(id) = answered {
+            lock(&self.in_flight).remove(id);
+        }
+        let bytes = serde_json::to_vec(&item).map(|mut bytes| {
+            bytes.push(b'\n');
+            bytes
+        });
+        let outbox = self.outbox.clone();
+        async move {
+            let bytes = bytes.map_err(std::io::Error::other)?;
+            let outbox = outbox.ok_or_else(closed)?;
+            let (written, done) = oneshot::channel();
+            outbox
+                .send(Outgoing {
+                    bytes,
+                    written: Some(written),
+                })
+                .await
+                .map_err(|_| closed())?;
+            done.await.map_err(|_| closed())?
+        }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            self.flush_refusal().await?;
+            match self.read_line().await {
+                LineRead::Line => {}
+                LineRead::Oversized => {
+                    let why = format!("message longer than {} bytes", self.max_line_bytes);
+                    self.refuse(&ErrorAnswer::invalid_request(None, why));
+                    continue;
+                }
+                LineRead::Eof => return None,
+                LineRead::Io(err) => {
+                    tracing::error!(error = %err, "reading from the stdio client failed");
+                    return None;
+                }
+            }
+            let text = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            if text.is_empty() {
+                self.line.clear();
+                continue;
+            }
+            let screened = jsonrpc::screen(text);
+            self.line.clear();
+            match screened {
+                Screened::Message(message) => match self.claim(&message) {
+                    Some(refusal) => self.refuse(&refusal),
+                    None => return Some(*message),
+                },
+                Screened::Refused(answer) => self.refuse(&answer),
+                Screened::Ignored => tracing::debug!("ignored an unreadable notification"),
+            }
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        // The writer finishes what is queued, then ends.
+        self.outbox = None;
+        std::future::ready(Ok(()))
+    }
+}
