@@ -66,6 +66,15 @@ impl PooledConnection {
     }
 }
 
+impl std::fmt::Debug for PooledConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledConnection")
+            .field("age", &self.conn.age())
+            .field("holds_slot", &self.slot.is_some())
+            .finish()
+    }
+}
+
 impl std::ops::Deref for PooledConnection {
     type Target = ManagedConnection;
     fn deref(&self) -> &ManagedConnection {
