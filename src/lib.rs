@@ -7,6 +7,7 @@
 //! - [`transport`]: stdio and streamable HTTP (with auth) for the MCP server.
 //! - [`config`]: typed settings read once from the environment.
 //! - [`budget`]: the peak memory the settings allow, as a formula.
+//! - [`health`]: the database file's identity, corruption and writability, shared.
 //! - [`database`]: opening the served database: migrations, then the pool.
 //! - [`mcp`]: the MCP server: tools, declared tools, the schema resource.
 //! - [`engine`]: the query engine the tools call: reads, schema, writes.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod connection;
 pub mod database;
 pub mod engine;
+pub mod health;
 pub mod linear_functions;
 pub mod loadgen;
 pub mod mcp;

@@ -30,6 +30,7 @@ use manager::Shared;
 
 use crate::config::DatabaseConfig;
 use crate::connection::ConnectionOptions;
+use crate::health::DatabaseHealth;
 use crate::retry::RetryPolicy;
 
 /// The longest [`Pool::close`] waits for a connection, and for readers to
@@ -90,14 +91,30 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// Builds the pool without opening any connection (see [`Pool::prewarm`])
     /// and without starting maintenance (see [`Pool::start_maintenance`]).
+    /// The file is not watched: connections may create it.
     pub fn new(
         config: &DatabaseConfig,
         observer: Arc<dyn PoolObserver>,
     ) -> Result<Self, PoolError> {
+        Self::with_health(config, observer, DatabaseHealth::unwatched(&config.path))
+    }
+
+    /// [`Pool::new`] reporting to `health`: when it watches the file,
+    /// connections open only that file and never create one.
+    pub fn with_health(
+        config: &DatabaseConfig,
+        observer: Arc<dyn PoolObserver>,
+        health: DatabaseHealth,
+    ) -> Result<Self, PoolError> {
         crate::connection::limit_sqlite_heap(config.heap_limit_bytes, config.hard_heap_limit_bytes);
-        let shared = Arc::new(Shared::new(config.pool_size, observer));
+        let mut options = ConnectionOptions::from(config);
+        if let Some(identity) = health.identity() {
+            options.create = false;
+            options.identity = Some(identity);
+        }
+        let shared = Arc::new(Shared::new(config.pool_size, observer, health));
         let manager = SqliteManager::new(
-            ConnectionOptions::from(config),
+            options,
             config.connection_max_age,
             config.health_check,
             RetryPolicy {
@@ -132,10 +149,24 @@ impl Pool {
         config: &DatabaseConfig,
         observer: Arc<dyn PoolObserver>,
     ) -> Result<Arc<Self>, PoolError> {
-        let pool = Arc::new(Self::new(config, observer)?);
+        Self::open_with_health(config, observer, DatabaseHealth::unwatched(&config.path))
+    }
+
+    /// [`Pool::open`] reporting to (and guarded by) `health`.
+    pub fn open_with_health(
+        config: &DatabaseConfig,
+        observer: Arc<dyn PoolObserver>,
+        health: DatabaseHealth,
+    ) -> Result<Arc<Self>, PoolError> {
+        let pool = Arc::new(Self::with_health(config, observer, health)?);
         pool.prewarm()?;
         pool.start_maintenance();
         Ok(pool)
+    }
+
+    /// The database file's health, shared with the engine and readiness.
+    pub fn health(&self) -> &DatabaseHealth {
+        &self.shared.health
     }
 
     /// The configuration the pool was built with.
@@ -225,16 +256,21 @@ impl Pool {
         }
     }
 
-    /// One maintenance pass: checks every idle connection (age, health) by
-    /// checking it out, trims idle connections above `pool_size` by
-    /// returning them, and restores the pre-warmed minimum.
+    /// One maintenance pass: checks the database file is still the one
+    /// opened, checks every idle connection (age, health) by checking it
+    /// out, trims idle connections above `pool_size` by returning them, and
+    /// restores the pre-warmed minimum (not once the file has changed: no
+    /// new connection may open then).
     pub fn run_maintenance(&self) {
+        let file_ok = self.shared.health.verify_file().is_ok();
         events::MAINTENANCE.set(true);
         let idle = self.stats().available;
         let held: Vec<_> = (0..idle).map_while(|_| self.try_get()).collect();
         drop(held);
-        if let Err(err) = self.prewarm() {
-            tracing::warn!(error = %err, "could not restore the pre-warmed connections");
+        if file_ok {
+            if let Err(err) = self.prewarm() {
+                tracing::warn!(error = %err, "could not restore the pre-warmed connections");
+            }
         }
         events::MAINTENANCE.set(false);
     }
@@ -293,10 +329,12 @@ impl Pool {
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
         let checkpointed = match conn {
-            Ok(conn) => conn.with_access(crate::access::Access::Trusted, |c| {
-                c.busy_timeout(CLOSE_WAIT)?;
-                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            })?,
+            Ok(conn) => conn
+                .with_access(crate::access::Access::Trusted, |c| {
+                    c.busy_timeout(CLOSE_WAIT)?;
+                    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                })?
+                .or_else(|err| self.checkpoint_failed(err)),
             Err(err) => {
                 tracing::warn!(error = %err, "no connection for the final WAL checkpoint");
                 Ok(())
@@ -307,6 +345,30 @@ impl Pool {
             drop(idle);
         }
         checkpointed
+    }
+}
+
+impl Pool {
+    /// The final checkpoint failed. A full disk or an I/O error leaves every
+    /// committed transaction in the WAL, which the next start applies: that
+    /// is logged with the reason and is not a failed shutdown. Anything
+    /// else is returned.
+    fn checkpoint_failed(&self, err: rusqlite::Error) -> Result<(), rusqlite::Error> {
+        use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
+        let path = self.config.path.display();
+        match err.sqlite_error_code() {
+            Some(DiskFull | SystemIoFailure) => {
+                tracing::error!(
+                    error = %err,
+                    "the final WAL checkpoint failed: {} the disk holding {path} is full or \
+                     failing; every committed write stays in {path}-wal and is applied on the \
+                     next start once there is room: do not delete the -wal file",
+                    if err.sqlite_error_code() == Some(DiskFull) { "SQLITE_FULL:" } else { "I/O error:" }
+                );
+                Ok(())
+            }
+            _ => Err(err),
+        }
     }
 }
 
