@@ -179,7 +179,9 @@ fn check(config: Config) -> anyhow::Result<()> {
     {
         // Every page is read: a corrupt table fails `check`, not a query later.
         let conn = pool.get()?;
-        database::quick_check(&conn, &config.path, QUICK_CHECK_TIMEOUT)?;
+        conn.with_access(eros_mcp::access::Access::Trusted, |conn| {
+            database::quick_check(conn, &config.path, QUICK_CHECK_TIMEOUT)
+        })??;
         println!("quick_check = ok");
     }
     println!("pool_stats = {}", serde_json::to_string(&pool.stats())?);

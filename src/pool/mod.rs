@@ -350,13 +350,21 @@ impl Pool {
 
 impl Pool {
     /// The final checkpoint failed. A full disk or an I/O error leaves every
-    /// committed transaction in the WAL, which the next start applies: that
-    /// is logged with the reason and is not a failed shutdown. Anything
-    /// else is returned.
+    /// committed transaction in the WAL, which the next start applies, and a
+    /// read-only file took no writes: that is logged with the reason and is
+    /// not a failed shutdown. Anything else is returned.
     fn checkpoint_failed(&self, err: rusqlite::Error) -> Result<(), rusqlite::Error> {
-        use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
+        use rusqlite::ErrorCode::{DiskFull, ReadOnly, SystemIoFailure};
         let path = self.config.path.display();
         match err.sqlite_error_code() {
+            // Nothing could have been written to a read-only file.
+            Some(ReadOnly) => {
+                tracing::warn!(
+                    error = %err,
+                    "no final WAL checkpoint: the database file {path} is read-only"
+                );
+                Ok(())
+            }
             Some(DiskFull | SystemIoFailure) => {
                 tracing::error!(
                     error = %err,
