@@ -77,12 +77,10 @@ pub fn quick_check(
 ) -> Result<(), IntegrityError> {
     let deadline = std::time::Instant::now() + timeout;
     let _ = conn.progress_handler(10_000, Some(move || std::time::Instant::now() >= deadline));
-    let result = conn
-        .prepare("PRAGMA quick_check(20)")
-        .and_then(|mut stmt| {
-            stmt.query_map([], |row| row.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()
-        });
+    let result = conn.prepare("PRAGMA quick_check(20)").and_then(|mut stmt| {
+        stmt.query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()
+    });
     let _ = conn.progress_handler(0, None::<fn() -> bool>);
     let path = path.display().to_string();
     match result {

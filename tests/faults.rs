@@ -200,11 +200,9 @@ impl Workload {
                     let arguments = json!({"sql": sql, "params": {"h": handle}});
                     let request = rmcp::model::CallToolRequestParams::new("execute")
                         .with_arguments(arguments.as_object().unwrap().clone());
-                    let answer = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        client.call_tool(request),
-                    )
-                    .await;
+                    let answer =
+                        tokio::time::timeout(Duration::from_secs(5), client.call_tool(request))
+                            .await;
                     match answer {
                         Ok(Ok(result)) if result.is_error != Some(true) => {
                             ledger
@@ -286,11 +284,9 @@ impl Workload {
 /// Opens `db` directly and asserts `integrity_check` passes; returns the
 /// handles among `handles` that are missing.
 fn integrity_and_missing(db: &Path, handles: &[String]) -> Vec<String> {
-    let conn = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
-    )
-    .unwrap_or_else(|err| panic!("open {}: {err}", db.display()));
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .unwrap_or_else(|err| panic!("open {}: {err}", db.display()));
     let integrity: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -349,7 +345,8 @@ async fn file_changed(
     let ledger = workload.stop().await;
     let (_, log) = served.terminate();
     assert!(
-        log.lines().any(|l| l.contains("ERROR") && l.contains(names)),
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains(names)),
         "the fault is not logged at error level: {log}"
     );
     assert!(
@@ -489,7 +486,11 @@ async fn a_corrupt_table_page_is_reported_until_quick_check_passes() {
     )
     .await;
     assert_eq!(result.is_error, Some(true));
-    assert!(text(&result).contains("SQLITE_CORRUPT"), "{}", text(&result));
+    assert!(
+        text(&result).contains("SQLITE_CORRUPT"),
+        "{}",
+        text(&result)
+    );
     let body = served
         .readyz_within("corruption", |status, body| {
             status == 503
@@ -655,7 +656,10 @@ async fn sigterm_while_the_disk_is_full_exits_with_the_reason_and_loses_nothing(
         log.contains("final WAL checkpoint failed") && log.contains("full"),
         "{log}"
     );
-    assert!(status.success(), "a full disk at shutdown is not a crash: {log}");
+    assert!(
+        status.success(),
+        "a full disk at shutdown is not a crash: {log}"
+    );
     std::fs::remove_file(&filler).unwrap();
     let missing = integrity_and_missing(&db, &handles(&ledger));
     assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
@@ -694,7 +698,12 @@ async fn a_read_only_file_serves_reads_and_says_writes_are_impossible() {
     assert_eq!(body["ready"], true);
     assert_eq!(served.metric("mcp_db_writable"), Some(0.0));
     let client = served.server.client(None, &ERAS[1]).await;
-    let read = call(&client, "query", json!({"sql": "SELECT count(*) FROM creators"})).await;
+    let read = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT count(*) FROM creators"}),
+    )
+    .await;
     assert!(rows(&read)["rows"][0][0].as_i64().unwrap() > 0);
     let write = call(
         &client,

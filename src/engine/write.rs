@@ -52,7 +52,14 @@ impl QueryEngine {
                 max_text_bytes: limits.max_bytes,
             };
             conn.with_access(Access::Trusted, |conn| {
-                write(conn, watch, &health, &request, limits.max_rows, value_limits)
+                write(
+                    conn,
+                    watch,
+                    &health,
+                    &request,
+                    limits.max_rows,
+                    value_limits,
+                )
             })?
         })
         .await
