@@ -257,20 +257,20 @@ impl Pool {
     }
 
     /// One maintenance pass: checks the database file is still the one
-    /// opened, checks every idle connection (age, health) by checking it
-    /// out, trims idle connections above `pool_size` by returning them, and
-    /// restores the pre-warmed minimum (not once the file has changed: no
-    /// new connection may open then).
+    /// opened (a fault is recorded and logged even when no call comes),
+    /// checks every idle connection (age, health) by checking it out, trims
+    /// idle connections above `pool_size` by returning them, and restores
+    /// the pre-warmed minimum. Once the file has changed, restoring fails
+    /// at once (no connection may open on another file) and is counted in
+    /// `connections_failed`, which is what the operator's alert watches.
     pub fn run_maintenance(&self) {
-        let file_ok = self.shared.health.verify_file().is_ok();
+        let _ = self.shared.health.verify_file();
         events::MAINTENANCE.set(true);
         let idle = self.stats().available;
         let held: Vec<_> = (0..idle).map_while(|_| self.try_get()).collect();
         drop(held);
-        if file_ok {
-            if let Err(err) = self.prewarm() {
-                tracing::warn!(error = %err, "could not restore the pre-warmed connections");
-            }
+        if let Err(err) = self.prewarm() {
+            tracing::warn!(error = %err, "could not restore the pre-warmed connections");
         }
         events::MAINTENANCE.set(false);
     }
