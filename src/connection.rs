@@ -13,6 +13,7 @@ use rusqlite::limits::Limit;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::DatabaseConfig;
+use crate::health::FileIdentity;
 
 /// Why a connection could not be opened, in words a person can act on.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,11 @@ pub enum ConnectError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "refused to open {path}: it is no longer the database file the server opened at \
+         startup (deleted, renamed or replaced)"
+    )]
+    NotTheOpenedFile { path: PathBuf },
     #[error("cannot prepare database {path} (PRAGMA {pragma}): {reason} ({source})")]
     Setup {
         path: PathBuf,
@@ -45,7 +51,7 @@ impl ConnectError {
     /// that is not a database or a directory that cannot be written.
     pub fn is_transient(&self) -> bool {
         match self {
-            ConnectError::CreateDir { .. } => false,
+            ConnectError::CreateDir { .. } | ConnectError::NotTheOpenedFile { .. } => false,
             ConnectError::Open { source, .. } | ConnectError::Setup { source, .. } => {
                 is_busy(source)
             }
@@ -76,6 +82,13 @@ pub struct ConnectionOptions {
     /// 40,000 `WHEN`s takes seconds to prepare, uninterruptibly); at the
     /// default 100 KB the worst statement prepares in about 50 ms.
     pub max_sql_bytes: u32,
+    /// Whether a missing file is created. Only before the server records
+    /// the file's identity: afterwards a missing file means it was deleted,
+    /// and an empty new one would silently take its place.
+    pub create: bool,
+    /// The file the connection must open; checked right after opening,
+    /// before any PRAGMA could write to another file.
+    pub identity: Option<FileIdentity>,
 }
 
 impl From<&DatabaseConfig> for ConnectionOptions {
@@ -90,24 +103,47 @@ impl From<&DatabaseConfig> for ConnectionOptions {
             cache_kib: config.heap_limit_bytes / 1024,
             max_value_bytes: config.max_value_bytes,
             max_sql_bytes: config.max_sql_bytes,
+            create: true,
+            identity: None,
         }
     }
 }
 
 /// Opens `options.path` read-write (creating it and its directory when
-/// missing) and applies the PRAGMAs and hardening.
+/// missing and `options.create`), checks it is the expected file, and
+/// applies the PRAGMAs and hardening.
 pub fn open(options: &ConnectionOptions) -> Result<Connection, ConnectError> {
     let path = options.path.as_path();
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        if !dir.exists() {
+        if options.create && !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|source| ConnectError::CreateDir {
                 dir: dir.to_path_buf(),
                 source,
             })?;
         }
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    if options.create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| ConnectError::Open {
+        path: path.to_path_buf(),
+        reason: describe(&source),
+        source,
+    })?;
+    ensure_identity(&conn, options)?;
+    apply_settings(&conn, path, options)?;
+    Ok(conn)
+}
+
+/// Opens `options.path` read-only, never creating it, for the readiness
+/// probe: hardened like every connection, with a small cache, and no
+/// PRAGMA that could write.
+pub fn open_probe(options: &ConnectionOptions) -> Result<Connection, ConnectError> {
+    let path = options.path.as_path();
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags).map_err(|source| ConnectError::Open {
@@ -115,8 +151,49 @@ pub fn open(options: &ConnectionOptions) -> Result<Connection, ConnectError> {
         reason: describe(&source),
         source,
     })?;
-    apply_settings(&conn, path, options)?;
+    ensure_identity(&conn, options)?;
+    let setup = |pragma: &'static str| {
+        move |source: rusqlite::Error| ConnectError::Setup {
+            path: path.to_path_buf(),
+            pragma,
+            reason: describe(&source),
+            source,
+        }
+    };
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(setup("busy_timeout"))?;
+    harden(&conn, options).map_err(setup("defensive"))?;
+    for (pragma, value) in [
+        ("query_only", "ON"),
+        ("trusted_schema", "OFF"),
+        ("cell_size_check", "ON"),
+        ("mmap_size", "0"),
+        ("temp_store", "MEMORY"),
+        ("cache_size", "-1024"),
+    ] {
+        conn.pragma_update(None, pragma, value)
+            .map_err(setup(pragma))?;
+    }
     Ok(conn)
+}
+
+/// The file SQLite just opened (its descriptor is open from
+/// `sqlite3_open_v2` on) must be the one recorded at startup: comparing the
+/// path's identity now, before any PRAGMA runs, refuses a file that was
+/// replaced. The refused connection is closed without the checkpoint a
+/// closing connection would otherwise run: the WAL beside the path belongs
+/// to the old file, and checkpointing it into the new one corrupts it.
+fn ensure_identity(conn: &Connection, options: &ConnectionOptions) -> Result<(), ConnectError> {
+    let Some(expected) = options.identity else {
+        return Ok(());
+    };
+    if FileIdentity::of(&options.path).is_ok_and(|now| now == expected) {
+        return Ok(());
+    }
+    let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+    Err(ConnectError::NotTheOpenedFile {
+        path: options.path.clone(),
+    })
 }
 
 fn apply_settings(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::config::DatabaseConfig;
 use crate::connection::{self, ConnectError, ConnectionOptions};
+use crate::health::DatabaseHealth;
 use crate::migrations::{self, MigrationError};
 use crate::pool::{Pool, PoolError, PoolObserver};
 
@@ -22,6 +23,12 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Pool(#[from] PoolError),
+    #[error("cannot record the identity of the database file {path}: {source}")]
+    Identity {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Opens one connection with the pool's settings, outside the pool.
@@ -45,11 +52,64 @@ pub fn prepare_schema(config: &DatabaseConfig) -> Result<usize, StartupError> {
     }
 }
 
-/// Migrates, then opens, pre-warms and starts maintaining the pool.
+/// Migrates, records the identity of the file (from now on the pool opens
+/// that file only, and never creates one), then opens, pre-warms and starts
+/// maintaining the pool.
 pub fn open(
     config: &DatabaseConfig,
     observer: Arc<dyn PoolObserver>,
 ) -> Result<Arc<Pool>, StartupError> {
     prepare_schema(config)?;
-    Ok(Pool::open(config, observer)?)
+    let health = DatabaseHealth::watch(&config.path, !config.read_only).map_err(|source| {
+        StartupError::Identity {
+            path: config.path.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(Pool::open_with_health(config, observer, health)?)
+}
+
+/// Runs `PRAGMA quick_check` (bounded by `timeout`) on `conn`.
+pub fn quick_check(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Result<(), IntegrityError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let _ = conn.progress_handler(10_000, Some(move || std::time::Instant::now() >= deadline));
+    let result = conn.prepare("PRAGMA quick_check(20)").and_then(|mut stmt| {
+        stmt.query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let _ = conn.progress_handler(0, None::<fn() -> bool>);
+    let path = path.display().to_string();
+    match result {
+        Ok(lines) if lines.len() == 1 && lines[0] == "ok" => Ok(()),
+        Ok(lines) => Err(IntegrityError::Corrupt {
+            path,
+            found: lines.join("; "),
+        }),
+        Err(err) if err.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
+            Err(IntegrityError::TooSlow { path, timeout })
+        }
+        Err(err) => Err(IntegrityError::Corrupt {
+            path,
+            found: err.to_string(),
+        }),
+    }
+}
+
+/// What `PRAGMA quick_check` found.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityError {
+    #[error(
+        "the database file {path} is corrupt: PRAGMA quick_check found: {found}; restore it \
+         from a backup"
+    )]
+    Corrupt { path: String, found: String },
+    #[error("PRAGMA quick_check on {path} did not finish within {timeout:?}")]
+    TooSlow {
+        path: String,
+        timeout: std::time::Duration,
+    },
 }

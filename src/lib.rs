@@ -7,13 +7,14 @@
 //! - [`transport`]: stdio and streamable HTTP (with auth) for the MCP server.
 //! - [`config`]: typed settings read once from the environment.
 //! - [`budget`]: the peak memory the settings allow, as a formula.
+//! - [`health`]: the database file's identity, corruption and writability, shared.
 //! - [`database`]: opening the served database: migrations, then the pool.
 //! - [`mcp`]: the MCP server: tools, declared tools, the schema resource.
 //! - [`engine`]: the query engine the tools call: reads, schema, writes.
 //! - [`pool`]: the QueuePool-style r2d2 connection pool and its counters.
 //! - [`access`]: what SQL a connection may run (the authorizer and `query_only`).
 //! - [`connection`]: opening one SQLite connection with its PRAGMAs, hardening and limits.
-//! - [`bounded_functions`]: linear-time `instr` and `replace` in place of SQLite's quadratic ones.
+//! - [`bounded_functions`]: SQLite built-ins replaced so no single call runs unbounded.
 //! - [`migrations`]: the versioned schema of the default database, and demo data.
 //! - [`loadgen`]: the load generator behind `eros-bench` (not used by the server).
 //! - [`retry`]: backoff for transient SQLite failures.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod connection;
 pub mod database;
 pub mod engine;
+pub mod health;
 pub mod loadgen;
 pub mod mcp;
 pub mod migrations;

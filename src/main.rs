@@ -162,6 +162,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
     served
 }
 
+/// How long `eros-mcp check` lets `PRAGMA quick_check` run: it reads the
+/// whole file, about a second per few hundred MB.
+const QUICK_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 fn check(config: Config) -> anyhow::Result<()> {
     let budget = MemoryBudget::of(&config);
     let config = config.database;
@@ -176,6 +180,14 @@ fn check(config: Config) -> anyhow::Result<()> {
         "schema_version = {version} (this build knows {})",
         migrations::latest_version()
     );
+    {
+        // Every page is read: a corrupt table fails `check`, not a query later.
+        let conn = pool.get()?;
+        conn.with_access(eros_mcp::access::Access::Trusted, |conn| {
+            database::quick_check(conn, &config.path, QUICK_CHECK_TIMEOUT)
+        })??;
+        println!("quick_check = ok");
+    }
     println!("pool_stats = {}", serde_json::to_string(&pool.stats())?);
     pool.close()?;
     Ok(())

@@ -1,7 +1,7 @@
 //! The operations sidecar of the real binary: probes tell the truth before
 //! warm-up, under saturation and during shutdown; SIGTERM loses no
 //! acknowledged write; a taken port is handled as each transport's users
-//! expect.
+//! expect; probes never count as pool checkouts.
 
 mod common;
 
@@ -253,4 +253,48 @@ async fn stats_and_metrics_report_the_pool() {
         );
     }
     client.cancel().await.unwrap();
+}
+
+/// The lines of the exposition that the pool's counters and histograms make.
+fn pool_series(exposition: &str) -> Vec<String> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("mcp_db_pool") || l.starts_with("mcp_db_connection"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_on_a_saturated_pool_leave_every_pool_counter_and_histogram_unchanged() {
+    use eros_mcp::pool::PoolObserver;
+    use eros_mcp::sidecar::{Metrics, Readiness};
+    let db = TestDb::new().with_demo_data();
+    let config = eros_mcp::config::DatabaseConfig {
+        pool_size: 2,
+        max_overflow: 0,
+        prewarm: 2,
+        checkout_timeout: Duration::from_millis(100),
+        ..db.config.clone()
+    };
+    let metrics = Arc::new(Metrics::new(config.path.clone()));
+    let pool =
+        eros_mcp::database::open(&config, Arc::clone(&metrics) as Arc<dyn PoolObserver>).unwrap();
+    metrics.watch(Arc::clone(&pool), || true);
+    let readiness = Readiness::new(
+        Some(eros_mcp::migrations::latest_version()),
+        eros_mcp::shutdown::Shutdown::new(),
+    );
+    readiness.pool_ready(Arc::clone(&pool));
+    let held: Vec<_> = (0..2).map(|_| pool.get().unwrap()).collect();
+    let stats = pool.stats();
+    let series = pool_series(&metrics.render());
+    for _ in 0..10 {
+        let status = readiness.check().await;
+        assert!(status.ready, "{status:?}");
+        assert_eq!(status.status, "ready (saturated)");
+    }
+    assert_eq!(pool.stats(), stats, "a probe touched the pool's counters");
+    assert_eq!(pool_series(&metrics.render()), series);
+    drop(held);
+    pool.close().unwrap();
 }

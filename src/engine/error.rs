@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::health::FileFault;
 use crate::pool::PoolError;
 
 /// A failed query or tool call.
@@ -31,6 +32,13 @@ pub enum QueryError {
     Busy { retries: u32 },
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// The database file was deleted, renamed or replaced: writes are refused.
+    #[error(transparent)]
+    FileChanged(#[from] FileFault),
+    /// A write failed for a reason of the file or disk (full, read-only,
+    /// I/O), which the message names; reads may still work.
+    #[error("{message} ({code})")]
+    NotWritable { code: String, message: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("the server is shutting down")]
@@ -81,7 +89,10 @@ impl Outcome {
 impl QueryError {
     pub fn outcome(&self) -> Outcome {
         match self {
-            QueryError::Sql { .. } | QueryError::Internal(_) => Outcome::SqlError,
+            QueryError::Sql { .. }
+            | QueryError::Internal(_)
+            | QueryError::FileChanged(_)
+            | QueryError::NotWritable { .. } => Outcome::SqlError,
             QueryError::Denied(_) => Outcome::Denied,
             QueryError::Timeout(_) => Outcome::Timeout,
             QueryError::Cancelled => Outcome::Cancelled,
@@ -107,6 +118,8 @@ impl QueryError {
         match self {
             QueryError::Sql { code, .. } => code,
             QueryError::Limit { code, .. } => code,
+            QueryError::NotWritable { code, .. } => code,
+            QueryError::FileChanged(_) => "DATABASE_FILE_CHANGED",
             QueryError::Denied(_) => "DENIED",
             QueryError::Timeout(_) => "TIMEOUT",
             QueryError::Cancelled => "CANCELLED",
@@ -150,8 +163,10 @@ impl From<rusqlite::Error> for QueryError {
                     }
                 }
             };
+        // `query_only` refuses with plain SQLITE_READONLY; the extended
+        // READONLY codes (directory, cannot lock, moved...) are the file's.
         let refused = failure.code == rusqlite::ErrorCode::AuthorizationForStatementDenied
-            || failure.code == rusqlite::ErrorCode::ReadOnly
+            || (failure.code == rusqlite::ErrorCode::ReadOnly && failure.extended_code == 8)
             // A denied function is reported by SQLite as a plain error.
             || message.starts_with("not authorized");
         if refused {
@@ -168,7 +183,7 @@ impl From<rusqlite::Error> for QueryError {
 }
 
 /// SQLite's symbolic name for a (possibly extended) result code.
-fn sqlite_code_name(extended: std::ffi::c_int) -> String {
+pub(crate) fn sqlite_code_name(extended: std::ffi::c_int) -> String {
     // sqlite3_errstr gives prose; the symbolic names are what agents search for.
     let primary = extended & 0xff;
     let name = match primary {

@@ -217,6 +217,11 @@ impl QueryEngine {
     ) -> Result<T, QueryError> {
         let result =
             joined.map_err(|err| QueryError::Internal(format!("query task failed: {err}")))?;
+        if let Err(QueryError::Sql { code, message }) = &result {
+            if code.starts_with("SQLITE_CORRUPT") || code == "SQLITE_NOTADB" {
+                self.pool.health().record_corruption(message);
+            }
+        }
         result.map_err(|err| match err {
             QueryError::Sql { ref code, .. } if code == "SQLITE_INTERRUPT" => {
                 self.stopped_error(stopped.unwrap_or(StopReason::Deadline))

@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 use super::values::{to_json, ValueLimits};
 use super::{QueryEngine, QueryError, SqlParams, Watch};
 use crate::access::Access;
+use crate::health::DatabaseHealth;
 use crate::pool::ManagedConnection;
 
 /// Arguments of the `execute` tool.
@@ -44,22 +45,47 @@ impl QueryEngine {
         cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<ExecuteOutput, QueryError> {
         let limits = self.limits;
+        let health = self.pool().health().clone();
         self.run(cancel, move |conn, watch| {
             let value_limits = ValueLimits {
                 max_blob_bytes: limits.max_blob_bytes,
                 max_text_bytes: limits.max_bytes,
             };
             conn.with_access(Access::Trusted, |conn| {
-                write(conn, watch, &request, limits.max_rows, value_limits)
+                write(
+                    conn,
+                    watch,
+                    &health,
+                    &request,
+                    limits.max_rows,
+                    value_limits,
+                )
             })?
         })
         .await
     }
 }
 
+/// A failed write's error: a full disk, a read-only file or directory or an
+/// I/O error is recorded in `health` (readiness reports writes as
+/// impossible) and named as such; anything else is the statement's error.
+fn write_error(health: &DatabaseHealth, err: rusqlite::Error) -> QueryError {
+    match (health.classify_write_error(&err), &err) {
+        (Some(fault), rusqlite::Error::SqliteFailure(failure, _)) => {
+            health.write_failed(fault.clone());
+            QueryError::NotWritable {
+                code: super::error::sqlite_code_name(failure.extended_code),
+                message: fault.to_string(),
+            }
+        }
+        _ => err.into(),
+    }
+}
+
 fn write(
     conn: &ManagedConnection,
     watch: &Watch,
+    health: &DatabaseHealth,
     request: &ExecuteRequest,
     max_rows: usize,
     value_limits: ValueLimits,
@@ -67,10 +93,15 @@ fn write(
     if request.sql.trim().is_empty() {
         return Err(QueryError::InvalidArgument("`sql` is empty".into()));
     }
+    // A file already known to be gone: refuse before taking the lock.
+    if let Some(fault) = health.file_fault() {
+        return Err(fault.into());
+    }
     // Prepare first: a statement that does not compile takes no lock.
     let mut stmt = conn.prepare_untrusted(Access::ReadWrite, &request.sql)?;
     SqlParams::bind(request.params.as_ref(), &mut stmt)?;
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|err| write_error(health, err))?;
     let outcome = (|| -> Result<ExecuteOutput, QueryError> {
         let columns: Vec<String> = stmt
             .column_names()
@@ -83,7 +114,7 @@ fn write(
         let mut budget = value_limits.max_text_bytes;
         {
             let mut rows = stmt.raw_query();
-            while let Some(row) = rows.next()? {
+            while let Some(row) = rows.next().map_err(|err| write_error(health, err))? {
                 if rows_out.len() < max_rows && budget > 0 {
                     let mut values = Vec::with_capacity(columns.len());
                     for i in 0..columns.len() {
@@ -119,10 +150,18 @@ fn write(
             Err(super::interrupted())
         }
         Ok(output) => {
+            // The last moment to notice the file at the path is no longer
+            // the one this connection writes to: after COMMIT the write is
+            // acknowledged, and it would be in a file nobody can reach.
+            if let Err(fault) = health.verify_file() {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(fault.into());
+            }
             if let Err(err) = conn.execute_batch("COMMIT") {
                 let _ = conn.execute_batch("ROLLBACK");
-                return Err(err.into());
+                return Err(write_error(health, err));
             }
+            health.write_succeeded();
             Ok(output)
         }
         Err(err) => {

@@ -134,7 +134,14 @@ mod tests {
     use crate::pool::NoObserver;
 
     fn events() -> PoolEvents {
-        PoolEvents::new(Arc::new(Shared::new(8, Arc::new(NoObserver))), 10)
+        PoolEvents::new(
+            Arc::new(Shared::new(
+                8,
+                Arc::new(NoObserver),
+                crate::health::DatabaseHealth::unwatched(std::path::Path::new("t.db")),
+            )),
+            10,
+        )
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::counters::PoolCounters;
 use super::observer::PoolObserver;
 use crate::access::{self, Access, AccessLevel};
 use crate::connection::{self, ConnectError, ConnectionOptions};
+use crate::health::{DatabaseHealth, WriteFault};
 use crate::retry::RetryPolicy;
 
 /// Share of `max_age` by which a connection's expiry is brought forward at
@@ -43,11 +44,14 @@ pub(crate) struct Shared {
     pub last_connect_failure: Mutex<Option<String>>,
     /// Set by `Pool::close`: every returned connection is closed.
     pub closed: std::sync::atomic::AtomicBool,
+    /// The database file's identity, corruption and writability.
+    pub health: DatabaseHealth,
 }
 
 impl Shared {
-    pub fn new(pool_size: u32, observer: Arc<dyn PoolObserver>) -> Self {
+    pub fn new(pool_size: u32, observer: Arc<dyn PoolObserver>, health: DatabaseHealth) -> Self {
         Self {
+            health,
             counters: PoolCounters::default(),
             observer,
             pool_size: u64::from(pool_size),
@@ -196,9 +200,27 @@ impl SqliteManager {
         }
     }
 
-    /// Opens a connection and installs its access controls.
+    /// Opens a connection and installs its access controls. Once the file
+    /// is watched, a connection is opened only on the file recorded at
+    /// startup, never created, and a file that SQLite could open only
+    /// read-only is reported as such.
     fn open_guarded(&self) -> Result<(Connection, AccessLevel), ConnectError> {
-        let conn = connection::open(&self.options)?;
+        let health = &self.shared.health;
+        let not_the_file = || ConnectError::NotTheOpenedFile {
+            path: self.options.path.clone(),
+        };
+        health.verify_file().map_err(|_| not_the_file())?;
+        let conn = connection::open(&self.options).inspect_err(|err| {
+            if matches!(err, ConnectError::NotTheOpenedFile { .. }) {
+                // Records (and logs once) what happened to the file.
+                let _ = health.verify_file();
+            }
+        })?;
+        if health.is_watched() && conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            health.write_failed(WriteFault::ReadOnlyFile {
+                path: self.options.path.clone(),
+            });
+        }
         match access::install(&conn) {
             Ok(level) => Ok((conn, level)),
             Err(source) => Err(ConnectError::Setup {

@@ -33,6 +33,7 @@ use slots::Slots;
 
 use crate::config::DatabaseConfig;
 use crate::connection::ConnectionOptions;
+use crate::health::DatabaseHealth;
 use crate::retry::RetryPolicy;
 
 /// Connections r2d2 may open beyond the cap to replace ones held by
@@ -140,14 +141,30 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// Builds the pool without opening any connection (see [`Pool::prewarm`])
     /// and without starting maintenance (see [`Pool::start_maintenance`]).
+    /// The file is not watched: connections may create it.
     pub fn new(
         config: &DatabaseConfig,
         observer: Arc<dyn PoolObserver>,
     ) -> Result<Self, PoolError> {
+        Self::with_health(config, observer, DatabaseHealth::unwatched(&config.path))
+    }
+
+    /// [`Pool::new`] reporting to `health`: when it watches the file,
+    /// connections open only that file and never create one.
+    pub fn with_health(
+        config: &DatabaseConfig,
+        observer: Arc<dyn PoolObserver>,
+        health: DatabaseHealth,
+    ) -> Result<Self, PoolError> {
         crate::connection::limit_sqlite_heap(config.heap_limit_bytes, config.hard_heap_limit_bytes);
-        let shared = Arc::new(Shared::new(config.pool_size, observer));
+        let mut options = ConnectionOptions::from(config);
+        if let Some(identity) = health.identity() {
+            options.create = false;
+            options.identity = Some(identity);
+        }
+        let shared = Arc::new(Shared::new(config.pool_size, observer, health));
         let manager = SqliteManager::new(
-            ConnectionOptions::from(config),
+            options,
             config.connection_max_age,
             config.health_check,
             RetryPolicy {
@@ -185,10 +202,24 @@ impl Pool {
         config: &DatabaseConfig,
         observer: Arc<dyn PoolObserver>,
     ) -> Result<Arc<Self>, PoolError> {
-        let pool = Arc::new(Self::new(config, observer)?);
+        Self::open_with_health(config, observer, DatabaseHealth::unwatched(&config.path))
+    }
+
+    /// [`Pool::open`] reporting to (and guarded by) `health`.
+    pub fn open_with_health(
+        config: &DatabaseConfig,
+        observer: Arc<dyn PoolObserver>,
+        health: DatabaseHealth,
+    ) -> Result<Arc<Self>, PoolError> {
+        let pool = Arc::new(Self::with_health(config, observer, health)?);
         pool.prewarm()?;
         pool.start_maintenance();
         Ok(pool)
+    }
+
+    /// The database file's health, shared with the engine and readiness.
+    pub fn health(&self) -> &DatabaseHealth {
+        &self.shared.health
     }
 
     /// The configuration the pool was built with.
@@ -292,10 +323,15 @@ impl Pool {
         }
     }
 
-    /// One maintenance pass: checks every idle connection (age, health) by
-    /// checking it out, trims idle connections above `pool_size` by
-    /// returning them, and restores the pre-warmed minimum.
+    /// One maintenance pass: checks the database file is still the one
+    /// opened (a fault is recorded and logged even when no call comes),
+    /// checks every idle connection (age, health) by checking it out, trims
+    /// idle connections above `pool_size` by returning them, and restores
+    /// the pre-warmed minimum. Once the file has changed, restoring fails
+    /// at once (no connection may open on another file) and is counted in
+    /// `connections_failed`, which is what the operator's alert watches.
     pub fn run_maintenance(&self) {
+        let _ = self.shared.health.verify_file();
         events::MAINTENANCE.set(true);
         let idle = self.stats().available;
         let held: Vec<_> = (0..idle).map_while(|_| self.try_get()).collect();
@@ -360,10 +396,12 @@ impl Pool {
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
         let checkpointed = match conn {
-            Ok(conn) => conn.with_access(crate::access::Access::Trusted, |c| {
-                c.busy_timeout(CLOSE_WAIT)?;
-                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            })?,
+            Ok(conn) => conn
+                .with_access(crate::access::Access::Trusted, |c| {
+                    c.busy_timeout(CLOSE_WAIT)?;
+                    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                })?
+                .or_else(|err| self.checkpoint_failed(err)),
             Err(err) => {
                 tracing::warn!(error = %err, "no connection for the final WAL checkpoint");
                 Ok(())
@@ -374,6 +412,38 @@ impl Pool {
             drop(idle);
         }
         checkpointed
+    }
+}
+
+impl Pool {
+    /// The final checkpoint failed. A full disk or an I/O error leaves every
+    /// committed transaction in the WAL, which the next start applies, and a
+    /// read-only file took no writes: that is logged with the reason and is
+    /// not a failed shutdown. Anything else is returned.
+    fn checkpoint_failed(&self, err: rusqlite::Error) -> Result<(), rusqlite::Error> {
+        use rusqlite::ErrorCode::{DiskFull, ReadOnly, SystemIoFailure};
+        let path = self.config.path.display();
+        match err.sqlite_error_code() {
+            // Nothing could have been written to a read-only file.
+            Some(ReadOnly) => {
+                tracing::warn!(
+                    error = %err,
+                    "no final WAL checkpoint: the database file {path} is read-only"
+                );
+                Ok(())
+            }
+            Some(DiskFull | SystemIoFailure) => {
+                tracing::error!(
+                    error = %err,
+                    "the final WAL checkpoint failed: {} the disk holding {path} is full or \
+                     failing; every committed write stays in {path}-wal and is applied on the \
+                     next start once there is room: do not delete the -wal file",
+                    if err.sqlite_error_code() == Some(DiskFull) { "SQLITE_FULL:" } else { "I/O error:" }
+                );
+                Ok(())
+            }
+            _ => Err(err),
+        }
     }
 }
 

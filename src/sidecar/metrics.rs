@@ -346,7 +346,75 @@ struct PoolCollector {
     ready: IntGauge,
     overrunning: IntGauge,
     abandoned: IntCounter,
+    file: FileHealthMetrics,
     descs: Vec<Desc>,
+}
+
+/// The database file's health (see [`crate::health`]), read at scrape time.
+struct FileHealthMetrics {
+    writable: IntGauge,
+    file_changed: IntGauge,
+    corruption_detected: IntGauge,
+    corruption_errors: IntCounter,
+}
+
+impl FileHealthMetrics {
+    fn new() -> Self {
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid gauge");
+        Self {
+            writable: gauge(
+                "mcp_db_writable",
+                "1 when a write can succeed now; 0 when the server is read-only, the file is \
+                 read-only, the disk was full on the last write, or the file changed.",
+            ),
+            file_changed: gauge(
+                "mcp_db_file_changed",
+                "1 when the database file at the path was deleted, renamed or replaced while \
+                 open (writes refused until restart).",
+            ),
+            corruption_detected: gauge(
+                "mcp_db_corruption_detected",
+                "1 from an SQLITE_CORRUPT or SQLITE_NOTADB answer until PRAGMA quick_check \
+                 passes again.",
+            ),
+            corruption_errors: IntCounter::new(
+                "mcp_db_corruption_errors_total",
+                "SQLITE_CORRUPT and SQLITE_NOTADB answers.",
+            )
+            .expect("valid counter"),
+        }
+    }
+
+    fn descs(&self) -> Vec<Desc> {
+        [
+            self.writable.desc(),
+            self.file_changed.desc(),
+            self.corruption_detected.desc(),
+            self.corruption_errors.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+    }
+
+    fn collect(&self, health: &crate::health::DatabaseHealth) -> Vec<MetricFamily> {
+        self.writable
+            .set(i64::from(health.write_blocker().is_none()));
+        self.file_changed
+            .set(i64::from(health.file_fault().is_some()));
+        self.corruption_detected
+            .set(i64::from(health.corruption().is_some()));
+        let delta = health
+            .corruption_errors()
+            .saturating_sub(self.corruption_errors.get());
+        self.corruption_errors.inc_by(delta);
+        let mut families = self.writable.collect();
+        families.extend(self.file_changed.collect());
+        families.extend(self.corruption_detected.collect());
+        families.extend(self.corruption_errors.collect());
+        families
+    }
 }
 
 impl PoolCollector {
@@ -465,7 +533,10 @@ impl PoolCollector {
         descs.extend(ready.desc().into_iter().cloned());
         descs.extend(overrunning.desc().into_iter().cloned());
         descs.extend(abandoned.desc().into_iter().cloned());
+        let file = FileHealthMetrics::new();
+        descs.extend(file.descs());
         Self {
+            file,
             source,
             gauges,
             counters: Mutex::new(counters),
@@ -496,6 +567,7 @@ impl Collector for PoolCollector {
         let Some(pool) = self.source.pool.get() else {
             return families;
         };
+        families.extend(self.file.collect(pool.health()));
         let stats = pool.stats();
         for (gauge, read) in &self.gauges {
             gauge.set(read(&stats) as i64);

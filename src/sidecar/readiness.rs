@@ -1,21 +1,29 @@
 //! Whether the server can serve queries right now, as `/readyz` reports it:
-//! the schema at the expected version, the pool open and handing out a
-//! connection that answers `SELECT 1`, and no shutdown under way.
+//! the schema at the expected version, the pool open, the database file the
+//! one opened at startup and answering `SELECT 1`, no corruption reported
+//! since the last passing `quick_check`, and no shutdown under way. The
+//! body also says whether writes are possible (`writable`, with the
+//! reason when not): a full disk or a read-only file stops writes while
+//! reads still serve, so it does not make the server unready.
 //!
-//! The check never waits long: a pool whose every connection is busy is
-//! saturated, not broken, so it stays ready (no flapping under load), and
-//! the answer comes well within a probe's one-second timeout.
+//! The probe never touches the pool: it runs on its own read-only
+//! connection (opened without CREATE, on the file recorded at startup), so
+//! no probe counts as a checkout, a timeout or a wait in the pool's
+//! counters and histograms, and a saturated pool cannot make it wait. A
+//! pool whose every connection is busy is reported `ready (saturated)`:
+//! saturation is not unreadiness.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::pool::{Pool, PoolError};
+use crate::connection::{self, ConnectionOptions};
+use crate::pool::Pool;
 use crate::shutdown::Shutdown;
 
-/// How long the probe waits for a connection before calling the pool saturated.
-const PROBE_CHECKOUT: Duration = Duration::from_millis(250);
+/// The longest a `quick_check` after reported corruption may take in a probe.
+const QUICK_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The answer `/readyz` gives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,28 +32,41 @@ pub struct ReadyStatus {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Whether a write can succeed now.
+    pub writable: bool,
+    /// Why not, when `writable` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_blocker: Option<String>,
 }
 
 impl ReadyStatus {
-    fn ready(status: &'static str) -> Self {
+    fn ready(status: &'static str, write_blocker: Option<String>) -> Self {
         Self {
             ready: true,
             status,
             reason: None,
+            writable: write_blocker.is_none(),
+            write_blocker,
         }
     }
 
     fn not_ready(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
         Self {
             ready: false,
             status: "not ready",
-            reason: Some(reason.into()),
+            write_blocker: Some(reason.clone()),
+            reason: Some(reason),
+            writable: false,
         }
     }
 }
 
 pub struct Readiness {
     pool: OnceLock<Arc<Pool>>,
+    /// The probe's own read-only connection, opened on first use and
+    /// again after it fails.
+    probe_conn: Arc<Mutex<Option<rusqlite::Connection>>>,
     /// The schema version the migrations lead to; `None` when migration is off.
     expected_version: Option<usize>,
     shutdown: Shutdown,
@@ -55,6 +76,7 @@ impl Readiness {
     pub fn new(expected_version: Option<usize>, shutdown: Shutdown) -> Self {
         Self {
             pool: OnceLock::new(),
+            probe_conn: Arc::new(Mutex::new(None)),
             expected_version,
             shutdown,
         }
@@ -65,13 +87,17 @@ impl Readiness {
         let _ = self.pool.set(pool);
     }
 
-    /// A cheap verdict for the `mcp_ready` gauge: open, warmed, not stopping.
+    /// A cheap verdict for the `mcp_ready` gauge: open, warmed, not
+    /// stopping, the file unchanged and no corruption reported.
     pub fn is_ready_cheap(&self) -> bool {
         !self.shutdown.is_triggered()
-            && self
-                .pool
-                .get()
-                .is_some_and(|pool| !pool.is_closed() && pool.stats().total_connections > 0)
+            && self.pool.get().is_some_and(|pool| {
+                let health = pool.health();
+                !pool.is_closed()
+                    && pool.stats().total_connections > 0
+                    && health.file_fault().is_none()
+                    && health.corruption().is_none()
+            })
     }
 
     /// The full check `/readyz` runs.
@@ -83,30 +109,69 @@ impl Readiness {
             return ReadyStatus::not_ready("starting: the database is not open yet");
         };
         let expected = self.expected_version;
-        let probe = tokio::task::spawn_blocking(move || probe(&pool, expected));
+        let conn = Arc::clone(&self.probe_conn);
+        let probe = tokio::task::spawn_blocking(move || probe(&pool, &conn, expected));
         match tokio::time::timeout(Duration::from_millis(800), probe).await {
             Ok(Ok(status)) => status,
             Ok(Err(err)) => ReadyStatus::not_ready(format!("readiness probe failed: {err}")),
             // The blocking pool itself is saturated: busy, not broken.
-            Err(_) => ReadyStatus::ready("ready (saturated)"),
+            Err(_) => ReadyStatus::ready("ready (saturated)", None),
         }
     }
 }
 
-fn probe(pool: &Pool, expected_version: Option<usize>) -> ReadyStatus {
+fn probe(
+    pool: &Pool,
+    slot: &Mutex<Option<rusqlite::Connection>>,
+    expected_version: Option<usize>,
+) -> ReadyStatus {
     if pool.is_closed() {
         return ReadyStatus::not_ready("shutting down");
     }
-    let conn = match pool.get_timeout(PROBE_CHECKOUT) {
-        Ok(conn) => conn,
-        Err(PoolError::Exhausted { .. }) => return ReadyStatus::ready("ready (saturated)"),
-        Err(err) => return ReadyStatus::not_ready(err.to_string()),
-    };
+    let health = pool.health();
+    if let Err(fault) = health.verify_file() {
+        return ReadyStatus::not_ready(fault.to_string());
+    }
+    // One probe at a time on the probe's connection; a second waits here,
+    // bounded by the caller's timeout.
+    let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if health.corruption().is_some() {
+        // The quick_check must read the file, not pages this connection
+        // cached before the damage.
+        *slot = None;
+    }
+    if slot.is_none() {
+        let mut options = ConnectionOptions::from(pool.config());
+        options.create = false;
+        options.identity = health.identity();
+        match connection::open_probe(&options) {
+            Ok(conn) => *slot = Some(conn),
+            Err(err) => {
+                let _ = health.verify_file();
+                return ReadyStatus::not_ready(err.to_string());
+            }
+        }
+    }
+    let conn = slot.as_ref().expect("opened above");
+    let status = probe_on(conn, pool, expected_version);
+    if !status.ready {
+        // Reopen next time: the connection may be what failed.
+        *slot = None;
+    }
+    status
+}
+
+fn probe_on(
+    conn: &rusqlite::Connection,
+    pool: &Pool,
+    expected_version: Option<usize>,
+) -> ReadyStatus {
+    let health = pool.health();
     if let Err(err) = conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)) {
         return ReadyStatus::not_ready(format!("SELECT 1 failed: {err}"));
     }
     if let Some(expected) = expected_version {
-        match crate::migrations::current_version(&conn) {
+        match crate::migrations::current_version(conn) {
             Ok(version) if version == expected => {}
             Ok(version) => {
                 return ReadyStatus::not_ready(format!(
@@ -118,5 +183,21 @@ fn probe(pool: &Pool, expected_version: Option<usize>) -> ReadyStatus {
             }
         }
     }
-    ReadyStatus::ready("ready")
+    if let Some(corruption) = health.corruption() {
+        match crate::database::quick_check(conn, health.path(), QUICK_CHECK_TIMEOUT) {
+            Ok(()) => health.clear_corruption(),
+            Err(check) => {
+                return ReadyStatus::not_ready(format!(
+                    "database corruption detected (SQLITE_CORRUPT: {corruption}); {check}"
+                ))
+            }
+        }
+    }
+    let stats = pool.stats();
+    let status = if stats.available == 0 && stats.total_connections >= stats.max_connections {
+        "ready (saturated)"
+    } else {
+        "ready"
+    };
+    ReadyStatus::ready(status, health.write_blocker())
 }

@@ -1,0 +1,364 @@
+//! What the server knows about the database file beyond any one call: is
+//! the file at the configured path still the file it opened, has SQLite
+//! reported corruption, and can writes succeed right now.
+//!
+//! One [`DatabaseHealth`] is created when the database opens and passed,
+//! cloned, to whoever needs it: the pool (checks the file before opening a
+//! connection and in its maintenance pass), the engine (checks it before
+//! every COMMIT, records corruption and failed writes), readiness and
+//! metrics (report it). It is a handle on shared state, not a global.
+//!
+//! The file check is a `stat` of the path compared with the (device, inode)
+//! recorded at startup. A deleted or renamed file has no inode at the path;
+//! a replaced one has another. Once seen, the fault stays until restart:
+//! the connections still open write into a file nobody reaches through the
+//! path, so acknowledging any further write would lose it.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Which file a path names: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub device: u64,
+    pub inode: u64,
+}
+
+impl FileIdentity {
+    /// The identity of the file at `path` now.
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        Ok(Self {
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
+}
+
+/// The file at the path is no longer the one the server opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileFault {
+    #[error(
+        "the database file at {path} was deleted (or renamed away) while the server had it open; \
+         writes are refused so none is lost; restart the server after restoring the file"
+    )]
+    Deleted { path: PathBuf },
+    #[error(
+        "the database file at {path} was replaced while the server had it open; writes are \
+         refused so none is lost; restart the server after restoring the file"
+    )]
+    Replaced { path: PathBuf },
+}
+
+/// Why a write cannot succeed right now (reads may still serve).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteFault {
+    #[error("the server is read-only (EROS_DB_READ_ONLY=true)")]
+    Disabled,
+    #[error(
+        "the database file {path} is read-only (permissions or a read-only mount); writes fail \
+         until it is writable again"
+    )]
+    ReadOnlyFile { path: PathBuf },
+    #[error(
+        "the directory of {path} is read-only (permissions or a read-only mount), so SQLite \
+         cannot create its journal files"
+    )]
+    ReadOnlyDirectory { path: PathBuf },
+    #[error(
+        "the disk holding {path} is full (SQLITE_FULL on the last write); writes fail until \
+         there is room, reads still serve"
+    )]
+    DiskFull { path: PathBuf },
+    #[error("the last write to {path} failed with an I/O error ({detail}); check the disk")]
+    Io { path: PathBuf, detail: String },
+}
+
+struct Inner {
+    path: PathBuf,
+    /// `None`: not watched (a pool built on a file that may not exist yet).
+    identity: Option<FileIdentity>,
+    writes_enabled: bool,
+    file_fault: OnceLock<FileFault>,
+    corruption: Mutex<Option<String>>,
+    corrupt: AtomicBool,
+    corruption_errors: AtomicU64,
+    write_fault: Mutex<Option<WriteFault>>,
+}
+
+/// The shared health of the served database file. Cheap to clone.
+#[derive(Clone)]
+pub struct DatabaseHealth(Arc<Inner>);
+
+impl std::fmt::Debug for DatabaseHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseHealth")
+            .field("path", &self.0.path)
+            .field("identity", &self.0.identity)
+            .field("file_fault", &self.0.file_fault.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatabaseHealth {
+    /// Records the identity of the file at `path`, which must exist: from
+    /// now on that file, and only it, is the database.
+    pub fn watch(path: &Path, writes_enabled: bool) -> std::io::Result<Self> {
+        let identity = FileIdentity::of(path)?;
+        Ok(Self::build(path, Some(identity), writes_enabled))
+    }
+
+    /// Health without a file identity: connections may create the file, and
+    /// nothing checks it is still the same one. For pools built directly on
+    /// a path (tests, tools); the server always watches.
+    pub fn unwatched(path: &Path) -> Self {
+        Self::build(path, None, true)
+    }
+
+    fn build(path: &Path, identity: Option<FileIdentity>, writes_enabled: bool) -> Self {
+        Self(Arc::new(Inner {
+            path: path.to_path_buf(),
+            identity,
+            writes_enabled,
+            file_fault: OnceLock::new(),
+            corruption: Mutex::new(None),
+            corrupt: AtomicBool::new(false),
+            corruption_errors: AtomicU64::new(0),
+            write_fault: Mutex::new(None),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// The identity recorded at startup, if the file is watched.
+    pub fn identity(&self) -> Option<FileIdentity> {
+        self.0.identity
+    }
+
+    /// Whether the file's identity is checked (and connections must not
+    /// create the file).
+    pub fn is_watched(&self) -> bool {
+        self.0.identity.is_some()
+    }
+
+    /// Compares the file at the path with the one recorded at startup (one
+    /// `stat`, about a microsecond). The first fault found is logged at
+    /// error level and kept until restart.
+    pub fn verify_file(&self) -> Result<(), FileFault> {
+        if let Some(fault) = self.0.file_fault.get() {
+            return Err(fault.clone());
+        }
+        let Some(recorded) = self.0.identity else {
+            return Ok(());
+        };
+        let fault = match FileIdentity::of(&self.0.path) {
+            Ok(now) if now == recorded => return Ok(()),
+            Ok(_) => FileFault::Replaced {
+                path: self.0.path.clone(),
+            },
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => FileFault::Deleted {
+                path: self.0.path.clone(),
+            },
+            // Cannot tell (a directory made unreadable): not proof of a change.
+            Err(_) => return Ok(()),
+        };
+        Err(self.record_file_fault(fault))
+    }
+
+    fn record_file_fault(&self, fault: FileFault) -> FileFault {
+        if self.0.file_fault.set(fault.clone()).is_ok() {
+            tracing::error!(path = %self.0.path.display(), "{fault}");
+        }
+        self.0.file_fault.get().cloned().unwrap_or(fault)
+    }
+
+    /// The file fault already seen, without looking at the file again.
+    pub fn file_fault(&self) -> Option<FileFault> {
+        self.0.file_fault.get().cloned()
+    }
+
+    /// SQLite reported `SQLITE_CORRUPT` or `SQLITE_NOTADB`: counted, logged
+    /// the first time, and reported until a `quick_check` passes again.
+    pub fn record_corruption(&self, detail: &str) {
+        self.0.corruption_errors.fetch_add(1, Ordering::Relaxed);
+        let mut slot = self.0.corruption.lock().unwrap();
+        if slot.is_none() {
+            tracing::error!(
+                path = %self.0.path.display(),
+                "database corruption detected: {detail}; queries touching the damaged pages fail \
+                 and /readyz reports not ready until PRAGMA quick_check passes; restore the file \
+                 from a backup"
+            );
+            *slot = Some(detail.to_string());
+            self.0.corrupt.store(true, Ordering::Release);
+        }
+    }
+
+    /// The corruption seen and not yet cleared by a passing `quick_check`.
+    pub fn corruption(&self) -> Option<String> {
+        if !self.0.corrupt.load(Ordering::Acquire) {
+            return None;
+        }
+        self.0.corruption.lock().unwrap().clone()
+    }
+
+    /// A `quick_check` passed: the corruption is no longer reported.
+    pub fn clear_corruption(&self) {
+        let mut slot = self.0.corruption.lock().unwrap();
+        if slot.take().is_some() {
+            self.0.corrupt.store(false, Ordering::Release);
+            tracing::warn!(
+                path = %self.0.path.display(),
+                "PRAGMA quick_check passes again; no longer reporting corruption"
+            );
+        }
+    }
+
+    /// `SQLITE_CORRUPT` and `SQLITE_NOTADB` answers since startup.
+    pub fn corruption_errors(&self) -> u64 {
+        self.0.corruption_errors.load(Ordering::Relaxed)
+    }
+
+    /// A write failed for a reason that will fail the next one too.
+    pub fn write_failed(&self, fault: WriteFault) {
+        let mut slot = self.0.write_fault.lock().unwrap();
+        if slot.as_ref() != Some(&fault) {
+            tracing::error!(path = %self.0.path.display(), "writes are failing: {fault}");
+            *slot = Some(fault);
+        }
+    }
+
+    /// A write committed: whatever stopped writes before is gone.
+    pub fn write_succeeded(&self) {
+        let mut slot = self.0.write_fault.lock().unwrap();
+        if let Some(fault) = slot.take() {
+            tracing::warn!(path = %self.0.path.display(), "writes succeed again (was: {fault})");
+        }
+    }
+
+    /// Why writes cannot succeed now, if they cannot.
+    pub fn write_blocker(&self) -> Option<String> {
+        if let Some(fault) = self.file_fault() {
+            return Some(fault.to_string());
+        }
+        if !self.0.writes_enabled {
+            return Some(WriteFault::Disabled.to_string());
+        }
+        self.0
+            .write_fault
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(ToString::to_string)
+    }
+
+    /// The write fault that a failed write's SQLite error means, if any:
+    /// a full disk, a read-only file or directory, an I/O error. Only for
+    /// errors of trusted write transactions: there `query_only` is off and
+    /// the authorizer refuses with `SQLITE_AUTH`, so `SQLITE_READONLY` can
+    /// only come from the file.
+    pub fn classify_write_error(&self, err: &rusqlite::Error) -> Option<WriteFault> {
+        use rusqlite::ErrorCode;
+        let rusqlite::Error::SqliteFailure(failure, message) = err else {
+            return None;
+        };
+        let path = self.0.path.clone();
+        match failure.code {
+            ErrorCode::DiskFull => Some(WriteFault::DiskFull { path }),
+            // SQLITE_READONLY_DIRECTORY: the journal cannot be created.
+            ErrorCode::ReadOnly if failure.extended_code == 1544 => {
+                Some(WriteFault::ReadOnlyDirectory { path })
+            }
+            ErrorCode::ReadOnly => Some(WriteFault::ReadOnlyFile { path }),
+            ErrorCode::SystemIoFailure => Some(WriteFault::Io {
+                path,
+                detail: message.clone().unwrap_or_else(|| failure.to_string()),
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_file_is_a_fault_that_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::write(&path, b"one").unwrap();
+        let health = DatabaseHealth::watch(&path, true).unwrap();
+        assert_eq!(health.verify_file(), Ok(()));
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"two").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(matches!(
+            health.verify_file(),
+            Err(FileFault::Replaced { .. })
+        ));
+        assert!(health.write_blocker().unwrap().contains("replaced"));
+    }
+
+    #[test]
+    fn a_deleted_file_is_reported_as_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::write(&path, b"one").unwrap();
+        let health = DatabaseHealth::watch(&path, true).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let fault = health.verify_file().unwrap_err();
+        assert!(fault.to_string().contains("was deleted"), "{fault}");
+        // Putting a file back does not clear it: restart is the cure.
+        std::fs::write(&path, b"again").unwrap();
+        assert!(health.verify_file().is_err());
+    }
+
+    #[test]
+    fn corruption_is_reported_until_cleared() {
+        let health = DatabaseHealth::unwatched(Path::new("x.db"));
+        assert_eq!(health.corruption(), None);
+        health.record_corruption("database disk image is malformed");
+        health.record_corruption("again");
+        assert_eq!(health.corruption_errors(), 2);
+        assert_eq!(
+            health.corruption().as_deref(),
+            Some("database disk image is malformed")
+        );
+        health.clear_corruption();
+        assert_eq!(health.corruption(), None);
+    }
+
+    /// The cost the write path pays per COMMIT; printed with `--nocapture`.
+    #[test]
+    fn verifying_the_file_costs_about_a_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::write(&path, b"one").unwrap();
+        let health = DatabaseHealth::watch(&path, true).unwrap();
+        let rounds = 20_000;
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            health.verify_file().unwrap();
+        }
+        let each = started.elapsed() / rounds;
+        // For scale: the smallest write the engine commits (WAL, synchronous=NORMAL).
+        let conn = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; CREATE TABLE t(x)")
+            .unwrap();
+        let writes = 2_000;
+        let started = std::time::Instant::now();
+        for i in 0..writes {
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+            conn.execute_batch("COMMIT").unwrap();
+        }
+        let write = started.elapsed() / writes;
+        println!("verify_file: {each:?} per call; one-row write transaction: {write:?}");
+        assert!(each < std::time::Duration::from_millis(1), "{each:?}");
+    }
+}
