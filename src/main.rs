@@ -155,9 +155,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::from)
     });
-    // A statement abandoned inside one long SQLite step still occupies a
-    // blocking thread; dropping the runtime would wait for it. The database
-    // is closed by now, so exit without waiting.
+    // Dropping the runtime would wait for every blocking task; the database
+    // is closed by now, so exit without waiting. (A statement abandoned
+    // inside one long SQLite step runs on a thread of its own, which the
+    // process exit does not wait for.)
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     served
 }

@@ -523,9 +523,27 @@ async fn a_statement_inside_one_long_step_is_answered_at_its_deadline() {
     assert!(took < Duration::from_millis(400), "answered after {took:?}");
     assert_eq!(engine.overrunning(), 1, "the statement was abandoned");
     assert_eq!(engine.abandoned(), 1);
+    assert!(
+        demoted_statement_threads() >= 1,
+        "the abandoned statement runs at the lowest priority"
+    );
     until_no_statement_overruns(&engine).await;
     assert_eq!(engine.pool().stats().active_connections, 0);
     engine.query(request("SELECT 1"), None).await.unwrap();
+}
+
+/// Statement threads of this process at nice 19 (demoted when their
+/// statement was abandoned; `src/engine/threads.rs` tests that they exit).
+fn demoted_statement_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(eros-sql)"))
+        .filter(|stat| {
+            let after = stat.rsplit_once(')').unwrap().1;
+            after.split_whitespace().nth(16) == Some("19")
+        })
+        .count()
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod cursor;
 mod error;
 mod read;
 mod schema;
+pub mod threads;
 mod values;
 pub mod watch;
 mod write;
@@ -85,6 +86,7 @@ pub struct QueryEngine {
     read_retry: RetryPolicy,
     overrunning: Arc<AtomicUsize>,
     abandoned: AtomicU64,
+    threads: threads::SqlThreads,
 }
 
 /// Why the async side stopped a call.
@@ -108,6 +110,7 @@ impl QueryEngine {
             read_retry,
             overrunning: Arc::new(AtomicUsize::new(0)),
             abandoned: AtomicU64::new(0),
+            threads: threads::SqlThreads::new(),
         }
     }
 
@@ -131,7 +134,7 @@ impl QueryEngine {
         self.abandoned.load(Ordering::Relaxed)
     }
 
-    /// Runs `work` on a pooled connection on a blocking thread, never on
+    /// Runs `work` on a pooled connection on a statement thread ([`threads`]), never on
     /// an async worker: no statement can stall the tasks serving other
     /// calls. The whole call, from waiting for a connection to the last
     /// row, has `query_timeout`; at the deadline (or when `cancel` fires)
@@ -150,7 +153,7 @@ impl QueryEngine {
         let timeout = self.limits.query_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let watch = Arc::new(Watch::default());
-        let mut job = tokio::task::spawn_blocking({
+        let mut job = self.threads.spawn({
             let pool = Arc::clone(&self.pool);
             let watch = Arc::clone(&watch);
             let overrunning = Arc::clone(&self.overrunning);
@@ -158,6 +161,8 @@ impl QueryEngine {
             move || {
                 let result = run_blocking(&pool, &watch, deadline, work);
                 if watch.finish() {
+                    // This thread was demoted when the call was abandoned.
+                    threads::retire_current_thread();
                     overrunning.fetch_sub(1, Ordering::Relaxed);
                     tracing::warn!(
                         "an abandoned statement has returned its connection ({})",
@@ -212,11 +217,11 @@ impl QueryEngine {
     /// and a resource limit names the setting that raises it.
     fn finish<T>(
         &self,
-        joined: Result<Result<T, QueryError>, tokio::task::JoinError>,
+        joined: Result<Result<T, QueryError>, tokio::sync::oneshot::error::RecvError>,
         stopped: Option<StopReason>,
     ) -> Result<T, QueryError> {
         let result =
-            joined.map_err(|err| QueryError::Internal(format!("query task failed: {err}")))?;
+            joined.map_err(|_| QueryError::Internal("the statement's thread panicked".into()))?;
         if let Err(QueryError::Sql { code, message }) = &result {
             if code.starts_with("SQLITE_CORRUPT") || code == "SQLITE_NOTADB" {
                 self.pool.health().record_corruption(message);

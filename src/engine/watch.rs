@@ -15,14 +15,16 @@ use std::sync::Mutex;
 
 use rusqlite::InterruptHandle;
 
+use super::threads::{demote, ThreadId};
 use crate::pool::Slot;
 
 /// Where the watched call is.
 enum State {
     /// Waiting for a connection.
     Waiting,
-    /// A statement may be running on the connection this handle interrupts.
-    Running(InterruptHandle),
+    /// A statement may be running on the connection this handle
+    /// interrupts, on this thread.
+    Running(InterruptHandle, ThreadId),
     /// A write is committing: its outcome must be waited for, not abandoned.
     Committing,
     /// The work is over; the connection is going back to the pool.
@@ -67,7 +69,7 @@ impl Watch {
         if self.is_stopped() {
             return false;
         }
-        *state = State::Running(conn.get_interrupt_handle());
+        *state = State::Running(conn.get_interrupt_handle(), ThreadId::current());
         true
     }
 
@@ -81,7 +83,7 @@ impl Watch {
     /// pending interrupt when a new statement starts on an idle connection.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
-        if let State::Running(handle) = &*self.state.lock().unwrap() {
+        if let State::Running(handle, _) = &*self.state.lock().unwrap() {
             handle.interrupt();
         }
     }
@@ -115,6 +117,11 @@ impl Watch {
         match *state {
             State::Committing | State::Finished => false,
             _ => {
+                // A statement left running keeps a core until SQLite
+                // returns: at the lowest priority, it cannot starve others.
+                if let State::Running(_, thread) = &*state {
+                    demote(*thread);
+                }
                 *state = State::Abandoned;
                 drop(self.slot.lock().unwrap().take());
                 true
