@@ -152,14 +152,7 @@ pub fn open_probe(options: &ConnectionOptions) -> Result<Connection, ConnectErro
         source,
     })?;
     ensure_identity(&conn, options)?;
-    let setup = |pragma: &'static str| {
-        move |source: rusqlite::Error| ConnectError::Setup {
-            path: path.to_path_buf(),
-            pragma,
-            reason: describe(&source),
-            source,
-        }
-    };
+    let setup = |pragma: &'static str| setup_failed(path, pragma);
     conn.busy_timeout(options.busy_timeout)
         .map_err(setup("busy_timeout"))?;
     harden(&conn, options).map_err(setup("defensive"))?;
@@ -175,6 +168,19 @@ pub fn open_probe(options: &ConnectionOptions) -> Result<Connection, ConnectErro
             .map_err(setup(pragma))?;
     }
     Ok(conn)
+}
+
+/// The error for a PRAGMA (or other setup step) that failed on `path`.
+fn setup_failed<'p>(
+    path: &'p Path,
+    pragma: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> ConnectError + 'p {
+    move |source| ConnectError::Setup {
+        path: path.to_path_buf(),
+        pragma,
+        reason: describe(&source),
+        source,
+    }
 }
 
 /// The file SQLite just opened (its descriptor is open from
@@ -201,14 +207,7 @@ fn apply_settings(
     path: &Path,
     options: &ConnectionOptions,
 ) -> Result<(), ConnectError> {
-    let setup = |pragma: &'static str| {
-        move |source: rusqlite::Error| ConnectError::Setup {
-            path: path.to_path_buf(),
-            pragma,
-            reason: describe(&source),
-            source,
-        }
-    };
+    let setup = |pragma: &'static str| setup_failed(path, pragma);
     conn.busy_timeout(options.busy_timeout)
         .map_err(setup("busy_timeout"))?;
     // Hardening first: it does not touch the file, so it cannot fail on a
