@@ -302,7 +302,9 @@ fn idle_sessions_expire_and_give_their_memory_back() {
         &db,
         &[
             ("EROS_MCP_MAX_SESSIONS", "1000"),
-            ("EROS_MCP_SESSION_IDLE_TIMEOUT", "3"),
+            // Long enough that a busy machine opens all 1,000 sessions
+            // before the first of them expires.
+            ("EROS_MCP_SESSION_IDLE_TIMEOUT", "10"),
         ],
         None,
     );
