@@ -255,17 +255,7 @@ impl DatabaseEnv {
                 ),
             ));
         }
-        let seconds = |name: &str, value: f64, min: f64| {
-            if value.is_finite() && (min..=MAX_SECONDS).contains(&value) {
-                Ok(Duration::from_secs_f64(value))
-            } else {
-                Err(bad(
-                    name,
-                    value.to_string(),
-                    &format!("a number of seconds from {min} to {MAX_SECONDS}"),
-                ))
-            }
-        };
+        let seconds = |name: &str, value: f64, min: f64| seconds_in(DB_PREFIX, name, value, min);
         Ok(DatabaseConfig {
             checkout_timeout: seconds("pool_timeout", self.pool_timeout, 0.001)?,
             connection_max_age: seconds("conn_max_age", self.conn_max_age, 0.001)?,
@@ -291,6 +281,20 @@ impl DatabaseEnv {
             hard_heap_limit_bytes: self.hard_heap_limit_mib.saturating_mul(MIB),
             max_value_bytes: self.max_value_bytes,
             max_sql_bytes: self.max_sql_bytes,
+        })
+    }
+}
+
+/// A number of seconds from `min` to a day, as a duration; otherwise the
+/// error naming `prefix` + `name`.
+fn seconds_in(prefix: &str, name: &str, value: f64, min: f64) -> Result<Duration, ConfigError> {
+    if value.is_finite() && (min..=MAX_SECONDS).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(ConfigError {
+            variable: format!("{prefix}{}", name.to_uppercase()),
+            value: value.to_string(),
+            allowed: format!("a number of seconds from {min} to {MAX_SECONDS}"),
         })
     }
 }
@@ -665,17 +669,7 @@ impl McpEnv {
                 ))
             }
         };
-        let seconds = |name: &str, value: f64, min: f64| {
-            if value.is_finite() && (min..=MAX_SECONDS).contains(&value) {
-                Ok(Duration::from_secs_f64(value))
-            } else {
-                Err(bad(
-                    name,
-                    value.to_string(),
-                    &format!("a number of seconds from {min} to {MAX_SECONDS}"),
-                ))
-            }
-        };
+        let seconds = |name: &str, value: f64, min: f64| seconds_in(MCP_PREFIX, name, value, min);
         let max_in_flight = count("max_in_flight", self.max_in_flight, MAX_CLIENT_LIMIT)?;
         let max_sessions = count("max_sessions", self.max_sessions, MAX_CLIENT_LIMIT)?;
         let max_connections = count("max_connections", self.max_connections, MAX_CLIENT_LIMIT)?;

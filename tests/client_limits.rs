@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mcp::{call, free_port, http_get, HttpServer, ERAS};
+use common::mcp::{call, free_port, http_command, http_get, HttpServer, ERAS};
 use common::TestDb;
 use serde_json::json;
 
@@ -140,22 +140,7 @@ fn fresh_db() -> (tempfile::TempDir, std::path::PathBuf) {
 fn start_http(db: &std::path::Path, env: &[(&str, &str)], open_files: Option<u64>) -> HttpServer {
     let port = free_port();
     let metrics_port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eros-mcp"));
-    cmd.arg("serve")
-        .arg("--db")
-        .arg(db)
-        .current_dir(db.parent().unwrap())
-        .env_clear()
-        .env("EROS_MCP_TRANSPORT", "http")
-        .env("EROS_MCP_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("EROS_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-        .env("EROS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = http_command(db, env, port, Some(metrics_port));
     if let Some(limit) = open_files {
         // SAFETY: setrlimit is async-signal-safe; it runs in the child
         // between fork and exec and touches nothing else.

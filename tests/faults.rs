@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::mcp::{call, free_port, rows, text, HttpServer, ERAS};
+use common::mcp::{call, free_port, http_command, rows, text, HttpServer, ERAS};
 use common::TestDb;
 use serde_json::{json, Value};
 
@@ -55,25 +55,14 @@ impl Served {
         let log = logs.path().join("server.log");
         let port = free_port();
         let metrics_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eros-mcp"));
-        cmd.arg("serve")
-            .arg("--db")
-            .arg(db)
-            .current_dir(db.parent().unwrap())
-            .env_clear()
-            .env("EROS_MCP_TRANSPORT", "http")
-            .env("EROS_MCP_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("EROS_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-            .env("EROS_LOG", "warn")
-            .env("EROS_DB_READ_ONLY", "false")
+        let mut all = vec![
+            ("EROS_DB_READ_ONLY", "false"),
             // Maintenance checks the file too; make it frequent.
-            .env("EROS_DB_HEALTH_CHECK_INTERVAL", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+            ("EROS_DB_HEALTH_CHECK_INTERVAL", "1"),
+        ];
+        all.extend_from_slice(env);
+        let mut cmd = http_command(db, &all, port, Some(metrics_port));
+        cmd.stderr(std::fs::File::create(&log).unwrap());
         if unprivileged && is_root() {
             // SAFETY: only async-signal-safe calls between fork and exec.
             unsafe {

@@ -80,6 +80,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `eros-mcp serve` over HTTP on `port`, the sidecar on `metrics_port` (or
+/// off), in a clean environment plus `env`, logging warnings to the test's
+/// stderr. Callers may adjust it (stderr, limits) before spawning.
+pub fn http_command(
+    db: &Path,
+    env: &[(&str, &str)],
+    port: u16,
+    metrics_port: Option<u16>,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"));
+    cmd.arg("serve")
+        .arg("--db")
+        .arg(db)
+        .current_dir(db.parent().unwrap())
+        .env_clear()
+        .env("EROS_MCP_TRANSPORT", "http")
+        .env("EROS_MCP_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "EROS_METRICS_ADDR",
+            metrics_port.map_or("off".to_string(), |p| format!("127.0.0.1:{p}")),
+        )
+        .env("EROS_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 /// An `eros-mcp` process serving HTTP; killed on drop.
 pub struct HttpServer {
     pub child: std::process::Child,
@@ -106,25 +137,7 @@ impl HttpServer {
     /// Starts a server with the sidecar and returns at once.
     pub fn spawn(db: &Path, env: &[(&str, &str)], metrics_port: Option<u16>) -> Self {
         let port = free_port();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"));
-        cmd.arg("serve")
-            .arg("--db")
-            .arg(db)
-            .current_dir(db.parent().unwrap())
-            .env_clear()
-            .env("EROS_MCP_TRANSPORT", "http")
-            .env("EROS_MCP_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env(
-                "EROS_METRICS_ADDR",
-                metrics_port.map_or("off".to_string(), |p| format!("127.0.0.1:{p}")),
-            )
-            .env("EROS_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = http_command(db, env, port, metrics_port);
         let child = cmd.spawn().expect("spawn eros-mcp");
         Self {
             child,
