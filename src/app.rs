@@ -1,6 +1,10 @@
 //! The running server, assembled: database, engine, MCP server, transport,
 //! and the shutdown sequence (stop taking calls, finish running ones,
 //! checkpoint the WAL, close the pool).
+//!
+//! This is the edge: the configuration read in `main` is split here into
+//! the typed settings each layer is handed (the engine's, the transport's,
+//! the sidecar's); no layer reads another's.
 
 use std::sync::Arc;
 
@@ -62,6 +66,7 @@ pub async fn build(
     calls: Arc<CallTracker>,
 ) -> Result<ErosServer, AppError> {
     let db_config = config.database.clone();
+    let engine_settings = config.database.engine_settings();
     let tools_file = config.mcp.tools_file.clone();
     let pool_observer = Arc::clone(&observers.pool);
     let (pool, declared) =
@@ -70,7 +75,7 @@ pub async fn build(
             let declared = match &tools_file {
                 Some(path) => {
                     let conn = pool.get().map_err(StartupError::from)?;
-                    DeclaredTools::load(path, &conn, db_config.read_only)?
+                    DeclaredTools::load(path, &conn, engine_settings.read_only)?
                 }
                 None => DeclaredTools::none(),
             };
@@ -78,7 +83,7 @@ pub async fn build(
         })
         .await
         .map_err(|err| AppError::Task(err.to_string()))??;
-    let engine = Arc::new(QueryEngine::new(pool));
+    let engine = Arc::new(QueryEngine::new(pool, engine_settings));
     Ok(ErosServer::new(
         engine,
         declared,

@@ -1,6 +1,14 @@
 //! Opening one SQLite connection: the PRAGMAs every connection gets and the
 //! hardening that untrusted SQL needs.
 //!
+//! r2d2_sqlite's [`SqliteConnectionManager`] opens the file with our flags
+//! and runs our setup as its init hook ([`factory`]); the pool's own
+//! manager ([`crate::pool::SqliteManager`]) wraps it with the QueuePool
+//! rules, and direct connections (migrations) come from the same factory.
+//! The init hook can only return a `rusqlite::Error`: our [`ConnectError`]
+//! travels inside one (`ToSqlConversionFailure`, the variant that holds any error) and is unwrapped again in
+//! [`ConnectError::from_factory`], so every failure keeps its plain words.
+//!
 //! Order matters: `busy_timeout` comes before `journal_mode = WAL` (switching
 //! the journal needs a lock), and nothing here runs after a caller installs an
 //! authorizer, because the authorizer judges statements at prepare time.
@@ -10,9 +18,10 @@ use std::time::Duration;
 
 use rusqlite::config::DbConfig;
 use rusqlite::limits::Limit;
+use r2d2::ManageConnection;
+use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::config::DatabaseConfig;
 use crate::health::FileIdentity;
 
 /// Why a connection could not be opened, in words a person can act on.
@@ -57,6 +66,37 @@ impl ConnectError {
             }
         }
     }
+
+    /// The error the factory returned for `path`: ours, carried through the
+    /// init hook, or SQLite's own refusal to open the file.
+    pub fn from_factory(err: rusqlite::Error, path: &Path) -> Self {
+        match err {
+            rusqlite::Error::ToSqlConversionFailure(inner) => {
+                match inner.downcast::<ConnectError>() {
+                    Ok(ours) => *ours,
+                    Err(other) => {
+                        Self::opening(path, rusqlite::Error::ToSqlConversionFailure(other))
+                    }
+                }
+            }
+            source => Self::opening(path, source),
+        }
+    }
+
+    fn opening(path: &Path, source: rusqlite::Error) -> Self {
+        ConnectError::Open {
+            path: path.to_path_buf(),
+            reason: describe(&source),
+            source,
+        }
+    }
+
+    /// Carries this error through r2d2_sqlite's init hook, in the one
+    /// `rusqlite::Error` variant that holds any error (and that opening a
+    /// file never returns on its own).
+    fn into_hook_error(self) -> rusqlite::Error {
+        rusqlite::Error::ToSqlConversionFailure(Box::new(self))
+    }
 }
 
 /// True for `SQLITE_BUSY` and `SQLITE_LOCKED`: another connection holds a lock.
@@ -82,6 +122,10 @@ pub struct ConnectionOptions {
     /// 40,000 `WHEN`s takes seconds to prepare, uninterruptibly); at the
     /// default 100 KB the worst statement prepares in about 50 ms.
     pub max_sql_bytes: u32,
+    /// SQLite's soft heap limit for the whole process (see [`limit_sqlite_heap`]).
+    pub soft_heap_limit_bytes: u64,
+    /// SQLite's hard heap ceiling for the whole process.
+    pub hard_heap_limit_bytes: u64,
     /// Whether a missing file is created. Only before the server records
     /// the file's identity: afterwards a missing file means it was deleted,
     /// and an empty new one would silently take its place.
@@ -91,71 +135,76 @@ pub struct ConnectionOptions {
     pub identity: Option<FileIdentity>,
 }
 
-impl From<&DatabaseConfig> for ConnectionOptions {
-    /// Any one connection may cache up to the whole process's heap limit:
-    /// a scan of a database that fits then runs from memory (twice as fast
-    /// as re-reading pages through 2 MB), and when several connections
-    /// compete, the soft limit makes their caches give pages back.
-    fn from(config: &DatabaseConfig) -> Self {
-        Self {
-            path: config.path.clone(),
-            busy_timeout: config.busy_timeout,
-            cache_kib: config.heap_limit_bytes / 1024,
-            max_value_bytes: config.max_value_bytes,
-            max_sql_bytes: config.max_sql_bytes,
-            create: true,
-            identity: None,
-        }
-    }
-}
-
-/// Opens `options.path` read-write (creating it and its directory when
-/// missing and `options.create`), checks it is the expected file, and
-/// applies the PRAGMAs and hardening.
-pub fn open(options: &ConnectionOptions) -> Result<Connection, ConnectError> {
-    let path = options.path.as_path();
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        if options.create && !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|source| ConnectError::CreateDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-        }
-    }
+/// The connection factory for `options`: r2d2_sqlite opens the file
+/// read-write (creating it only when `options.create`), then the init hook
+/// checks it is the expected file and applies the PRAGMAs and hardening.
+pub fn factory(options: &ConnectionOptions) -> SqliteConnectionManager {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     if options.create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
-    let conn = Connection::open_with_flags(path, flags).map_err(|source| ConnectError::Open {
-        path: path.to_path_buf(),
-        reason: describe(&source),
-        source,
-    })?;
-    ensure_identity(&conn, options)?;
-    apply_settings(&conn, path, options)?;
-    Ok(conn)
+    let setup = options.clone();
+    SqliteConnectionManager::file(&options.path)
+        .with_flags(flags)
+        .with_init(move |conn| {
+            ensure_identity(conn, &setup)
+                .and_then(|()| apply_settings(conn, &setup.path, &setup))
+                .map_err(ConnectError::into_hook_error)
+        })
+}
+
+/// Creates the database's directory when it is missing and `options.create`.
+pub fn ensure_directory(options: &ConnectionOptions) -> Result<(), ConnectError> {
+    let dir = options.path.parent().filter(|dir| !dir.as_os_str().is_empty());
+    match dir {
+        Some(dir) if options.create && !dir.exists() => {
+            std::fs::create_dir_all(dir).map_err(|source| ConnectError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Opens one connection outside any pool, from the same factory the pool
+/// uses: read-write (creating the file and its directory when missing and
+/// `options.create`), checked to be the expected file, with the PRAGMAs
+/// and hardening applied.
+pub fn open(options: &ConnectionOptions) -> Result<Connection, ConnectError> {
+    ensure_directory(options)?;
+    factory(options)
+        .connect()
+        .map_err(|err| ConnectError::from_factory(err, &options.path))
 }
 
 /// Opens `options.path` read-only, never creating it, for the readiness
 /// probe: hardened like every connection, with a small cache, and no
 /// PRAGMA that could write.
 pub fn open_probe(options: &ConnectionOptions) -> Result<Connection, ConnectError> {
-    let path = options.path.as_path();
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags).map_err(|source| ConnectError::Open {
-        path: path.to_path_buf(),
-        reason: describe(&source),
-        source,
-    })?;
-    ensure_identity(&conn, options)?;
+    let setup = options.clone();
+    SqliteConnectionManager::file(&options.path)
+        .with_flags(flags)
+        .with_init(move |conn| {
+            ensure_identity(conn, &setup)
+                .and_then(|()| apply_probe_settings(conn, &setup))
+                .map_err(ConnectError::into_hook_error)
+        })
+        .connect()
+        .map_err(|err| ConnectError::from_factory(err, &options.path))
+}
+
+fn apply_probe_settings(conn: &Connection, options: &ConnectionOptions) -> Result<(), ConnectError> {
+    let path = options.path.as_path();
     let setup = |pragma: &'static str| setup_failed(path, pragma);
     conn.busy_timeout(options.busy_timeout)
         .map_err(setup("busy_timeout"))?;
-    harden(&conn, options).map_err(setup("defensive"))?;
+    harden(conn, options).map_err(setup("defensive"))?;
     for (pragma, value) in [
         ("query_only", "ON"),
         ("trusted_schema", "OFF"),
@@ -167,7 +216,7 @@ pub fn open_probe(options: &ConnectionOptions) -> Result<Connection, ConnectErro
         conn.pragma_update(None, pragma, value)
             .map_err(setup(pragma))?;
     }
-    Ok(conn)
+    Ok(())
 }
 
 /// The error for a PRAGMA (or other setup step) that failed on `path`.

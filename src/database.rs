@@ -1,10 +1,12 @@
 //! Opening the served database: migrate it on a dedicated connection (or
-//! check it is usable when migration is off), then build and pre-warm the pool.
+//! check it is usable when migration is off), then build and pre-warm the
+//! pool. The database layer's configuration is split here, once, into the
+//! connection factory's settings and the pool's.
 
 use std::sync::Arc;
 
 use crate::config::DatabaseConfig;
-use crate::connection::{self, ConnectError, ConnectionOptions};
+use crate::connection::{self, ConnectError};
 use crate::health::DatabaseHealth;
 use crate::migrations::{self, MigrationError};
 use crate::pool::{Pool, PoolError, PoolObserver};
@@ -33,7 +35,7 @@ pub enum StartupError {
 
 /// Opens one connection with the pool's settings, outside the pool.
 pub fn open_direct(config: &DatabaseConfig) -> Result<rusqlite::Connection, ConnectError> {
-    connection::open(&ConnectionOptions::from(config))
+    connection::open(&config.connection_options())
 }
 
 /// Migrates the database (when `config.migrate`) and returns its schema version.
@@ -66,7 +68,12 @@ pub fn open(
             source,
         }
     })?;
-    Ok(Pool::open_with_health(config, observer, health)?)
+    Ok(Pool::open_with_health(
+        &config.pool_settings(),
+        config.connection_options(),
+        observer,
+        health,
+    )?)
 }
 
 /// Runs `PRAGMA quick_check` (bounded by `timeout`) on `conn`.

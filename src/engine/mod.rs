@@ -31,7 +31,6 @@ pub use values::{SqlParam, SqlParams};
 pub use watch::Watch;
 pub use write::{ExecuteOutput, ExecuteRequest};
 
-use crate::config::DatabaseConfig;
 use crate::pool::{ManagedConnection, Pool};
 use crate::retry::RetryPolicy;
 
@@ -56,20 +55,17 @@ pub struct Limits {
     pub max_sql_bytes: u32,
 }
 
-impl Limits {
-    pub fn from_config(config: &DatabaseConfig) -> Self {
-        let max_bytes = usize::try_from(config.max_bytes).unwrap_or(usize::MAX);
-        Self {
-            max_rows: config.max_rows as usize,
-            max_bytes,
-            query_timeout: config.query_timeout,
-            max_blob_bytes: max_bytes.min(64 * 1024),
-            max_value_bytes: config.max_value_bytes,
-            hard_heap_limit_bytes: config.hard_heap_limit_bytes,
-            max_sql_bytes: config.max_sql_bytes,
-        }
-    }
+/// What the engine is built with, from the configuration at the edge.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    pub limits: Limits,
+    /// How a read that met `SQLITE_BUSY` is retried.
+    pub read_retry: RetryPolicy,
+    /// Only reads are served; `execute` is not offered.
+    pub read_only: bool,
+}
 
+impl Limits {
     /// How long past its deadline a call waits for SQLite to stop before
     /// it is answered anyway: a tenth of the timeout, at least 50 ms so a
     /// short timeout on a busy machine still lets an interrupted statement
@@ -84,6 +80,7 @@ pub struct QueryEngine {
     pool: Arc<Pool>,
     limits: Limits,
     read_retry: RetryPolicy,
+    read_only: bool,
     overrunning: Arc<AtomicUsize>,
     abandoned: AtomicU64,
     threads: threads::SqlThreads,
@@ -97,17 +94,12 @@ enum StopReason {
 }
 
 impl QueryEngine {
-    pub fn new(pool: Arc<Pool>) -> Self {
-        let config = pool.config();
-        let limits = Limits::from_config(config);
-        let read_retry = RetryPolicy {
-            max_retries: config.max_retries,
-            first_delay: config.retry_delay,
-        };
+    pub fn new(pool: Arc<Pool>, settings: EngineSettings) -> Self {
         Self {
             pool,
-            limits,
-            read_retry,
+            limits: settings.limits,
+            read_retry: settings.read_retry,
+            read_only: settings.read_only,
             overrunning: Arc::new(AtomicUsize::new(0)),
             abandoned: AtomicU64::new(0),
             threads: threads::SqlThreads::new(),
@@ -120,6 +112,11 @@ impl QueryEngine {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Whether only reads are served.
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Statements whose caller was answered at the deadline while SQLite
@@ -301,7 +298,7 @@ fn run_blocking<T>(
     if left.is_zero() || watch.is_stopped() {
         return Err(interrupted());
     }
-    let mut conn = pool.get_timeout(pool.config().checkout_timeout.min(left))?;
+    let mut conn = pool.get_timeout(pool.checkout_timeout().min(left))?;
     let slot = conn.take_slot();
     if !watch.start(&conn, slot) {
         return Err(interrupted());
@@ -336,11 +333,16 @@ mod tests {
 
     fn pool() -> (tempfile::TempDir, Pool) {
         let dir = tempfile::tempdir().unwrap();
-        let config = DatabaseConfig {
+        let config = crate::config::DatabaseConfig {
             path: dir.path().join("t.db"),
-            ..DatabaseConfig::default()
+            ..Default::default()
         };
-        let pool = Pool::new(&config, Arc::new(NoObserver)).unwrap();
+        let pool = Pool::new(
+            &config.pool_settings(),
+            config.connection_options(),
+            Arc::new(NoObserver),
+        )
+        .unwrap();
         (dir, pool)
     }
 

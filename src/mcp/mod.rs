@@ -80,7 +80,7 @@ impl ErosServer {
         row_format: RowFormat,
     ) -> Self {
         let mut router = Self::builtin_tools();
-        if engine.pool().config().read_only {
+        if engine.read_only() {
             router.remove_route("execute");
         }
         tools::describe_query(&mut router, row_format);

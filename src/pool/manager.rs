@@ -1,5 +1,8 @@
-//! The r2d2 `ManageConnection` that gives r2d2 QueuePool semantics: each
-//! connection carries its birth and expiry; checkout checks age and health;
+//! The r2d2 `ManageConnection` that gives r2d2 QueuePool semantics. It
+//! wraps r2d2_sqlite's manager (the connection factory, which opens the
+//! file and applies our PRAGMAs, see [`crate::connection::factory`]) and
+//! adds the rules: each connection carries its birth and expiry; a file
+//! replaced since startup is never opened; checkout checks age and health;
 //! return rolls back leaked transactions, retires expired connections and
 //! closes overflow connections when `pool_size` are already idle.
 
@@ -8,10 +11,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
 use super::counters::PoolCounters;
 use super::observer::PoolObserver;
+use super::settings::PoolSettings;
 use crate::access::{self, Access, AccessLevel};
 use crate::connection::{self, ConnectError, ConnectionOptions};
 use crate::health::{DatabaseHealth, WriteFault};
@@ -176,6 +181,8 @@ impl Drop for ManagedConnection {
 
 /// Opens, checks and judges connections for r2d2. Built by [`super::Pool`].
 pub struct SqliteManager {
+    /// r2d2_sqlite's manager: opens the file and runs our setup.
+    factory: SqliteConnectionManager,
     options: ConnectionOptions,
     max_age: Duration,
     health_check: bool,
@@ -186,16 +193,15 @@ pub struct SqliteManager {
 impl SqliteManager {
     pub(crate) fn new(
         options: ConnectionOptions,
-        max_age: Duration,
-        health_check: bool,
-        retry: RetryPolicy,
+        settings: &PoolSettings,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
+            factory: connection::factory(&options),
             options,
-            max_age,
-            health_check,
-            retry,
+            max_age: settings.connection_max_age,
+            health_check: settings.health_check,
+            retry: settings.connect_retry,
             shared,
         }
     }
@@ -210,7 +216,10 @@ impl SqliteManager {
             path: self.options.path.clone(),
         };
         health.verify_file().map_err(|_| not_the_file())?;
-        let conn = connection::open(&self.options).inspect_err(|err| {
+        connection::ensure_directory(&self.options)?;
+        let conn = r2d2::ManageConnection::connect(&self.factory)
+            .map_err(|err| ConnectError::from_factory(err, &self.options.path))
+            .inspect_err(|err| {
             if matches!(err, ConnectError::NotTheOpenedFile { .. }) {
                 // Records (and logs once) what happened to the file.
                 let _ = health.verify_file();

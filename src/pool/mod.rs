@@ -15,6 +15,7 @@ mod events;
 mod maintenance;
 mod manager;
 mod observer;
+mod settings;
 mod slots;
 
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use std::time::Duration;
 pub use counters::PoolStats;
 pub use manager::{ConnectionFault, ManagedConnection, SqliteManager};
 pub use observer::{NoObserver, PoolObserver};
+pub use settings::PoolSettings;
 pub use slots::Slot;
 
 use counters::PoolCounters;
@@ -31,17 +33,8 @@ use maintenance::Maintenance;
 use manager::Shared;
 use slots::Slots;
 
-use crate::config::DatabaseConfig;
 use crate::connection::ConnectionOptions;
 use crate::health::DatabaseHealth;
-use crate::retry::RetryPolicy;
-
-/// Connections r2d2 may open beyond the cap to replace ones held by
-/// statements abandoned at their deadline: as many as the pool keeps, so
-/// that many stuck statements leave full capacity to everyone else.
-fn abandoned_reserve(config: &DatabaseConfig) -> u32 {
-    config.pool_size
-}
 
 /// The longest [`Pool::close`] waits for a connection, and for readers to
 /// let the final checkpoint through.
@@ -126,7 +119,8 @@ pub struct Pool {
     inner: r2d2::Pool<SqliteManager>,
     slots: Arc<Slots>,
     shared: Arc<Shared>,
-    config: DatabaseConfig,
+    settings: PoolSettings,
+    connection: ConnectionOptions,
     maintenance: Mutex<Option<Maintenance>>,
 }
 
@@ -143,75 +137,75 @@ impl Pool {
     /// and without starting maintenance (see [`Pool::start_maintenance`]).
     /// The file is not watched: connections may create it.
     pub fn new(
-        config: &DatabaseConfig,
+        settings: &PoolSettings,
+        connection: ConnectionOptions,
         observer: Arc<dyn PoolObserver>,
     ) -> Result<Self, PoolError> {
-        Self::with_health(config, observer, DatabaseHealth::unwatched(&config.path))
+        let health = DatabaseHealth::unwatched(&connection.path);
+        Self::with_health(settings, connection, observer, health)
     }
 
     /// [`Pool::new`] reporting to `health`: when it watches the file,
     /// connections open only that file and never create one.
     pub fn with_health(
-        config: &DatabaseConfig,
+        settings: &PoolSettings,
+        mut connection: ConnectionOptions,
         observer: Arc<dyn PoolObserver>,
         health: DatabaseHealth,
     ) -> Result<Self, PoolError> {
-        crate::connection::limit_sqlite_heap(config.heap_limit_bytes, config.hard_heap_limit_bytes);
-        let mut options = ConnectionOptions::from(config);
-        if let Some(identity) = health.identity() {
-            options.create = false;
-            options.identity = Some(identity);
-        }
-        let shared = Arc::new(Shared::new(config.pool_size, observer, health));
-        let manager = SqliteManager::new(
-            options,
-            config.connection_max_age,
-            config.health_check,
-            RetryPolicy {
-                max_retries: config.max_retries,
-                first_delay: config.retry_delay,
-            },
-            Arc::clone(&shared),
+        crate::connection::limit_sqlite_heap(
+            connection.soft_heap_limit_bytes,
+            connection.hard_heap_limit_bytes,
         );
+        if let Some(identity) = health.identity() {
+            connection.create = false;
+            connection.identity = Some(identity);
+        }
+        let shared = Arc::new(Shared::new(settings.pool_size, observer, health));
+        let manager = SqliteManager::new(connection.clone(), settings, Arc::clone(&shared));
         // r2d2 may open the abandoned reserve beyond the cap; the slots
         // keep what callers hold at the cap.
         let inner = r2d2::Pool::builder()
-            .max_size(config.max_connections() + abandoned_reserve(config))
+            .max_size(settings.max_connections() + settings.abandoned_reserve())
             .min_idle(Some(0))
             .idle_timeout(None)
             .max_lifetime(None)
             .test_on_check_out(true)
-            .connection_timeout(config.checkout_timeout)
+            .connection_timeout(settings.checkout_timeout)
             .event_handler(Box::new(PoolEvents::new(
                 Arc::clone(&shared),
-                config.max_connections(),
+                settings.max_connections(),
             )))
             .error_handler(Box::new(PoolErrorLog))
             .build_unchecked(manager);
         Ok(Self {
             inner,
-            slots: Slots::new(config.max_connections()),
+            slots: Slots::new(settings.max_connections()),
             shared,
-            config: config.clone(),
+            settings: settings.clone(),
+            connection,
             maintenance: Mutex::new(None),
         })
     }
 
     /// Builds the pool, pre-warms it and starts background maintenance.
     pub fn open(
-        config: &DatabaseConfig,
+        settings: &PoolSettings,
+        connection: ConnectionOptions,
         observer: Arc<dyn PoolObserver>,
     ) -> Result<Arc<Self>, PoolError> {
-        Self::open_with_health(config, observer, DatabaseHealth::unwatched(&config.path))
+        let health = DatabaseHealth::unwatched(&connection.path);
+        Self::open_with_health(settings, connection, observer, health)
     }
 
     /// [`Pool::open`] reporting to (and guarded by) `health`.
     pub fn open_with_health(
-        config: &DatabaseConfig,
+        settings: &PoolSettings,
+        connection: ConnectionOptions,
         observer: Arc<dyn PoolObserver>,
         health: DatabaseHealth,
     ) -> Result<Arc<Self>, PoolError> {
-        let pool = Arc::new(Self::with_health(config, observer, health)?);
+        let pool = Arc::new(Self::with_health(settings, connection, observer, health)?);
         pool.prewarm()?;
         pool.start_maintenance();
         Ok(pool)
@@ -222,14 +216,20 @@ impl Pool {
         &self.shared.health
     }
 
-    /// The configuration the pool was built with.
-    pub fn config(&self) -> &DatabaseConfig {
-        &self.config
+    /// How this pool's connections are opened (the file, its identity once
+    /// watched, the PRAGMAs' settings): what the readiness probe opens with.
+    pub fn connection_options(&self) -> &ConnectionOptions {
+        &self.connection
+    }
+
+    /// How long a checkout waits at most.
+    pub fn checkout_timeout(&self) -> Duration {
+        self.settings.checkout_timeout
     }
 
     /// Checks out a connection, waiting at most the checkout timeout.
     pub fn get(&self) -> Result<PooledConnection, PoolError> {
-        self.get_timeout(self.config.checkout_timeout)
+        self.get_timeout(self.settings.checkout_timeout)
     }
 
     /// Checks out a connection, waiting at most `timeout`.
@@ -287,13 +287,13 @@ impl Pool {
         let open = PoolCounters::get(&self.shared.counters.open);
         let failure = self.shared.last_connect_failure.lock().unwrap().clone();
         match failure {
-            Some(reason) if open < u64::from(self.config.max_connections()) => {
+            Some(reason) if open < u64::from(self.settings.max_connections()) => {
                 PoolError::Unavailable { reason, timeout }
             }
             _ => PoolError::Exhausted {
                 in_use: PoolCounters::get(&self.shared.counters.in_use),
-                pool_size: self.config.pool_size,
-                max_overflow: self.config.max_overflow,
+                pool_size: self.settings.pool_size,
+                max_overflow: self.settings.max_overflow,
                 timeout,
             },
         }
@@ -302,7 +302,7 @@ impl Pool {
     /// Opens connections until `prewarm` are open, all at once so they are
     /// created in parallel and all stay in the pool.
     pub fn prewarm(&self) -> Result<(), PoolError> {
-        let want = u64::from(self.config.prewarm.min(self.config.pool_size));
+        let want = u64::from(self.settings.prewarm.min(self.settings.pool_size));
         let open = PoolCounters::get(&self.shared.counters.open);
         let missing = want.saturating_sub(open);
         let held = (0..missing)
@@ -318,7 +318,7 @@ impl Pool {
         if slot.is_none() {
             *slot = Some(Maintenance::start(
                 Arc::downgrade(self),
-                self.config.maintenance_interval,
+                self.settings.maintenance_interval,
             ));
         }
     }
@@ -347,11 +347,11 @@ impl Pool {
         let c = &self.shared.counters;
         let total = PoolCounters::get(&c.open);
         let in_use = PoolCounters::get(&c.in_use).min(total);
-        let pool_size = u64::from(self.config.pool_size);
+        let pool_size = u64::from(self.settings.pool_size);
         PoolStats {
             pool_size,
-            max_overflow: u64::from(self.config.max_overflow),
-            max_connections: u64::from(self.config.max_connections()),
+            max_overflow: u64::from(self.settings.max_overflow),
+            max_connections: u64::from(self.settings.max_connections()),
             available: total - in_use,
             total_connections: total,
             overflow_in_use: total.saturating_sub(pool_size),
@@ -365,7 +365,7 @@ impl Pool {
             overflow_closed: PoolCounters::get(&c.overflow_closed),
             rollbacks: PoolCounters::get(&c.rollbacks),
             retries: PoolCounters::get(&c.retries),
-            connection_max_age: self.config.connection_max_age.as_secs_f64(),
+            connection_max_age: self.settings.connection_max_age.as_secs_f64(),
         }
     }
 
@@ -422,7 +422,7 @@ impl Pool {
     /// not a failed shutdown. Anything else is returned.
     fn checkpoint_failed(&self, err: rusqlite::Error) -> Result<(), rusqlite::Error> {
         use rusqlite::ErrorCode::{DiskFull, ReadOnly, SystemIoFailure};
-        let path = self.config.path.display();
+        let path = self.connection_options().path.display();
         match err.sqlite_error_code() {
             // Nothing could have been written to a read-only file.
             Some(ReadOnly) => {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::connection::{self, ConnectionOptions};
+use crate::connection;
 use crate::pool::Pool;
 use crate::shutdown::Shutdown;
 
@@ -141,7 +141,7 @@ fn probe(
         *slot = None;
     }
     if slot.is_none() {
-        let mut options = ConnectionOptions::from(pool.config());
+        let mut options = pool.connection_options().clone();
         options.create = false;
         options.identity = health.identity();
         match connection::open_probe(&options) {

@@ -1,0 +1,292 @@
+//! `EROS_DB_*`: the database file, the pool, the connections and the query
+//! limits, declared once; and the typed settings each of those layers is
+//! handed (built once, at the edge, by [`crate::app`] and `main`).
+
+use crate::connection::ConnectionOptions;
+use crate::engine::{EngineSettings, Limits};
+use crate::pool::PoolSettings;
+use crate::retry::RetryPolicy;
+
+use super::setting::{settings, ConfigError, FilePath, Mib, Parsed, Seconds, MIB};
+
+/// Most connections the pool may keep: a typo must not become an outage.
+const MAX_POOL_SIZE: u32 = 1000;
+/// Most overflow connections per kept one.
+const MAX_OVERFLOW_FACTOR: u32 = 10;
+/// Below this the server's own statements (schema, migrations) may fail.
+const MIN_HARD_HEAP_BYTES: u64 = 16 * MIB;
+
+settings! {
+    /// Validated database, pool and query-limit settings.
+    pub struct DatabaseConfig;
+    /// `EROS_DB_*` as `envy` reads them: one text per variable, unset if absent.
+    pub struct DatabaseEnv;
+    /// One [`super::Setting`] per `EROS_DB_*` variable.
+    pub mod database_vars;
+    prefix = "EROS_DB_";
+
+    /// SQLite file to serve; created (with its directory) when missing.
+    path <- path: FilePath = "./database/eros_sd_main.db", "a path to an SQLite file";
+    /// Connections the pool keeps open.
+    pool_size <- pool_size: Parsed<u32> = "10", "a whole number from 1 to 1000",
+        if |n| (1..=MAX_POOL_SIZE).contains(n);
+    /// Extra connections opened under load and closed again when returned.
+    max_overflow <- pool_overflow: Parsed<u32> = "5",
+        "a whole number from 0 to 10 times EROS_DB_POOL_SIZE";
+    /// How long a checkout waits before failing as exhausted.
+    checkout_timeout <- pool_timeout: Seconds = "30.0",
+        "a number of seconds from 0.001 to 86400 (fractions allowed)",
+        if |d| d.as_secs_f64() >= 0.001;
+    /// Connections older than this are closed and replaced (recycled).
+    connection_max_age <- conn_max_age: Seconds = "300",
+        "a number of seconds from 0.001 to 86400 (fractions allowed)",
+        if |d| d.as_secs_f64() >= 0.001;
+    /// Connections opened at startup and kept open as a minimum; when
+    /// unset, the default or the pool size if that is smaller.
+    prewarm <- pool_prewarm: Parsed<u32> = "3", "a whole number from 0 to EROS_DB_POOL_SIZE";
+    /// Ping (`SELECT 1`) every connection on checkout.
+    health_check <- health_check: Parsed<bool> = "true", "true or false";
+    /// How often the background maintenance runs.
+    maintenance_interval <- health_check_interval: Seconds = "60",
+        "a number of seconds from 0.01 to 86400 (fractions allowed)",
+        if |d| d.as_secs_f64() >= 0.01;
+    /// Retries of a transient failure (open error, `SQLITE_BUSY` on a read).
+    max_retries <- max_retries: Parsed<u32> = "3", "a whole number, 0 or more";
+    /// First retry delay; doubles on each further retry.
+    retry_delay <- retry_delay: Seconds = "0.05",
+        "a number of seconds from 0 to 86400 (fractions allowed)";
+    /// SQLite's own wait on a locked database before `SQLITE_BUSY`.
+    busy_timeout <- busy_timeout: Seconds = "5",
+        "a number of seconds from 0 to 86400 (fractions allowed)";
+    /// Apply migrations automatically at startup.
+    migrate <- migrate: Parsed<bool> = "true", "true or false";
+    /// Only read tools are exposed; writes are refused by SQLite.
+    read_only <- read_only: Parsed<bool> = "true", "true or false";
+    /// Most rows one tool result carries.
+    max_rows <- max_rows: Parsed<u32> = "1000", "a whole number of at least 1",
+        if |n| *n >= 1;
+    /// Most bytes of values one tool result carries.
+    max_bytes <- max_bytes: Parsed<u64> = "1048576", "a whole number of bytes, at least 1024",
+        if |n| *n >= 1024;
+    /// A statement running longer than this is interrupted.
+    query_timeout <- query_timeout: Seconds = "30",
+        "a number of seconds from 0.001 to 86400 (fractions allowed)",
+        if |d| d.as_secs_f64() >= 0.001;
+    /// SQLite's soft heap limit for the whole process (page caches shrink to
+    /// stay under it); 0 means no limit.
+    heap_limit_bytes <- heap_limit_mib: Mib = "8", "a whole number of MiB, 0 for no limit";
+    /// SQLite's hard heap ceiling for the whole process: an allocation past
+    /// it fails the statement with `SQLITE_NOMEM` (sorts and temporary
+    /// tables live in memory, so this bounds them too).
+    hard_heap_limit_bytes <- hard_heap_limit_mib: Mib = "128",
+        "a whole number of MiB, at least 16 and more than EROS_DB_HEAP_LIMIT_MIB",
+        if |bytes| *bytes >= MIN_HARD_HEAP_BYTES;
+    /// Largest string or BLOB any statement may build or read
+    /// (`SQLITE_LIMIT_LENGTH`); past it the statement fails with `SQLITE_TOOBIG`.
+    max_value_bytes <- max_value_bytes: Parsed<u64> = "8388608",
+        "a whole number of bytes from 65536 to 1000000000",
+        if |n| (65_536..=1_000_000_000).contains(n);
+    /// Longest SQL text a statement may have (`SQLITE_LIMIT_SQL_LENGTH`).
+    max_sql_bytes <- max_sql_bytes: Parsed<u32> = "100000",
+        "a whole number of bytes from 1024 to 10000000",
+        if |n| (1024..=10_000_000).contains(n);
+}
+
+use database_vars as vars;
+
+impl DatabaseConfig {
+    /// The rules between settings.
+    fn relate(&mut self, raw: &DatabaseEnv) -> Result<(), ConfigError> {
+        let given = |setting: &super::Setting, value: &Option<String>| {
+            setting.text::<Parsed<u32>>(value.as_deref()).to_string()
+        };
+        let most_overflow = self.pool_size * MAX_OVERFLOW_FACTOR;
+        if self.max_overflow > most_overflow {
+            let setting = &vars::pool_overflow;
+            return Err(setting.invalid_because(
+                &given(setting, &raw.pool_overflow),
+                format!("{} ({most_overflow})", setting.allowed),
+            ));
+        }
+        if raw.pool_prewarm.as_deref().is_none_or(str::is_empty) {
+            self.prewarm = self.prewarm.min(self.pool_size);
+        } else if self.prewarm > self.pool_size {
+            let setting = &vars::pool_prewarm;
+            return Err(setting.invalid_because(
+                &given(setting, &raw.pool_prewarm),
+                format!("{} ({})", setting.allowed, self.pool_size),
+            ));
+        }
+        if self.hard_heap_limit_bytes <= self.heap_limit_bytes {
+            let setting = &vars::hard_heap_limit_mib;
+            return Err(setting.invalid_because(
+                &given(setting, &raw.hard_heap_limit_mib),
+                format!("{} ({})", setting.allowed, self.heap_limit_bytes / MIB),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Most connections open at once: the kept ones plus the overflow.
+    pub fn max_connections(&self) -> u32 {
+        self.pool_size + self.max_overflow
+    }
+
+    /// The backoff for transient failures: opening a connection (the pool)
+    /// and `SQLITE_BUSY` on a read (the engine).
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            first_delay: self.retry_delay,
+        }
+    }
+
+    /// What the pool needs: its sizes, waits, recycling and upkeep.
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            pool_size: self.pool_size,
+            max_overflow: self.max_overflow,
+            checkout_timeout: self.checkout_timeout,
+            connection_max_age: self.connection_max_age,
+            prewarm: self.prewarm,
+            health_check: self.health_check,
+            maintenance_interval: self.maintenance_interval,
+            connect_retry: self.retry_policy(),
+        }
+    }
+
+    /// What every connection is opened with. Any one connection may cache
+    /// up to the whole process's heap limit: a scan of a database that fits
+    /// then runs from memory (twice as fast as re-reading pages through
+    /// 2 MB), and when several connections compete, the soft limit makes
+    /// their caches give pages back.
+    pub fn connection_options(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            path: self.path.clone(),
+            busy_timeout: self.busy_timeout,
+            cache_kib: self.heap_limit_bytes / 1024,
+            max_value_bytes: self.max_value_bytes,
+            max_sql_bytes: self.max_sql_bytes,
+            soft_heap_limit_bytes: self.heap_limit_bytes,
+            hard_heap_limit_bytes: self.hard_heap_limit_bytes,
+            create: true,
+            identity: None,
+        }
+    }
+
+    /// What the query engine needs: the limits of one call, the retry of a
+    /// busy read, and whether writes are allowed.
+    pub fn engine_settings(&self) -> EngineSettings {
+        let max_bytes = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
+        EngineSettings {
+            limits: Limits {
+                max_rows: self.max_rows as usize,
+                max_bytes,
+                query_timeout: self.query_timeout,
+                max_blob_bytes: max_bytes.min(64 * 1024),
+                max_value_bytes: self.max_value_bytes,
+                hard_heap_limit_bytes: self.hard_heap_limit_bytes,
+                max_sql_bytes: self.max_sql_bytes,
+            },
+            read_retry: self.retry_policy(),
+            read_only: self.read_only,
+        }
+    }
+}
+
+impl From<&DatabaseConfig> for ConnectionOptions {
+    fn from(config: &DatabaseConfig) -> Self {
+        config.connection_options()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<DatabaseConfig, String> {
+        DatabaseConfig::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn every_default_is_parsed_from_its_declared_text() {
+        let config = DatabaseConfig::default();
+        for setting in DatabaseConfig::SETTINGS {
+            assert!(
+                config
+                    .to_string()
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{}=", setting.variable()))),
+                "{} is not shown",
+                setting.variable()
+            );
+        }
+        assert_eq!(config.checkout_timeout, Duration::from_secs(30));
+        assert_eq!(config.heap_limit_bytes, 8 * MIB);
+    }
+
+    #[test]
+    fn the_shown_settings_read_back_as_the_same_configuration() {
+        let config = parse(&[
+            ("EROS_DB_PATH", "/srv/db.sqlite"),
+            ("EROS_DB_POOL_SIZE", "4"),
+            ("EROS_DB_POOL_PREWARM", "1"),
+            ("EROS_DB_POOL_TIMEOUT", "2.5"),
+            ("EROS_DB_READ_ONLY", "false"),
+            ("EROS_DB_HARD_HEAP_LIMIT_MIB", "64"),
+        ])
+        .unwrap();
+        let shown = config.to_string();
+        let vars = shown.lines().map(|line| {
+            let (name, value) = line.split_once('=').unwrap();
+            (name.to_string(), value.to_string())
+        });
+        assert_eq!(DatabaseConfig::from_vars(vars).unwrap(), config);
+    }
+
+    #[test]
+    fn a_seconds_value_out_of_range_names_the_variable() {
+        assert_eq!(
+            parse(&[("EROS_DB_QUERY_TIMEOUT", "0")]).unwrap_err(),
+            r#"invalid EROS_DB_QUERY_TIMEOUT="0": a number of seconds from 0.001 to 86400 (fractions allowed)"#
+        );
+    }
+
+    #[test]
+    fn an_empty_variable_takes_the_default() {
+        assert_eq!(parse(&[("EROS_DB_POOL_SIZE", "")]).unwrap().pool_size, 10);
+    }
+
+    #[test]
+    fn the_hard_heap_ceiling_must_be_above_the_soft_limit() {
+        let err = parse(&[
+            ("EROS_DB_HEAP_LIMIT_MIB", "64"),
+            ("EROS_DB_HARD_HEAP_LIMIT_MIB", "32"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err,
+            r#"invalid EROS_DB_HARD_HEAP_LIMIT_MIB="32": a whole number of MiB, at least 16 and more than EROS_DB_HEAP_LIMIT_MIB (64)"#
+        );
+    }
+
+    #[test]
+    fn an_explicit_prewarm_is_kept_and_the_default_shrinks_to_the_pool() {
+        assert_eq!(parse(&[("EROS_DB_POOL_PREWARM", "0")]).unwrap().prewarm, 0);
+        assert_eq!(parse(&[("EROS_DB_POOL_SIZE", "1")]).unwrap().prewarm, 1);
+    }
+
+    #[test]
+    fn each_layer_gets_its_own_settings() {
+        let config = parse(&[("EROS_DB_MAX_RETRIES", "7"), ("EROS_DB_MAX_ROWS", "5")]).unwrap();
+        assert_eq!(config.pool_settings().connect_retry.max_retries, 7);
+        let engine = config.engine_settings();
+        assert_eq!(engine.read_retry, config.pool_settings().connect_retry);
+        assert_eq!(engine.limits.max_rows, 5);
+        assert!(engine.read_only);
+        assert_eq!(config.connection_options().cache_kib, 8 * 1024);
+    }
+}
