@@ -91,7 +91,7 @@ fn point_query(c: &mut Criterion) {
 
 fn rows_to_tool_result(c: &mut Criterion) {
     let fx = fixture();
-    let engine = QueryEngine::new(Arc::clone(&fx.pool));
+    let engine = QueryEngine::new(Arc::clone(&fx.pool), fx.config.engine_settings());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

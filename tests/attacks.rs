@@ -40,7 +40,8 @@ fn prepared_db() -> (TestDb, QueryEngine) {
         })
         .unwrap()
         .unwrap();
-    (db, QueryEngine::new(pool))
+    let settings = db.config.engine_settings();
+    (db, QueryEngine::new(pool, settings))
 }
 
 #[tokio::test]

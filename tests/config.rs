@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use eros_mcp::config::{
-    Config, DatabaseConfig, DatabaseEnv, McpConfig, McpEnv, MetricsConfig, MetricsEnv, RowFormat,
-};
+use eros_mcp::config::{Config, DatabaseConfig, McpConfig, MetricsConfig, RowFormat, Setting};
 
 fn config(vars: &[(&str, &str)]) -> Result<DatabaseConfig, String> {
     DatabaseConfig::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -107,26 +105,18 @@ fn a_boolean_that_is_not_true_or_false_is_refused() {
     );
 }
 
-fn assert_documented(prefix: &str, defaults: serde_json::Value) {
+/// Every declared setting has a `VARIABLE=default` line in `.env.example`.
+fn assert_documented(settings: &[Setting]) {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
-    for (field, default) in defaults.as_object().unwrap() {
-        let variable = format!("{prefix}{}", field.to_uppercase());
+    for setting in settings {
+        let variable = setting.variable();
         let line = example
             .lines()
             .find(|line| line.starts_with(&format!("{variable}=")))
             .unwrap_or_else(|| panic!("{variable} is missing from .env.example"));
         let documented = line.split_once('=').unwrap().1;
-        let expected = match default {
-            serde_json::Value::Null => String::new(),
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Array(items) => items
-                .iter()
-                .map(|i| i.as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            other => other.to_string(),
-        };
+        let expected = setting.default;
         let same = documented == expected
             || documented.parse::<f64>().is_ok()
                 && documented.parse::<f64>().ok() == expected.parse::<f64>().ok();
@@ -139,26 +129,31 @@ fn assert_documented(prefix: &str, defaults: serde_json::Value) {
 
 #[test]
 fn env_example_documents_every_database_variable_with_its_default() {
-    assert_documented(
-        "EROS_DB_",
-        serde_json::to_value(DatabaseEnv::default()).unwrap(),
-    );
+    assert_documented(DatabaseConfig::SETTINGS);
 }
 
 #[test]
 fn env_example_documents_every_mcp_variable_with_its_default() {
-    assert_documented(
-        "EROS_MCP_",
-        serde_json::to_value(McpEnv::default()).unwrap(),
-    );
+    assert_documented(McpConfig::SETTINGS);
 }
 
 #[test]
 fn env_example_documents_every_metrics_variable_with_its_default() {
-    assert_documented(
-        "EROS_METRICS_",
-        serde_json::to_value(MetricsEnv::default()).unwrap(),
-    );
+    assert_documented(MetricsConfig::SETTINGS);
+}
+
+#[test]
+fn env_example_names_no_variable_the_server_does_not_declare() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+    let logging = ["EROS_LOG", "EROS_LOG_FORMAT"];
+    for line in example.lines().filter(|line| line.starts_with("EROS_")) {
+        let variable = line.split_once('=').unwrap().0;
+        assert!(
+            logging.contains(&variable) || Config::settings().any(|s| s.variable() == variable),
+            "{variable} is in .env.example but not declared"
+        );
+    }
 }
 
 #[test]

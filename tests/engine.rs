@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 fn engine(db: &TestDb) -> QueryEngine {
-    QueryEngine::new(db.warm_pool())
+    QueryEngine::new(db.warm_pool(), db.config.engine_settings())
 }
 
 fn request(sql: &str) -> QueryRequest {

@@ -120,7 +120,7 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let db = TestDb::new().with_demo_data();
         let before = std::fs::read(db.path()).unwrap();
-        let engine = QueryEngine::new(db.warm_pool());
+        let engine = QueryEngine::new(db.warm_pool(), db.config.engine_settings());
         let runtime = tokio::runtime::Runtime::new().unwrap();
         Fixture {
             db,

@@ -280,7 +280,12 @@ fn background_maintenance_runs_on_its_interval_and_stops_with_the_pool() {
     let mut db = TestDb::new();
     db.config.connection_max_age = Duration::from_millis(50);
     db.config.maintenance_interval = Duration::from_millis(20);
-    let pool = Pool::open(&db.config, Arc::new(eros_mcp::pool::NoObserver)).unwrap();
+    let pool = Pool::open(
+        &db.config.pool_settings(),
+        db.config.connection_options(),
+        Arc::new(eros_mcp::pool::NoObserver),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while pool.stats().connections_recycled < 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

@@ -44,7 +44,7 @@ fn texts(result: &CallToolResult) -> Vec<String> {
 /// The CSV answer and the JSON answer to `sql`, both as `{columns, rows}`,
 /// and the bytes each sends.
 fn both_formats(db: &TestDb, sql: &str) -> ((Value, usize), (Value, usize)) {
-    let engine = QueryEngine::new(db.warm_pool());
+    let engine = QueryEngine::new(db.warm_pool(), db.config.engine_settings());
     let csv_result = answer(&engine, request_for(sql), RowFormat::Csv);
     assert_ne!(csv_result.is_error, Some(true), "{:?}", texts(&csv_result));
     let csv = texts(&csv_result);
@@ -131,7 +131,7 @@ fn awkward_values_come_back_with_their_types() {
 fn a_truncated_csv_answer_says_so_and_hands_over_the_cursor() {
     let db = TestDb::new();
     dataset::create(db.path(), 50).unwrap();
-    let engine = QueryEngine::new(db.warm_pool());
+    let engine = QueryEngine::new(db.warm_pool(), db.config.engine_settings());
     let request = QueryRequest {
         max_rows: Some(10),
         ..request_for("SELECT id FROM bench_items ORDER BY id")

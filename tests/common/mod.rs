@@ -45,7 +45,13 @@ impl TestDb {
 
     /// A pool on this database, built but not pre-warmed.
     pub fn pool(&self) -> Pool {
-        Pool::new(&self.config, Arc::new(NoObserver)).expect("pool")
+        let config = &self.config;
+        Pool::new(
+            &config.pool_settings(),
+            config.connection_options(),
+            Arc::new(NoObserver),
+        )
+        .expect("pool")
     }
 
     /// A pool on this database, pre-warmed (maintenance stays manual).
