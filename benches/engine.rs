@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use eros_mcp::access;
 use eros_mcp::config::DatabaseConfig;
 use eros_mcp::config::RowFormat;
-use eros_mcp::connection::{self, ConnectionOptions};
+use eros_mcp::connection;
 use eros_mcp::database;
 use eros_mcp::engine::{QueryEngine, QueryRequest};
 use eros_mcp::loadgen::dataset;
@@ -78,7 +78,7 @@ fn point_query(c: &mut Criterion) {
     group.bench_function("pooled", |b| {
         b.iter(|| lookup(&fx.pool.get().unwrap(), next_id(&mut id)))
     });
-    let options = ConnectionOptions::from(&fx.config);
+    let options = fx.config.connection_options();
     group.bench_function("connect per query", |b| {
         b.iter(|| {
             let conn = connection::open(&options).unwrap();

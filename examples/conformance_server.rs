@@ -410,7 +410,8 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals()?;
     let calls = CallTracker::new();
-    let listener = eros_mcp::transport::http::bind(&config.mcp).await?;
+    let http = config.mcp.http_settings();
+    let listener = eros_mcp::transport::http::bind(&http).await?;
     let observers = Observers::default();
     let inner = app::build(&config, &observers, Arc::clone(&calls)).await?;
     let server = FixtureServer {
@@ -420,7 +421,7 @@ async fn main() -> anyhow::Result<()> {
     eros_mcp::transport::http::serve(
         listener,
         server,
-        &config.mcp,
+        &http,
         calls,
         shutdown,
         observers.transport,

@@ -19,7 +19,6 @@ use crate::pool::{NoObserver, Pool, PoolObserver};
 use crate::shutdown::Shutdown;
 use crate::sidecar::{Metrics, Readiness, Sidecar, SidecarBindError, SidecarState};
 use crate::transport::accept::{raise_open_file_limit, FileBudget};
-use crate::transport::stdio::StdioOptions;
 use crate::transport::{self, NoTransportObserver, TransportError, TransportObserver};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,9 +103,10 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     let readiness = Arc::new(Readiness::new(expected_version, shutdown.clone()));
     let sidecar_stop = tokio_util::sync::CancellationToken::new();
     let sidecar = start_sidecar(&config, &metrics, &readiness, &sidecar_stop)?;
+    let http = config.mcp.http_settings();
     // Bind before opening the database: a taken port fails fast.
     let listener = match config.mcp.transport {
-        Transport::Http => Some(transport::http::bind(&config.mcp).await?),
+        Transport::Http => Some(transport::http::bind(&http).await?),
         Transport::Stdio => None,
     };
     let observers = Observers {
@@ -132,7 +132,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
             transport::http::serve(
                 listener,
                 server,
-                &config.mcp,
+                &http,
                 calls,
                 shutdown.clone(),
                 Arc::clone(&observers.transport),
@@ -140,11 +140,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
             .await
         }
         None => {
-            let options = StdioOptions {
-                grace: config.mcp.shutdown_grace,
-                max_in_flight: config.mcp.max_in_flight,
-                observer: Arc::clone(&observers.transport),
-            };
+            let options = config.mcp.stdio_options(Arc::clone(&observers.transport));
             transport::stdio::serve(server, calls, shutdown.clone(), options).await
         }
     };

@@ -16,10 +16,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::config::DbConfig;
-use rusqlite::limits::Limit;
 use r2d2::ManageConnection;
 use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::config::DbConfig;
+use rusqlite::limits::Limit;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::health::FileIdentity;
@@ -157,7 +157,10 @@ pub fn factory(options: &ConnectionOptions) -> SqliteConnectionManager {
 
 /// Creates the database's directory when it is missing and `options.create`.
 pub fn ensure_directory(options: &ConnectionOptions) -> Result<(), ConnectError> {
-    let dir = options.path.parent().filter(|dir| !dir.as_os_str().is_empty());
+    let dir = options
+        .path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty());
     match dir {
         Some(dir) if options.create && !dir.exists() => {
             std::fs::create_dir_all(dir).map_err(|source| ConnectError::CreateDir {
@@ -199,7 +202,10 @@ pub fn open_probe(options: &ConnectionOptions) -> Result<Connection, ConnectErro
         .map_err(|err| ConnectError::from_factory(err, &options.path))
 }
 
-fn apply_probe_settings(conn: &Connection, options: &ConnectionOptions) -> Result<(), ConnectError> {
+fn apply_probe_settings(
+    conn: &Connection,
+    options: &ConnectionOptions,
+) -> Result<(), ConnectError> {
     let path = options.path.as_path();
     let setup = |pragma: &'static str| setup_failed(path, pragma);
     conn.busy_timeout(options.busy_timeout)

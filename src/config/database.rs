@@ -194,12 +194,6 @@ impl DatabaseConfig {
     }
 }
 
-impl From<&DatabaseConfig> for ConnectionOptions {
-    fn from(config: &DatabaseConfig) -> Self {
-        config.connection_options()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::setting::{settings, ConfigError, List, OptionalPath, Parsed, Secret, Seconds};
+use crate::transport::stdio::StdioOptions;
+use crate::transport::{HttpSettings, TransportObserver};
+
+use super::setting::{settings, ConfigError, List, OptionalPath, Parsed, Seconds, Secret};
 
 /// How agents reach the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +143,36 @@ impl McpConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl McpConfig {
+    /// What the HTTP transport needs.
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            http_addr: self.http_addr,
+            auth_token: self.auth_token.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            max_body_bytes: self.max_body_bytes,
+            stateless: self.stateless,
+            shutdown_grace: self.shutdown_grace,
+            max_in_flight: self.max_in_flight,
+            max_sessions: self.max_sessions,
+            session_idle_timeout: self.session_idle_timeout,
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+        }
+    }
+
+    /// What the stdio transport needs, reporting to `observer`.
+    pub fn stdio_options(&self, observer: std::sync::Arc<dyn TransportObserver>) -> StdioOptions {
+        StdioOptions {
+            grace: self.shutdown_grace,
+            max_in_flight: self.max_in_flight,
+            observer,
+        }
     }
 }
 

@@ -188,7 +188,10 @@ impl Kind for Secret {
         Some((!text.is_empty()).then(|| text.to_string()))
     }
     fn show(value: &Option<String>) -> String {
-        value.as_ref().map(|_| "<set>".to_string()).unwrap_or_default()
+        value
+            .as_ref()
+            .map(|_| "<set>".to_string())
+            .unwrap_or_default()
     }
 }
 

@@ -220,11 +220,11 @@ impl SqliteManager {
         let conn = r2d2::ManageConnection::connect(&self.factory)
             .map_err(|err| ConnectError::from_factory(err, &self.options.path))
             .inspect_err(|err| {
-            if matches!(err, ConnectError::NotTheOpenedFile { .. }) {
-                // Records (and logs once) what happened to the file.
-                let _ = health.verify_file();
-            }
-        })?;
+                if matches!(err, ConnectError::NotTheOpenedFile { .. }) {
+                    // Records (and logs once) what happened to the file.
+                    let _ = health.verify_file();
+                }
+            })?;
         if health.is_watched() && conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             health.write_failed(WriteFault::ReadOnlyFile {
                 path: self.options.path.clone(),

@@ -5,8 +5,11 @@
 //! at most `checkout_timeout`; connections are recycled after
 //! `connection_max_age` and pinged on checkout. r2d2's own `min_idle`,
 //! `idle_timeout` and `max_lifetime` are off: they do not give these
-//! semantics. The rules live in [`manager`], the exact counters in
-//! [`counters`], the background work in [`maintenance`].
+//! semantics. The rules live in [`manager`] (around r2d2_sqlite's manager,
+//! which opens each connection), the exact counters in [`counters`], the
+//! background work in [`maintenance`]. The pool is handed its own
+//! [`PoolSettings`] and the connection factory's
+//! [`ConnectionOptions`](crate::connection::ConnectionOptions), nothing more.
 //!
 //! `Pool::get` blocks: call it from a blocking thread, never an async worker.
 

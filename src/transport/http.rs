@@ -39,13 +39,13 @@ use super::jsonrpc::{self, ErrorAnswer, Screened};
 use super::observer::{Rejection, TransportObserver};
 use super::rebinding::{refuse_rebinding, RebindingGuard};
 use super::sessions::LimitedSessions;
+use super::settings::HttpSettings;
 use super::TransportError;
-use crate::config::McpConfig;
 use crate::mcp::CallTracker;
 use crate::shutdown::Shutdown;
 
 /// Binds the MCP port; fails fast with a clear error if it is taken.
-pub async fn bind(config: &McpConfig) -> Result<tokio::net::TcpListener, TransportError> {
+pub async fn bind(config: &HttpSettings) -> Result<tokio::net::TcpListener, TransportError> {
     tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| TransportError::Bind {
@@ -67,7 +67,7 @@ struct RequestLimits {
 /// The axum router serving MCP at `/mcp`. `stop` ends open streams.
 fn router<S>(
     server: S,
-    config: &McpConfig,
+    config: &HttpSettings,
     sessions: Arc<LimitedSessions>,
     observer: Arc<dyn TransportObserver>,
     stop: tokio_util::sync::CancellationToken,
@@ -390,7 +390,7 @@ impl http_body::Body for PermitBody {
 pub async fn serve<S>(
     listener: tokio::net::TcpListener,
     server: S,
-    config: &McpConfig,
+    config: &HttpSettings,
     calls: Arc<CallTracker>,
     shutdown: Shutdown,
     observer: Arc<dyn TransportObserver>,

@@ -15,9 +15,11 @@ pub mod lines;
 pub mod observer;
 pub mod rebinding;
 pub mod sessions;
+pub mod settings;
 pub mod stdio;
 
 pub use observer::{NoTransportObserver, Rejection, TransportObserver};
+pub use settings::HttpSettings;
 
 /// Why a transport could not run.
 #[derive(Debug, thiserror::Error)]
