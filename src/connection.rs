@@ -374,3 +374,83 @@ fn describe(err: &rusqlite::Error) -> &'static str {
         _ => "SQLite refused it",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(path: PathBuf) -> ConnectionOptions {
+        ConnectionOptions {
+            path,
+            busy_timeout: Duration::from_secs(1),
+            cache_kib: 0,
+            max_value_bytes: 1 << 20,
+            max_sql_bytes: 100_000,
+            soft_heap_limit_bytes: 0,
+            hard_heap_limit_bytes: 0,
+            create: true,
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn the_factory_creates_the_file_and_its_directory_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&options(dir.path().join("new/db.sqlite"))).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_setup_failure_keeps_its_own_words_through_the_init_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.db");
+        std::fs::write(&path, vec![7u8; 4096]).unwrap();
+        let err = open(&options(path)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConnectError::Setup {
+                    pragma: "journal_mode",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("not an SQLite database"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_not_created_once_creating_is_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.db");
+        let err = open(&ConnectionOptions {
+            create: false,
+            ..options(path.clone())
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConnectError::Open { .. }), "{err:?}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_file_other_than_the_recorded_one_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first.db");
+        let second = dir.path().join("second.db");
+        drop(open(&options(first.clone())).unwrap());
+        drop(open(&options(second.clone())).unwrap());
+        let err = open(&ConnectionOptions {
+            create: false,
+            identity: Some(FileIdentity::of(&first).unwrap()),
+            ..options(second)
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ConnectError::NotTheOpenedFile { .. }),
+            "{err:?}"
+        );
+    }
+}
