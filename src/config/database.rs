@@ -198,8 +198,6 @@ impl DatabaseConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn parse(vars: &[(&str, &str)]) -> Result<DatabaseConfig, String> {
