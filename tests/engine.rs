@@ -240,7 +240,10 @@ async fn cancelling_a_call_interrupts_its_query() {
 async fn list_tables_filters_by_pattern_and_counts_rows() {
     let db = TestDb::new().with_demo_data();
     let engine = engine(&db);
-    let all = engine.list_tables(None, TableDetail::Names).await.unwrap();
+    let all = engine
+        .list_tables(None, None, TableDetail::Names)
+        .await
+        .unwrap();
     let names: Vec<_> = all.tables.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(
         names,
@@ -259,7 +262,7 @@ async fn list_tables_filters_by_pattern_and_counts_rows() {
     assert!(creators.columns.is_none() && creators.ddl.is_none());
 
     let subs = engine
-        .list_tables(Some("subscri".into()), TableDetail::Columns)
+        .list_tables(Some("subscri".into()), None, TableDetail::Columns)
         .await
         .unwrap();
     assert_eq!(subs.tables.len(), 2);
@@ -270,7 +273,7 @@ async fn list_tables_filters_by_pattern_and_counts_rows() {
         .contains(&"id INTEGER PK".to_string()));
 
     let ddl = engine
-        .list_tables(Some("creat_rs".into()), TableDetail::Ddl)
+        .list_tables(Some("creat_rs".into()), None, TableDetail::Ddl)
         .await
         .unwrap();
     assert_eq!(ddl.tables.len(), 1);
@@ -483,7 +486,7 @@ async fn execute_can_change_the_schema() {
         .await
         .unwrap();
     let tables = engine
-        .list_tables(Some("notes".into()), TableDetail::Names)
+        .list_tables(Some("notes".into()), None, TableDetail::Names)
         .await
         .unwrap();
     assert_eq!(tables.tables.len(), 1);

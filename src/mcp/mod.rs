@@ -7,6 +7,7 @@
 //! - [`respond`]: engine results to tool results, and metrics per call.
 //! - [`csv_rows`]: query rows as typed CSV, the default row format.
 //! - [`calls`]: in-flight calls, refused and drained on shutdown.
+//! - [`tool_schema`]: every tool schema in standard, compact JSON Schema.
 
 pub mod calls;
 pub mod csv_rows;
@@ -14,6 +15,7 @@ pub mod declared;
 pub mod observer;
 mod prompts;
 pub mod respond;
+mod tool_schema;
 mod tools;
 
 use std::future::Future;
@@ -86,6 +88,13 @@ impl ErosServer {
         tools::describe_query(&mut router, row_format);
         for tool in declared.into_tools() {
             router.add_route(declared::route(Arc::new(tool), row_format));
+        }
+        for route in router.map.values_mut() {
+            let tool = &mut route.attr;
+            tool.input_schema = Arc::new(tool_schema::standardize(&tool.input_schema));
+            if let Some(output) = &tool.output_schema {
+                tool.output_schema = Some(Arc::new(tool_schema::standardize(output)));
+            }
         }
         Self {
             inner: Arc::new(Inner {
