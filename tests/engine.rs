@@ -430,7 +430,8 @@ async fn a_failed_write_is_rolled_back_and_names_the_constraint() {
         .unwrap_err();
     match &err {
         QueryError::Sql { code, message } => {
-            assert_eq!(code, "SQLITE_CONSTRAINT_FOREIGNKEY");
+            assert_eq!(code.extended, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY);
+            assert_eq!(code.name(), "SQLITE_CONSTRAINT_FOREIGNKEY");
             assert!(message.contains("FOREIGN KEY"), "{message}");
         }
         other => panic!("{other:?}"),
@@ -590,10 +591,7 @@ async fn a_value_past_the_value_limit_is_refused_naming_the_variable() {
     assert!(
         matches!(
             err,
-            QueryError::Limit {
-                code: "SQLITE_TOOBIG",
-                ..
-            }
+            QueryError::Limit { code, .. } if code.kind == rusqlite::ErrorCode::TooBig
         ),
         "{err:?}"
     );
