@@ -44,9 +44,10 @@ use respond::{respond, ToolOutput};
 /// URI of the resource holding the database's DDL.
 pub const SCHEMA_RESOURCE: &str = "schema://main";
 
-const INSTRUCTIONS: &str = "SQLite database server. Start with list_tables (add detail=columns for \
-column names) or read the schema://main resource, then describe_table for keys and indexes. query runs \
-one read-only statement; bind values with params instead of pasting them into SQL.";
+const INSTRUCTIONS: &str = "SQLite database server. Start with list_tables (detail=columns for \
+column names; column=NAME finds the tables having a column) or read the schema://main resource, then \
+describe_table for keys and indexes. query runs one read-only statement; bind values with params \
+instead of pasting them into SQL.";
 
 fn instructions(format: RowFormat) -> String {
     let rows = match format {
