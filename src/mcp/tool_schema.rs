@@ -77,9 +77,16 @@ fn shape(value: &mut Value, defs: &Map<String, Value>, depth: usize) {
         Value::Object(object) => {
             inline_ref(object, defs, depth);
             for (key, child) in object.iter_mut() {
-                // Property names and constants are data, not schemas.
-                if key != "const" && key != "enum" && key != "default" && key != "examples" {
-                    shape(child, defs, depth);
+                match (key.as_str(), child) {
+                    // Values, not schemas.
+                    ("const" | "enum" | "default" | "examples", _) => {}
+                    // Names mapped to schemas: a property may be named `enum`.
+                    ("properties" | "patternProperties", Value::Object(named)) => {
+                        for schema in named.values_mut() {
+                            shape(schema, defs, depth);
+                        }
+                    }
+                    (_, child) => shape(child, defs, depth),
                 }
             }
             if object
@@ -296,28 +303,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// Every `format` value in `schema` that JSON Schema does not define.
-    fn nonstandard_formats(schema: &Value) -> Vec<String> {
-        let mut found = Vec::new();
-        collect_formats(schema, &mut found);
-        found
-    }
-
-    fn collect_formats(value: &Value, found: &mut Vec<String>) {
-        match value {
-            Value::Array(items) => items.iter().for_each(|v| collect_formats(v, found)),
-            Value::Object(object) => {
-                if let Some(Value::String(format)) = object.get("format") {
-                    if !STANDARD_FORMATS.contains(&format.as_str()) {
-                        found.push(format.clone());
-                    }
-                }
-                object.values().for_each(|v| collect_formats(v, found));
-            }
-            _ => {}
-        }
-    }
-
     fn standardized(schema: Value) -> Value {
         Value::Object(standardize(schema.as_object().unwrap()))
     }
@@ -447,11 +432,12 @@ mod tests {
     }
 
     #[test]
-    fn nonstandard_formats_are_found_at_any_depth() {
-        let schema =
-            json!({"a": [{"format": "uint32"}, {"b": {"format": "email"}}], "format": "int64"});
-        let mut found = nonstandard_formats(&schema);
-        found.sort();
-        assert_eq!(found, ["int64", "uint32"]);
+    fn a_property_named_like_a_keyword_is_still_a_schema() {
+        let out = standardized(json!({
+            "type": "object",
+            "properties": {"enum": {"type": "integer", "format": "int64"}},
+            "required": ["enum"]
+        }));
+        assert_eq!(out["properties"]["enum"], json!({"type": "integer"}));
     }
 }
