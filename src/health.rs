@@ -270,7 +270,9 @@ impl DatabaseHealth {
         match failure.code {
             ErrorCode::DiskFull => Some(WriteFault::DiskFull { path }),
             // SQLITE_READONLY_DIRECTORY: the journal cannot be created.
-            ErrorCode::ReadOnly if failure.extended_code == 1544 => {
+            ErrorCode::ReadOnly
+                if failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY =>
+            {
                 Some(WriteFault::ReadOnlyDirectory { path })
             }
             ErrorCode::ReadOnly => Some(WriteFault::ReadOnlyFile { path }),

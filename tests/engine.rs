@@ -240,7 +240,10 @@ async fn cancelling_a_call_interrupts_its_query() {
 async fn list_tables_filters_by_pattern_and_counts_rows() {
     let db = TestDb::new().with_demo_data();
     let engine = engine(&db);
-    let all = engine.list_tables(None, TableDetail::Names).await.unwrap();
+    let all = engine
+        .list_tables(None, None, TableDetail::Names)
+        .await
+        .unwrap();
     let names: Vec<_> = all.tables.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(
         names,
@@ -259,7 +262,7 @@ async fn list_tables_filters_by_pattern_and_counts_rows() {
     assert!(creators.columns.is_none() && creators.ddl.is_none());
 
     let subs = engine
-        .list_tables(Some("subscri".into()), TableDetail::Columns)
+        .list_tables(Some("subscri".into()), None, TableDetail::Columns)
         .await
         .unwrap();
     assert_eq!(subs.tables.len(), 2);
@@ -270,7 +273,7 @@ async fn list_tables_filters_by_pattern_and_counts_rows() {
         .contains(&"id INTEGER PK".to_string()));
 
     let ddl = engine
-        .list_tables(Some("creat_rs".into()), TableDetail::Ddl)
+        .list_tables(Some("creat_rs".into()), None, TableDetail::Ddl)
         .await
         .unwrap();
     assert_eq!(ddl.tables.len(), 1);
@@ -427,7 +430,8 @@ async fn a_failed_write_is_rolled_back_and_names_the_constraint() {
         .unwrap_err();
     match &err {
         QueryError::Sql { code, message } => {
-            assert_eq!(code, "SQLITE_CONSTRAINT_FOREIGNKEY");
+            assert_eq!(code.extended, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY);
+            assert_eq!(code.name(), "SQLITE_CONSTRAINT_FOREIGNKEY");
             assert!(message.contains("FOREIGN KEY"), "{message}");
         }
         other => panic!("{other:?}"),
@@ -483,7 +487,7 @@ async fn execute_can_change_the_schema() {
         .await
         .unwrap();
     let tables = engine
-        .list_tables(Some("notes".into()), TableDetail::Names)
+        .list_tables(Some("notes".into()), None, TableDetail::Names)
         .await
         .unwrap();
     assert_eq!(tables.tables.len(), 1);
@@ -587,10 +591,7 @@ async fn a_value_past_the_value_limit_is_refused_naming_the_variable() {
     assert!(
         matches!(
             err,
-            QueryError::Limit {
-                code: "SQLITE_TOOBIG",
-                ..
-            }
+            QueryError::Limit { code, .. } if code.kind == rusqlite::ErrorCode::TooBig
         ),
         "{err:?}"
     );

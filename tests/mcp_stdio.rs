@@ -4,7 +4,7 @@ mod common;
 
 use common::mcp::{call, rows, stdio_client, structured, text, ERAS};
 use common::TestDb;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn the_tools_are_listed_with_annotations_in_both_eras() {
@@ -36,13 +36,12 @@ async fn the_tools_are_listed_with_annotations_in_both_eras() {
 }
 
 #[tokio::test]
-async fn with_csv_rows_only_query_goes_without_an_output_schema() {
+async fn with_csv_rows_no_read_tool_declares_an_output_schema() {
     let db = TestDb::new().with_demo_data();
     let client = stdio_client(db.path(), &[], &ERAS[0]).await;
     for tool in client.list_all_tools().await.unwrap() {
-        let is_query = tool.name == "query";
-        assert_eq!(tool.output_schema.is_none(), is_query, "{}", tool.name);
-        if is_query {
+        assert!(tool.output_schema.is_none(), "{} has one", tool.name);
+        if tool.name == "query" {
             let description = tool.description.unwrap();
             assert!(description.contains("CSV"), "{description}");
         }
@@ -51,12 +50,52 @@ async fn with_csv_rows_only_query_goes_without_an_output_schema() {
 }
 
 #[tokio::test]
-async fn with_json_rows_every_tool_has_an_output_schema() {
+async fn with_json_rows_query_declares_the_schema_of_its_rows() {
     let db = TestDb::new().with_demo_data();
     let client = stdio_client(db.path(), &[("EROS_MCP_ROW_FORMAT", "json")], &ERAS[0]).await;
     for tool in client.list_all_tools().await.unwrap() {
-        assert!(tool.output_schema.is_some(), "{} has none", tool.name);
+        let is_query = tool.name == "query";
+        assert_eq!(tool.output_schema.is_some(), is_query, "{}", tool.name);
     }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn list_tables_finds_the_tables_having_a_column_and_names_the_matches() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[], &V2025).await;
+    let result = call(&client, "list_tables", json!({"column": "subscriber_id"})).await;
+    let found: Vec<(String, Value)> = structured(&result)["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["columns"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "subscriptions".to_string(),
+                json!(["subscriber_id INTEGER NOT NULL"])
+            ),
+            ("transactions".to_string(), json!(["subscriber_id INTEGER"])),
+        ]
+    );
+    let both = call(
+        &client,
+        "list_tables",
+        json!({"pattern": "creator", "column": "creator_id"}),
+    )
+    .await;
+    assert_eq!(
+        structured(&both)["tables"],
+        json!([{"name": "creator_revenue", "type": "view", "columns": ["creator_id INTEGER"]}])
+    );
     client.cancel().await.unwrap();
 }
 

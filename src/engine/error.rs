@@ -1,7 +1,14 @@
 //! Why a tool call failed, in terms an agent can act on, and the outcome
-//! label the metrics use.
+//! label the metrics use. SQLite's result codes stay typed
+//! ([`SqliteCode`]); their symbolic names (`SQLITE_CONSTRAINT_UNIQUE`) are
+//! made only where an error becomes text.
 
+use std::borrow::Cow;
+use std::ffi::c_int;
+use std::fmt;
 use std::time::Duration;
+
+use rusqlite::{ffi, ErrorCode};
 
 use crate::health::FileFault;
 use crate::pool::PoolError;
@@ -11,7 +18,7 @@ use crate::pool::PoolError;
 pub enum QueryError {
     /// SQLite rejected or failed the statement.
     #[error("{message} (SQLite {code})")]
-    Sql { code: String, message: String },
+    Sql { code: SqliteCode, message: String },
     /// The statement tried something the access level forbids.
     #[error("{0}")]
     Denied(String),
@@ -23,7 +30,7 @@ pub enum QueryError {
     /// The statement went over a resource ceiling (value size, memory);
     /// the message names the setting that raises it.
     #[error("{message} ({code})")]
-    Limit { code: &'static str, message: String },
+    Limit { code: SqliteCode, message: String },
     #[error("the call was cancelled and the statement interrupted")]
     Cancelled,
     #[error(
@@ -38,7 +45,7 @@ pub enum QueryError {
     /// A write failed for a reason of the file or disk (full, read-only,
     /// I/O), which the message names; reads may still work.
     #[error("{message} ({code})")]
-    NotWritable { code: String, message: String },
+    NotWritable { code: SqliteCode, message: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("the server is shutting down")]
@@ -114,22 +121,23 @@ impl QueryError {
     }
 
     /// A short machine-readable code: the SQLite code name, or the kind.
-    pub fn code(&self) -> &str {
-        match self {
-            QueryError::Sql { code, .. } => code,
-            QueryError::Limit { code, .. } => code,
-            QueryError::NotWritable { code, .. } => code,
+    pub fn code(&self) -> Cow<'static, str> {
+        let kind = match self {
+            QueryError::Sql { code, .. }
+            | QueryError::Limit { code, .. }
+            | QueryError::NotWritable { code, .. } => return code.name(),
             QueryError::FileChanged(_) => "DATABASE_FILE_CHANGED",
             QueryError::Denied(_) => "DENIED",
             QueryError::Timeout(_) => "TIMEOUT",
             QueryError::Cancelled => "CANCELLED",
-            QueryError::Busy { .. } => "SQLITE_BUSY",
+            QueryError::Busy { .. } => return SqliteCode::new(ffi::SQLITE_BUSY).name(),
             QueryError::Pool(PoolError::Exhausted { .. }) => "POOL_EXHAUSTED",
             QueryError::Pool(_) => "DATABASE_UNAVAILABLE",
             QueryError::InvalidArgument(_) => "INVALID_ARGUMENT",
             QueryError::ShuttingDown => "SHUTTING_DOWN",
             QueryError::Internal(_) => "INTERNAL",
-        }
+        };
+        Cow::Borrowed(kind)
     }
 }
 
@@ -158,15 +166,15 @@ impl From<rusqlite::Error> for QueryError {
                 }
                 _ => {
                     return QueryError::Sql {
-                        code: "SQLITE_ERROR".into(),
+                        code: SqliteCode::new(ffi::SQLITE_ERROR),
                         message: err.to_string(),
                     }
                 }
             };
         // `query_only` refuses with plain SQLITE_READONLY; the extended
         // READONLY codes (directory, cannot lock, moved...) are the file's.
-        let refused = failure.code == rusqlite::ErrorCode::AuthorizationForStatementDenied
-            || (failure.code == rusqlite::ErrorCode::ReadOnly && failure.extended_code == 8)
+        let refused = failure.code == ErrorCode::AuthorizationForStatementDenied
+            || failure.extended_code == ffi::SQLITE_READONLY
             // A denied function is reported by SQLite as a plain error.
             || message.starts_with("not authorized");
         if refused {
@@ -175,51 +183,245 @@ impl From<rusqlite::Error> for QueryError {
             ))
         } else {
             QueryError::Sql {
-                code: sqlite_code_name(failure.extended_code),
+                code: failure.into(),
                 message,
             }
         }
     }
 }
 
-/// SQLite's symbolic name for a (possibly extended) result code.
-pub(crate) fn sqlite_code_name(extended: std::ffi::c_int) -> String {
-    // sqlite3_errstr gives prose; the symbolic names are what agents search for.
-    let primary = extended & 0xff;
-    let name = match primary {
-        1 => "SQLITE_ERROR",
-        2 => "SQLITE_INTERNAL",
-        3 => "SQLITE_PERM",
-        4 => "SQLITE_ABORT",
-        5 => "SQLITE_BUSY",
-        6 => "SQLITE_LOCKED",
-        7 => "SQLITE_NOMEM",
-        8 => "SQLITE_READONLY",
-        9 => "SQLITE_INTERRUPT",
-        10 => "SQLITE_IOERR",
-        11 => "SQLITE_CORRUPT",
-        13 => "SQLITE_FULL",
-        14 => "SQLITE_CANTOPEN",
-        18 => "SQLITE_TOOBIG",
-        19 => "SQLITE_CONSTRAINT",
-        20 => "SQLITE_MISMATCH",
-        21 => "SQLITE_MISUSE",
-        23 => "SQLITE_AUTH",
-        25 => "SQLITE_RANGE",
-        26 => "SQLITE_NOTADB",
-        _ => return format!("SQLITE_{extended}"),
+/// A result code as SQLite reported it: the primary kind to act on
+/// (busy, corrupt, too big) and the extended code that says more
+/// (`SQLITE_CONSTRAINT_UNIQUE` rather than `SQLITE_CONSTRAINT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteCode {
+    pub kind: ErrorCode,
+    pub extended: c_int,
+}
+
+impl SqliteCode {
+    /// The code for a (primary or extended) SQLite result code number.
+    pub fn new(extended: c_int) -> Self {
+        ffi::Error::new(extended).into()
+    }
+
+    /// SQLite's symbolic name, e.g. `SQLITE_BUSY`, or
+    /// `SQLITE_CONSTRAINT_NOTNULL` for an extended code. A code newer than
+    /// this table is named by its primary code.
+    pub fn name(&self) -> Cow<'static, str> {
+        // sqlite3_errstr gives prose ("database is locked"); the symbolic
+        // names are what agents and operators search for.
+        let named = |code: c_int| {
+            CODE_NAMES
+                .iter()
+                .find(|(number, _)| *number == code)
+                .map(|(_, name)| Cow::Borrowed(*name))
+        };
+        named(self.extended)
+            .or_else(|| named(self.extended & 0xff))
+            .unwrap_or_else(|| Cow::Owned(format!("SQLITE_{}", self.extended)))
+    }
+}
+
+impl From<ffi::Error> for SqliteCode {
+    fn from(error: ffi::Error) -> Self {
+        SqliteCode {
+            kind: error.code,
+            extended: error.extended_code,
+        }
+    }
+}
+
+impl fmt::Display for SqliteCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// `(code, "NAME")` for each of SQLite's result codes, from the constants
+/// of the SQLite headers themselves.
+macro_rules! code_names {
+    ($($name:ident),* $(,)?) => {
+        &[$((ffi::$name, stringify!($name))),*]
     };
-    if extended == 2067 {
-        "SQLITE_CONSTRAINT_UNIQUE".into()
-    } else if extended == 787 {
-        "SQLITE_CONSTRAINT_FOREIGNKEY".into()
-    } else if extended == 1299 {
-        "SQLITE_CONSTRAINT_NOTNULL".into()
-    } else if extended == 275 {
-        "SQLITE_CONSTRAINT_CHECK".into()
-    } else if extended == 1555 {
-        "SQLITE_CONSTRAINT_PRIMARYKEY".into()
-    } else {
-        name.into()
+}
+
+const CODE_NAMES: &[(c_int, &str)] = code_names![
+    SQLITE_ERROR,
+    SQLITE_INTERNAL,
+    SQLITE_PERM,
+    SQLITE_ABORT,
+    SQLITE_BUSY,
+    SQLITE_LOCKED,
+    SQLITE_NOMEM,
+    SQLITE_READONLY,
+    SQLITE_INTERRUPT,
+    SQLITE_IOERR,
+    SQLITE_CORRUPT,
+    SQLITE_NOTFOUND,
+    SQLITE_FULL,
+    SQLITE_CANTOPEN,
+    SQLITE_PROTOCOL,
+    SQLITE_EMPTY,
+    SQLITE_SCHEMA,
+    SQLITE_TOOBIG,
+    SQLITE_CONSTRAINT,
+    SQLITE_MISMATCH,
+    SQLITE_MISUSE,
+    SQLITE_NOLFS,
+    SQLITE_AUTH,
+    SQLITE_FORMAT,
+    SQLITE_RANGE,
+    SQLITE_NOTADB,
+    SQLITE_NOTICE,
+    SQLITE_WARNING,
+    SQLITE_ERROR_MISSING_COLLSEQ,
+    SQLITE_ERROR_RETRY,
+    SQLITE_ERROR_SNAPSHOT,
+    SQLITE_IOERR_READ,
+    SQLITE_IOERR_SHORT_READ,
+    SQLITE_IOERR_WRITE,
+    SQLITE_IOERR_FSYNC,
+    SQLITE_IOERR_DIR_FSYNC,
+    SQLITE_IOERR_TRUNCATE,
+    SQLITE_IOERR_FSTAT,
+    SQLITE_IOERR_UNLOCK,
+    SQLITE_IOERR_RDLOCK,
+    SQLITE_IOERR_DELETE,
+    SQLITE_IOERR_BLOCKED,
+    SQLITE_IOERR_NOMEM,
+    SQLITE_IOERR_ACCESS,
+    SQLITE_IOERR_CHECKRESERVEDLOCK,
+    SQLITE_IOERR_LOCK,
+    SQLITE_IOERR_CLOSE,
+    SQLITE_IOERR_DIR_CLOSE,
+    SQLITE_IOERR_SHMOPEN,
+    SQLITE_IOERR_SHMSIZE,
+    SQLITE_IOERR_SHMLOCK,
+    SQLITE_IOERR_SHMMAP,
+    SQLITE_IOERR_SEEK,
+    SQLITE_IOERR_DELETE_NOENT,
+    SQLITE_IOERR_MMAP,
+    SQLITE_IOERR_GETTEMPPATH,
+    SQLITE_IOERR_CONVPATH,
+    SQLITE_IOERR_VNODE,
+    SQLITE_IOERR_AUTH,
+    SQLITE_IOERR_BEGIN_ATOMIC,
+    SQLITE_IOERR_COMMIT_ATOMIC,
+    SQLITE_IOERR_ROLLBACK_ATOMIC,
+    SQLITE_IOERR_DATA,
+    SQLITE_IOERR_CORRUPTFS,
+    SQLITE_LOCKED_SHAREDCACHE,
+    SQLITE_LOCKED_VTAB,
+    SQLITE_BUSY_RECOVERY,
+    SQLITE_BUSY_SNAPSHOT,
+    SQLITE_BUSY_TIMEOUT,
+    SQLITE_CANTOPEN_NOTEMPDIR,
+    SQLITE_CANTOPEN_ISDIR,
+    SQLITE_CANTOPEN_FULLPATH,
+    SQLITE_CANTOPEN_CONVPATH,
+    SQLITE_CANTOPEN_SYMLINK,
+    SQLITE_CORRUPT_VTAB,
+    SQLITE_CORRUPT_SEQUENCE,
+    SQLITE_CORRUPT_INDEX,
+    SQLITE_READONLY_RECOVERY,
+    SQLITE_READONLY_CANTLOCK,
+    SQLITE_READONLY_ROLLBACK,
+    SQLITE_READONLY_DBMOVED,
+    SQLITE_READONLY_CANTINIT,
+    SQLITE_READONLY_DIRECTORY,
+    SQLITE_ABORT_ROLLBACK,
+    SQLITE_CONSTRAINT_CHECK,
+    SQLITE_CONSTRAINT_COMMITHOOK,
+    SQLITE_CONSTRAINT_FOREIGNKEY,
+    SQLITE_CONSTRAINT_FUNCTION,
+    SQLITE_CONSTRAINT_NOTNULL,
+    SQLITE_CONSTRAINT_PRIMARYKEY,
+    SQLITE_CONSTRAINT_TRIGGER,
+    SQLITE_CONSTRAINT_UNIQUE,
+    SQLITE_CONSTRAINT_VTAB,
+    SQLITE_CONSTRAINT_ROWID,
+    SQLITE_CONSTRAINT_PINNED,
+    SQLITE_CONSTRAINT_DATATYPE,
+    SQLITE_NOTICE_RECOVER_WAL,
+    SQLITE_NOTICE_RECOVER_ROLLBACK,
+    SQLITE_WARNING_AUTOINDEX,
+    SQLITE_AUTH_USER,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_primary_code_is_named_symbolically() {
+        assert_eq!(SqliteCode::new(ffi::SQLITE_BUSY).name(), "SQLITE_BUSY");
+        assert_eq!(
+            SqliteCode::new(ffi::SQLITE_BUSY).kind,
+            ErrorCode::DatabaseBusy
+        );
+    }
+
+    #[test]
+    fn an_extended_code_keeps_its_kind_and_its_own_name() {
+        let code = SqliteCode::new(ffi::SQLITE_CONSTRAINT_UNIQUE);
+        assert_eq!(code.kind, ErrorCode::ConstraintViolation);
+        assert_eq!(code.name(), "SQLITE_CONSTRAINT_UNIQUE");
+        assert_eq!(
+            SqliteCode::new(ffi::SQLITE_READONLY_DIRECTORY).name(),
+            "SQLITE_READONLY_DIRECTORY"
+        );
+    }
+
+    #[test]
+    fn an_extended_code_unknown_to_the_table_is_named_by_its_primary_code() {
+        // Extended codes are the primary code plus a multiple of 256.
+        let newer = ffi::SQLITE_IOERR | (200 << 8);
+        assert_eq!(SqliteCode::new(newer).name(), "SQLITE_IOERR");
+        assert_eq!(SqliteCode::new(4000).name(), "SQLITE_4000");
+    }
+
+    #[test]
+    fn every_name_in_the_table_belongs_to_its_number_once() {
+        for (number, name) in CODE_NAMES {
+            let same: Vec<_> = CODE_NAMES.iter().filter(|(n, _)| n == number).collect();
+            assert_eq!(same.len(), 1, "{name} shares its number");
+            let primary = CODE_NAMES
+                .iter()
+                .find(|(n, _)| *n == number & 0xff)
+                .unwrap();
+            assert!(name.starts_with(primary.1), "{name} is not a {}", primary.1);
+        }
+    }
+
+    #[test]
+    fn a_sqlite_failure_keeps_its_typed_code_and_names_it_in_the_message() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER UNIQUE)")
+            .unwrap();
+        conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        let err: QueryError = conn
+            .execute("INSERT INTO t VALUES (1)", [])
+            .unwrap_err()
+            .into();
+        let QueryError::Sql { code, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(code.kind, ErrorCode::ConstraintViolation);
+        assert_eq!(code.extended, ffi::SQLITE_CONSTRAINT_UNIQUE);
+        assert_eq!(err.code(), "SQLITE_CONSTRAINT_UNIQUE");
+        assert_eq!(
+            err.to_string(),
+            "UNIQUE constraint failed: t.id (SQLite SQLITE_CONSTRAINT_UNIQUE)"
+        );
+    }
+
+    #[test]
+    fn plain_readonly_is_a_refusal_and_the_files_readonly_codes_are_not() {
+        let failure = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        let refused: QueryError = failure(ffi::SQLITE_READONLY).into();
+        assert!(matches!(refused, QueryError::Denied(_)), "{refused:?}");
+        let moved: QueryError = failure(ffi::SQLITE_READONLY_DBMOVED).into();
+        assert_eq!(moved.code(), "SQLITE_READONLY_DBMOVED");
     }
 }

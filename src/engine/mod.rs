@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rusqlite::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
-pub use error::{Outcome, QueryError};
+pub use error::{Outcome, QueryError, SqliteCode};
 pub use read::{QueryOutput, QueryRequest};
 pub use schema::{
     ColumnInfo, ExplainOutput, ForeignKeyInfo, IndexInfo, PlanStep, TableDescription, TableDetail,
@@ -220,20 +221,22 @@ impl QueryEngine {
         let result =
             joined.map_err(|_| QueryError::Internal("the statement's thread panicked".into()))?;
         if let Err(QueryError::Sql { code, message }) = &result {
-            if code.starts_with("SQLITE_CORRUPT") || code == "SQLITE_NOTADB" {
+            if matches!(
+                code.kind,
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase
+            ) {
                 self.pool.health().record_corruption(message);
             }
         }
         result.map_err(|err| match err {
-            QueryError::Sql { ref code, .. } if code == "SQLITE_INTERRUPT" => {
+            QueryError::Sql { code, .. } if code.kind == ErrorCode::OperationInterrupted => {
                 self.stopped_error(stopped.unwrap_or(StopReason::Deadline))
             }
-            QueryError::Sql {
-                ref code,
-                ref message,
-            } if code == "SQLITE_TOOBIG" && message.contains("statement too long") => {
+            QueryError::Sql { code, ref message }
+                if code.kind == ErrorCode::TooBig && message.contains("statement too long") =>
+            {
                 QueryError::Limit {
-                    code: "SQLITE_TOOBIG",
+                    code,
                     message: format!(
                         "the SQL text is longer than {} bytes, the most this server accepts \
                          (EROS_DB_MAX_SQL_BYTES); pass values as params instead of writing them \
@@ -242,23 +245,25 @@ impl QueryEngine {
                     ),
                 }
             }
-            QueryError::Sql { ref code, .. } if code == "SQLITE_TOOBIG" => QueryError::Limit {
-                code: "SQLITE_TOOBIG",
+            QueryError::Sql { code, .. } if code.kind == ErrorCode::TooBig => QueryError::Limit {
+                code,
                 message: format!(
                     "a string or BLOB would exceed {} bytes, the largest value this server \
                      allows (EROS_DB_MAX_VALUE_BYTES)",
                     self.limits.max_value_bytes
                 ),
             },
-            QueryError::Sql { ref code, .. } if code == "SQLITE_NOMEM" => QueryError::Limit {
-                code: "SQLITE_NOMEM",
-                message: format!(
-                    "the statement needed more memory than the server's {} MiB SQLite heap \
+            QueryError::Sql { code, .. } if code.kind == ErrorCode::OutOfMemory => {
+                QueryError::Limit {
+                    code,
+                    message: format!(
+                        "the statement needed more memory than the server's {} MiB SQLite heap \
                      ceiling allows (EROS_DB_HARD_HEAP_LIMIT_MIB); it counts sorts, DISTINCT, \
                      GROUP BY and temporary tables, and is shared by all running calls",
-                    self.limits.hard_heap_limit_bytes / (1024 * 1024)
-                ),
-            },
+                        self.limits.hard_heap_limit_bytes / (1024 * 1024)
+                    ),
+                }
+            }
             other => other,
         })
     }
@@ -271,12 +276,12 @@ impl QueryEngine {
     ) -> Result<T, QueryError> {
         policy
             .run(
-                |err: &QueryError| matches!(err, QueryError::Sql { code, .. } if code == "SQLITE_BUSY" || code == "SQLITE_LOCKED"),
+                |err: &QueryError| matches!(err, QueryError::Sql { code, .. } if is_lock_conflict(code)),
                 |_| pool.record_retry(),
                 &mut attempt,
             )
             .map_err(|exhausted| match exhausted.last {
-                QueryError::Sql { ref code, .. } if code == "SQLITE_BUSY" || code == "SQLITE_LOCKED" => {
+                QueryError::Sql { code, .. } if is_lock_conflict(&code) => {
                     QueryError::Busy {
                         retries: exhausted.retries,
                     }
@@ -314,9 +319,18 @@ fn run_blocking<T>(
 /// turns it into a timeout or a cancellation.
 pub(crate) fn interrupted() -> QueryError {
     QueryError::Sql {
-        code: "SQLITE_INTERRUPT".into(),
+        code: SqliteCode::new(rusqlite::ffi::SQLITE_INTERRUPT),
         message: "interrupted".into(),
     }
+}
+
+/// `SQLITE_BUSY` or `SQLITE_LOCKED`: another connection holds a lock, and
+/// the same read may succeed in a moment.
+fn is_lock_conflict(code: &SqliteCode) -> bool {
+    matches!(
+        code.kind,
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked
+    )
 }
 
 #[cfg(test)]
@@ -326,7 +340,7 @@ mod tests {
 
     fn busy() -> QueryError {
         QueryError::Sql {
-            code: "SQLITE_BUSY".into(),
+            code: SqliteCode::new(rusqlite::ffi::SQLITE_BUSY),
             message: "database is locked".into(),
         }
     }

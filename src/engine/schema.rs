@@ -29,7 +29,7 @@ const MAX_LISTED: usize = 500;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TableList {
     pub tables: Vec<TableSummary>,
-    /// More tables matched than were listed; narrow `pattern`.
+    /// More tables matched than were listed; narrow `pattern` or `column`.
     pub truncated: bool,
 }
 
@@ -42,7 +42,8 @@ pub struct TableSummary {
     /// Exact row count (tables only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<i64>,
-    /// `name TYPE [PK] [NOT NULL]` per column, with `detail` = columns or ddl.
+    /// `name TYPE [PK] [NOT NULL]` per column, with `detail` = columns or ddl;
+    /// only the matching columns when `list_tables` searched by column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,15 +105,18 @@ pub struct PlanStep {
 }
 
 impl QueryEngine {
-    /// Tables and views whose name matches `pattern` (a substring, or an SQL
-    /// LIKE pattern when it holds `%` or `_`), with as much detail as asked.
+    /// Tables and views whose name matches `pattern` and, when `column` is
+    /// given, that have a column whose name matches it (each a substring, or
+    /// an SQL LIKE pattern when it holds `%` or `_`), with as much detail as
+    /// asked. With `column`, each table's `columns` are the matching ones.
     pub async fn list_tables(
         &self,
         pattern: Option<String>,
+        column: Option<String>,
         detail: TableDetail,
     ) -> Result<TableList, QueryError> {
         self.run(None, move |conn, _| {
-            list_tables(conn, pattern.as_deref(), detail)
+            list_tables(conn, pattern.as_deref(), column.as_deref(), detail)
         })
         .await
     }
@@ -189,22 +193,25 @@ fn render_plan(steps: &[PlanStep]) -> String {
 fn list_tables(
     conn: &ManagedConnection,
     pattern: Option<&str>,
+    column: Option<&str>,
     detail: TableDetail,
 ) -> Result<TableList, QueryError> {
-    let like = match pattern.map(str::trim).filter(|p| !p.is_empty()) {
-        None => "%".to_string(),
-        Some(p) if p.contains(['%', '_']) => p.to_string(),
-        Some(p) => format!("%{p}%"),
-    };
+    let like = like_pattern(pattern).unwrap_or_else(|| "%".to_string());
+    let column_like = like_pattern(column);
+    // Both patterns are bound parameters; table names reach
+    // pragma_table_xinfo as values, never as SQL text.
     let mut stmt = conn.prepare_cached(
-        "SELECT name, type, sql FROM sqlite_schema \
-         WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' AND name LIKE ?1 \
-         ORDER BY name LIMIT ?2",
+        "SELECT s.name, s.type, s.sql FROM sqlite_schema AS s \
+         WHERE s.type IN ('table', 'view') AND s.name NOT LIKE 'sqlite_%' AND s.name LIKE ?1 \
+         AND (?3 IS NULL OR EXISTS (SELECT 1 FROM pragma_table_xinfo(s.name) AS c \
+                                    WHERE c.hidden IN (0, 2, 3) AND c.name LIKE ?3)) \
+         ORDER BY s.name LIMIT ?2",
     )?;
     let mut found: Vec<(String, String, Option<String>)> = stmt
-        .query_map(rusqlite::params![like, MAX_LISTED as i64 + 1], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
+        .query_map(
+            rusqlite::params![like, MAX_LISTED as i64 + 1, column_like],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?
         .collect::<Result<_, _>>()?;
     let truncated = found.len() > MAX_LISTED;
     found.truncate(MAX_LISTED);
@@ -215,10 +222,10 @@ fn list_tables(
         } else {
             None
         };
-        let columns = match detail {
-            TableDetail::Names => None,
+        let columns = match (detail, &column_like) {
+            (TableDetail::Names, None) => None,
             _ => Some(
-                columns(conn, &name)?
+                columns(conn, &name, column_like.as_deref())?
                     .into_iter()
                     .map(|c| {
                         let mut text = format!("{} {}", c.name, c.declared_type);
@@ -244,6 +251,16 @@ fn list_tables(
     Ok(TableList { tables, truncated })
 }
 
+/// A name filter as an SQL LIKE pattern: text with `%` or `_` is one
+/// already, other text matches anywhere in the name. Blank means no filter.
+fn like_pattern(filter: Option<&str>) -> Option<String> {
+    match filter.map(str::trim).filter(|p| !p.is_empty()) {
+        None => None,
+        Some(p) if p.contains(['%', '_']) => Some(p.to_string()),
+        Some(p) => Some(format!("%{p}%")),
+    }
+}
+
 fn count_rows(conn: &ManagedConnection, table: &str) -> Result<i64, QueryError> {
     // A name cannot be a parameter here; it comes from sqlite_schema and is
     // quoted as an identifier.
@@ -256,12 +273,18 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn columns(conn: &ManagedConnection, table: &str) -> Result<Vec<ColumnInfo>, QueryError> {
+/// The columns of `table`, or only those whose name is `LIKE` `matching`.
+fn columns(
+    conn: &ManagedConnection,
+    table: &str,
+    matching: Option<&str>,
+) -> Result<Vec<ColumnInfo>, QueryError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_xinfo(?1) WHERE hidden IN (0, 2, 3)",
+        "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_xinfo(?1) \
+         WHERE hidden IN (0, 2, 3) AND (?2 IS NULL OR name LIKE ?2)",
     )?;
     let columns = stmt
-        .query_map([table], |r| {
+        .query_map(rusqlite::params![table, matching], |r| {
             let pk: i64 = r.get(4)?;
             Ok(ColumnInfo {
                 name: r.get(0)?,
@@ -287,7 +310,7 @@ fn describe_table(conn: &ManagedConnection, table: &str) -> Result<TableDescript
             "no table or view named {table:?}; list_tables shows what exists"
         )));
     };
-    let columns = columns(conn, &name)?;
+    let columns = columns(conn, &name, None)?;
     let foreign_keys = conn
         .prepare_cached(
             "SELECT \"from\", \"table\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?1) ORDER BY id, seq",

@@ -74,7 +74,7 @@ fn write_error(health: &DatabaseHealth, err: rusqlite::Error) -> QueryError {
         (Some(fault), rusqlite::Error::SqliteFailure(failure, _)) => {
             health.write_failed(fault.clone());
             QueryError::NotWritable {
-                code: super::error::sqlite_code_name(failure.extended_code),
+                code: (*failure).into(),
                 message: fault.to_string(),
             }
         }

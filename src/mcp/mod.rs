@@ -7,6 +7,7 @@
 //! - [`respond`]: engine results to tool results, and metrics per call.
 //! - [`csv_rows`]: query rows as typed CSV, the default row format.
 //! - [`calls`]: in-flight calls, refused and drained on shutdown.
+//! - [`tool_schema`]: every tool schema in standard, compact JSON Schema.
 
 pub mod calls;
 pub mod csv_rows;
@@ -14,6 +15,7 @@ pub mod declared;
 pub mod observer;
 mod prompts;
 pub mod respond;
+mod tool_schema;
 mod tools;
 
 use std::future::Future;
@@ -42,9 +44,10 @@ use respond::{respond, ToolOutput};
 /// URI of the resource holding the database's DDL.
 pub const SCHEMA_RESOURCE: &str = "schema://main";
 
-const INSTRUCTIONS: &str = "SQLite database server. Start with list_tables (add detail=columns for \
-column names) or read the schema://main resource, then describe_table for keys and indexes. query runs \
-one read-only statement; bind values with params instead of pasting them into SQL.";
+const INSTRUCTIONS: &str = "SQLite database server. Start with list_tables (detail=columns for \
+column names; column=NAME finds the tables having a column) or read the schema://main resource, then \
+describe_table for keys and indexes. query runs one read-only statement; bind values with params \
+instead of pasting them into SQL.";
 
 fn instructions(format: RowFormat) -> String {
     let rows = match format {
@@ -86,6 +89,13 @@ impl ErosServer {
         tools::describe_query(&mut router, row_format);
         for tool in declared.into_tools() {
             router.add_route(declared::route(Arc::new(tool), row_format));
+        }
+        for route in router.map.values_mut() {
+            let tool = &mut route.attr;
+            tool.input_schema = Arc::new(tool_schema::standardize(&tool.input_schema));
+            if let Some(output) = &tool.output_schema {
+                tool.output_schema = Some(Arc::new(tool_schema::standardize(output)));
+            }
         }
         Self {
             inner: Arc::new(Inner {

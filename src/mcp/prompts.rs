@@ -42,7 +42,7 @@ pub async fn get(
         .filter(|q| !q.trim().is_empty())
         .ok_or_else(|| ErrorData::invalid_params("the argument `question` is required", None))?;
     let tables = engine
-        .list_tables(None, TableDetail::Columns)
+        .list_tables(None, None, TableDetail::Columns)
         .await
         .map_err(|err| ErrorData::internal_error(format!("cannot read the schema: {err}"), None))?;
     let mut schema = String::new();

@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn an_error_echoing_a_huge_value_is_cut() {
         let err = QueryError::Sql {
-            code: "SQLITE_ERROR".into(),
+            code: crate::engine::SqliteCode::new(rusqlite::ffi::SQLITE_ERROR),
             message: format!("bad JSON path: {}", "x".repeat(8_000_000)),
         };
         let result = error_result(&err);

@@ -1,6 +1,8 @@
 //! The built-in tools. Names and arguments are part of the interface.
 //! Descriptions are written for a model: what the tool is for, what comes
-//! back, and what to do next.
+//! back, and what to do next, in as few words as that takes (every session
+//! pays for the tool list). Only results a client can check against a schema
+//! declare one: the schema tools answer JSON that is read, not validated.
 
 use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::tool::ToolRouter;
@@ -14,17 +16,18 @@ use serde::Deserialize;
 use super::ErosServer;
 use crate::config::RowFormat;
 use crate::engine::{
-    ExecuteOutput, ExecuteRequest, ExplainOutput, QueryOutput, QueryRequest, SqlParams,
-    TableDescription, TableDetail, TableList,
+    ExecuteOutput, ExecuteRequest, QueryOutput, QueryRequest, SqlParams, TableDetail,
 };
-use crate::pool::PoolStats;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ListTablesRequest {
-    /// Only names containing this text (or matching it as an SQL LIKE pattern with % and _).
+    /// Table names containing this text, or an SQL LIKE pattern if it has % or _.
     #[serde(default)]
     pub pattern: Option<String>,
-    /// names (default): name, type and row count; columns: also each column; ddl: also the CREATE statement.
+    /// Only tables with a column named like this (rules as for pattern), listing those columns.
+    #[serde(default)]
+    pub column: Option<String>,
+    /// names (default), columns (every column), or ddl (also CREATE).
     #[serde(default)]
     pub detail: Option<TableDetail>,
 }
@@ -54,8 +57,7 @@ impl ErosServer {
         // Completed for the row format by `describe_query`.
         description = QUERY,
         output_schema = schema_for_output::<QueryOutput>(),
-        annotations(title = "Query (read-only)", read_only_hint = true, destructive_hint = false,
-                    idempotent_hint = true, open_world_hint = false)
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn query(
         &self,
@@ -70,11 +72,9 @@ impl ErosServer {
 
     #[tool(
         name = "list_tables",
-        description = "List tables and views with row counts. Filter with pattern; detail=columns adds column \
-names and types, detail=ddl adds CREATE statements. Use this first to explore the database.",
-        output_schema = schema_for_output::<TableList>(),
-        annotations(title = "List tables", read_only_hint = true, destructive_hint = false,
-                    idempotent_hint = true, open_world_hint = false)
+        description = "Start here: tables and views with row counts, filtered by table name (pattern) or \
+column name (column).",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn list_tables(
         &self,
@@ -83,7 +83,11 @@ names and types, detail=ddl adds CREATE statements. Use this first to explore th
     ) -> CallToolResult {
         self.call("list_tables", &ctx.ct, |engine, _| async move {
             engine
-                .list_tables(request.pattern, request.detail.unwrap_or_default())
+                .list_tables(
+                    request.pattern,
+                    request.column,
+                    request.detail.unwrap_or_default(),
+                )
                 .await
         })
         .await
@@ -91,11 +95,9 @@ names and types, detail=ddl adds CREATE statements. Use this first to explore th
 
     #[tool(
         name = "describe_table",
-        description = "Describe one table or view: columns (type, nullability, default, primary key), foreign \
-keys and indexes.",
-        output_schema = schema_for_output::<TableDescription>(),
-        annotations(title = "Describe table", read_only_hint = true, destructive_hint = false,
-                    idempotent_hint = true, open_world_hint = false)
+        description = "One table or view: columns (type, nullable, default, primary key), foreign keys, \
+indexes.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn describe_table(
         &self,
@@ -110,11 +112,9 @@ keys and indexes.",
 
     #[tool(
         name = "explain_query",
-        description = "Show SQLite's query plan (EXPLAIN QUERY PLAN) for a read-only statement without running \
-it: which indexes are used and where full scans happen.",
-        output_schema = schema_for_output::<ExplainOutput>(),
-        annotations(title = "Explain query", read_only_hint = true, destructive_hint = false,
-                    idempotent_hint = true, open_world_hint = false)
+        description = "EXPLAIN QUERY PLAN of a read-only statement, not run: which indexes it uses, which \
+tables it scans.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn explain_query(
         &self,
@@ -132,7 +132,7 @@ it: which indexes are used and where full scans happen.",
         description = "Run one INSERT, UPDATE, DELETE or CREATE/ALTER/DROP statement in its own transaction \
 and commit it. Returns changes and last_insert_rowid (and rows of a RETURNING clause). Bind values with params.",
         output_schema = schema_for_output::<ExecuteOutput>(),
-        annotations(title = "Execute (writes)", read_only_hint = false, destructive_hint = true,
+        annotations(read_only_hint = false, destructive_hint = true,
                     idempotent_hint = false, open_world_hint = false)
     )]
     async fn execute(
@@ -148,11 +148,9 @@ and commit it. Returns changes and last_insert_rowid (and rows of a RETURNING cl
 
     #[tool(
         name = "pool_stats",
-        description = "Connection pool statistics: size, connections in use and idle, overflow, waiters, and \
-counters of connections created, recycled and failed.",
-        output_schema = schema_for_output::<PoolStats>(),
-        annotations(title = "Pool statistics", read_only_hint = true, destructive_hint = false,
-                    idempotent_hint = true, open_world_hint = false)
+        description = "Connection pool state and counters: in use, idle, overflow, waiters, connections \
+created and failed.",
+        annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn pool_stats(
         &self,
@@ -167,20 +165,16 @@ counters of connections created, recycled and failed.",
 }
 
 /// What `query` does, in either row format.
-const QUERY: &str =
-    "Run one read-only SQL statement (SELECT, WITH, read-only PRAGMA). Bind values \
-with params (a list for ?, an object for :name).";
+const QUERY: &str = "Run one read-only SQL statement; bind values with params.";
 
 const JSON_ROWS: &str = "Returns columns, rows (arrays), row_count and truncated.";
 
 /// How CSV rows read, for the descriptions of the tools that return them.
-pub(crate) const CSV_ROWS: &str =
-    "Rows come back as CSV with a header line (an empty field is NULL, a \
-quoted field is always text, X'..' is a BLOB), then a second block with row_count and truncated.";
+pub(crate) const CSV_ROWS: &str = "Returns CSV with a header (empty field: NULL; quoted: text; \
+X'..': BLOB), then row_count and truncated.";
 
 const QUERY_CONTINUE: &str =
-    "Rows are capped: when the answer has a next_cursor, call again with the \
-same sql/params and cursor=next_cursor.";
+    "Rows are capped: given a next_cursor, call again with it as cursor to continue.";
 
 /// Describes `query` for the rows' format; CSV rows have no output schema.
 pub(crate) fn describe_query(router: &mut ToolRouter<ErosServer>, format: RowFormat) {
