@@ -200,18 +200,3 @@ pub fn contains_word(text: &str, word: &str) -> bool {
         !before.is_some_and(is_word) && !after.is_some_and(is_word)
     })
 }
-
-/// `a > 0.8` becomes `a > bool 0.8`: an alert condition that returns a
-/// series whether or not it fires.
-pub fn as_bool_comparison(expr: &str) -> String {
-    for op in [" >= ", " <= ", " == ", " != ", " > ", " < "] {
-        if let Some(at) = expr.rfind(op) {
-            let (left, right) = expr.split_at(at);
-            let threshold = right[op.len()..].trim();
-            if threshold.parse::<f64>().is_ok() {
-                return format!("{left} {} bool {threshold}", op.trim());
-            }
-        }
-    }
-    expr.to_string()
-}
