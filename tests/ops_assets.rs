@@ -5,7 +5,8 @@
 //! promises, and every expression parses in promtool), the Grafana
 //! provisioning files, the Kubernetes manifests (kubernetes-validate against
 //! the API schemas, and agreement with each other, the ConfigMap's memory
-//! budget and the CRDs kubernetes-validate cannot see) and the Dockerfile.
+//! budget and the CRDs kubernetes-validate cannot see), the Dockerfile, and
+//! that CI runs the README's test command.
 //!
 //! promtool and kubernetes-validate are the real tools: `.ci/provision`
 //! installs them, and a test whose tool is missing fails saying so. What
@@ -1188,7 +1189,7 @@ fn the_docker_build_stage_copies_every_file_cargo_needs() {
     // The build stage's COPY lines, replayed into a scratch directory, must
     // give cargo a loadable, locked project: every manifest, target and
     // workspace member it declares. `cargo fetch` loads all of them without
-    // compiling (and, offline, without the network).
+    // compiling (crates already in cargo's cache are not downloaded again).
     let instructions = dockerfile_instructions();
     let build_stage = instructions
         .iter()
@@ -1229,7 +1230,7 @@ fn the_docker_build_stage_copies_every_file_cargo_needs() {
         .expect("rustc -vV names the host");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let out = Command::new(cargo)
-        .args(["fetch", "--locked", "--offline", "--target", &host])
+        .args(["fetch", "--locked", "--target", &host])
         .current_dir(context.path())
         .output()
         .unwrap();
@@ -1238,6 +1239,45 @@ fn the_docker_build_stage_copies_every_file_cargo_needs() {
         "cargo cannot load the project from what the Dockerfile copies ({}):\n{}",
         copied.join(", "),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------- README and CI
+
+/// The commands of the README's "Set up a fresh machine" block, comments dropped.
+fn readme_setup_commands() -> Vec<String> {
+    let readme = read("README.md");
+    let section = readme
+        .split_once("## Set up a fresh machine")
+        .expect("README has \"## Set up a fresh machine\"")
+        .1;
+    let block = section
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a ```sh block under \"Set up a fresh machine\"")
+        .0;
+    block
+        .lines()
+        .map(|l| l.split(" #").next().unwrap().trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_readme_starts_with_two_commands_to_serve_and_to_test() {
+    let commands = readme_setup_commands();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    assert!(commands[0].starts_with("cargo run"), "{commands:?}");
+    assert!(commands[1].contains("cargo test"), "{commands:?}");
+}
+
+#[test]
+fn ci_runs_the_readme_test_command_word_for_word() {
+    let test_command = readme_setup_commands().pop().unwrap();
+    let ci = read(".ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == test_command),
+        ".ci/run does not run the README's test command {test_command:?}"
     );
 }
 
