@@ -1214,6 +1214,10 @@ fn the_docker_build_stage_copies_every_file_cargo_needs() {
         let dest = context.path().join(dest.trim_start_matches("./"));
         for source in sources {
             let from = repo().join(source);
+            assert!(
+                from.exists(),
+                "the Dockerfile copies {source}, which does not exist"
+            );
             let to = if from.is_file() && into_dir {
                 dest.join(Path::new(source).file_name().unwrap())
             } else {
