@@ -17,11 +17,14 @@ WORKDIR /src
 
 # rusqlite's bundled SQLite is compiled with the image's gcc; no other native
 # dependencies (Cargo.lock has no openssl/rustls). If Cargo.toml gains a
-# build.rs or other files read at compile time, COPY them here too.
+# build.rs or other files read at compile time, COPY them here too
+# (tests/ops_assets.rs checks that cargo can load what is copied).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # Embedded into the binary at compile time (include_dir / from-directory).
 COPY migrations ./migrations
+# Declared in Cargo.toml ([[bench]]): cargo refuses the manifest without it.
+COPY benches ./benches
 
 # Cache mounts keep the registry and target/ between builds; the binary is
 # copied out in the same step because a cache mount is not part of the layer.

@@ -2,16 +2,22 @@
 //! package): Prometheus scrapes the real binary while a workload runs, and
 //! the test reads the seven pool metrics back through Prometheus's HTTP API
 //! after known events. Every PromQL expression of the dashboard and the
-//! alert rules must evaluate and return data.
+//! alert rules must evaluate and return data, and every metric they name
+//! must be in the server's exposition. The dashboard and the rules are read
+//! through tests/common/ops (serde_yaml_ng), promtool and Prometheus are
+//! found by its tools module (`.ci/provision` installs them).
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mcp::{call, free_port, http_get, HttpServer, ERAS};
+use common::mcp::{call, free_port, http_get, Client, HttpServer, ERAS};
+use common::ops::promql::{self, selectors};
+use common::ops::tools::{run, tool};
+use common::ops::{dashboard, yaml, RULES};
 use common::TestDb;
 use serde_json::{json, Value};
 
@@ -27,7 +33,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn scraping(target_port: u16) -> Self {
-        let binary = which("prometheus");
+        let binary = tool("prometheus");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
@@ -111,19 +117,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn which(binary: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(binary))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{binary} is not installed: `apt-get install prometheus` (scripts/test does this)"
-            )
-        })
 }
 
 fn urlencode(text: &str) -> String {
@@ -261,23 +254,13 @@ async fn an_exhausted_pool_counts_checkout_timeouts() {
     .unwrap();
 }
 
-/// Every PromQL expression of the dashboard and the alert rules.
+/// Every PromQL expression of the dashboard and the alert rules, with
+/// Grafana's variables substituted.
 fn ops_expressions() -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(root.join("scripts/promql-expressions.py"))
-        .current_dir(root)
-        .output()
-        .expect("run scripts/promql-expressions.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<String>(line).unwrap())
+    promql::expressions(&dashboard(), &yaml(RULES))
+        .unwrap_or_else(|err| panic!("{err}"))
+        .into_iter()
+        .map(|e| e.expr)
         .collect()
 }
 
@@ -296,11 +279,10 @@ fn as_bool_comparison(expr: &str) -> String {
     expr.to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_dashboard_and_alert_expression_evaluates_and_returns_data() {
-    let db = TestDb::new().with_demo_data();
-    let (server, prometheus) = observed(&db, &[("EROS_DB_MAX_ROWS", "5")]);
-    let client = server.client(None, &ERAS[0]).await;
+/// Calls that give every tool series the dashboard shows a sample: rows,
+/// a truncated result, a refused write, an SQL error, an introspection
+/// call, and a cancelled session.
+async fn exercise_every_outcome(client: Client) {
     for args in [
         json!({"sql": "SELECT * FROM creators"}),
         json!({"sql": "DELETE FROM creators"}),
@@ -310,6 +292,13 @@ async fn every_dashboard_and_alert_expression_evaluates_and_returns_data() {
     }
     call(&client, "list_tables", json!({})).await;
     client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_and_alert_expression_evaluates_and_returns_data() {
+    let db = TestDb::new().with_demo_data();
+    let (server, prometheus) = observed(&db, &[("EROS_DB_MAX_ROWS", "5")]);
+    exercise_every_outcome(server.client(None, &ERAS[0]).await).await;
     tokio::task::spawn_blocking(move || {
         // Enough scrapes for rate() over every series.
         prometheus.wait_until(
@@ -355,28 +344,39 @@ fn the_exposition_passes_promtool_check_metrics() {
             "{name} missing"
         );
     }
-    let mut promtool = Command::new(which("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = run("promtool", &["check", "metrics"], Some(&body));
     assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool: {report}"
+        report.success && report.text.trim().is_empty(),
+        "promtool: {}",
+        report.text
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_alerts_use_is_in_the_exposition() {
+    let db = TestDb::new().with_demo_data();
+    let server = HttpServer::start_observed(db.path(), &[("EROS_DB_MAX_ROWS", "5")]);
+    exercise_every_outcome(server.client(None, &ERAS[0]).await).await;
+    let (status, body) = server.sidecar("/metrics");
+    assert_eq!(status, 200);
+    let exported: BTreeSet<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let used: BTreeSet<String> = ops_expressions()
+        .iter()
+        .flat_map(|e| selectors(e))
+        .map(|s| s.metric)
+        .collect();
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|m| !exported.contains(m.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard or the alerts use metrics the server does not export: {missing:?}"
+    );
+    // The check looks at the names it should: the pool, the tools, the process.
+    assert!(used.len() >= 25, "{used:?}");
 }

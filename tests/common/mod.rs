@@ -4,6 +4,7 @@
 
 pub mod attacks;
 pub mod mcp;
+pub mod ops;
 pub mod writes;
 
 use std::path::{Path, PathBuf};
