@@ -8,7 +8,7 @@ use common::TestDb;
 use eros_mcp::engine::{QueryEngine, QueryError, TableDetail, TableList};
 
 fn engine(db: &TestDb) -> QueryEngine {
-    QueryEngine::new(db.warm_pool())
+    QueryEngine::new(db.warm_pool(), db.config.engine_settings())
 }
 
 fn listed(list: &TableList) -> Vec<(&str, Vec<&str>)> {
