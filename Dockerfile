@@ -20,6 +20,9 @@ WORKDIR /src
 # build.rs or other files read at compile time, COPY them here too.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace's other member (eros-bench): Cargo reads every member's
+# manifest even to build the server alone, which is all this builds.
+COPY bench ./bench
 # Embedded into the binary at compile time (include_dir / from-directory).
 COPY migrations ./migrations
 
