@@ -21,6 +21,9 @@ WORKDIR /src
 # (tests/ops_assets.rs checks that cargo can load what is copied).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace's other member (eros-bench): Cargo reads every member's
+# manifest even to build the server alone, which is all this builds.
+COPY bench ./bench
 # Embedded into the binary at compile time (include_dir / from-directory).
 COPY migrations ./migrations
 # Declared in Cargo.toml ([[bench]]): cargo refuses the manifest without it.

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use eros_bench::dataset;
 use eros_mcp::access;
 use eros_mcp::config::DatabaseConfig;
 use eros_mcp::config::RowFormat;
 use eros_mcp::connection;
 use eros_mcp::database;
 use eros_mcp::engine::{QueryEngine, QueryRequest};
-use eros_mcp::loadgen::dataset;
 use eros_mcp::mcp::respond::respond;
 use eros_mcp::mcp::NoToolObserver;
 use eros_mcp::pool::{NoObserver, Pool};

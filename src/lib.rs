@@ -16,7 +16,6 @@
 //! - [`connection`]: opening one SQLite connection with its PRAGMAs, hardening and limits.
 //! - [`bounded_functions`]: SQLite built-ins replaced so no single call runs unbounded.
 //! - [`migrations`]: the versioned schema of the default database, and demo data.
-//! - [`loadgen`]: the load generator behind `eros-bench` (not used by the server).
 //! - [`retry`]: backoff for transient SQLite failures.
 //! - [`shutdown`]: the signal that tells every part to stop.
 
@@ -29,7 +28,6 @@ pub mod connection;
 pub mod database;
 pub mod engine;
 pub mod health;
-pub mod loadgen;
 pub mod mcp;
 pub mod migrations;
 pub mod pool;

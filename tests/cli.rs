@@ -148,7 +148,7 @@ fn the_readme_run_command_starts_the_server_binary() {
         first_command.starts_with("cargo run --release"),
         "{first_command}"
     );
-    // With two binaries (eros-mcp, eros-bench), `cargo run` needs a default.
+    // `cargo run` runs the server even if the package gains another binary.
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     assert!(manifest.contains("default-run = \"eros-mcp\""));
 }

@@ -26,11 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::mcp::{client_config, free_port, lifecycle, text, Client, ERAS};
+use common::mcp::{free_port, handshake, text, Client, ERAS};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::ClientServiceExt;
 use serde_json::json;
 
 /// `EROS_DB_QUERY_TIMEOUT` for the server under test, in seconds.
@@ -593,12 +590,9 @@ impl Server {
 
     async fn client(&self, era: &ProtocolVersion) -> Result<Client, String> {
         let url = format!("http://127.0.0.1:{}/mcp", self.port);
-        let transport = StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(url),
-        );
         match tokio::time::timeout(
             GIVE_UP,
-            client_config(era).serve_with_lifecycle(transport, lifecycle(era)),
+            eros_bench::client::http(&url, None, &handshake(era)),
         )
         .await
         {

@@ -630,19 +630,19 @@ async fn http_keep_alive_calls_have_no_delayed_ack_floor() {
     // Sequential calls over one connection: with an answer in two writes
     // and Nagle's algorithm on, every call took about 44 ms.
     let (_dir, db) = fresh_db();
-    eros_mcp::loadgen::dataset::create(&db, 1_000).unwrap();
+    eros_bench::dataset::create(&db, 1_000).unwrap();
     let server = HttpServer::start(&db, &[]);
-    let spec = eros_mcp::loadgen::ToolSpec {
+    let spec = eros_bench::ToolSpec {
         tool: "query".into(),
         sql_argument: "sql".into(),
     };
-    let plan = eros_mcp::loadgen::keepalive::KeepAlivePlan {
-        workload: eros_mcp::loadgen::Workload::Point,
+    let plan = eros_bench::keepalive::KeepAlivePlan {
+        workload: eros_bench::Workload::Point,
         rows: 1_000,
         warmup: 20,
         calls: 200,
     };
-    let report = eros_mcp::loadgen::keepalive::run(&server.url(), None, &spec, plan)
+    let report = eros_bench::keepalive::run(&server.url(), None, &spec, plan)
         .await
         .expect("keep-alive run");
     assert!(report.p50_ms < 20.0, "{report}");

@@ -7,9 +7,9 @@ mod common;
 use std::time::Instant;
 
 use common::TestDb;
+use eros_bench::dataset;
 use eros_mcp::config::RowFormat;
 use eros_mcp::engine::{QueryEngine, QueryRequest};
-use eros_mcp::loadgen::dataset;
 use eros_mcp::mcp::csv_rows;
 use eros_mcp::mcp::respond::respond;
 use eros_mcp::mcp::NoToolObserver;

@@ -1,74 +1,43 @@
-//! A real MCP client (rmcp's) driving the real `eros-mcp` binary over stdio
-//! or streamable HTTP, in both protocol eras.
+//! A real MCP client (rmcp's, set up by `eros_bench::client`, the same code
+//! the load generator uses) driving the real `eros-mcp` binary over stdio or
+//! streamable HTTP, in both protocol eras.
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
-    ProtocolVersion,
-};
-use rmcp::service::RunningService;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient};
+use eros_bench::client::{self as mcp_client, Handshake};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProtocolVersion};
 use serde_json::{Map, Value};
 
-pub type Client = RunningService<RoleClient, ClientConfig>;
+pub type Client = eros_bench::Session;
 
 /// The two protocol eras the server serves.
 pub const ERAS: [ProtocolVersion; 2] =
     [ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2026_07_28];
 
-pub fn client_config(version: &ProtocolVersion) -> ClientConfig {
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("eros-mcp-tests", "0.1.0"),
-    )
-    .with_protocol_version(version.clone())
-}
-
-pub fn lifecycle(version: &ProtocolVersion) -> ClientLifecycleMode {
-    if version.has_initialize() {
-        ClientLifecycleMode::Initialize
-    } else {
-        ClientLifecycleMode::Discover {
-            preferred_versions: vec![version.clone()],
-        }
-    }
+/// The tests' client identity, speaking `version`.
+pub fn handshake(version: &ProtocolVersion) -> Handshake {
+    Handshake::new("eros-mcp-tests", "0.1.0", version.clone())
 }
 
 /// Starts `eros-mcp serve` on `db` over stdio with `env`, connected in `version`'s era.
 pub async fn stdio_client(db: &Path, env: &[(&str, &str)], version: &ProtocolVersion) -> Client {
-    let dir = db.parent().unwrap().to_path_buf();
-    let db = db.to_path_buf();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let command =
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp")).configure(move |cmd| {
-            cmd.arg("serve")
-                .arg("--db")
-                .arg(&db)
-                .current_dir(&dir)
-                .env_clear()
-                .env("EROS_METRICS_ADDR", "off")
-                .env("EROS_LOG", "warn");
-            for (k, v) in &env {
-                cmd.env(k, v);
-            }
-        });
-    let (transport, _stderr) = TokioChildProcess::builder(command)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn eros-mcp");
-    client_config(version)
-        .serve_with_lifecycle(transport, lifecycle(version))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"));
+    command
+        .arg("serve")
+        .arg("--db")
+        .arg(db)
+        .current_dir(db.parent().unwrap())
+        .env_clear()
+        .env("EROS_METRICS_ADDR", "off")
+        .env("EROS_LOG", "warn")
+        .envs(env.iter().copied());
+    let (client, _pid) = mcp_client::stdio(command, Stdio::inherit(), &handshake(version))
         .await
-        .expect("MCP handshake over stdio")
+        .expect("MCP handshake over stdio");
+    client
 }
 
 /// A free loopback port.
@@ -179,13 +148,7 @@ impl HttpServer {
     }
 
     pub async fn client(&self, token: Option<&str>, version: &ProtocolVersion) -> Client {
-        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url());
-        if let Some(token) = token {
-            config = config.auth_header(token.to_string());
-        }
-        let transport = StreamableHttpClientTransport::from_config(config);
-        client_config(version)
-            .serve_with_lifecycle(transport, lifecycle(version))
+        mcp_client::http(&self.url(), token, &handshake(version))
             .await
             .expect("MCP handshake over HTTP")
     }

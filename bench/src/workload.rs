@@ -4,7 +4,7 @@
 
 use rmcp::model::CallToolResult;
 
-use super::dataset::{item_name, TABLE};
+use crate::dataset::{item_name, post_title, POSTS, TABLE};
 
 /// One kind of call the load generator makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -15,6 +15,10 @@ pub enum Workload {
     Rows1000,
     /// A GROUP BY over the whole table.
     Aggregate,
+    /// A primary-key lookup of a random text-heavy post.
+    PostPoint,
+    /// 1,000 consecutive text-heavy posts.
+    Posts1000,
 }
 
 /// One prepared call and what its answer must contain.
@@ -24,6 +28,14 @@ pub struct Call {
 }
 
 impl Workload {
+    /// The name on the command line and in reports (`post-point`).
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
     /// The call for the `n`th request against a table of `rows` rows.
     pub fn call(self, n: u64, rows: u64) -> Call {
         match self {
@@ -41,6 +53,24 @@ impl Workload {
                 Call {
                     sql: format!("SELECT * FROM {TABLE} WHERE id >= {start} ORDER BY id LIMIT 1000"),
                     expect: vec![item_name(start), item_name(start + 999)],
+                }
+            }
+            Workload::PostPoint => {
+                let id = 1 + (n.wrapping_mul(2_654_435_761) % rows) as i64;
+                Call {
+                    sql: format!("SELECT * FROM {POSTS} WHERE id = {id}"),
+                    expect: vec![post_title(id)],
+                }
+            }
+            // Keyset paging rather than OFFSET: SQLite steps over every
+            // skipped row, so an OFFSET's cost would grow with the page.
+            Workload::Posts1000 => {
+                let start = 1 + (n * 1000) % rows.saturating_sub(1000).max(1);
+                let start = start as i64;
+                let last = (start + 999).min(rows as i64);
+                Call {
+                    sql: format!("SELECT * FROM {POSTS} WHERE id >= {start} ORDER BY id LIMIT 1000"),
+                    expect: vec![post_title(start), post_title(last)],
                 }
             }
             Workload::Aggregate => Call {
@@ -89,4 +119,39 @@ fn truncate(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_lookups_vary_the_id_and_stay_in_the_table() {
+        let ids: std::collections::BTreeSet<String> = (0..100)
+            .map(|n| Workload::PostPoint.call(n, 1000).sql)
+            .collect();
+        assert!(ids.len() > 90, "{} distinct of 100", ids.len());
+        for n in 0..1000 {
+            let sql = Workload::PostPoint.call(n, 1000).sql;
+            let id: i64 = sql.rsplit(' ').next().unwrap().parse().unwrap();
+            assert!((1..=1000).contains(&id), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_page_of_posts_expects_its_first_and_last_titles() {
+        let call = Workload::Posts1000.call(3, 100_000);
+        assert_eq!(
+            call.sql,
+            "SELECT * FROM posts WHERE id >= 3001 ORDER BY id LIMIT 1000"
+        );
+        assert_eq!(call.expect, vec![post_title(3001), post_title(4000)]);
+    }
+
+    #[test]
+    fn workload_names_are_the_command_line_names() {
+        assert_eq!(Workload::PostPoint.name(), "post-point");
+        assert_eq!(Workload::Posts1000.name(), "posts1000");
+        assert_eq!(Workload::Rows1000.name(), "rows1000");
+    }
 }

@@ -1,39 +1,23 @@
-//! The load generator behind `eros-bench`: drives any MCP server (ours or a
-//! peer) over stdio (a command line) or streamable HTTP (a URL), with a
-//! chosen tool and SQL argument, verifies every answer, and reports calls/s,
+//! Throughput runs: a chosen tool and SQL argument called by `concurrency`
+//! workers as fast as answers come, every answer verified; reports calls/s,
 //! latency percentiles, response bytes, and the server's CPU time per call
-//! and peak RSS read from `/proc`. It also measures startup, runs a soak,
-//! and creates the deterministic benchmark database.
-//!
-//! - [`dataset`]: the benchmark database.
-//! - [`workload`]: what each call asks and how its answer is checked.
-//! - [`procfs`]: the server process's CPU, memory and descriptors.
-//! - [`soak`]: the long mixed run that looks for leaks.
-//! - [`keepalive`]: sequential calls over one HTTP connection (latency floor).
-
-pub mod dataset;
-pub mod keepalive;
-pub mod procfs;
-pub mod soak;
-pub mod workload;
+//! and peak RSS read from `/proc`. Also the startup measurement. Where the
+//! server is ([`Target`]) and how its SQL tool is called ([`ToolSpec`]) are
+//! shared by every mode.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rmcp::model::{
-    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
-};
-use rmcp::service::{Peer, RunningService};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient};
+use rmcp::model::{CallToolRequestParams, ProtocolVersion};
+use rmcp::service::Peer;
+use rmcp::RoleClient;
 use serde::Serialize;
 
-pub use workload::Workload;
-
-/// A connected client session.
-pub type Session = RunningService<RoleClient, ClientConfig>;
+use crate::client::{self, ClientError, Handshake, Session};
+use crate::procfs;
+use crate::stats::{ms, percentile};
+use crate::workload::{self, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -49,6 +33,8 @@ pub enum LoadError {
     },
     #[error("a call failed at the protocol level: {0}")]
     Protocol(String),
+    #[error("cannot measure SQLite on the benchmark file: {0}")]
+    Sqlite(String),
 }
 
 /// Where the server under test is.
@@ -110,12 +96,17 @@ impl std::fmt::Display for Report {
     }
 }
 
-fn client_config() -> ClientConfig {
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("eros-bench", env!("CARGO_PKG_VERSION")),
+/// eros-bench speaks 2025-11-25, the era every peer server serves.
+fn handshake() -> Handshake {
+    Handshake::new(
+        "eros-bench",
+        env!("CARGO_PKG_VERSION"),
+        ProtocolVersion::V_2025_11_25,
     )
-    .with_protocol_version(ProtocolVersion::V_2025_11_25)
+}
+
+fn connect_error(err: ClientError) -> LoadError {
+    LoadError::Connect(err.to_string())
 }
 
 /// Opens sessions: one for stdio (its calls run concurrently), `count` for HTTP.
@@ -130,38 +121,24 @@ pub async fn connect(
                 reason: "empty command".into(),
             })?;
             let mut cmd = tokio::process::Command::new(program);
-            cmd.args(args);
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            let (transport, _) = TokioChildProcess::builder(cmd)
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .map_err(|err| LoadError::Spawn {
-                    command: command.join(" "),
-                    reason: err.to_string(),
-                })?;
-            let pid = transport.id();
-            let session = client_config()
-                .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+            cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+            let (session, pid) = client::stdio(cmd, std::process::Stdio::null(), &handshake())
                 .await
-                .map_err(|err| LoadError::Connect(err.to_string()))?;
+                .map_err(|err| match err {
+                    ClientError::Spawn(reason) => LoadError::Spawn {
+                        command: command.join(" "),
+                        reason: reason.to_string(),
+                    },
+                    other => connect_error(other),
+                })?;
             Ok((vec![session], pid))
         }
         Target::Http { url, token, pid } => {
             let mut sessions = Vec::with_capacity(count);
             for _ in 0..count.max(1) {
-                let mut config = StreamableHttpClientTransportConfig::with_uri(url.clone());
-                if let Some(token) = token {
-                    config = config.auth_header(token.clone());
-                }
-                let session = client_config()
-                    .serve_with_lifecycle(
-                        StreamableHttpClientTransport::from_config(config),
-                        ClientLifecycleMode::Initialize,
-                    )
+                let session = client::http(url, token.as_deref(), &handshake())
                     .await
-                    .map_err(|err| LoadError::Connect(err.to_string()))?;
+                    .map_err(connect_error)?;
                 sessions.push(session);
             }
             Ok((sessions, *pid))
@@ -169,7 +146,8 @@ pub async fn connect(
     }
 }
 
-fn request(spec: &ToolSpec, sql: String) -> CallToolRequestParams {
+/// The tools/call request that sends `sql` to the spec's tool.
+pub fn request(spec: &ToolSpec, sql: String) -> CallToolRequestParams {
     let mut arguments = serde_json::Map::new();
     arguments.insert(spec.sql_argument.clone(), serde_json::Value::String(sql));
     CallToolRequestParams::new(spec.tool.clone()).with_arguments(arguments)
@@ -247,7 +225,7 @@ pub async fn run(
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let (latency, size, verdict) = one_call(&peer, &spec, workload, n, rows).await?;
-                latencies.push(latency.as_micros() as u32);
+                latencies.push(latency);
                 bytes += size as u64;
                 if let Err(reason) = verdict {
                     failures.push(reason);
@@ -278,13 +256,6 @@ pub async fn run(
         });
     }
     latencies.sort_unstable();
-    let percentile = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(latencies[index]) / 1000.0
-    };
     let cpu = match (before, after) {
         (Some(b), Some(a)) if calls > 0 => {
             Some((a.cpu_seconds - b.cpu_seconds) * 1000.0 / calls as f64)
@@ -292,14 +263,14 @@ pub async fn run(
         _ => None,
     };
     Ok(Report {
-        workload: format!("{workload:?}").to_lowercase(),
+        workload: workload.name(),
         concurrency,
         calls,
         seconds,
         calls_per_second: calls as f64 / seconds,
-        p50_ms: percentile(0.50),
-        p95_ms: percentile(0.95),
-        p99_ms: percentile(0.99),
+        p50_ms: ms(percentile(&latencies, 0.50)),
+        p95_ms: ms(percentile(&latencies, 0.95)),
+        p99_ms: ms(percentile(&latencies, 0.99)),
         mean_response_bytes: if calls > 0 {
             bytes as f64 / calls as f64
         } else {

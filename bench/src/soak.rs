@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rmcp::model::CallToolRequestParams;
 use serde::Serialize;
 
-use super::{procfs, LoadError, Session, Workload};
+use crate::{procfs, LoadError, Session, Workload};
 
 const RUNAWAY: &str =
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
@@ -164,7 +164,7 @@ pub async fn run(
                             .call_tool(call("query", serde_json::json!({"sql": planned.sql})))
                             .await
                             .map_err(|e| LoadError::Protocol(e.to_string()))?;
-                        super::workload::check(&result, &planned)
+                        crate::workload::check(&result, &planned)
                             .1
                             .map_err(|first| LoadError::WrongAnswers { failed: 1, calls: 1, first })?;
                         0

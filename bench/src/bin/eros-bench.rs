@@ -1,6 +1,7 @@
 //! `eros-bench`: the load generator. Drives any MCP server over stdio or
 //! streamable HTTP and reports throughput, latency, response size, and the
-//! server's CPU per call and peak memory. See BENCHMARKS.md.
+//! server's CPU per call and peak memory; `paced` makes one call at a time,
+//! as an agent does. See BENCHMARKS.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use eros_mcp::loadgen::{self, dataset, keepalive, soak, Target, ToolSpec, Workload};
+use eros_bench::{dataset, keepalive, load, paced, soak, Target, ToolSpec, Workload};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,10 +24,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the deterministic benchmark database.
+    /// Create the deterministic benchmark database (bench_items and posts).
     CreateDb {
         #[arg(long)]
         path: PathBuf,
+        /// Rows in each table.
         #[arg(long, default_value_t = 100_000)]
         rows: u64,
     },
@@ -47,6 +49,32 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         warmup: u64,
         /// Print one JSON object per measurement instead of a table row.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One call in flight, each answer read and checked before the next:
+    /// server CPU per call, latency, answer bytes against the raw values and
+    /// SQLite's own cost (with --db), peak RSS, time to the first answer.
+    Paced {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Workloads to run, in order.
+        #[arg(long, value_enum, num_args = 1.., default_values_t = [Workload::PostPoint, Workload::Posts1000, Workload::Aggregate])]
+        workload: Vec<Workload>,
+        /// Measured calls of each workload.
+        #[arg(long, default_value_t = 2000)]
+        calls: u64,
+        /// Unmeasured calls before each workload.
+        #[arg(long, default_value_t = 100)]
+        warmup: u64,
+        /// Milliseconds between an answer and the next call.
+        #[arg(long, default_value_t = 0.0)]
+        think_ms: f64,
+        /// The benchmark file the server serves, to measure SQLite's own
+        /// cost on the same SQL in this process.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Print only the JSON line, not the table.
         #[arg(long)]
         json: bool,
     },
@@ -115,7 +143,7 @@ struct TargetArgs {
     /// Name of the tool's SQL argument.
     #[arg(long, default_value = "sql")]
     sql_arg: String,
-    /// Rows in the benchmark table (as created by create-db).
+    /// Rows in each benchmark table (as created by create-db).
     #[arg(long, default_value_t = 100_000)]
     rows: u64,
 }
@@ -136,6 +164,19 @@ impl TargetArgs {
                 eprintln!("error: give --stdio COMMAND or --url URL");
                 std::process::exit(2);
             }
+        }
+    }
+
+    /// The target with the eros-mcp caps raised for a stdio child, so a
+    /// page of 1,000 text-heavy rows is answered whole (peers ignore them).
+    fn paced_target(&self) -> Target {
+        match self.target() {
+            Target::Stdio { command, mut env } => {
+                env.push(("EROS_DB_MAX_ROWS".into(), "10000".into()));
+                env.push(("EROS_DB_MAX_BYTES".into(), "16777216".into()));
+                Target::Stdio { command, env }
+            }
+            http => http,
         }
     }
 
@@ -166,7 +207,12 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::CreateDb { path, rows } => {
             dataset::create(&path, rows)?;
-            println!("{}: {rows} rows in {}", path.display(), dataset::TABLE);
+            println!(
+                "{}: {rows} rows in {} and in {}",
+                path.display(),
+                dataset::TABLE,
+                dataset::POSTS
+            );
         }
         Command::Run {
             target,
@@ -177,17 +223,17 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             json,
         } => {
             let most = concurrency.iter().copied().max().unwrap_or(1);
-            let (sessions, pid) = loadgen::connect(&target.target(), most).await?;
+            let (sessions, pid) = load::connect(&target.target(), most).await?;
             for workload in workload {
                 for &c in &concurrency {
-                    let plan = loadgen::Plan {
+                    let plan = load::Plan {
                         workload,
                         rows: target.rows,
                         concurrency: c,
                         warmup,
                         duration: Duration::from_secs_f64(duration),
                     };
-                    let report = loadgen::run(&sessions, pid, &target.spec(), plan).await?;
+                    let report = load::run(&sessions, pid, &target.spec(), plan).await?;
                     if json {
                         println!("{}", serde_json::to_string(&report)?);
                     } else {
@@ -199,6 +245,32 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 let _ = session.cancel().await;
             }
         }
+        Command::Paced {
+            target,
+            workload,
+            calls,
+            warmup,
+            think_ms,
+            db,
+            json,
+        } => {
+            if !think_ms.is_finite() || think_ms < 0.0 {
+                return Err(format!("--think-ms must be 0 or more, got {think_ms}").into());
+            }
+            let plan = paced::PacedPlan {
+                workloads: workload,
+                rows: target.rows,
+                warmup,
+                calls,
+                think: Duration::from_secs_f64(think_ms / 1000.0),
+                db,
+            };
+            let report = paced::run(&target.paced_target(), &target.spec(), &plan).await?;
+            if !json {
+                print!("{report}");
+            }
+            println!("{}", serde_json::to_string(&report)?);
+        }
         Command::Startup {
             target,
             runs,
@@ -207,13 +279,13 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             json,
         } => {
             let probe = match sql {
-                Some(sql) => loadgen::workload::Call {
+                Some(sql) => eros_bench::workload::Call {
                     sql,
                     expect: expect.into_iter().collect(),
                 },
                 None => Workload::Point.call(1, target.rows),
             };
-            let ms = loadgen::startup_ms(&target.target(), &target.spec(), &probe, runs).await?;
+            let ms = load::startup_ms(&target.target(), &target.spec(), &probe, runs).await?;
             if json {
                 println!("{}", serde_json::json!({"startup_ms": ms}));
             } else {
@@ -250,7 +322,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             concurrency,
             writes,
         } => {
-            let (sessions, pid) = loadgen::connect(&target.target(), concurrency).await?;
+            let (sessions, pid) = load::connect(&target.target(), concurrency).await?;
             let pid =
                 pid.ok_or("soak needs the server's pid: use --stdio, or --server-pid with --url")?;
             let report = soak::run(

@@ -6,7 +6,7 @@
 //! client: if the server closed the connection the run fails instead of
 //! quietly opening another.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -15,8 +15,9 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::json;
 
-use super::workload::Workload;
-use super::{LoadError, ToolSpec};
+use crate::stats::{ms, percentile};
+use crate::workload::Workload;
+use crate::{LoadError, ToolSpec};
 
 /// What one keep-alive run does.
 #[derive(Debug, Clone, Copy)]
@@ -175,15 +176,6 @@ impl Connection {
     }
 }
 
-/// The `p` quantile (0..=1) of sorted latencies, nearest rank.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
 /// Runs `plan` against the streamable HTTP endpoint at `url`.
 pub async fn run(
     url: &str,
@@ -226,9 +218,8 @@ pub async fn run(
     }
     let seconds = measured_from.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Ok(KeepAliveReport {
-        workload: format!("{:?}", plan.workload).to_lowercase(),
+        workload: plan.workload.name(),
         calls: plan.calls,
         calls_per_second: plan.calls as f64 / seconds.max(f64::EPSILON),
         p50_ms: ms(percentile(&latencies, 0.50)),
