@@ -15,6 +15,7 @@ use eros_mcp::database;
 use eros_mcp::engine::{QueryEngine, QueryRequest};
 use eros_mcp::loadgen::dataset;
 use eros_mcp::mcp::respond::respond;
+use eros_mcp::mcp::rows;
 use eros_mcp::mcp::NoToolObserver;
 use eros_mcp::pool::{NoObserver, Pool};
 
@@ -100,11 +101,12 @@ fn rows_to_tool_result(c: &mut Criterion) {
         sql: "SELECT * FROM bench_items WHERE id >= 5000 ORDER BY id LIMIT 1000".into(),
         ..QueryRequest::default()
     };
+    let csv = rows::encoder(RowFormat::Csv);
     c.bench_function("1000 rows to tool result", |b| {
         b.iter(|| {
             let started = Instant::now();
-            let output = runtime.block_on(engine.query(request.clone(), None));
-            respond("query", started, output, RowFormat::Csv, &NoToolObserver)
+            let output = runtime.block_on(engine.query(request.clone(), csv, None));
+            respond("query", started, output, csv, &NoToolObserver)
         })
     });
 }
@@ -130,15 +132,17 @@ fn text_rows(c: &mut Criterion) {
         sql: POSTS.into(),
         ..QueryRequest::default()
     };
+    let csv = rows::encoder(RowFormat::Csv);
+    let json = rows::encoder(RowFormat::Json);
     let raw = raw_value_bytes(&pool.get().unwrap());
     let output = runtime
-        .block_on(engine.query(request.clone(), None))
+        .block_on(engine.query(request.clone(), csv, None))
         .unwrap();
     let answer = respond(
         "query",
         Instant::now(),
         Ok(output.clone()),
-        RowFormat::Csv,
+        csv,
         &NoToolObserver,
     );
     let sent: usize = answer
@@ -160,37 +164,21 @@ fn text_rows(c: &mut Criterion) {
     group.bench_function("engine query", |b| {
         b.iter(|| {
             runtime
-                .block_on(engine.query(request.clone(), None))
+                .block_on(engine.query(request.clone(), csv, None))
                 .unwrap()
         })
     });
     group.bench_function("encode csv", |b| {
         b.iter_batched(
             || Ok(output.clone()),
-            |output| {
-                respond(
-                    "query",
-                    Instant::now(),
-                    output,
-                    RowFormat::Csv,
-                    &NoToolObserver,
-                )
-            },
+            |output| respond("query", Instant::now(), output, csv, &NoToolObserver),
             criterion::BatchSize::SmallInput,
         )
     });
     group.bench_function("encode json", |b| {
         b.iter_batched(
             || Ok(output.clone()),
-            |output| {
-                respond(
-                    "query",
-                    Instant::now(),
-                    output,
-                    RowFormat::Json,
-                    &NoToolObserver,
-                )
-            },
+            |output| respond("query", Instant::now(), output, json, &NoToolObserver),
             criterion::BatchSize::SmallInput,
         )
     });
