@@ -59,41 +59,65 @@ pub(crate) fn read_page(
                 _ => limits.max_bytes,
             };
             let room = budget.saturating_sub(size);
-            let (cell, bytes) = read_within(value, cap, room, wire);
+            // Every format spends at least a byte on each byte shown: no
+            // more than `room` bytes are ever copied.
+            let mut cell = Cell::read(value, cap.min(room));
+            let bytes = fit(&mut cell, room, wire);
             let cut_for_room = cell.shown_bytes() < cell.total_bytes().min(cap);
             if cut_for_room && !first {
                 page.more = true;
                 break 'rows;
             }
-            page.value_cut |= cell.is_cut();
             size += bytes;
             cells.push(cell);
         }
-        if size > budget && !first {
-            page.more = true;
-            break;
+        if size > budget {
+            if !first {
+                page.more = true;
+                break;
+            }
+            // The values after the one that took the room still cost
+            // something (quotes, NULL): cut the longest values to pay it.
+            size = fit_row(&mut cells, size, budget, wire);
         }
         budget = budget.saturating_sub(size);
+        page.value_cut |= cells.iter().any(Cell::is_cut);
         page.rows.push(cells);
     }
     Ok(page)
 }
 
-/// Reads `value` cut to `cap` bytes and further, as far as cutting can, to
-/// `room` bytes on the wire; returns it with its wire size. Copies at most
-/// `room` bytes: every format spends at least a byte on each byte shown.
-fn read_within(value: ValueRef<'_>, cap: usize, room: usize, wire: &dyn WireSize) -> (Cell, usize) {
-    let mut cell = Cell::read(value, cap.min(room));
-    let mut bytes = wire.cell(&cell);
+/// Cuts `cell` until it takes at most `room` bytes on the wire, as far as
+/// cutting can; returns its wire size.
+fn fit(cell: &mut Cell, room: usize, wire: &dyn WireSize) -> usize {
+    let mut bytes = wire.cell(cell);
     while bytes > room && cell.shown_bytes() > 0 {
         // Cut in proportion to the excess (escapes and quotes make it
         // uneven, hence the loop), at least one byte at a time.
         let shown = cell.shown_bytes();
         let fits = (shown as u128 * room as u128 / bytes as u128) as usize;
         cell.cut_to(fits.min(shown - 1));
-        bytes = wire.cell(&cell);
+        bytes = wire.cell(cell);
     }
-    (cell, bytes)
+    bytes
+}
+
+/// Cuts the longest values of a row of `size` bytes until it takes at
+/// most `budget`, as far as cutting can; returns its new size.
+fn fit_row(cells: &mut [Cell], mut size: usize, budget: usize, wire: &dyn WireSize) -> usize {
+    while size > budget {
+        let Some(longest) = cells
+            .iter_mut()
+            .filter(|cell| cell.shown_bytes() > 0)
+            .max_by_key(|cell| cell.shown_bytes())
+        else {
+            break;
+        };
+        let before = wire.cell(longest);
+        let after = fit(longest, before.saturating_sub(size - budget), wire);
+        size = size - before + after;
+    }
+    size
 }
 
 #[cfg(test)]
