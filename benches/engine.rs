@@ -204,7 +204,7 @@ fn create_posts(path: &std::path::Path, rows: i64) {
             n = n.wrapping_mul(2_654_435_761).wrapping_add(12_345);
             out.push_str(words[n % words.len()]);
             // Some commas, as prose has: those fields are quoted in CSV.
-            out.push_str(if n % 7 == 0 { ", " } else { " " });
+            out.push_str(if n.is_multiple_of(7) { ", " } else { " " });
         }
         out.truncate(len);
         out.trim_end().to_string()
