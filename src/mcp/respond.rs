@@ -67,17 +67,17 @@ impl ToolOutput for TableDescription {}
 impl ToolOutput for ExplainOutput {}
 impl ToolOutput for PoolStats {}
 
-/// Builds the tool result for `result`, rows encoded by `rows`, and
+/// Builds the tool result for `result`, rows encoded by `encoder`, and
 /// reports the call.
 pub fn respond<T: ToolOutput>(
     tool: &str,
     started: Instant,
     result: Result<T, QueryError>,
-    rows: &dyn RowEncoder,
+    encoder: &dyn RowEncoder,
     observer: &dyn ToolObserver,
 ) -> CallToolResult {
     let (response, outcome, rows, bytes, truncated) = match result {
-        Ok(output) => match output.tool_result(rows) {
+        Ok(output) => match output.tool_result(encoder) {
             Ok(response) => {
                 let bytes = text_len(&response);
                 (
