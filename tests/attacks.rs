@@ -7,7 +7,8 @@ mod common;
 use common::attacks::{ALLOWED_READS, ATTACKS};
 use common::TestDb;
 use eros_mcp::access::Access;
-use eros_mcp::engine::{QueryEngine, QueryError, QueryRequest};
+use eros_mcp::engine::{Cell, QueryEngine, QueryError, QueryRequest};
+use eros_mcp::mcp::rows::JsonRows;
 
 fn fingerprint(db: &TestDb) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(db.dir.path())
@@ -57,6 +58,7 @@ async fn every_attack_is_refused_and_changes_nothing() {
                     sql,
                     ..Default::default()
                 },
+                &JsonRows,
                 None,
             )
             .await;
@@ -86,6 +88,7 @@ async fn every_attack_is_refused_and_changes_nothing() {
                 sql: "SELECT id, name FROM users ORDER BY id".into(),
                 ..Default::default()
             },
+            &JsonRows,
             None,
         )
         .await
@@ -93,8 +96,8 @@ async fn every_attack_is_refused_and_changes_nothing() {
     assert_eq!(
         rows.rows,
         vec![
-            vec![serde_json::json!(1), serde_json::json!("ada")],
-            vec![serde_json::json!(2), serde_json::json!("grace")]
+            vec![Cell::Integer(1), Cell::text("ada")],
+            vec![Cell::Integer(2), Cell::text("grace")]
         ]
     );
 }
@@ -114,6 +117,7 @@ async fn write_attempts_are_reported_as_denied_not_as_sql_errors() {
                     sql: sql.into(),
                     ..Default::default()
                 },
+                &JsonRows,
                 None,
             )
             .await
@@ -132,6 +136,7 @@ async fn ordinary_reads_still_work_under_the_same_rules() {
                     sql: sql.to_string(),
                     ..Default::default()
                 },
+                &JsonRows,
                 None,
             )
             .await;

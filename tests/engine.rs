@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::TestDb;
 use eros_mcp::engine::{
-    ExecuteRequest, QueryEngine, QueryError, QueryRequest, SqlParam, SqlParams, TableDetail,
+    Cell, ExecuteRequest, QueryEngine, QueryError, QueryRequest, SqlParam, SqlParams, TableDetail,
 };
-use serde_json::json;
+use eros_mcp::mcp::rows::JsonRows;
 use tokio_util::sync::CancellationToken;
 
 fn engine(db: &TestDb) -> QueryEngine {
@@ -31,19 +31,19 @@ async fn values_keep_their_type_in_compact_rows() {
     let out = engine
         .query(
             request("SELECT 9223372036854775807 AS big, 1.5 AS real, NULL AS none, 'text' AS t, x'00ff' AS b"),
-            None,
-        )
+            &JsonRows,
+            None)
         .await
         .unwrap();
     assert_eq!(out.columns, ["big", "real", "none", "t", "b"]);
     assert_eq!(
         out.rows,
         vec![vec![
-            json!(9223372036854775807i64),
-            json!(1.5),
-            json!(null),
-            json!("text"),
-            json!({"base64": "AP8=", "bytes": 2}),
+            Cell::Integer(9223372036854775807),
+            Cell::Real(1.5),
+            Cell::Null,
+            Cell::text("text"),
+            Cell::blob([0x00, 0xff]),
         ]]
     );
     assert_eq!(out.row_count, 1);
@@ -68,8 +68,12 @@ async fn positional_and_named_parameters_are_bound() {
         ..request("SELECT ? * 10, ?")
     };
     assert_eq!(
-        engine.query(positional, None).await.unwrap().rows,
-        vec![vec![json!(20), json!("x")]]
+        engine
+            .query(positional, &JsonRows, None)
+            .await
+            .unwrap()
+            .rows,
+        vec![vec![Cell::Integer(20), Cell::text("x")]]
     );
     let named = QueryRequest {
         params: Some(SqlParams::Named(
@@ -78,8 +82,8 @@ async fn positional_and_named_parameters_are_bound() {
         ..request("SELECT :n * 2")
     };
     assert_eq!(
-        engine.query(named, None).await.unwrap().rows,
-        vec![vec![json!(1.0)]]
+        engine.query(named, &JsonRows, None).await.unwrap().rows,
+        vec![vec![Cell::Real(1.0)]]
     );
 }
 
@@ -87,7 +91,7 @@ async fn positional_and_named_parameters_are_bound() {
 async fn a_parameter_count_mismatch_is_an_invalid_argument() {
     let db = TestDb::new();
     let err = engine(&db)
-        .query(request("SELECT ?"), None)
+        .query(request("SELECT ?"), &JsonRows, None)
         .await
         .unwrap_err();
     assert!(matches!(err, QueryError::InvalidArgument(_)), "{err:?}");
@@ -109,12 +113,13 @@ async fn rows_beyond_max_rows_are_truncated_with_a_cursor_that_continues() {
                     cursor: cursor.clone(),
                     ..request(sql)
                 },
+                &JsonRows,
                 None,
             )
             .await
             .unwrap();
         pages += 1;
-        seen.extend(out.rows.iter().map(|r| r[0].as_i64().unwrap()));
+        seen.extend(out.rows.iter().map(|r| r[0].as_integer().unwrap()));
         assert_eq!(out.truncated, out.next_cursor.is_some());
         match out.next_cursor {
             Some(next) => cursor = Some(next),
@@ -135,8 +140,8 @@ async fn the_server_row_limit_caps_what_an_agent_asks_for() {
                 max_rows: Some(1000),
                 ..request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100) SELECT x FROM c")
             },
-            None,
-        )
+            &JsonRows,
+            None)
         .await
         .unwrap();
     assert_eq!(out.row_count, 5);
@@ -150,8 +155,8 @@ async fn results_beyond_max_bytes_are_truncated() {
     let out = engine(&db)
         .query(
             request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000) SELECT x, printf('%.100c', 'a') FROM c"),
-            None,
-        )
+            &JsonRows,
+            None)
         .await
         .unwrap();
     assert!(out.truncated);
@@ -174,6 +179,7 @@ async fn a_cursor_from_another_query_is_refused() {
                 max_rows: Some(10),
                 ..request(sql)
             },
+            &JsonRows,
             None,
         )
         .await
@@ -184,6 +190,7 @@ async fn a_cursor_from_another_query_is_refused() {
                 cursor: first.next_cursor,
                 ..request("SELECT 1")
             },
+            &JsonRows,
             None,
         )
         .await
@@ -201,7 +208,10 @@ async fn a_runaway_query_is_interrupted_at_the_timeout_and_the_connection_stays_
     let engine = engine(&db);
     let before = engine.pool().stats();
     let started = Instant::now();
-    let err = engine.query(request(RUNAWAY), None).await.unwrap_err();
+    let err = engine
+        .query(request(RUNAWAY), &JsonRows, None)
+        .await
+        .unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, QueryError::Timeout(_)), "{err:?}");
     assert!(took < Duration::from_secs(2), "stopped after {took:?}");
@@ -214,7 +224,10 @@ async fn a_runaway_query_is_interrupted_at_the_timeout_and_the_connection_stays_
         after.connections_created, before.connections_created,
         "no connection was lost"
     );
-    engine.query(request("SELECT 1"), None).await.unwrap();
+    engine
+        .query(request("SELECT 1"), &JsonRows, None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -225,7 +238,11 @@ async fn cancelling_a_call_interrupts_its_query() {
     let task = {
         let engine = Arc::clone(&engine);
         let cancel = cancel.clone();
-        tokio::spawn(async move { engine.query(request(RUNAWAY), Some(&cancel)).await })
+        tokio::spawn(async move {
+            engine
+                .query(request(RUNAWAY), &JsonRows, Some(&cancel))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
@@ -382,17 +399,21 @@ async fn execute_commits_one_write_and_reports_changes() {
                 sql: "INSERT INTO creators (handle, display_name, email) VALUES (:h, 'New', 'new@example.com')".into(),
                 params: Some(SqlParams::Named([("h".to_string(), SqlParam::Text("newbie".into()))].into())),
             },
-            None,
-        )
+            &JsonRows,
+            None)
         .await
         .unwrap();
     assert_eq!(out.changes, 1);
     assert_eq!(out.last_insert_rowid, 41);
     let check = engine
-        .query(request("SELECT handle FROM creators WHERE id = 41"), None)
+        .query(
+            request("SELECT handle FROM creators WHERE id = 41"),
+            &JsonRows,
+            None,
+        )
         .await
         .unwrap();
-    assert_eq!(check.rows, vec![vec![json!("newbie")]]);
+    assert_eq!(check.rows, vec![vec![Cell::text("newbie")]]);
 }
 
 #[tokio::test]
@@ -404,6 +425,7 @@ async fn execute_returns_returning_rows() {
                 sql: "UPDATE creators SET status = 'paused' WHERE id IN (1, 2) RETURNING id".into(),
                 params: None,
             },
+            &JsonRows,
             None,
         )
         .await
@@ -424,6 +446,7 @@ async fn a_failed_write_is_rolled_back_and_names_the_constraint() {
                     .into(),
                 params: None,
             },
+            &JsonRows,
             None,
         )
         .await
@@ -438,10 +461,10 @@ async fn a_failed_write_is_rolled_back_and_names_the_constraint() {
     }
     assert_eq!(engine.pool().stats().active_connections, 0);
     let out = engine
-        .query(request("SELECT count(*) FROM content"), None)
+        .query(request("SELECT count(*) FROM content"), &JsonRows, None)
         .await
         .unwrap();
-    assert_eq!(out.rows, vec![vec![json!(4000)]]);
+    assert_eq!(out.rows, vec![vec![Cell::Integer(4000)]]);
 }
 
 #[tokio::test]
@@ -460,16 +483,16 @@ async fn execute_refuses_connection_level_statements() {
         "INSERT INTO creators (handle, display_name, email) VALUES ('a', 'b', 'c'); DROP TABLE creators",
     ] {
         let err = engine
-            .execute(ExecuteRequest { sql: sql.into(), params: None }, None)
+            .execute(ExecuteRequest { sql: sql.into(), params: None }, &JsonRows, None)
             .await
             .unwrap_err();
         assert!(matches!(err, QueryError::Denied(_)), "{sql}: {err:?}");
     }
     let out = engine
-        .query(request("SELECT count(*) FROM creators"), None)
+        .query(request("SELECT count(*) FROM creators"), &JsonRows, None)
         .await
         .unwrap();
-    assert_eq!(out.rows, vec![vec![json!(40)]]);
+    assert_eq!(out.rows, vec![vec![Cell::Integer(40)]]);
 }
 
 #[tokio::test]
@@ -482,6 +505,7 @@ async fn execute_can_change_the_schema() {
                 sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)".into(),
                 params: None,
             },
+            &JsonRows,
             None,
         )
         .await
@@ -518,7 +542,7 @@ async fn a_statement_inside_one_long_step_is_answered_at_its_deadline() {
     let engine = engine(&db);
     let started = Instant::now();
     let err = engine
-        .query(request(ONE_LONG_STEP), None)
+        .query(request(ONE_LONG_STEP), &JsonRows, None)
         .await
         .unwrap_err();
     let took = started.elapsed();
@@ -533,7 +557,10 @@ async fn a_statement_inside_one_long_step_is_answered_at_its_deadline() {
     );
     until_no_statement_overruns(&engine).await;
     assert_eq!(engine.pool().stats().active_connections, 0);
-    engine.query(request("SELECT 1"), None).await.unwrap();
+    engine
+        .query(request("SELECT 1"), &JsonRows, None)
+        .await
+        .unwrap();
 }
 
 /// Statement threads of this process at nice 19 (demoted when their
@@ -560,22 +587,26 @@ async fn an_abandoned_write_is_rolled_back_not_committed() {
         params: None,
     };
     engine
-        .execute(execute("CREATE TABLE t (v)"), None)
+        .execute(execute("CREATE TABLE t (v)"), &JsonRows, None)
         .await
         .unwrap();
     let err = engine
-        .execute(execute(&format!("INSERT INTO t (v) {ONE_LONG_STEP}")), None)
+        .execute(
+            execute(&format!("INSERT INTO t (v) {ONE_LONG_STEP}")),
+            &JsonRows,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, QueryError::Timeout(_)), "{err:?}");
     until_no_statement_overruns(&engine).await;
     let out = engine
-        .query(request("SELECT count(*) FROM t"), None)
+        .query(request("SELECT count(*) FROM t"), &JsonRows, None)
         .await
         .unwrap();
     assert_eq!(
         out.rows,
-        vec![vec![json!(0)]],
+        vec![vec![Cell::Integer(0)]],
         "the caller was told it timed out"
     );
 }
@@ -585,7 +616,11 @@ async fn a_value_past_the_value_limit_is_refused_naming_the_variable() {
     let db = TestDb::new();
     let engine = engine(&db);
     let err = engine
-        .query(request("SELECT length(zeroblob(100000000))"), None)
+        .query(
+            request("SELECT length(zeroblob(100000000))"),
+            &JsonRows,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -596,7 +631,10 @@ async fn a_value_past_the_value_limit_is_refused_naming_the_variable() {
         "{err:?}"
     );
     assert!(err.to_string().contains("EROS_DB_MAX_VALUE_BYTES"), "{err}");
-    engine.query(request("SELECT 1"), None).await.unwrap();
+    engine
+        .query(request("SELECT 1"), &JsonRows, None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -604,7 +642,10 @@ async fn sql_longer_than_the_limit_is_refused_naming_the_variable() {
     let db = TestDb::new();
     let engine = engine(&db);
     let long = format!("SELECT 1 /* {} */", "x".repeat(200_000));
-    let err = engine.query(request(&long), None).await.unwrap_err();
+    let err = engine
+        .query(request(&long), &JsonRows, None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("EROS_DB_MAX_SQL_BYTES"), "{err}");
 }
 
@@ -615,10 +656,10 @@ async fn a_row_of_huge_values_is_cut_to_the_byte_budget_while_it_is_read() {
     // Fifty 2 MB values: 100 MB if each were copied up to its own cap.
     let columns = vec!["v"; 50].join(", ");
     let sql = format!("WITH t(v) AS (SELECT hex(zeroblob(1000000))) SELECT {columns} FROM t");
-    let out = engine.query(request(&sql), None).await.unwrap();
+    let out = engine.query(request(&sql), &JsonRows, None).await.unwrap();
     let bytes: usize = out.rows[0]
         .iter()
-        .map(|v| v.as_str().map_or(0, str::len))
+        .map(|v| v.as_text().map_or(0, str::len))
         .sum();
     assert!(out.truncated);
     assert!(
@@ -638,11 +679,11 @@ async fn a_sort_larger_than_the_page_cache_runs_in_memory() {
                 "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c LIMIT 300000) \
                  SELECT count(*) FROM (SELECT DISTINCT hex(i) || hex(randomblob(16)) FROM c ORDER BY 1)",
             ),
-            None,
-        )
+            &JsonRows,
+            None)
         .await
         .unwrap();
-    assert_eq!(out.rows, vec![vec![json!(300000)]]);
+    assert_eq!(out.rows, vec![vec![Cell::Integer(300000)]]);
     // Temporary storage in memory (2), on a connection as the pool hands
     // it out; tests/hostile_load.rs watches the binary's TMPDIR too.
     let conn = engine.pool().get().unwrap();
@@ -667,7 +708,7 @@ async fn statements_stuck_past_their_deadline_leave_the_pool_to_everyone_else() 
     let stuck: Vec<_> = (0..2)
         .map(|_| {
             let engine = Arc::clone(&engine);
-            tokio::spawn(async move { engine.query(request(ONE_LONG_STEP), None).await })
+            tokio::spawn(async move { engine.query(request(ONE_LONG_STEP), &JsonRows, None).await })
         })
         .collect();
     for call in stuck {
@@ -676,6 +717,9 @@ async fn statements_stuck_past_their_deadline_leave_the_pool_to_everyone_else() 
     }
     assert_eq!(engine.overrunning(), 2);
     // Their connections are still inside SQLite; a plain query gets another.
-    engine.query(request("SELECT 1"), None).await.unwrap();
+    engine
+        .query(request("SELECT 1"), &JsonRows, None)
+        .await
+        .unwrap();
     until_no_statement_overruns(&engine).await;
 }

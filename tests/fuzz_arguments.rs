@@ -6,6 +6,7 @@ mod common;
 
 use common::TestDb;
 use eros_mcp::engine::{QueryEngine, QueryRequest, SqlParam, SqlParams};
+use eros_mcp::mcp::rows::JsonRows;
 use proptest::prelude::*;
 
 const FRAGMENTS: &[&str] = &[
@@ -99,7 +100,7 @@ proptest! {
     ) {
         let fx = fixture();
         let request = QueryRequest { sql, params, max_rows, cursor };
-        let result = fx.runtime.block_on(fx.engine.query(request, None));
+        let result = fx.runtime.block_on(fx.engine.query(request, &JsonRows, None));
         if let Err(err) = &result {
             prop_assert!(!err.to_string().is_empty());
         }

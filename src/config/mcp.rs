@@ -26,7 +26,7 @@ pub enum Transport {
 #[serde(rename_all = "lowercase")]
 pub enum RowFormat {
     /// One text block of typed CSV plus a line of metadata: one copy of the
-    /// rows, read by every client (see [`crate::mcp::csv_rows`]).
+    /// rows, read by every client (see [`crate::mcp::rows::csv`]).
     #[default]
     Csv,
     /// `structuredContent` with an output schema, and the same JSON again

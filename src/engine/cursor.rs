@@ -10,6 +10,10 @@ use super::{QueryError, SqlParams};
 
 const ENGINE: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+/// Characters of every cursor: 16 bytes in unpadded base64 (row formats
+/// count it into an answer's size before they know whether it gets one).
+pub const TOKEN_LEN: usize = 22;
+
 /// A stable fingerprint of a statement and its parameters.
 pub fn fingerprint(sql: &str, params: Option<&SqlParams>) -> u64 {
     // FNV-1a over the SQL and the parameters' JSON: stable across builds,
@@ -78,6 +82,13 @@ mod tests {
     fn a_cursor_from_another_query_is_refused() {
         let token = encode(10, fingerprint("SELECT 1", None));
         assert!(decode(&token, fingerprint("SELECT 2", None)).is_err());
+    }
+
+    #[test]
+    fn every_cursor_has_the_same_length() {
+        for offset in [0, 1, u64::MAX] {
+            assert_eq!(encode(offset, u64::MAX).len(), TOKEN_LEN);
+        }
     }
 
     #[test]

@@ -6,13 +6,16 @@
 //! for tables, DDL and query plans, [`write`] for `execute`. This file owns
 //! how a piece of blocking work is run.
 
+mod cell;
 mod cursor;
 mod error;
+mod page;
 mod read;
 mod schema;
 pub mod threads;
 mod values;
 pub mod watch;
+mod wire_size;
 mod write;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +25,8 @@ use std::time::{Duration, Instant};
 use rusqlite::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
+pub use cell::Cell;
+pub use cursor::TOKEN_LEN as CURSOR_LEN;
 pub use error::{Outcome, QueryError, SqliteCode};
 pub use read::{QueryOutput, QueryRequest};
 pub use schema::{
@@ -30,6 +35,7 @@ pub use schema::{
 };
 pub use values::{SqlParam, SqlParams};
 pub use watch::Watch;
+pub use wire_size::WireSize;
 pub use write::{ExecuteOutput, ExecuteRequest};
 
 use crate::pool::{ManagedConnection, Pool};

@@ -1,18 +1,17 @@
 //! The `query` operation: one read-only statement, its rows capped by count
-//! and bytes, with a cursor to continue.
+//! and by the bytes they take on the wire ([`page`](super::page)), with a
+//! cursor to continue.
 //!
 //! Read-only is enforced by SQLite: the connection is at rest
 //! (`query_only`, the read-only authorizer), `prepare` refuses a second
 //! statement, and a statement SQLite itself does not call read-only
 //! (`VACUUM INTO`, a journal-mode change) is refused before it runs.
 
-use rusqlite::types::ValueRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::values::{to_json, ValueLimits};
-use super::{cursor, Limits, QueryEngine, QueryError, SqlParams};
+use super::page::{read_page, PageLimits};
+use super::{cursor, Cell, Limits, QueryEngine, QueryError, SqlParams, WireSize};
 use crate::access::Access;
 use crate::pool::ManagedConnection;
 
@@ -32,11 +31,11 @@ pub struct QueryRequest {
     pub cursor: Option<String>,
 }
 
-/// A query result: column names once, rows as arrays.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// A query result: column names once, rows of typed cells.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct QueryOutput {
     pub columns: Vec<String>,
-    pub rows: Vec<Vec<Json>>,
+    pub rows: Vec<Vec<Cell>>,
     pub row_count: usize,
     /// More rows exist (or a value was cut); continue with `next_cursor`.
     pub truncated: bool,
@@ -45,17 +44,19 @@ pub struct QueryOutput {
 }
 
 impl QueryEngine {
-    /// Runs one read-only statement.
+    /// Runs one read-only statement; `wire` counts what its rows will
+    /// cost in the row format that sends them.
     pub async fn query(
         &self,
         request: QueryRequest,
+        wire: &'static dyn WireSize,
         cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<QueryOutput, QueryError> {
         let limits = self.limits;
         let policy = self.read_retry;
         let pool = std::sync::Arc::clone(&self.pool);
         self.run(cancel, move |conn, _| {
-            Self::retry_read(&pool, policy, || read(conn, &request, limits))
+            Self::retry_read(&pool, policy, || read(conn, &request, limits, wire))
         })
         .await
     }
@@ -88,6 +89,7 @@ fn read(
     conn: &ManagedConnection,
     request: &QueryRequest,
     limits: Limits,
+    wire: &dyn WireSize,
 ) -> Result<QueryOutput, QueryError> {
     let mut stmt = prepare_read(conn, &request.sql)?;
     SqlParams::bind(request.params.as_ref(), &mut stmt)?;
@@ -104,65 +106,26 @@ fn read(
         .into_iter()
         .map(str::to_string)
         .collect();
-    let value_limits = ValueLimits {
-        max_blob_bytes: limits.max_blob_bytes,
-        max_text_bytes: limits.max_bytes,
-    };
-    let width = columns.len();
-    let mut budget = limits
-        .max_bytes
-        .saturating_sub(columns.iter().map(|c| c.len() + 3).sum());
-    let mut rows_out = Vec::with_capacity(max_rows.min(256));
-    let mut value_cut = false;
     let mut rows = stmt.raw_query();
     for _ in 0..offset {
         if rows.next()?.is_none() {
             break;
         }
     }
-    let mut more = false;
-    'rows: while let Some(row) = rows.next()? {
-        if rows_out.len() >= max_rows {
-            more = true;
-            break;
-        }
-        let mut values = Vec::with_capacity(width);
-        let mut size = 2;
-        for i in 0..width {
-            // No value may be copied beyond what is left of the byte
-            // budget: a row of many multi-megabyte values must not become
-            // gigabytes of memory before it is found not to fit.
-            let room = budget.saturating_sub(size);
-            let limits = ValueLimits {
-                max_blob_bytes: value_limits.max_blob_bytes.min(room / 2),
-                max_text_bytes: value_limits.max_text_bytes.min(room),
-            };
-            let (value, bytes, cut) = to_json(row.get_ref(i).unwrap_or(ValueRef::Null), limits);
-            let cut_for_room = cut
-                && (limits.max_blob_bytes < value_limits.max_blob_bytes
-                    || limits.max_text_bytes < value_limits.max_text_bytes);
-            if cut_for_room && !rows_out.is_empty() {
-                // The row does not fit this page; the next page starts with it.
-                more = true;
-                break 'rows;
-            }
-            value_cut |= cut;
-            size += bytes + 1;
-            values.push(value);
-        }
-        if size > budget && !rows_out.is_empty() {
-            more = true;
-            break;
-        }
-        budget = budget.saturating_sub(size);
-        rows_out.push(values);
-    }
-    let next_cursor = more.then(|| cursor::encode(offset + rows_out.len() as u64, fingerprint));
+    let page_limits = PageLimits {
+        max_rows,
+        max_bytes: limits.max_bytes,
+        max_blob_bytes: limits.max_blob_bytes,
+    };
+    let page = read_page(&mut rows, &columns, page_limits, wire)?;
+    let next_cursor = page
+        .more
+        .then(|| cursor::encode(offset + page.rows.len() as u64, fingerprint));
     Ok(QueryOutput {
         columns,
-        row_count: rows_out.len(),
-        rows: rows_out,
-        truncated: more || value_cut,
+        row_count: page.rows.len(),
+        rows: page.rows,
+        truncated: page.more || page.value_cut,
         next_cursor,
     })
 }

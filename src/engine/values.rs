@@ -1,14 +1,12 @@
-//! SQL values in and out: binding JSON parameters to a statement, and
-//! turning SQLite values into compact JSON that keeps their type.
+//! SQL values in: the parameters an agent sends, bound to a statement.
+//! (Values out are [`Cell`](super::Cell)s.)
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Statement, ToSql};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use super::QueryError;
 
@@ -97,56 +95,4 @@ fn find_named(stmt: &Statement<'_>, name: &str) -> rusqlite::Result<Option<usize
         }
     }
     Ok(None)
-}
-
-/// How a BLOB is shown: base64 of at most `max_blob_bytes` bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct ValueLimits {
-    pub max_blob_bytes: usize,
-    pub max_text_bytes: usize,
-}
-
-/// Converts one SQLite value to JSON and reports its size in the result
-/// and whether it had to be cut.
-pub fn to_json(value: ValueRef<'_>, limits: ValueLimits) -> (Json, usize, bool) {
-    match value {
-        ValueRef::Null => (Json::Null, 4, false),
-        ValueRef::Integer(i) => (Json::from(i), 20, false),
-        ValueRef::Real(r) => match serde_json::Number::from_f64(r) {
-            Some(n) => (Json::Number(n), 24, false),
-            // JSON has no infinity; say which one.
-            None => (Json::String(r.to_string()), 10, false),
-        },
-        ValueRef::Text(bytes) => {
-            let text = String::from_utf8_lossy(bytes);
-            if text.len() > limits.max_text_bytes {
-                let cut = floor_char_boundary(&text, limits.max_text_bytes);
-                (Json::String(text[..cut].to_string()), cut + 2, true)
-            } else {
-                let len = text.len() + 2;
-                (Json::String(text.into_owned()), len, false)
-            }
-        }
-        ValueRef::Blob(bytes) => {
-            let cut = bytes.len() > limits.max_blob_bytes;
-            let shown = &bytes[..bytes.len().min(limits.max_blob_bytes)];
-            let encoded = base64::engine::general_purpose::STANDARD.encode(shown);
-            let mut blob = serde_json::Map::new();
-            let size = encoded.len() + 32;
-            blob.insert("base64".into(), Json::String(encoded));
-            blob.insert("bytes".into(), Json::from(bytes.len()));
-            if cut {
-                blob.insert("truncated".into(), Json::Bool(true));
-            }
-            (Json::Object(blob), size, cut)
-        }
-    }
-}
-
-fn floor_char_boundary(text: &str, max: usize) -> usize {
-    let mut cut = max.min(text.len());
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    cut
 }

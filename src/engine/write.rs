@@ -5,10 +5,9 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
-use super::values::{to_json, ValueLimits};
-use super::{QueryEngine, QueryError, SqlParams, Watch};
+use super::page::{read_page, PageLimits};
+use super::{Cell, QueryEngine, QueryError, SqlParams, Watch, WireSize};
 use crate::access::Access;
 use crate::health::DatabaseHealth;
 use crate::pool::ManagedConnection;
@@ -23,7 +22,7 @@ pub struct ExecuteRequest {
     pub params: Option<SqlParams>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct ExecuteOutput {
     /// Rows inserted, updated or deleted.
     pub changes: u64,
@@ -34,32 +33,31 @@ pub struct ExecuteOutput {
     pub columns: Vec<String>,
     /// Rows of a RETURNING clause (capped like query results).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rows: Vec<Vec<Json>>,
+    pub rows: Vec<Vec<Cell>>,
+    /// RETURNING rows were left out, or a value cut, to stay within the caps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 impl QueryEngine {
-    /// Runs one write statement in its own transaction and commits it.
+    /// Runs one write statement in its own transaction and commits it;
+    /// `wire` counts what RETURNING rows will cost in the format that
+    /// sends them.
     pub async fn execute(
         &self,
         request: ExecuteRequest,
+        wire: &'static dyn WireSize,
         cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<ExecuteOutput, QueryError> {
-        let limits = self.limits;
+        let limits = PageLimits {
+            max_rows: self.limits.max_rows,
+            max_bytes: self.limits.max_bytes,
+            max_blob_bytes: self.limits.max_blob_bytes,
+        };
         let health = self.pool().health().clone();
         self.run(cancel, move |conn, watch| {
-            let value_limits = ValueLimits {
-                max_blob_bytes: limits.max_blob_bytes,
-                max_text_bytes: limits.max_bytes,
-            };
             conn.with_access(Access::Trusted, |conn| {
-                write(
-                    conn,
-                    watch,
-                    &health,
-                    &request,
-                    limits.max_rows,
-                    value_limits,
-                )
+                write(conn, watch, &health, &request, limits, wire)
             })?
         })
         .await
@@ -87,8 +85,8 @@ fn write(
     watch: &Watch,
     health: &DatabaseHealth,
     request: &ExecuteRequest,
-    max_rows: usize,
-    value_limits: ValueLimits,
+    limits: PageLimits,
+    wire: &dyn WireSize,
 ) -> Result<ExecuteOutput, QueryError> {
     if request.sql.trim().is_empty() {
         return Err(QueryError::InvalidArgument("`sql` is empty".into()));
@@ -108,38 +106,29 @@ fn write(
             .into_iter()
             .map(str::to_string)
             .collect();
-        let mut rows_out = Vec::new();
-        // RETURNING rows are capped like query results: by count, and by
-        // the byte budget (values are cut to what is left of it).
-        let mut budget = value_limits.max_text_bytes;
-        {
+        // RETURNING rows are capped like query results; the statement
+        // still runs to its end.
+        let page = {
             let mut rows = stmt.raw_query();
-            while let Some(row) = rows.next().map_err(|err| write_error(health, err))? {
-                if rows_out.len() < max_rows && budget > 0 {
-                    let mut values = Vec::with_capacity(columns.len());
-                    for i in 0..columns.len() {
-                        let limits = ValueLimits {
-                            max_blob_bytes: value_limits.max_blob_bytes.min(budget / 2),
-                            max_text_bytes: budget,
-                        };
-                        let (value, size, _) =
-                            to_json(row.get_ref(i).expect("column in range"), limits);
-                        budget = budget.saturating_sub(size + 1);
-                        values.push(value);
-                    }
-                    rows_out.push(values);
-                }
-            }
-        }
+            let page = read_page(&mut rows, &columns, limits, wire)
+                .map_err(|err| write_error(health, err))?;
+            while rows
+                .next()
+                .map_err(|err| write_error(health, err))?
+                .is_some()
+            {}
+            page
+        };
         Ok(ExecuteOutput {
             changes: conn.changes(),
             last_insert_rowid: conn.last_insert_rowid(),
-            columns: if rows_out.is_empty() {
+            columns: if page.rows.is_empty() {
                 Vec::new()
             } else {
                 columns
             },
-            rows: rows_out,
+            rows: page.rows,
+            truncated: page.more || page.value_cut,
         })
     })();
     drop(stmt);

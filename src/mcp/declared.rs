@@ -30,12 +30,10 @@ use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use super::rows::{self, RowEncoder};
 use super::ErosServer;
 use crate::access::Access;
-use crate::config::RowFormat;
-use crate::engine::{
-    ExecuteOutput, ExecuteRequest, QueryOutput, QueryRequest, SqlParam, SqlParams,
-};
+use crate::engine::{ExecuteOutput, ExecuteRequest, QueryRequest, SqlParam, SqlParams};
 use crate::pool::ManagedConnection;
 
 /// Why a tools file was refused.
@@ -458,15 +456,19 @@ impl DeclaredTool {
     }
 }
 
-/// The MCP route for one declared tool.
-pub(crate) fn route(tool: Arc<DeclaredTool>, row_format: RowFormat) -> ToolRoute<ErosServer> {
-    let output_schema = match (tool.access, row_format) {
-        (ToolAccess::Read, RowFormat::Csv) => None,
-        (ToolAccess::Read, RowFormat::Json) => Some(schema_for_output::<QueryOutput>()),
-        (ToolAccess::Write, _) => Some(schema_for_output::<ExecuteOutput>()),
+/// The MCP route for one declared tool: a read tool answers in the rows'
+/// format, a write tool as `execute` does.
+pub(crate) fn route(
+    tool: Arc<DeclaredTool>,
+    rows: &'static dyn RowEncoder,
+) -> ToolRoute<ErosServer> {
+    let output_schema = match tool.access {
+        ToolAccess::Read => rows.output_schema(),
+        ToolAccess::Write => Some(schema_for_output::<ExecuteOutput>()),
     };
+    // Rows without a schema say in words how they read.
     let description = match output_schema {
-        None => format!("{} {}", tool.description, super::tools::CSV_ROWS),
+        None => format!("{} {}", tool.description, rows.describe_rows()),
         Some(_) => tool.description.clone(),
     };
     let mut attr = Tool::new(
@@ -499,7 +501,7 @@ pub(crate) fn route(tool: Arc<DeclaredTool>, row_format: RowFormat) -> ToolRoute
                                 params: Some(params),
                                 ..Default::default()
                             };
-                            engine.query(request, Some(&cancel)).await
+                            engine.query(request, rows, Some(&cancel)).await
                         })
                         .await
                 }
@@ -512,6 +514,7 @@ pub(crate) fn route(tool: Arc<DeclaredTool>, row_format: RowFormat) -> ToolRoute
                                         sql,
                                         params: Some(params),
                                     },
+                                    rows::RETURNING,
                                     Some(&cancel),
                                 )
                                 .await

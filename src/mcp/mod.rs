@@ -5,16 +5,16 @@
 //! - [`tools`]: the built-in tools and their descriptions.
 //! - [`declared`]: operator-declared tools from a TOML file.
 //! - [`respond`]: engine results to tool results, and metrics per call.
-//! - [`csv_rows`]: query rows as typed CSV, the default row format.
+//! - [`rows`]: the row formats (typed CSV, the default, and JSON).
 //! - [`calls`]: in-flight calls, refused and drained on shutdown.
 //! - [`tool_schema`]: every tool schema in standard, compact JSON Schema.
 
 pub mod calls;
-pub mod csv_rows;
 pub mod declared;
 pub mod observer;
 mod prompts;
 pub mod respond;
+pub mod rows;
 mod tool_schema;
 mod tools;
 
@@ -40,6 +40,7 @@ pub use calls::CallTracker;
 pub use declared::{DeclaredTool, DeclaredTools, DeclaredToolsError};
 pub use observer::{NoToolObserver, ToolCall, ToolObserver};
 use respond::{respond, ToolOutput};
+use rows::RowEncoder;
 
 /// URI of the resource holding the database's DDL.
 pub const SCHEMA_RESOURCE: &str = "schema://main";
@@ -49,12 +50,11 @@ column names; column=NAME finds the tables having a column) or read the schema:/
 describe_table for keys and indexes. query runs one read-only statement; bind values with params \
 instead of pasting them into SQL.";
 
-fn instructions(format: RowFormat) -> String {
-    let rows = match format {
-        RowFormat::Csv => "query returns CSV with a header line (empty field: NULL; quoted: text)",
-        RowFormat::Json => "query returns columns + rows (arrays)",
-    };
-    format!("{INSTRUCTIONS} {rows}; when an answer has a next_cursor, call query again with it to continue.")
+fn instructions(rows: &dyn RowEncoder) -> String {
+    format!(
+        "{INSTRUCTIONS} {}; when an answer has a next_cursor, call query again with it to continue.",
+        rows.instructions()
+    )
 }
 
 struct Inner {
@@ -62,7 +62,8 @@ struct Inner {
     router: ToolRouter<ErosServer>,
     observer: Arc<dyn ToolObserver>,
     calls: Arc<CallTracker>,
-    row_format: RowFormat,
+    /// The row format, picked once from the configuration.
+    rows: &'static dyn RowEncoder,
 }
 
 /// The MCP server. Cheap to clone: the HTTP transport makes one per session.
@@ -82,13 +83,14 @@ impl ErosServer {
         calls: Arc<CallTracker>,
         row_format: RowFormat,
     ) -> Self {
+        let rows = rows::encoder(row_format);
         let mut router = Self::builtin_tools();
         if engine.read_only() {
             router.remove_route("execute");
         }
-        tools::describe_query(&mut router, row_format);
+        tools::describe_query(&mut router, rows);
         for tool in declared.into_tools() {
-            router.add_route(declared::route(Arc::new(tool), row_format));
+            router.add_route(declared::route(Arc::new(tool), rows));
         }
         for route in router.map.values_mut() {
             let tool = &mut route.attr;
@@ -103,7 +105,7 @@ impl ErosServer {
                 router,
                 observer,
                 calls,
-                row_format,
+                rows,
             }),
         }
     }
@@ -154,7 +156,7 @@ impl ErosServer {
             tool,
             started,
             result,
-            self.inner.row_format,
+            self.inner.rows,
             &*self.inner.observer,
         )
     }
@@ -177,7 +179,7 @@ impl ServerHandler for ErosServer {
             Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
                 .with_title("eros-mcp SQLite server"),
         )
-        .with_instructions(instructions(self.inner.row_format))
+        .with_instructions(instructions(self.inner.rows))
     }
 
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {

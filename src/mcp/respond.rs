@@ -2,35 +2,34 @@
 //! with `isError` and a message an agent can act on. Every call is reported
 //! to the [`ToolObserver`].
 //!
-//! Query rows follow the server's [`RowFormat`]: typed CSV as text (one copy,
-//! which every client reads), or structured content plus the same JSON as
-//! text. Every other result is structured content plus its JSON as text.
+//! Query rows are encoded by the server's [`RowEncoder`]; every other
+//! result is structured content plus its JSON as text.
 
 use std::time::Instant;
 
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
 
-use super::csv_rows;
 use super::observer::{ToolCall, ToolObserver};
-use crate::config::RowFormat;
+use super::rows::RowEncoder;
 use crate::engine::{
     ExecuteOutput, ExplainOutput, Outcome, QueryError, QueryOutput, TableDescription, TableList,
 };
 use crate::pool::PoolStats;
 
-/// What a tool's result says about its size, for metrics, and its text
-/// form when it has one other than its JSON.
-pub trait ToolOutput {
+/// What a tool's result says about its size, for metrics, and how it is
+/// sent.
+pub trait ToolOutput: Serialize {
     fn rows(&self) -> u64 {
         0
     }
     fn truncated(&self) -> bool {
         false
     }
-    /// The content blocks to send instead of structured content, if any.
-    fn text_form(&self, _format: RowFormat) -> Option<Vec<ContentBlock>> {
-        None
+    /// The tool result: structured content plus its JSON as text, unless
+    /// the result is rows.
+    fn tool_result(&self, _rows: &dyn RowEncoder) -> Result<CallToolResult, serde_json::Error> {
+        serde_json::to_value(self).map(CallToolResult::structured)
     }
 }
 
@@ -41,36 +40,17 @@ impl ToolOutput for QueryOutput {
     fn truncated(&self) -> bool {
         self.truncated
     }
-    /// The rows as typed CSV, then [`RowsMetadata`] as JSON.
-    fn text_form(&self, format: RowFormat) -> Option<Vec<ContentBlock>> {
-        if format != RowFormat::Csv {
-            return None;
-        }
-        let metadata = RowsMetadata {
-            row_count: self.row_count,
-            truncated: self.truncated,
-            next_cursor: self.next_cursor.as_deref(),
-        };
-        Some(vec![
-            ContentBlock::text(csv_rows::encode(&self.columns, &self.rows)),
-            ContentBlock::text(serde_json::to_string(&metadata).ok()?),
-        ])
+    fn tool_result(&self, rows: &dyn RowEncoder) -> Result<CallToolResult, serde_json::Error> {
+        rows.encode(self)
     }
-}
-
-/// What comes after CSV rows: what an agent needs to know it has them all,
-/// or to continue. The same fields as in a `json` row-format result.
-#[derive(Serialize)]
-struct RowsMetadata<'a> {
-    row_count: usize,
-    truncated: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_cursor: Option<&'a str>,
 }
 
 impl ToolOutput for ExecuteOutput {
     fn rows(&self) -> u64 {
         self.rows.len() as u64
+    }
+    fn truncated(&self) -> bool {
+        self.truncated
     }
 }
 
@@ -87,16 +67,17 @@ impl ToolOutput for TableDescription {}
 impl ToolOutput for ExplainOutput {}
 impl ToolOutput for PoolStats {}
 
-/// Builds the tool result for `result` and reports the call.
-pub fn respond<T: Serialize + ToolOutput>(
+/// Builds the tool result for `result`, rows encoded by `encoder`, and
+/// reports the call.
+pub fn respond<T: ToolOutput>(
     tool: &str,
     started: Instant,
     result: Result<T, QueryError>,
-    format: RowFormat,
+    encoder: &dyn RowEncoder,
     observer: &dyn ToolObserver,
 ) -> CallToolResult {
     let (response, outcome, rows, bytes, truncated) = match result {
-        Ok(output) => match tool_result(&output, format) {
+        Ok(output) => match output.tool_result(encoder) {
             Ok(response) => {
                 let bytes = text_len(&response);
                 (
@@ -135,17 +116,14 @@ pub fn respond<T: Serialize + ToolOutput>(
 /// The tool result for a call that failed before it reached the engine
 /// (bad arguments, shutdown), reported like any other call.
 pub fn refuse(tool: &str, err: QueryError, observer: &dyn ToolObserver) -> CallToolResult {
-    respond::<PoolStats>(tool, Instant::now(), Err(err), RowFormat::Json, observer)
-}
-
-fn tool_result<T: Serialize + ToolOutput>(
-    output: &T,
-    format: RowFormat,
-) -> Result<CallToolResult, serde_json::Error> {
-    match output.text_form(format) {
-        Some(content) => Ok(CallToolResult::success(content)),
-        None => serde_json::to_value(output).map(CallToolResult::structured),
-    }
+    // No rows to encode: any encoder will do.
+    respond::<PoolStats>(
+        tool,
+        Instant::now(),
+        Err(err),
+        &super::rows::JsonRows,
+        observer,
+    )
 }
 
 /// An `isError` result: `CODE: message`, and whether to retry.

@@ -13,8 +13,8 @@ use rmcp::{tool, tool_router, RoleServer};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::rows::{self, RowEncoder};
 use super::ErosServer;
-use crate::config::RowFormat;
 use crate::engine::{
     ExecuteOutput, ExecuteRequest, QueryOutput, QueryRequest, SqlParams, TableDetail,
 };
@@ -64,8 +64,9 @@ impl ErosServer {
         Parameters(request): Parameters<QueryRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
+        let rows = self.inner.rows;
         self.call("query", &ctx.ct, |engine, cancel| async move {
-            engine.query(request, Some(&cancel)).await
+            engine.query(request, rows, Some(&cancel)).await
         })
         .await
     }
@@ -141,7 +142,9 @@ and commit it. Returns changes and last_insert_rowid (and rows of a RETURNING cl
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
         self.call("execute", &ctx.ct, |engine, cancel| async move {
-            engine.execute(request, Some(&cancel)).await
+            engine
+                .execute(request, rows::RETURNING, Some(&cancel))
+                .await
         })
         .await
     }
@@ -167,26 +170,15 @@ created and failed.",
 /// What `query` does, in either row format.
 const QUERY: &str = "Run one read-only SQL statement; bind values with params.";
 
-const JSON_ROWS: &str = "Returns columns, rows (arrays), row_count and truncated.";
-
-/// How CSV rows read, for the descriptions of the tools that return them.
-pub(crate) const CSV_ROWS: &str = "Returns CSV with a header (empty field: NULL; quoted: text; \
-X'..': BLOB), then row_count and truncated.";
-
 const QUERY_CONTINUE: &str =
     "Rows are capped: given a next_cursor, call again with it as cursor to continue.";
 
-/// Describes `query` for the rows' format; CSV rows have no output schema.
-pub(crate) fn describe_query(router: &mut ToolRouter<ErosServer>, format: RowFormat) {
+/// Describes `query` for the rows' format (CSV rows have no output schema).
+pub(crate) fn describe_query(router: &mut ToolRouter<ErosServer>, rows: &dyn RowEncoder) {
     let Some(route) = router.map.get_mut("query") else {
         return;
     };
-    let rows = match format {
-        RowFormat::Csv => {
-            route.attr.output_schema = None;
-            CSV_ROWS
-        }
-        RowFormat::Json => JSON_ROWS,
-    };
-    route.attr.description = Some(format!("{QUERY} {rows} {QUERY_CONTINUE}").into());
+    route.attr.output_schema = rows.output_schema();
+    route.attr.description =
+        Some(format!("{QUERY} {} {QUERY_CONTINUE}", rows.describe_rows()).into());
 }

@@ -242,7 +242,7 @@ pub fn rows(result: &CallToolResult) -> Value {
     let [csv, about] = blocks[..] else {
         panic!("expected the CSV and the metadata line, got {blocks:?}");
     };
-    let table = eros_mcp::mcp::csv_rows::decode(csv).expect("typed CSV");
+    let table = super::csv::decode(csv).expect("typed CSV");
     let mut out: Value = serde_json::from_str(about).expect("the metadata is JSON");
     out["columns"] = serde_json::json!(table.columns);
     out["rows"] = Value::Array(table.rows.into_iter().map(Value::Array).collect());

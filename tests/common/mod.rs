@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod attacks;
+pub mod csv;
 pub mod mcp;
 pub mod ops;
 pub mod writes;

@@ -1,0 +1,212 @@
+//! A page of result rows under the answer's caps: at most `max_rows` rows
+//! and `max_bytes` bytes as the row format will send them ([`WireSize`]).
+//!
+//! Values are cut while they are read, never copied whole and cut after: a
+//! row of fifty 2 MB values costs what is left of the budget, not 100 MB.
+//! The first row always comes back (its values cut to fit); a later row
+//! that does not fit whole is left for the next page.
+
+use rusqlite::types::ValueRef;
+
+use super::{Cell, WireSize};
+
+/// The caps of one answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageLimits {
+    pub max_rows: usize,
+    /// Bytes of the encoded answer (`EROS_DB_MAX_BYTES`).
+    pub max_bytes: usize,
+    /// Bytes a BLOB shows of itself, however much room is left.
+    pub max_blob_bytes: usize,
+}
+
+/// Rows read for one answer.
+#[derive(Debug)]
+pub(crate) struct Page {
+    pub rows: Vec<Vec<Cell>>,
+    /// A further row exists; it was left for the next page.
+    pub more: bool,
+    /// A value was cut, to its cap or to the room the first row had.
+    pub value_cut: bool,
+}
+
+/// Reads rows from `rows` until a cap is reached.
+pub(crate) fn read_page(
+    rows: &mut rusqlite::Rows<'_>,
+    columns: &[String],
+    limits: PageLimits,
+    wire: &dyn WireSize,
+) -> rusqlite::Result<Page> {
+    let width = columns.len();
+    let mut budget = limits.max_bytes.saturating_sub(wire.empty_answer(columns));
+    let mut page = Page {
+        rows: Vec::with_capacity(limits.max_rows.min(256)),
+        more: false,
+        value_cut: false,
+    };
+    'rows: while let Some(row) = rows.next()? {
+        if page.rows.len() >= limits.max_rows {
+            page.more = true;
+            break;
+        }
+        let first = page.rows.is_empty();
+        let mut cells = Vec::with_capacity(width);
+        let mut size = wire.row_frame(width);
+        for i in 0..width {
+            let value = row.get_ref(i).unwrap_or(ValueRef::Null);
+            let cap = match value {
+                ValueRef::Blob(_) => limits.max_blob_bytes,
+                _ => limits.max_bytes,
+            };
+            let room = budget.saturating_sub(size);
+            // Every format spends at least a byte on each byte shown: no
+            // more than `room` bytes are ever copied.
+            let mut cell = Cell::read(value, cap.min(room));
+            let bytes = fit(&mut cell, room, wire);
+            let cut_for_room = cell.shown_bytes() < cell.total_bytes().min(cap);
+            if cut_for_room && !first {
+                page.more = true;
+                break 'rows;
+            }
+            size += bytes;
+            cells.push(cell);
+        }
+        if size > budget {
+            if !first {
+                page.more = true;
+                break;
+            }
+            // The values after the one that took the room still cost
+            // something (quotes, NULL): cut the longest values to pay it.
+            size = fit_row(&mut cells, size, budget, wire);
+        }
+        budget = budget.saturating_sub(size);
+        page.value_cut |= cells.iter().any(Cell::is_cut);
+        page.rows.push(cells);
+    }
+    Ok(page)
+}
+
+/// Cuts `cell` until it takes at most `room` bytes on the wire, as far as
+/// cutting can; returns its wire size.
+fn fit(cell: &mut Cell, room: usize, wire: &dyn WireSize) -> usize {
+    let mut bytes = wire.cell(cell);
+    while bytes > room && cell.shown_bytes() > 0 {
+        // Cut in proportion to the excess (escapes and quotes make it
+        // uneven, hence the loop), at least one byte at a time.
+        let shown = cell.shown_bytes();
+        let fits = (shown as u128 * room as u128 / bytes as u128) as usize;
+        cell.cut_to(fits.min(shown - 1));
+        bytes = wire.cell(cell);
+    }
+    bytes
+}
+
+/// Cuts the longest values of a row of `size` bytes until it takes at
+/// most `budget`, as far as cutting can; returns its new size.
+fn fit_row(cells: &mut [Cell], mut size: usize, budget: usize, wire: &dyn WireSize) -> usize {
+    while size > budget {
+        let Some(longest) = cells
+            .iter_mut()
+            .filter(|cell| cell.shown_bytes() > 0)
+            .max_by_key(|cell| cell.shown_bytes())
+        else {
+            break;
+        };
+        let before = wire.cell(longest);
+        let after = fit(longest, before.saturating_sub(size - budget), wire);
+        size = size - before + after;
+    }
+    size
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A format that spends one byte per byte shown, one per other value,
+    /// and one per row.
+    struct Plain;
+
+    impl WireSize for Plain {
+        fn empty_answer(&self, _: &[String]) -> usize {
+            0
+        }
+        fn row_frame(&self, _: usize) -> usize {
+            1
+        }
+        fn cell(&self, cell: &Cell) -> usize {
+            cell.shown_bytes().max(1)
+        }
+    }
+
+    fn page(sql: &str, limits: PageLimits) -> Page {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+        let mut rows = stmt.raw_query();
+        read_page(&mut rows, &columns, limits, &Plain).unwrap()
+    }
+
+    const LIMITS: PageLimits = PageLimits {
+        max_rows: 100,
+        max_bytes: 100,
+        max_blob_bytes: 8,
+    };
+
+    const TEN_ROWS: &str =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10) \
+         SELECT printf('%.19c', 'a') FROM c";
+
+    #[test]
+    fn rows_stop_before_the_byte_budget_is_passed() {
+        // Each row costs 20 bytes: five fit in 100.
+        let page = page(TEN_ROWS, LIMITS);
+        assert_eq!(page.rows.len(), 5);
+        assert!(page.more);
+        assert!(!page.value_cut);
+    }
+
+    #[test]
+    fn rows_stop_at_the_row_cap() {
+        let page = page(
+            TEN_ROWS,
+            PageLimits {
+                max_rows: 3,
+                ..LIMITS
+            },
+        );
+        assert_eq!(page.rows.len(), 3);
+        assert!(page.more);
+    }
+
+    #[test]
+    fn a_first_row_too_big_is_cut_to_the_budget() {
+        let page = page("SELECT printf('%.500c', 'a'), 'b'", LIMITS);
+        assert_eq!(page.rows.len(), 1);
+        assert!(page.value_cut);
+        assert!(!page.more);
+        let used: usize = 1 + page.rows[0].iter().map(|c| Plain.cell(c)).sum::<usize>();
+        assert!(used <= 100, "{used} bytes");
+        assert_eq!(page.rows[0][0].total_bytes(), 500);
+    }
+
+    #[test]
+    fn a_later_row_too_big_is_left_for_the_next_page() {
+        let page = page(
+            "SELECT 'small' UNION ALL SELECT printf('%.500c', 'a')",
+            LIMITS,
+        );
+        assert_eq!(page.rows, vec![vec![Cell::text("small")]]);
+        assert!(page.more);
+        assert!(!page.value_cut);
+    }
+
+    #[test]
+    fn a_blob_is_cut_to_its_cap_whatever_the_room() {
+        let page = page("SELECT x'00010203040506070809'", LIMITS);
+        assert_eq!(page.rows[0][0].shown_bytes(), 8);
+        assert!(page.value_cut);
+        assert!(!page.more);
+    }
+}
