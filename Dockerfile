@@ -19,6 +19,8 @@ WORKDIR /src
 # dependencies (Cargo.lock has no openssl/rustls). If Cargo.toml gains a
 # build.rs or other files read at compile time, COPY them here too.
 COPY Cargo.toml Cargo.lock ./
+# SQLite's compile-time options (LIBSQLITE3_FLAGS), read by cargo at build time.
+COPY .cargo ./.cargo
 COPY src ./src
 # Embedded into the binary at compile time (include_dir / from-directory).
 COPY migrations ./migrations
