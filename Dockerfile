@@ -20,6 +20,8 @@ WORKDIR /src
 # build.rs or other files read at compile time, COPY them here too
 # (tests/ops_assets.rs checks that cargo can load what is copied).
 COPY Cargo.toml Cargo.lock ./
+# SQLite's compile-time options (LIBSQLITE3_FLAGS), read by cargo at build time.
+COPY .cargo ./.cargo
 COPY src ./src
 # The workspace's other member (eros-bench): Cargo reads every member's
 # manifest even to build the server alone, which is all this builds.

@@ -49,11 +49,19 @@ pub struct SqlThreads {
 #[derive(Debug, Clone, Copy)]
 pub struct ThreadId(libc::pid_t);
 
+thread_local! {
+    /// The calling thread's id, asked of the kernel once per thread rather
+    /// than once per statement.
+    static CURRENT: libc::pid_t = {
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() }
+    };
+}
+
 impl ThreadId {
     /// The calling thread.
     pub fn current() -> Self {
-        // SAFETY: gettid has no preconditions.
-        Self(unsafe { libc::gettid() })
+        Self(CURRENT.with(|id| *id))
     }
 }
 
@@ -89,6 +97,10 @@ impl SqlThreads {
         let mut queue = self.shared.queue.lock().unwrap();
         queue.jobs.push_back(job);
         if queue.idle > 0 {
+            // Woken after the lock is released: a thread woken while it is
+            // held would wake only to block on it, two more system calls
+            // and context switches on every call.
+            drop(queue);
             self.shared.work.notify_one();
         } else {
             queue.threads += 1;

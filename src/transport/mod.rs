@@ -1,5 +1,5 @@
 //! How agents reach the MCP server: [`stdio`] for one local client (JSON
-//! lines framed by [`lines`]), [`http`] for streamable HTTP at `/mcp` (with
+//! lines framed by [`lines`], on the [`pipes`] the client spawned us with), [`http`] for streamable HTTP at `/mcp` (with
 //! [`auth`] in front, served by the hardened [`accept`] loop, with
 //! [`sessions`] capped and expiring). Both judge what arrives with
 //! [`jsonrpc`] before rmcp sees it.
@@ -13,6 +13,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod lines;
 pub mod observer;
+pub mod pipes;
 pub mod rebinding;
 pub mod sessions;
 pub mod settings;

@@ -39,7 +39,7 @@ pub async fn serve(
     shutdown: Shutdown,
     options: StdioOptions,
 ) -> Result<(), TransportError> {
-    let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
+    let (stdin, stdout) = super::pipes::stdio();
     let transport = Backpressured::new(
         JsonLines::new(stdin, stdout),
         options.max_in_flight,
