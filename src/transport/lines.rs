@@ -30,9 +30,11 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// in-flight cap, and a client that does not read should stop us soon.
 const QUEUED_LINES: usize = 16;
 
-/// The most a line's buffer is sized ahead from the last one: a single
-/// huge answer does not make every later small one reserve as much.
-const MAX_PRESIZE: usize = 1024 * 1024;
+/// The most a line's buffer is sized ahead from the last one. Larger
+/// answers grow from there as before: reserving them whole at once (350 KB
+/// for 1,000 rows) doubled peak RSS, glibc then keeping the freed buffers
+/// in its per-thread arenas.
+const MAX_PRESIZE: usize = 64 * 1024;
 
 /// One line for the writer, and whom to tell once it is written.
 struct Outgoing {
@@ -70,8 +72,8 @@ pub struct JsonLines<R> {
     refusal: Option<Vec<u8>>,
     in_flight: InFlightIds,
     /// The length of the last line sent: the next one is serialized into a
-    /// buffer of that size, so a large answer (1,000 rows are ~350 KB) is
-    /// not copied again at every doubling of a growing buffer.
+    /// buffer a quarter larger (up to [`MAX_PRESIZE`]), so a small answer
+    /// is not copied at each doubling of a buffer grown from nothing.
     last_len: usize,
 }
 
@@ -227,7 +229,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> Transport<RoleServer> for JsonLines<
         if let Some(id) = answered {
             lock(&self.in_flight).remove(id);
         }
-        let mut bytes = Vec::with_capacity(self.last_len.clamp(256, MAX_PRESIZE));
+        let mut bytes =
+            Vec::with_capacity((self.last_len + self.last_len / 4).clamp(256, MAX_PRESIZE));
         let bytes = serde_json::to_writer(&mut bytes, &item).map(|()| {
             bytes.push(b'\n');
             self.last_len = bytes.len();
