@@ -8,6 +8,7 @@
 
 mod cell;
 mod cursor;
+mod deadlines;
 mod error;
 mod page;
 mod read;
@@ -91,6 +92,7 @@ pub struct QueryEngine {
     overrunning: Arc<AtomicUsize>,
     abandoned: AtomicU64,
     threads: threads::SqlThreads,
+    deadlines: deadlines::Deadlines,
 }
 
 /// Why the async side stopped a call.
@@ -110,6 +112,7 @@ impl QueryEngine {
             overrunning: Arc::new(AtomicUsize::new(0)),
             abandoned: AtomicU64::new(0),
             threads: threads::SqlThreads::new(),
+            deadlines: deadlines::Deadlines::new(),
         }
     }
 
@@ -154,14 +157,15 @@ impl QueryEngine {
         T: Send + 'static,
         F: FnOnce(&ManagedConnection, &Watch) -> Result<T, QueryError> + Send + 'static,
     {
-        let timeout = self.limits.query_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
+        // Kept by the engine's deadline thread, not a Tokio timer per call
+        // (see [`deadlines`]).
+        let armed = self.deadlines.arm(self.limits.query_timeout);
         let watch = Arc::new(Watch::default());
         let mut job = self.threads.spawn({
             let pool = Arc::clone(&self.pool);
             let watch = Arc::clone(&watch);
             let overrunning = Arc::clone(&self.overrunning);
-            let deadline = deadline.into_std();
+            let deadline = armed.deadline();
             move || {
                 let result = run_blocking(&pool, &watch, deadline, work);
                 if watch.finish() {
@@ -183,7 +187,7 @@ impl QueryEngine {
         let cancel = cancel.unwrap_or(&never);
         let reason = tokio::select! {
             joined = &mut job => return self.finish(joined, None),
-            _ = tokio::time::sleep_until(deadline) => StopReason::Deadline,
+            _ = armed.passed() => StopReason::Deadline,
             _ = cancel.cancelled() => StopReason::Cancelled,
         };
         watch.stop();
