@@ -133,6 +133,24 @@ pub struct ConnectionOptions {
     /// The file the connection must open; checked right after opening,
     /// before any PRAGMA could write to another file.
     pub identity: Option<FileIdentity>,
+    /// Who owns the file's journal and checkpoints.
+    pub mode: FileMode,
+}
+
+/// Who owns the database file's journal and checkpoints, which decides the
+/// open flags and the PRAGMAs a connection gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FileMode {
+    /// The server's own WAL database: SQLite checkpoints it automatically,
+    /// and the server truncates the WAL at shutdown.
+    #[default]
+    Primary,
+    /// A primary Litestream replicates: Litestream owns checkpoints, so no
+    /// connection checkpoints automatically or on close.
+    Replicated,
+    /// A copy a Litestream follower keeps current: opened read-only, with
+    /// no PRAGMA that writes and the journal mode the follower left.
+    Replica,
 }
 
 /// The connection factory for `options`: r2d2_sqlite opens the file
@@ -390,6 +408,7 @@ mod tests {
             hard_heap_limit_bytes: 0,
             create: true,
             identity: None,
+            mode: FileMode::Primary,
         }
     }
 

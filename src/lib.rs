@@ -16,6 +16,7 @@
 //! - [`connection`]: opening one SQLite connection with its PRAGMAs, hardening and limits.
 //! - [`bounded_functions`]: SQLite built-ins replaced so no single call runs unbounded.
 //! - [`migrations`]: the versioned schema of the default database, and demo data.
+//! - [`replication`]: cooperating with Litestream: the primary's checkpoints and heartbeat, replicas.
 //! - [`retry`]: backoff for transient SQLite failures.
 //! - [`shutdown`]: the signal that tells every part to stop.
 
@@ -31,6 +32,7 @@ pub mod health;
 pub mod mcp;
 pub mod migrations;
 pub mod pool;
+pub mod replication;
 pub mod retry;
 pub mod shutdown;
 pub mod sidecar;

@@ -2,12 +2,13 @@
 //! limits, declared once; and the typed settings each of those layers is
 //! handed (built once, at the edge, by [`crate::app`] and `main`).
 
-use crate::connection::ConnectionOptions;
+use crate::connection::{ConnectionOptions, FileMode};
 use crate::engine::{EngineSettings, Limits};
 use crate::pool::PoolSettings;
+use crate::replication::{Replication, ReplicationSettings, Role};
 use crate::retry::RetryPolicy;
 
-use super::setting::{settings, ConfigError, FilePath, Mib, Parsed, Seconds, MIB};
+use super::setting::{settings, ConfigError, FilePath, Mib, OptionalText, Parsed, Seconds, MIB};
 
 /// Most connections the pool may keep: a typo must not become an outage.
 const MAX_POOL_SIZE: u32 = 1000;
@@ -90,6 +91,26 @@ settings! {
     max_sql_bytes <- max_sql_bytes: Parsed<u32> = "100000",
         "a whole number of bytes from 1024 to 10000000",
         if |n| (1024..=10_000_000).contains(n);
+    /// `litestream` when a Litestream process replicates this database: the
+    /// server then leaves checkpoints to it and writes a heartbeat.
+    replication <- replication: Parsed<Replication> = "none", "none or litestream";
+    /// `replica` to serve a read-only copy kept current by
+    /// `litestream restore -f` (never migrated, no write tools).
+    role <- role: Parsed<Role> = "primary", "primary or replica";
+    /// Litestream's replica URL (`file:///dir`, `s3://bucket/path`): a
+    /// primary with an empty volume restores from it before serving.
+    replica_url <- replica_url: OptionalText = "",
+        "a Litestream replica URL such as file:///backups/db or s3://bucket/db";
+    /// The `litestream` binary restores run (a name on PATH, or a path).
+    litestream_bin <- litestream_bin: FilePath = "litestream", "a path or a command name";
+    /// How often a replicated primary writes its heartbeat row.
+    heartbeat_interval <- heartbeat_interval: Seconds = "5",
+        "a number of seconds from 0.1 to 86400 (fractions allowed)",
+        if |d| d.as_secs_f64() >= 0.1;
+    /// A replica whose newest heartbeat is older than this is not ready.
+    replica_max_lag <- replica_max_lag: Seconds = "30",
+        "a number of seconds from 0.1 to 86400 (fractions allowed)",
+        if |d| d.as_secs_f64() >= 0.1;
 }
 
 use database_vars as vars;
@@ -126,7 +147,47 @@ impl DatabaseConfig {
                 format!("{} ({})", setting.allowed, self.heap_limit_bytes / MIB),
             ));
         }
+        if self.replication == Replication::Litestream && self.replica_url.is_none() {
+            let setting = &vars::replica_url;
+            return Err(setting.invalid_because(
+                "",
+                format!(
+                    "{} (required when EROS_DB_REPLICATION=litestream)",
+                    setting.allowed
+                ),
+            ));
+        }
+        if self.role == Role::Replica {
+            // A replica's file belongs to its follower: nothing may write it.
+            let explicit = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.is_empty());
+            if !self.read_only {
+                return Err(vars::read_only.invalid_because(
+                    "false",
+                    "true (a replica takes no writes: EROS_DB_ROLE=replica)".into(),
+                ));
+            }
+            if self.migrate && explicit(&raw.migrate) {
+                return Err(vars::migrate.invalid_because(
+                    "true",
+                    "false (a replica is never migrated: EROS_DB_ROLE=replica)".into(),
+                ));
+            }
+            self.migrate = false;
+        }
         Ok(())
+    }
+
+    /// What the replication parts are handed: the mode, the role, where
+    /// restores come from, the heartbeat and the lag a replica tolerates.
+    pub fn replication_settings(&self) -> ReplicationSettings {
+        ReplicationSettings {
+            replication: self.replication,
+            role: self.role,
+            replica_url: self.replica_url.clone(),
+            litestream_bin: self.litestream_bin.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+            max_lag: self.replica_max_lag,
+        }
     }
 
     /// Most connections open at once: the kept ones plus the overflow.
@@ -173,6 +234,11 @@ impl DatabaseConfig {
             hard_heap_limit_bytes: self.hard_heap_limit_bytes,
             create: true,
             identity: None,
+            mode: match (self.role, self.replication) {
+                (Role::Replica, _) => FileMode::Replica,
+                (Role::Primary, Replication::Litestream) => FileMode::Replicated,
+                (Role::Primary, Replication::None) => FileMode::Primary,
+            },
         }
     }
 
@@ -279,5 +345,45 @@ mod tests {
         assert_eq!(engine.limits.max_rows, 5);
         assert!(engine.read_only);
         assert_eq!(config.connection_options().cache_kib, 8 * 1024);
+    }
+
+    #[test]
+    fn litestream_replication_needs_a_replica_url() {
+        let err = parse(&[("EROS_DB_REPLICATION", "litestream")]).unwrap_err();
+        assert!(err.starts_with("invalid EROS_DB_REPLICA_URL=\"\""), "{err}");
+        assert!(
+            err.contains("required when EROS_DB_REPLICATION=litestream"),
+            "{err}"
+        );
+        let config = parse(&[
+            ("EROS_DB_REPLICATION", "litestream"),
+            ("EROS_DB_REPLICA_URL", "file:///backups/db"),
+        ])
+        .unwrap();
+        assert_eq!(config.connection_options().mode, FileMode::Replicated);
+    }
+
+    #[test]
+    fn a_replica_is_never_migrated_and_refuses_writes() {
+        let config = parse(&[("EROS_DB_ROLE", "replica")]).unwrap();
+        assert!(!config.migrate);
+        assert_eq!(config.connection_options().mode, FileMode::Replica);
+        assert_eq!(config.replication_settings().role, Role::Replica);
+        let err =
+            parse(&[("EROS_DB_ROLE", "replica"), ("EROS_DB_READ_ONLY", "false")]).unwrap_err();
+        assert!(
+            err.starts_with("invalid EROS_DB_READ_ONLY=\"false\""),
+            "{err}"
+        );
+        let err = parse(&[("EROS_DB_ROLE", "replica"), ("EROS_DB_MIGRATE", "true")]).unwrap_err();
+        assert!(err.starts_with("invalid EROS_DB_MIGRATE=\"true\""), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_role_names_what_is_allowed() {
+        assert_eq!(
+            parse(&[("EROS_DB_ROLE", "secondary")]).unwrap_err(),
+            r#"invalid EROS_DB_ROLE="secondary": primary or replica"#
+        );
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::transport::stdio::StdioOptions;
 use crate::transport::{HttpSettings, TransportObserver};
 
-use super::setting::{settings, ConfigError, List, OptionalPath, Parsed, Seconds, Secret};
+use super::setting::{named, settings, ConfigError, List, OptionalPath, Parsed, Seconds, Secret};
 
 /// How agents reach the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,27 +32,6 @@ pub enum RowFormat {
     /// `structuredContent` with an output schema, and the same JSON again
     /// as text for clients that read only text: for programs, not models.
     Json,
-}
-
-/// Reads and writes the names of a small enum, as its variable spells them.
-macro_rules! named {
-    ($type:ident { $($variant:ident = $name:literal),* }) => {
-        impl std::str::FromStr for $type {
-            type Err = ();
-            fn from_str(text: &str) -> Result<Self, ()> {
-                match text {
-                    $($name => Ok($type::$variant),)*
-                    _ => Err(()),
-                }
-            }
-        }
-
-        impl std::fmt::Display for $type {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(match self { $($type::$variant => $name,)* })
-            }
-        }
-    };
 }
 
 named!(Transport { Stdio = "stdio", Http = "http" });

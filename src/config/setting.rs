@@ -81,6 +81,28 @@ impl Setting {
     }
 }
 
+/// Reads and writes the names of a small enum, as its variable spells them.
+macro_rules! named {
+    ($type:ident { $($variant:ident = $name:literal),* }) => {
+        impl std::str::FromStr for $type {
+            type Err = ();
+            fn from_str(text: &str) -> Result<Self, ()> {
+                match text {
+                    $($name => Ok($type::$variant),)*
+                    _ => Err(()),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $($type::$variant => $name,)* })
+            }
+        }
+    };
+}
+pub(crate) use named;
+
 /// Gives a table entry's check closure its argument type.
 pub fn check<K: Kind>(valid: impl Fn(&K::Value) -> bool) -> impl Fn(&K::Value) -> bool {
     valid
@@ -176,6 +198,19 @@ impl Kind for OptionalPath {
             .as_ref()
             .map(|path| path.display().to_string())
             .unwrap_or_default()
+    }
+}
+
+/// Any text, or nothing when empty.
+pub struct OptionalText;
+
+impl Kind for OptionalText {
+    type Value = Option<String>;
+    fn parse(text: &str) -> Option<Option<String>> {
+        Some((!text.is_empty()).then(|| text.to_string()))
+    }
+    fn show(value: &Option<String>) -> String {
+        value.clone().unwrap_or_default()
     }
 }
 

