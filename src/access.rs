@@ -6,9 +6,15 @@
 //! statements (transactions, checkpoints, `query_only` itself) run under
 //! [`Access::Trusted`]. The level lives in an atomic the authorizer reads, so
 //! switching costs no re-registration.
+//!
+//! Replication's tables ([`crate::replication::HIDDEN_TABLES`]: Litestream's
+//! bookkeeping and the primary's heartbeat) are readable but never
+//! writable, alterable, indexable or droppable by agent SQL, whatever the
+//! level below [`Access::Trusted`]: the server's heartbeat writes its table
+//! under `Trusted`, like every statement of the server's own.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
@@ -36,27 +42,60 @@ impl Access {
     }
 }
 
-/// The access level of one connection, shared with its authorizer.
+/// The access level of one connection, shared with its authorizer, and
+/// the replication table its authorizer last refused (SQLite's own error
+/// says only "not authorized").
 #[derive(Debug, Clone)]
-pub struct AccessLevel(Arc<AtomicU8>);
+pub struct AccessLevel {
+    level: Arc<AtomicU8>,
+    refused_hidden: Arc<Mutex<Option<&'static str>>>,
+}
 
 impl AccessLevel {
     pub fn get(&self) -> Access {
-        Access::from_u8(self.0.load(Ordering::Acquire))
+        Access::from_u8(self.level.load(Ordering::Acquire))
     }
 
     pub fn set(&self, access: Access) {
-        self.0.store(access as u8, Ordering::Release);
+        self.level.store(access as u8, Ordering::Release);
     }
+
+    /// The replication table the authorizer refused since the last call,
+    /// if it refused one.
+    pub fn take_refused_hidden(&self) -> Option<&'static str> {
+        self.refused_hidden.lock().unwrap().take()
+    }
+}
+
+/// The error for a statement refused because it would change `table`, one
+/// of replication's: SQLite's `SQLITE_AUTH`, with the reason in words.
+pub fn hidden_table_refusal(table: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_AUTH),
+        Some(format!(
+            "not authorized: {table} belongs to replication (Litestream's bookkeeping or the \
+             primary's heartbeat); it may be read but not written, altered, indexed or dropped"
+        )),
+    )
 }
 
 /// Installs the authorizer and puts the connection at rest: read-only, with
 /// `query_only` on. Call after every other setup statement.
 pub fn install(conn: &Connection) -> rusqlite::Result<AccessLevel> {
-    let level = AccessLevel(Arc::new(AtomicU8::new(Access::Trusted as u8)));
+    let level = AccessLevel {
+        level: Arc::new(AtomicU8::new(Access::Trusted as u8)),
+        refused_hidden: Arc::new(Mutex::new(None)),
+    };
     let seen = level.clone();
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-        authorize(seen.get(), &ctx)
+        let access = seen.get();
+        let verdict = authorize(access, &ctx);
+        if verdict == Authorization::Deny && access != Access::Trusted {
+            if let Some(table) = changed_hidden_table(&ctx) {
+                *seen.refused_hidden.lock().unwrap() = Some(table);
+            }
+        }
+        verdict
     }))?;
     conn.pragma_update(None, "query_only", true)?;
     level.set(Access::ReadOnly);
@@ -116,12 +155,42 @@ fn is_schema_table(name: &str) -> bool {
     name.eq_ignore_ascii_case("sqlite_master") || name.eq_ignore_ascii_case("sqlite_schema")
 }
 
+/// The replication table (one of [`crate::replication::HIDDEN_TABLES`],
+/// in any ASCII case) `ctx` would create, change or drop, or index or
+/// trigger on; `None` for reads and for every other table.
+pub fn changed_hidden_table(ctx: &AuthContext<'_>) -> Option<&'static str> {
+    use AuthAction::*;
+    let table = match ctx.action {
+        Insert { table_name }
+        | Delete { table_name }
+        | Update { table_name, .. }
+        | CreateTable { table_name }
+        | DropTable { table_name }
+        | AlterTable { table_name, .. }
+        | CreateIndex { table_name, .. }
+        | DropIndex { table_name, .. }
+        | CreateTrigger { table_name, .. }
+        | DropTrigger { table_name, .. }
+        | CreateVtable { table_name, .. }
+        | DropVtable { table_name, .. } => table_name,
+        CreateView { view_name } | DropView { view_name } => view_name,
+        _ => return None,
+    };
+    crate::replication::HIDDEN_TABLES
+        .iter()
+        .copied()
+        .find(|hidden| table.eq_ignore_ascii_case(hidden))
+}
+
 /// The policy: what each access level allows.
 pub fn authorize(access: Access, ctx: &AuthContext<'_>) -> Authorization {
     use AuthAction::*;
     use Authorization::{Allow, Deny, Ignore};
     if access == Access::Trusted {
         return Allow;
+    }
+    if changed_hidden_table(ctx).is_some() {
+        return Deny;
     }
     let may_write = access == Access::ReadWrite;
     if ctx

@@ -16,6 +16,7 @@ use crate::mcp::{
 };
 use crate::migrations;
 use crate::pool::{NoObserver, Pool, PoolObserver};
+use crate::replication::restore::{self, RestoreError};
 use crate::shutdown::Shutdown;
 use crate::sidecar::{Metrics, Readiness, Sidecar, SidecarBindError, SidecarState};
 use crate::transport::accept::{raise_open_file_limit, FileBudget};
@@ -25,6 +26,8 @@ use crate::transport::{self, NoTransportObserver, TransportError, TransportObser
 pub enum AppError {
     #[error(transparent)]
     Startup(#[from] StartupError),
+    #[error("refusing to start on an empty database: {0}")]
+    Restore(#[from] RestoreError),
     #[error(transparent)]
     DeclaredTools(#[from] DeclaredToolsError),
     #[error(transparent)]
@@ -65,11 +68,15 @@ pub async fn build(
     calls: Arc<CallTracker>,
 ) -> Result<ErosServer, AppError> {
     let db_config = config.database.clone();
+    let replication = config.database.replication_settings();
     let engine_settings = config.database.engine_settings();
     let tools_file = config.mcp.tools_file.clone();
     let pool_observer = Arc::clone(&observers.pool);
     let (pool, declared) =
         tokio::task::spawn_blocking(move || -> Result<(Arc<Pool>, DeclaredTools), AppError> {
+            // Before anything creates the file: an empty volume gets the
+            // replicated state, not a blank database.
+            restore::before_serving(&replication, &db_config.path)?;
             let pool = database::open(&db_config, pool_observer)?;
             let declared = match &tools_file {
                 Some(path) => {

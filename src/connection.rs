@@ -153,6 +153,18 @@ pub enum FileMode {
     Replica,
 }
 
+impl FileMode {
+    /// Whether the server checkpoints the WAL itself (automatically, and
+    /// with `TRUNCATE` at shutdown). Only its own unreplicated file: under
+    /// Litestream a checkpoint that restarts or truncates the WAL behind
+    /// Litestream's back makes it take a fresh snapshot of the whole
+    /// database (`verify` in Litestream's db.go), and a `TRUNCATE` waits
+    /// for its long read transaction and fails with `SQLITE_BUSY`.
+    pub fn server_checkpoints(self) -> bool {
+        self == FileMode::Primary
+    }
+}
+
 /// The connection factory for `options`: r2d2_sqlite opens the file
 /// read-write (creating it only when `options.create`), then the init hook
 /// checks it is the expected file and applies the PRAGMAs and hardening.
@@ -314,12 +326,25 @@ fn apply_settings(
         conn.pragma_update(None, pragma, value)
             .map_err(setup(pragma))?;
     }
+    if options.mode == FileMode::Replicated {
+        leave_checkpoints_to_litestream(conn).map_err(setup("wal_autocheckpoint"))?;
+    }
     if options.cache_kib > 0 {
         // Negative: a size in KiB rather than a number of pages.
         let kib = i64::try_from(options.cache_kib).unwrap_or(i64::MAX);
         conn.pragma_update(None, "cache_size", -kib)
             .map_err(setup("cache_size"))?;
     }
+    Ok(())
+}
+
+/// Litestream owns the checkpoints of a file it replicates (it runs its
+/// own PASSIVE ones between syncs): no commit on this connection starts
+/// one, and closing it (the last connection of the process, at shutdown)
+/// does not checkpoint or delete the WAL either.
+fn leave_checkpoints_to_litestream(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
     Ok(())
 }
 
@@ -452,6 +477,47 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ConnectError::Open { .. }), "{err:?}");
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_replicated_file_is_never_checkpointed_by_its_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicated = ConnectionOptions {
+            mode: FileMode::Replicated,
+            ..options(dir.path().join("db.sqlite"))
+        };
+        let conn = open(&replicated).unwrap();
+        let autocheckpoint: i64 = conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(autocheckpoint, 0);
+        assert!(conn
+            .db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE)
+            .unwrap());
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        drop(conn);
+        // The last connection closed without checkpointing: the WAL is still
+        // there, with the commit in it.
+        let wal = dir.path().join("db.sqlite-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    }
+
+    #[test]
+    fn the_servers_own_file_keeps_sqlites_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&options(dir.path().join("db.sqlite"))).unwrap();
+        let autocheckpoint: i64 = conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(autocheckpoint, 1000);
+        assert!(!conn
+            .db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE)
+            .unwrap());
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        drop(conn);
+        assert!(!dir.path().join("db.sqlite-wal").exists());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use eros_mcp::budget::MemoryBudget;
 use eros_mcp::config::{Config, DatabaseConfig, Transport};
 use eros_mcp::pool::NoObserver;
+use eros_mcp::replication::restore::{self as restoring, Restored, Timestamp};
 use eros_mcp::shutdown::Shutdown;
 use eros_mcp::{database, migrations};
 
@@ -52,6 +53,21 @@ enum Command {
     Migrate,
     /// Load the demo data set into a new, empty database and exit.
     DemoData,
+    /// Restore the database from its Litestream replica (EROS_DB_REPLICA_URL)
+    /// and exit. Without --output: the latest state into EROS_DB_PATH when
+    /// that file is missing or empty (nothing is done when it has data or
+    /// when no replica exists yet). With --output: into that new file,
+    /// optionally as it was at --timestamp (point-in-time restore).
+    Restore {
+        /// Restore the state as it was at this time (RFC 3339, e.g.
+        /// 2026-12-02T10:30:00Z); needs --output.
+        #[arg(long, value_name = "RFC3339", requires = "output")]
+        timestamp: Option<Timestamp>,
+        /// A new file to restore into (never an existing file, never the
+        /// live database).
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +99,9 @@ fn main() -> ExitCode {
         Command::Check => check(config),
         Command::Migrate => migrate(config.database),
         Command::DemoData => demo_data(config.database),
+        Command::Restore { timestamp, output } => {
+            restore(&config.database, timestamp.as_ref(), output.as_deref())
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -213,5 +232,35 @@ fn demo_data(config: DatabaseConfig) -> anyhow::Result<()> {
     let mut conn = database::open_direct(&config)?;
     migrations::load_demo_data(&mut conn)?;
     println!("{}: demo data loaded", config.path.display());
+    Ok(())
+}
+
+fn restore(
+    config: &DatabaseConfig,
+    timestamp: Option<&Timestamp>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let settings = config.replication_settings();
+    let url = settings.replica_url.clone().unwrap_or_default();
+    let Some(output) = output else {
+        let done = match restoring::restore_if_empty(&settings, &config.path)? {
+            Restored::Restored { elapsed } => {
+                format!("restored from {url} in {:.2} s", elapsed.as_secs_f64())
+            }
+            Restored::NoReplica => format!("no replica at {url} yet: nothing restored"),
+            Restored::HasData => "the database has data: nothing restored".to_string(),
+        };
+        println!("{}: {done}", config.path.display());
+        return Ok(());
+    };
+    let elapsed = restoring::restore_into(&settings, &config.path, output, timestamp)?;
+    let at = timestamp.map_or("its latest state".to_string(), |t| {
+        format!("its state at {t}")
+    });
+    println!(
+        "{}: restored {url} as {at} in {:.2} s",
+        output.display(),
+        elapsed.as_secs_f64()
+    );
     Ok(())
 }

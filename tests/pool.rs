@@ -486,3 +486,29 @@ fn connections_taken_without_waiting_are_counted_in_use() {
         "a returned idle connection is kept"
     );
 }
+
+#[test]
+fn closing_a_replicated_file_leaves_its_wal_to_litestream() {
+    let mut db = TestDb::new();
+    db.config.replication = eros_mcp::replication::Replication::Litestream;
+    db.config.replica_url = Some("file:///unused".into());
+    let pool = db.warm_pool();
+    trusted(
+        &pool.get().unwrap(),
+        "CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);",
+    );
+    let wal = db.file("test.db-wal");
+    let before = std::fs::metadata(&wal).unwrap().len();
+    assert!(before > 0);
+    pool.close().unwrap();
+    assert!(matches!(pool.get(), Err(PoolError::Closed)));
+    drop(pool);
+    // Neither a TRUNCATE checkpoint nor the last connection's close touched
+    // the WAL: every commit is still in it, for Litestream to copy.
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), before);
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2);
+}

@@ -177,7 +177,10 @@ impl From<rusqlite::Error> for QueryError {
             || failure.extended_code == ffi::SQLITE_READONLY
             // A denied function is reported by SQLite as a plain error.
             || message.starts_with("not authorized");
-        if refused {
+        if refused && message.starts_with("not authorized: ") {
+            // The authorizer's own explanation (a replication table).
+            QueryError::Denied(message)
+        } else if refused {
             QueryError::Denied(format!(
                 "{message}: refused by the database's access controls (reads only, one statement, no PRAGMA writes, ATTACH, transactions or extensions)"
             ))

@@ -1,6 +1,13 @@
 //! Schema questions: which tables exist, what one table looks like, the
 //! database's DDL, and a statement's query plan. Names are always bound as
 //! parameters, never pasted into SQL.
+//!
+//! Every schema view reads `sqlite_schema` through [`VISIBLE`], the one
+//! filter that keeps replication's tables
+//! ([`crate::replication::HIDDEN_TABLES`]) and their indexes and triggers
+//! out of what agents see.
+
+use std::sync::LazyLock;
 
 use rusqlite::OptionalExtension;
 use schemars::JsonSchema;
@@ -104,6 +111,50 @@ pub struct PlanStep {
     pub detail: String,
 }
 
+/// The condition on `sqlite_schema AS s` that keeps a row agents may see:
+/// not SQLite's own, and not replication's (by `tbl_name`, so a hidden
+/// table's indexes and triggers go with it). Names compare as SQLite
+/// compares identifiers, without regard to ASCII case.
+static VISIBLE: LazyLock<String> = LazyLock::new(|| {
+    let hidden = crate::replication::HIDDEN_TABLES
+        .iter()
+        .map(|name| {
+            // Constants of ours; a quote in one would break this SQL.
+            assert!(!name.contains('\''), "hidden table names are plain");
+            format!("'{}'", name.to_ascii_lowercase())
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("s.name NOT LIKE 'sqlite_%' AND lower(s.tbl_name) NOT IN ({hidden})")
+});
+
+static LIST_TABLES_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT s.name, s.type, s.sql FROM sqlite_schema AS s \
+         WHERE s.type IN ('table', 'view') AND {} AND s.name LIKE ?1 \
+         AND (?3 IS NULL OR EXISTS (SELECT 1 FROM pragma_table_xinfo(s.name) AS c \
+                                    WHERE c.hidden IN (0, 2, 3) AND c.name LIKE ?3)) \
+         ORDER BY s.name LIMIT ?2",
+        *VISIBLE
+    )
+});
+
+static DESCRIBE_TABLE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT s.name, s.type FROM sqlite_schema AS s \
+         WHERE s.type IN ('table', 'view') AND {} AND s.name = ?1 COLLATE NOCASE",
+        *VISIBLE
+    )
+});
+
+static SCHEMA_DDL_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT s.sql || ';' FROM sqlite_schema AS s WHERE s.sql IS NOT NULL AND {} \
+         ORDER BY CASE s.type WHEN 'table' THEN 0 WHEN 'view' THEN 1 WHEN 'index' THEN 2 ELSE 3 END, s.name",
+        *VISIBLE
+    )
+});
+
 impl QueryEngine {
     /// Tables and views whose name matches `pattern` and, when `column` is
     /// given, that have a column whose name matches it (each a substring, or
@@ -130,12 +181,10 @@ impl QueryEngine {
     /// The CREATE statements of every table, view, index and trigger.
     pub async fn schema_ddl(&self) -> Result<String, QueryError> {
         self.run(None, |conn, _| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT sql || ';' FROM sqlite_schema \
-                 WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' \
-                 ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'view' THEN 1 WHEN 'index' THEN 2 ELSE 3 END, name",
-            )?;
-            let ddl: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let mut stmt = conn.prepare_cached(&SCHEMA_DDL_SQL)?;
+            let ddl: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
             Ok(ddl.join("\n\n"))
         })
         .await
@@ -200,13 +249,7 @@ fn list_tables(
     let column_like = like_pattern(column);
     // Both patterns are bound parameters; table names reach
     // pragma_table_xinfo as values, never as SQL text.
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.name, s.type, s.sql FROM sqlite_schema AS s \
-         WHERE s.type IN ('table', 'view') AND s.name NOT LIKE 'sqlite_%' AND s.name LIKE ?1 \
-         AND (?3 IS NULL OR EXISTS (SELECT 1 FROM pragma_table_xinfo(s.name) AS c \
-                                    WHERE c.hidden IN (0, 2, 3) AND c.name LIKE ?3)) \
-         ORDER BY s.name LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(&LIST_TABLES_SQL)?;
     let mut found: Vec<(String, String, Option<String>)> = stmt
         .query_map(
             rusqlite::params![like, MAX_LISTED as i64 + 1, column_like],
@@ -300,9 +343,7 @@ fn columns(
 
 fn describe_table(conn: &ManagedConnection, table: &str) -> Result<TableDescription, QueryError> {
     let found: Option<(String, String)> = conn
-        .prepare_cached(
-            "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') AND name = ?1 COLLATE NOCASE",
-        )?
+        .prepare_cached(&DESCRIBE_TABLE_SQL)?
         .query_row([table], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((name, kind)) = found else {

@@ -134,10 +134,14 @@ impl ManagedConnection {
         sql: &str,
     ) -> rusqlite::Result<rusqlite::Statement<'_>> {
         let previous = self.access.get();
+        let _ = self.access.take_refused_hidden();
         self.access.set(access);
         let stmt = self.conn.prepare(sql);
         self.access.set(previous);
-        stmt
+        match (stmt, self.access.take_refused_hidden()) {
+            (Err(_), Some(table)) => Err(access::hidden_table_refusal(table)),
+            (stmt, _) => stmt,
+        }
     }
 
     fn is_expired(&self) -> bool {

@@ -388,9 +388,23 @@ impl Pool {
     /// the database file and closes every idle connection; connections still
     /// in use close when they are returned. Once the last one closes, SQLite
     /// removes the WAL file.
+    ///
+    /// A file the server does not checkpoint itself
+    /// ([`crate::connection::FileMode::server_checkpoints`]: Litestream
+    /// replicates it, or it is a replica) is closed without any checkpoint:
+    /// the WAL stays as it is, for Litestream to checkpoint.
     pub fn close(&self) -> Result<(), rusqlite::Error> {
         if let Some(maintenance) = self.maintenance.lock().unwrap().take() {
             maintenance.stop();
+        }
+        if !self.connection.mode.server_checkpoints() {
+            self.shared
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
+            while let Some(idle) = self.take_idle() {
+                drop(idle);
+            }
+            return Ok(());
         }
         // Short waits: at shutdown every call has ended or been abandoned,
         // and a statement still stuck in SQLite must not hold the exit up.

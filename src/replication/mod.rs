@@ -7,6 +7,8 @@
 //! the typed settings the other layers are handed, and the parts of the
 //! server that cooperate with it.
 
+pub mod restore;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
