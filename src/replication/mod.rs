@@ -7,6 +7,10 @@
 //! the typed settings the other layers are handed, and the parts of the
 //! server that cooperate with it.
 
+pub mod heartbeat;
+pub mod lag;
+pub mod replica_vfs;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
