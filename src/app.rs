@@ -1,6 +1,8 @@
 //! The running server, assembled: database, engine, MCP server, transport,
 //! and the shutdown sequence (stop taking calls, finish running ones,
-//! checkpoint the WAL, close the pool).
+//! checkpoint the WAL, close the pool). With replication it also starts
+//! the replicated primary's heartbeat, or a replica's wait for its first
+//! restore and its lag measurement.
 //!
 //! This is the edge: the configuration read in `main` is split here into
 //! the typed settings each layer is handed (the engine's, the transport's,
@@ -11,12 +13,16 @@ use std::sync::Arc;
 use crate::config::{Config, Transport};
 use crate::database::{self, StartupError};
 use crate::engine::QueryEngine;
+use crate::health::FileFault;
 use crate::mcp::{
     CallTracker, DeclaredTools, DeclaredToolsError, ErosServer, NoToolObserver, ToolObserver,
 };
 use crate::migrations;
 use crate::pool::{NoObserver, Pool, PoolObserver};
+use crate::replication::heartbeat::HeartbeatWriter;
+use crate::replication::lag::{LagMonitor, ReplicaLag};
 use crate::replication::restore::{self, RestoreError};
+use crate::replication::{Replication, ReplicationSettings, Role};
 use crate::shutdown::Shutdown;
 use crate::sidecar::{Metrics, Readiness, Sidecar, SidecarBindError, SidecarState};
 use crate::transport::accept::{raise_open_file_limit, FileBudget};
@@ -40,6 +46,8 @@ pub enum AppError {
     Sidecar(#[from] SidecarBindError),
     #[error("cannot start the metrics sidecar's thread: {0}")]
     SidecarThread(#[source] std::io::Error),
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(&'static str, #[source] std::io::Error),
 }
 
 /// Hooks for measuring the pool and the tool calls (the metrics sidecar).
@@ -110,7 +118,12 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     let readiness = Arc::new(Readiness::new(expected_version, shutdown.clone()));
     let sidecar_stop = tokio_util::sync::CancellationToken::new();
     let sidecar = start_sidecar(&config, &metrics, &readiness, &sidecar_stop)?;
-    let http = config.mcp.http_settings();
+    let replication = config.database.replication_settings();
+    let mut http = config.mcp.http_settings();
+    if replication.role == Role::Replica {
+        // Any replica behind a load balancer answers any request.
+        http.stateless = true;
+    }
     // Bind before opening the database: a taken port fails fast.
     let listener = match config.mcp.transport {
         Transport::Http => Some(transport::http::bind(&http).await?),
@@ -121,8 +134,17 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         tools: Arc::clone(&metrics) as Arc<dyn ToolObserver>,
         transport: Arc::clone(&metrics) as Arc<dyn TransportObserver>,
     };
+    if !first_restore(&config, &readiness, &shutdown).await {
+        sidecar_stop.cancel();
+        if let Some(sidecar) = sidecar {
+            let _ = tokio::task::spawn_blocking(move || sidecar.join()).await;
+        }
+        tracing::info!("eros-mcp stopped before the first restore arrived");
+        return Ok(());
+    }
     let server = build(&config, &observers, Arc::clone(&calls)).await?;
     let pool = Arc::clone(server.engine().pool());
+    let background = Background::start(&replication, &pool, &readiness, &metrics)?;
     metrics.register_tools(&server.tool_names());
     readiness.pool_ready(Arc::clone(&pool));
     let cheap = Arc::clone(&readiness);
@@ -152,9 +174,12 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         }
     };
     shutdown.trigger();
-    let closed = tokio::task::spawn_blocking(move || pool.close())
-        .await
-        .map_err(|err| AppError::Task(err.to_string()))?;
+    let closed = tokio::task::spawn_blocking(move || {
+        background.stop();
+        pool.close()
+    })
+    .await
+    .map_err(|err| AppError::Task(err.to_string()))?;
     sidecar_stop.cancel();
     if let Some(sidecar) = sidecar {
         let _ = tokio::task::spawn_blocking(move || sidecar.join()).await;
@@ -163,6 +188,91 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     closed.map_err(AppError::Close)?;
     tracing::info!("eros-mcp stopped; database closed");
     Ok(())
+}
+
+/// On a replica, waits (serving probes: `/readyz` says why) until the
+/// follower's first restore has produced the database file. False when
+/// shutdown came first.
+async fn first_restore(config: &Config, readiness: &Readiness, shutdown: &Shutdown) -> bool {
+    let path = &config.database.path;
+    if config.database.role != Role::Replica || path.exists() {
+        return true;
+    }
+    let waiting = FileFault::AwaitingRestore { path: path.clone() }.to_string();
+    tracing::info!("{waiting}");
+    readiness.waiting_for(waiting);
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return false,
+            () = tokio::time::sleep(RESTORE_POLL) => {
+                if path.exists() {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// How often a replica looks for its first restore.
+const RESTORE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The replication threads that run beside the server: a replicated
+/// primary's heartbeat writer, a replica's lag monitor.
+struct Background {
+    heartbeat: Option<HeartbeatWriter>,
+    lag: Option<LagMonitor>,
+}
+
+impl Background {
+    fn start(
+        replication: &ReplicationSettings,
+        pool: &Arc<Pool>,
+        readiness: &Readiness,
+        metrics: &Metrics,
+    ) -> Result<Self, AppError> {
+        let mut background = Self {
+            heartbeat: None,
+            lag: None,
+        };
+        match (replication.role, replication.replication) {
+            (Role::Primary, Replication::Litestream) => {
+                // The pool's options: the same file, its identity checked,
+                // never created; no authorizer (connection::open installs none).
+                background.heartbeat = Some(
+                    HeartbeatWriter::start(
+                        pool.connection_options().clone(),
+                        replication.heartbeat_interval,
+                    )
+                    .map_err(|err| AppError::Thread("heartbeat", err))?,
+                );
+            }
+            (Role::Replica, _) => {
+                let lag = Arc::new(ReplicaLag::new(replication.max_lag));
+                background.lag = Some(
+                    LagMonitor::start(
+                        Arc::clone(&lag),
+                        pool.connection_options().clone(),
+                        pool.health().clone(),
+                        replication.heartbeat_interval,
+                    )
+                    .map_err(|err| AppError::Thread("replica lag", err))?,
+                );
+                readiness.watch_lag(Arc::clone(&lag));
+                metrics.watch_lag(lag);
+            }
+            (Role::Primary, Replication::None) => {}
+        }
+        Ok(background)
+    }
+
+    fn stop(self) {
+        if let Some(heartbeat) = self.heartbeat {
+            heartbeat.stop();
+        }
+        if let Some(lag) = self.lag {
+            lag.stop();
+        }
+    }
 }
 
 /// Starts the sidecar. A taken port stops an HTTP deployment (it should

@@ -45,6 +45,9 @@ pub enum ConnectError {
          startup (deleted, renamed or replaced)"
     )]
     NotTheOpenedFile { path: PathBuf },
+    /// A replica's file is not there (yet, or while its follower re-restores).
+    #[error(transparent)]
+    ReplicaFile(#[from] crate::health::FileFault),
     #[error("cannot prepare database {path} (PRAGMA {pragma}): {reason} ({source})")]
     Setup {
         path: PathBuf,
@@ -60,7 +63,9 @@ impl ConnectError {
     /// that is not a database or a directory that cannot be written.
     pub fn is_transient(&self) -> bool {
         match self {
-            ConnectError::CreateDir { .. } | ConnectError::NotTheOpenedFile { .. } => false,
+            ConnectError::CreateDir { .. }
+            | ConnectError::NotTheOpenedFile { .. }
+            | ConnectError::ReplicaFile(_) => false,
             ConnectError::Open { source, .. } | ConnectError::Setup { source, .. } => {
                 is_busy(source)
             }
@@ -168,31 +173,55 @@ impl FileMode {
 /// The connection factory for `options`: r2d2_sqlite opens the file
 /// read-write (creating it only when `options.create`), then the init hook
 /// checks it is the expected file and applies the PRAGMAs and hardening.
+///
+/// A [`FileMode::Replica`] file is opened read-only and never created (it
+/// is the follower's), with [`apply_replica_settings`] instead.
 pub fn factory(options: &ConnectionOptions) -> SqliteConnectionManager {
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
-    if options.create {
-        flags |= OpenFlags::SQLITE_OPEN_CREATE;
-    }
+    let base = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let flags = match options.mode {
+        FileMode::Replica => base | OpenFlags::SQLITE_OPEN_READ_ONLY,
+        FileMode::Primary | FileMode::Replicated if options.create => {
+            base | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        }
+        FileMode::Primary | FileMode::Replicated => base | OpenFlags::SQLITE_OPEN_READ_WRITE,
+    };
     let setup = options.clone();
-    SqliteConnectionManager::file(&options.path)
+    SqliteConnectionManager::file(target(options))
         .with_flags(flags)
         .with_init(move |conn| {
             ensure_identity(conn, &setup)
-                .and_then(|()| apply_settings(conn, &setup.path, &setup))
+                .and_then(|()| match setup.mode {
+                    FileMode::Replica => apply_replica_settings(conn, &setup),
+                    FileMode::Primary | FileMode::Replicated => {
+                        apply_settings(conn, &setup.path, &setup)
+                    }
+                })
                 .map_err(ConnectError::into_hook_error)
         })
 }
 
-/// Creates the database's directory when it is missing and `options.create`.
+/// What SQLite is asked to open: the path, or for a replica the URI that
+/// reads the follower's copy through [`crate::replication::replica_vfs`]
+/// (registered here, once; should that fail, the open fails naming the VFS).
+fn target(options: &ConnectionOptions) -> PathBuf {
+    match options.mode {
+        FileMode::Replica => {
+            let _ = crate::replication::replica_vfs::register();
+            PathBuf::from(crate::replication::replica_vfs::uri(&options.path))
+        }
+        FileMode::Primary | FileMode::Replicated => options.path.clone(),
+    }
+}
+
+/// Creates the database's directory when it is missing and `options.create`
+/// (never for a replica: its directory is the follower's).
 pub fn ensure_directory(options: &ConnectionOptions) -> Result<(), ConnectError> {
     let dir = options
         .path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty());
     match dir {
-        Some(dir) if options.create && !dir.exists() => {
+        Some(dir) if options.create && options.mode != FileMode::Replica && !dir.exists() => {
             std::fs::create_dir_all(dir).map_err(|source| ConnectError::CreateDir {
                 dir: dir.to_path_buf(),
                 source,
@@ -221,7 +250,7 @@ pub fn open_probe(options: &ConnectionOptions) -> Result<Connection, ConnectErro
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     let setup = options.clone();
-    SqliteConnectionManager::file(&options.path)
+    SqliteConnectionManager::file(target(options))
         .with_flags(flags)
         .with_init(move |conn| {
             ensure_identity(conn, &setup)
@@ -251,6 +280,46 @@ fn apply_probe_settings(
     ] {
         conn.pragma_update(None, pragma, value)
             .map_err(setup(pragma))?;
+    }
+    Ok(())
+}
+
+/// A replica's connection: the hardening and bounded functions every
+/// connection gets and the PRAGMAs that only change this connection. None
+/// that writes the file: no `journal_mode = WAL` (the follower keeps its
+/// copy in rollback-journal mode and writes pages in place under SQLite's
+/// locks), no `synchronous`. `busy_timeout` is what waits out an apply:
+/// while the follower holds its locks a read meets `SQLITE_BUSY` and
+/// SQLite's busy handler retries until it is done.
+fn apply_replica_settings(
+    conn: &Connection,
+    options: &ConnectionOptions,
+) -> Result<(), ConnectError> {
+    let path = options.path.as_path();
+    let setup = |pragma: &'static str| setup_failed(path, pragma);
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(setup("busy_timeout"))?;
+    harden(conn, options).map_err(setup("defensive"))?;
+    crate::bounded_functions::install(conn).map_err(setup("functions"))?;
+    // Reading the schema proves the file is a database (opening does not).
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map_err(setup("schema"))?;
+    for (pragma, value) in [
+        ("foreign_keys", "ON"),
+        ("trusted_schema", "OFF"),
+        ("cell_size_check", "ON"),
+        ("mmap_size", "0"),
+        ("temp_store", "MEMORY"),
+    ] {
+        conn.pragma_update(None, pragma, value)
+            .map_err(setup(pragma))?;
+    }
+    if options.cache_kib > 0 {
+        let kib = i64::try_from(options.cache_kib).unwrap_or(i64::MAX);
+        conn.pragma_update(None, "cache_size", -kib)
+            .map_err(setup("cache_size"))?;
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Opening the served database: migrate it on a dedicated connection (or
 //! check it is usable when migration is off), then build and pre-warm the
 //! pool. The database layer's configuration is split here, once, into the
-//! connection factory's settings and the pool's.
+//! connection factory's settings and the pool's. A read replica's file is
+//! its follower's: never migrated, opened read-only, and followed through
+//! re-restores rather than pinned to one inode.
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use crate::connection::{self, ConnectError};
 use crate::health::DatabaseHealth;
 use crate::migrations::{self, MigrationError};
 use crate::pool::{Pool, PoolError, PoolObserver};
+use crate::replication::Role;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -61,6 +64,9 @@ pub fn open(
     config: &DatabaseConfig,
     observer: Arc<dyn PoolObserver>,
 ) -> Result<Arc<Pool>, StartupError> {
+    if config.role == Role::Replica {
+        return open_replica(config, observer);
+    }
     prepare_schema(config)?;
     let health = DatabaseHealth::watch(&config.path, !config.read_only).map_err(|source| {
         StartupError::Identity {
@@ -68,6 +74,23 @@ pub fn open(
             source,
         }
     })?;
+    Ok(Pool::open_with_health(
+        &config.pool_settings(),
+        config.connection_options(),
+        observer,
+        health,
+    )?)
+}
+
+/// Opens a replica's pool on the file its follower has produced (the
+/// caller waits for the first restore): no migration, no schema check
+/// beyond what every connection's setup reads, the file followed.
+fn open_replica(
+    config: &DatabaseConfig,
+    observer: Arc<dyn PoolObserver>,
+) -> Result<Arc<Pool>, StartupError> {
+    let health = DatabaseHealth::follow(&config.path);
+    health.verify_file().map_err(ConnectError::from)?;
     Ok(Pool::open_with_health(
         &config.pool_settings(),
         config.connection_options(),

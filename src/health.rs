@@ -13,6 +13,13 @@
 //! a replaced one has another. Once seen, the fault stays until restart:
 //! the connections still open write into a file nobody reaches through the
 //! path, so acknowledging any further write would lose it.
+//!
+//! A read replica ([`DatabaseHealth::follow`]) is the exception by design:
+//! its follower (`litestream restore -f`) writes pages in place and, when
+//! it re-restores, renames a new file over the path. There a new file means
+//! "reopen": its identity becomes the current one, connections opened on
+//! the old file are recycled at checkout (see [`crate::pool`]), and a path
+//! with no file is a passing fault (not ready) rather than a lasting one.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -50,6 +57,16 @@ pub enum FileFault {
          refused so none is lost; restart the server after restoring the file"
     )]
     Replaced { path: PathBuf },
+    #[error(
+        "waiting for the first restore of {path}: the replica's follower (litestream restore \
+         -f) has not produced the file yet"
+    )]
+    AwaitingRestore { path: PathBuf },
+    #[error(
+        "the replica's database file {path} is missing (its follower is re-restoring it, or it \
+         was removed); not ready until the file is back"
+    )]
+    Missing { path: PathBuf },
 }
 
 /// Why a write cannot succeed right now (reads may still serve).
@@ -76,10 +93,22 @@ pub enum WriteFault {
     Io { path: PathBuf, detail: String },
 }
 
+/// Which file the path must name.
+enum Watch {
+    /// Not watched (a pool built on a file that may not exist yet).
+    None,
+    /// The primary's file, recorded at startup.
+    Fixed(FileIdentity),
+    /// A replica's file: whatever the follower last put at the path
+    /// (`None` before its first restore).
+    Follow(Mutex<Option<FileIdentity>>),
+}
+
 struct Inner {
     path: PathBuf,
-    /// `None`: not watched (a pool built on a file that may not exist yet).
-    identity: Option<FileIdentity>,
+    watch: Watch,
+    /// A replica's missing file was logged (once per absence).
+    missing_logged: AtomicBool,
     writes_enabled: bool,
     file_fault: OnceLock<FileFault>,
     corruption: Mutex<Option<String>>,
@@ -96,7 +125,7 @@ impl std::fmt::Debug for DatabaseHealth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseHealth")
             .field("path", &self.0.path)
-            .field("identity", &self.0.identity)
+            .field("identity", &self.identity())
             .field("file_fault", &self.0.file_fault.get())
             .finish_non_exhaustive()
     }
@@ -107,20 +136,28 @@ impl DatabaseHealth {
     /// now on that file, and only it, is the database.
     pub fn watch(path: &Path, writes_enabled: bool) -> std::io::Result<Self> {
         let identity = FileIdentity::of(path)?;
-        Ok(Self::build(path, Some(identity), writes_enabled))
+        Ok(Self::build(path, Watch::Fixed(identity), writes_enabled))
+    }
+
+    /// A read replica's health: the file at `path` is whatever its follower
+    /// last put there (it may not exist yet); writes are never enabled.
+    pub fn follow(path: &Path) -> Self {
+        let identity = FileIdentity::of(path).ok();
+        Self::build(path, Watch::Follow(Mutex::new(identity)), false)
     }
 
     /// Health without a file identity: connections may create the file, and
     /// nothing checks it is still the same one. For pools built directly on
     /// a path (tests, tools); the server always watches.
     pub fn unwatched(path: &Path) -> Self {
-        Self::build(path, None, true)
+        Self::build(path, Watch::None, true)
     }
 
-    fn build(path: &Path, identity: Option<FileIdentity>, writes_enabled: bool) -> Self {
+    fn build(path: &Path, watch: Watch, writes_enabled: bool) -> Self {
         Self(Arc::new(Inner {
             path: path.to_path_buf(),
-            identity,
+            watch,
+            missing_logged: AtomicBool::new(false),
             writes_enabled,
             file_fault: OnceLock::new(),
             corruption: Mutex::new(None),
@@ -134,15 +171,25 @@ impl DatabaseHealth {
         &self.0.path
     }
 
-    /// The identity recorded at startup, if the file is watched.
+    /// The identity recorded at startup, if the file is watched; on a
+    /// replica, the identity of the follower's current file.
     pub fn identity(&self) -> Option<FileIdentity> {
-        self.0.identity
+        match &self.0.watch {
+            Watch::None => None,
+            Watch::Fixed(identity) => Some(*identity),
+            Watch::Follow(current) => *current.lock().unwrap(),
+        }
     }
 
     /// Whether the file's identity is checked (and connections must not
     /// create the file).
     pub fn is_watched(&self) -> bool {
-        self.0.identity.is_some()
+        !matches!(self.0.watch, Watch::None)
+    }
+
+    /// Whether this is a replica's file, which its follower may replace.
+    pub fn follows(&self) -> bool {
+        matches!(self.0.watch, Watch::Follow(_))
     }
 
     /// Compares the file at the path with the one recorded at startup (one
@@ -152,8 +199,10 @@ impl DatabaseHealth {
         if let Some(fault) = self.0.file_fault.get() {
             return Err(fault.clone());
         }
-        let Some(recorded) = self.0.identity else {
-            return Ok(());
+        let recorded = match &self.0.watch {
+            Watch::None => return Ok(()),
+            Watch::Fixed(recorded) => *recorded,
+            Watch::Follow(current) => return self.follow_file(current),
         };
         let fault = match FileIdentity::of(&self.0.path) {
             Ok(now) if now == recorded => return Ok(()),
@@ -169,6 +218,49 @@ impl DatabaseHealth {
         Err(self.record_file_fault(fault))
     }
 
+    /// A replica's check: a file at the path becomes the current one (a
+    /// re-restore is logged), no file is a fault that lasts as long as the
+    /// absence does.
+    fn follow_file(&self, current: &Mutex<Option<FileIdentity>>) -> Result<(), FileFault> {
+        let path = &self.0.path;
+        match FileIdentity::of(path) {
+            Ok(now) => {
+                let mut current = current.lock().unwrap();
+                if *current != Some(now) {
+                    match *current {
+                        Some(_) => tracing::warn!(
+                            path = %path.display(),
+                            "the follower put a new database file at the path (a re-restore); \
+                             connections on the old file are reopened"
+                        ),
+                        None => {
+                            tracing::info!(path = %path.display(), "the first restore is present")
+                        }
+                    }
+                    *current = Some(now);
+                }
+                if self.0.missing_logged.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(path = %path.display(), "the replica's database file is back");
+                }
+                Ok(())
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let fault = if current.lock().unwrap().is_some() {
+                    FileFault::Missing { path: path.clone() }
+                } else {
+                    FileFault::AwaitingRestore { path: path.clone() }
+                };
+                if matches!(fault, FileFault::Missing { .. })
+                    && !self.0.missing_logged.swap(true, Ordering::Relaxed)
+                {
+                    tracing::error!(path = %path.display(), "{fault}");
+                }
+                Err(fault)
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
     fn record_file_fault(&self, fault: FileFault) -> FileFault {
         if self.0.file_fault.set(fault.clone()).is_ok() {
             tracing::error!(path = %self.0.path.display(), "{fault}");
@@ -176,8 +268,12 @@ impl DatabaseHealth {
         self.0.file_fault.get().cloned().unwrap_or(fault)
     }
 
-    /// The file fault already seen, without looking at the file again.
+    /// The file fault already seen, without looking at the file again; on
+    /// a replica, whose faults pass, the fault now (one `stat`).
     pub fn file_fault(&self) -> Option<FileFault> {
+        if self.follows() {
+            return self.verify_file().err();
+        }
         self.0.file_fault.get().cloned()
     }
 
@@ -318,6 +414,43 @@ mod tests {
         // Putting a file back does not clear it: restart is the cure.
         std::fs::write(&path, b"again").unwrap();
         assert!(health.verify_file().is_err());
+    }
+
+    #[test]
+    fn a_replicas_new_file_becomes_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let health = DatabaseHealth::follow(&path);
+        assert!(matches!(
+            health.verify_file(),
+            Err(FileFault::AwaitingRestore { .. })
+        ));
+        assert_eq!(health.identity(), None);
+        std::fs::write(&path, b"one").unwrap();
+        assert_eq!(health.verify_file(), Ok(()));
+        let first = health.identity().unwrap();
+        let other = dir.path().join("db.tmp");
+        std::fs::write(&other, b"two").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_eq!(health.verify_file(), Ok(()));
+        assert_ne!(health.identity(), Some(first));
+        assert_eq!(health.identity(), Some(FileIdentity::of(&path).unwrap()));
+        assert!(health.write_blocker().unwrap().contains("read-only"));
+    }
+
+    #[test]
+    fn a_replicas_missing_file_is_a_fault_only_while_it_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        std::fs::write(&path, b"one").unwrap();
+        let health = DatabaseHealth::follow(&path);
+        std::fs::remove_file(&path).unwrap();
+        let fault = health.verify_file().unwrap_err();
+        assert!(matches!(fault, FileFault::Missing { .. }), "{fault:?}");
+        assert_eq!(health.file_fault(), Some(fault));
+        std::fs::write(&path, b"back").unwrap();
+        assert_eq!(health.verify_file(), Ok(()));
+        assert_eq!(health.file_fault(), None);
     }
 
     #[test]

@@ -118,6 +118,9 @@ impl r2d2::HandleError<ConnectionFault> for PoolErrorLog {
             ConnectionFault::Expired(age) => {
                 tracing::debug!(?age, "recycled a connection past its maximum age")
             }
+            ConnectionFault::Superseded => {
+                tracing::debug!("reopened a connection on the replica's re-restored file")
+            }
             ConnectionFault::Unhealthy(err) => {
                 tracing::warn!(error = %err, "replaced a connection that failed its health check")
             }

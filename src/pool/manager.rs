@@ -4,7 +4,10 @@
 //! adds the rules: each connection carries its birth and expiry; a file
 //! replaced since startup is never opened; checkout checks age and health;
 //! return rolls back leaked transactions, retires expired connections and
-//! closes overflow connections when `pool_size` are already idle.
+//! closes overflow connections when `pool_size` are already idle. On a read
+//! replica, whose follower may rename a new file over the path, each
+//! connection remembers the file it opened, and one left on a replaced file
+//! is recycled at checkout and on return.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,7 +22,7 @@ use super::observer::PoolObserver;
 use super::settings::PoolSettings;
 use crate::access::{self, Access, AccessLevel};
 use crate::connection::{self, ConnectError, ConnectionOptions};
-use crate::health::{DatabaseHealth, WriteFault};
+use crate::health::{DatabaseHealth, FileIdentity, WriteFault};
 use crate::retry::RetryPolicy;
 
 /// Share of `max_age` by which a connection's expiry is brought forward at
@@ -35,7 +38,13 @@ pub enum ConnectionFault {
     Expired(Duration),
     #[error("connection failed its health check: {0}")]
     Unhealthy(#[source] rusqlite::Error),
+    #[error("connection reads a database file the replica's follower has since replaced")]
+    Superseded,
 }
+
+/// Attempts at opening a replica's file while its follower renames a new
+/// one over it (each attempt is two `stat`s and an open).
+const FOLLOW_OPEN_ATTEMPTS: u32 = 3;
 
 /// State the manager, the event handler and the pool share.
 pub(crate) struct Shared {
@@ -75,6 +84,8 @@ pub struct ManagedConnection {
     expires_at: Instant,
     shared: Arc<Shared>,
     access: AccessLevel,
+    /// On a replica, the file this connection opened.
+    file: Option<FileIdentity>,
     /// Set when the connection could not be put back at rest; it is closed
     /// on return.
     unsettled: std::cell::Cell<bool>,
@@ -148,6 +159,13 @@ impl ManagedConnection {
         Instant::now() >= self.expires_at
     }
 
+    /// On a replica: the follower has put another file at the path since
+    /// this connection opened (it still reads the old one).
+    fn is_superseded(&self) -> bool {
+        let health = &self.shared.health;
+        health.follows() && health.verify_file().is_ok() && health.identity() != self.file
+    }
+
     fn retire(&mut self) {
         if !self.retired {
             self.retired = true;
@@ -214,8 +232,13 @@ impl SqliteManager {
     /// is watched, a connection is opened only on the file recorded at
     /// startup, never created, and a file that SQLite could open only
     /// read-only is reported as such.
-    fn open_guarded(&self) -> Result<(Connection, AccessLevel), ConnectError> {
+    fn open_guarded(
+        &self,
+    ) -> Result<(Connection, AccessLevel, Option<FileIdentity>), ConnectError> {
         let health = &self.shared.health;
+        if health.follows() {
+            return self.open_followed();
+        }
         let not_the_file = || ConnectError::NotTheOpenedFile {
             path: self.options.path.clone(),
         };
@@ -234,6 +257,39 @@ impl SqliteManager {
                 path: self.options.path.clone(),
             });
         }
+        self.install_access(conn)
+            .map(|(conn, level)| (conn, level, None))
+    }
+
+    /// Opens a replica's current file: the identity before and after the
+    /// open must agree, else the follower renamed a new file over the path
+    /// in between and the open is tried again on the new one.
+    fn open_followed(
+        &self,
+    ) -> Result<(Connection, AccessLevel, Option<FileIdentity>), ConnectError> {
+        let health = &self.shared.health;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            health.verify_file()?;
+            let before = health.identity();
+            let conn = r2d2::ManageConnection::connect(&self.factory)
+                .map_err(|err| ConnectError::from_factory(err, &self.options.path))?;
+            health.verify_file()?;
+            if health.identity() == before {
+                return self
+                    .install_access(conn)
+                    .map(|(conn, level)| (conn, level, before));
+            }
+            if attempt >= FOLLOW_OPEN_ATTEMPTS {
+                return Err(ConnectError::NotTheOpenedFile {
+                    path: self.options.path.clone(),
+                });
+            }
+        }
+    }
+
+    fn install_access(&self, conn: Connection) -> Result<(Connection, AccessLevel), ConnectError> {
         match access::install(&conn) {
             Ok(level) => Ok((conn, level)),
             Err(source) => Err(ConnectError::Setup {
@@ -267,7 +323,7 @@ impl r2d2::ManageConnection for SqliteManager {
             },
         );
         match opened {
-            Ok((conn, access)) => {
+            Ok((conn, access, file)) => {
                 self.shared.observer.connection_opened(started.elapsed());
                 PoolCounters::bump(&counters.created);
                 counters.open.fetch_add(1, Relaxed);
@@ -279,6 +335,7 @@ impl r2d2::ManageConnection for SqliteManager {
                     expires_at: self.expiry(born),
                     shared: Arc::clone(&self.shared),
                     access,
+                    file,
                     unsettled: std::cell::Cell::new(false),
                     retired: false,
                 })
@@ -295,6 +352,10 @@ impl r2d2::ManageConnection for SqliteManager {
         if conn.is_expired() {
             PoolCounters::bump(&self.shared.counters.recycled);
             return Err(ConnectionFault::Expired(conn.age()));
+        }
+        if conn.is_superseded() {
+            PoolCounters::bump(&self.shared.counters.recycled);
+            return Err(ConnectionFault::Superseded);
         }
         if self.health_check {
             let ping = conn
@@ -327,7 +388,7 @@ impl r2d2::ManageConnection for SqliteManager {
                 return true;
             }
         }
-        if conn.is_expired() {
+        if conn.is_expired() || conn.is_superseded() {
             PoolCounters::bump(&counters.recycled);
             conn.retire();
             return true;

@@ -160,7 +160,11 @@ impl Pool {
             connection.soft_heap_limit_bytes,
             connection.hard_heap_limit_bytes,
         );
-        if let Some(identity) = health.identity() {
+        if health.follows() {
+            // A replica's file changes identity by design: each connection
+            // records the one it opened instead (see `SqliteManager`).
+            connection.create = false;
+        } else if let Some(identity) = health.identity() {
             connection.create = false;
             connection.identity = Some(identity);
         }

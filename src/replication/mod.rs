@@ -7,6 +7,9 @@
 //! the typed settings the other layers are handed, and the parts of the
 //! server that cooperate with it.
 
+pub mod heartbeat;
+pub mod lag;
+pub mod replica_vfs;
 pub mod restore;
 
 use std::path::PathBuf;

@@ -1,7 +1,8 @@
 //! The Prometheus metrics: a private registry, pool gauges and counters read
 //! from `Pool::stats()` at scrape time (exact, not sampled), timing
 //! histograms fed by the pool and tool observers, per-tool call metrics,
-//! database file sizes, build info and process metrics.
+//! database file sizes, build info and process metrics; on a read replica,
+//! its replication lag.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,6 +18,7 @@ use prometheus::{
 use crate::engine::{Outcome, QueryEngine};
 use crate::mcp::{ToolCall, ToolObserver};
 use crate::pool::{Pool, PoolObserver, PoolStats};
+use crate::replication::lag::ReplicaLag;
 use crate::transport::{Rejection, TransportObserver};
 
 /// Pool waits and connection lifetimes: from a microsecond to a minute.
@@ -44,6 +46,7 @@ pub struct Metrics {
     tool_truncations: IntCounterVec,
     clients: ClientMetrics,
     pool: Arc<PoolSource>,
+    lag: Arc<OnceLock<Arc<ReplicaLag>>>,
 }
 
 /// What the client limits did (sessions, refusals, stdio backpressure).
@@ -206,6 +209,10 @@ impl Metrics {
         registry
             .register(Box::new(DatabaseFileCollector::new(db_path)))
             .expect("unique metric");
+        let lag = Arc::new(OnceLock::new());
+        registry
+            .register(Box::new(ReplicaLagCollector::new(Arc::clone(&lag))))
+            .expect("unique metric");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -225,7 +232,13 @@ impl Metrics {
             tool_truncations,
             clients,
             pool,
+            lag,
         }
+    }
+
+    /// Starts reporting a replica's lag (`mcp_db_replica_lag_seconds`).
+    pub fn watch_lag(&self, lag: Arc<ReplicaLag>) {
+        let _ = self.lag.set(lag);
     }
 
     /// Starts reporting `pool`, and readiness as `ready` says.
@@ -631,5 +644,40 @@ impl Collector for DatabaseFileCollector {
         let mut families = self.file.collect();
         families.extend(self.wal_size.collect());
         families
+    }
+}
+
+/// A replica's lag, read at scrape time from what its lag thread last
+/// measured. No sample before a replica has seen its first heartbeat (and
+/// none on a primary): an absent series, not a made-up number.
+struct ReplicaLagCollector {
+    source: Arc<OnceLock<Arc<ReplicaLag>>>,
+    gauge: prometheus::Gauge,
+}
+
+impl ReplicaLagCollector {
+    fn new(source: Arc<OnceLock<Arc<ReplicaLag>>>) -> Self {
+        let gauge = prometheus::Gauge::new(
+            "mcp_db_replica_lag_seconds",
+            "Read replicas: now minus the newest primary heartbeat this replica's copy holds. \
+             The primary writes one every EROS_DB_HEARTBEAT_INTERVAL, so it reads up to one \
+             interval high; absent until the first heartbeat arrives.",
+        )
+        .expect("valid gauge");
+        Self { source, gauge }
+    }
+}
+
+impl Collector for ReplicaLagCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(lag) = self.source.get().and_then(|lag| lag.lag()) else {
+            return Vec::new();
+        };
+        self.gauge.set(lag.as_secs_f64());
+        self.gauge.collect()
     }
 }

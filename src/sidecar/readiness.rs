@@ -12,6 +12,11 @@
 //! counters and histograms, and a saturated pool cannot make it wait. A
 //! pool whose every connection is busy is reported `ready (saturated)`:
 //! saturation is not unreadiness.
+//!
+//! A read replica is also not ready before its follower's first restore
+//! has produced the file, while no heartbeat has reached it, and while its
+//! lag exceeds `EROS_DB_REPLICA_MAX_LAG` (read from [`ReplicaLag`], which
+//! its own thread keeps current, so the probe stays cheap).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -19,7 +24,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::connection;
+use crate::health::FileIdentity;
 use crate::pool::Pool;
+use crate::replication::lag::ReplicaLag;
 use crate::shutdown::Shutdown;
 
 /// The longest a `quick_check` after reported corruption may take in a probe.
@@ -62,11 +69,19 @@ impl ReadyStatus {
     }
 }
 
+/// The probe's connection and the file identity it was opened on.
+type ProbeConnection = (rusqlite::Connection, Option<FileIdentity>);
+
 pub struct Readiness {
     pool: OnceLock<Arc<Pool>>,
-    /// The probe's own read-only connection, opened on first use and
-    /// again after it fails.
-    probe_conn: Arc<Mutex<Option<rusqlite::Connection>>>,
+    /// The probe's own read-only connection and the file it opened,
+    /// opened on first use, again after it fails, and on a replica again
+    /// when the follower puts a new file at the path.
+    probe_conn: Arc<Mutex<Option<ProbeConnection>>>,
+    /// Why the database is not open yet, when the server knows.
+    waiting: Mutex<Option<String>>,
+    /// A replica's lag, once it is measured.
+    lag: OnceLock<Arc<ReplicaLag>>,
     /// The schema version the migrations lead to; `None` when migration is off.
     expected_version: Option<usize>,
     shutdown: Shutdown,
@@ -77,6 +92,8 @@ impl Readiness {
         Self {
             pool: OnceLock::new(),
             probe_conn: Arc::new(Mutex::new(None)),
+            waiting: Mutex::new(None),
+            lag: OnceLock::new(),
             expected_version,
             shutdown,
         }
@@ -85,6 +102,25 @@ impl Readiness {
     /// Marks the pool open and pre-warmed.
     pub fn pool_ready(&self, pool: Arc<Pool>) {
         let _ = self.pool.set(pool);
+        *self.waiting.lock().unwrap() = None;
+    }
+
+    /// Says why the database is not open yet (a replica waiting for its
+    /// first restore), until [`Readiness::pool_ready`].
+    pub fn waiting_for(&self, reason: String) {
+        *self.waiting.lock().unwrap() = Some(reason);
+    }
+
+    /// Makes readiness depend on a replica's lag.
+    pub fn watch_lag(&self, lag: Arc<ReplicaLag>) {
+        let _ = self.lag.set(lag);
+    }
+
+    fn lag_verdict(&self) -> Result<(), String> {
+        match self.lag.get() {
+            Some(lag) => lag.verdict().map(drop),
+            None => Ok(()),
+        }
     }
 
     /// A cheap verdict for the `mcp_ready` gauge: open, warmed, not
@@ -98,6 +134,7 @@ impl Readiness {
                     && health.file_fault().is_none()
                     && health.corruption().is_none()
             })
+            && self.lag_verdict().is_ok()
     }
 
     /// The full check `/readyz` runs.
@@ -106,12 +143,19 @@ impl Readiness {
             return ReadyStatus::not_ready("shutting down");
         }
         let Some(pool) = self.pool.get().cloned() else {
-            return ReadyStatus::not_ready("starting: the database is not open yet");
+            let waiting = self.waiting.lock().unwrap().clone();
+            return ReadyStatus::not_ready(
+                waiting.unwrap_or_else(|| "starting: the database is not open yet".into()),
+            );
         };
         let expected = self.expected_version;
         let conn = Arc::clone(&self.probe_conn);
         let probe = tokio::task::spawn_blocking(move || probe(&pool, &conn, expected));
         match tokio::time::timeout(Duration::from_millis(800), probe).await {
+            Ok(Ok(status)) if status.ready => match self.lag_verdict() {
+                Ok(()) => status,
+                Err(reason) => ReadyStatus::not_ready(reason),
+            },
             Ok(Ok(status)) => status,
             Ok(Err(err)) => ReadyStatus::not_ready(format!("readiness probe failed: {err}")),
             // The blocking pool itself is saturated: busy, not broken.
@@ -122,7 +166,7 @@ impl Readiness {
 
 fn probe(
     pool: &Pool,
-    slot: &Mutex<Option<rusqlite::Connection>>,
+    slot: &Mutex<Option<ProbeConnection>>,
     expected_version: Option<usize>,
 ) -> ReadyStatus {
     if pool.is_closed() {
@@ -140,19 +184,24 @@ fn probe(
         // cached before the damage.
         *slot = None;
     }
+    let identity = health.identity();
+    if slot.as_ref().is_some_and(|(_, opened)| *opened != identity) {
+        // A replica's follower put a new file at the path.
+        *slot = None;
+    }
     if slot.is_none() {
         let mut options = pool.connection_options().clone();
         options.create = false;
-        options.identity = health.identity();
+        options.identity = identity;
         match connection::open_probe(&options) {
-            Ok(conn) => *slot = Some(conn),
+            Ok(conn) => *slot = Some((conn, identity)),
             Err(err) => {
                 let _ = health.verify_file();
                 return ReadyStatus::not_ready(err.to_string());
             }
         }
     }
-    let conn = slot.as_ref().expect("opened above");
+    let (conn, _) = slot.as_ref().expect("opened above");
     let status = probe_on(conn, pool, expected_version);
     if !status.ready {
         // Reopen next time: the connection may be what failed.
