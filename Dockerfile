@@ -6,6 +6,11 @@
 #   docker run --rm -p 8080:8080 -p 9090:9090 -v eros-data:/data \
 #     -e EROS_MCP_AUTH_TOKEN="$(openssl rand -hex 32)" eros-mcp:0.1.0
 #
+# The image carries the litestream binary (the same release as the sidecar and
+# follower images in deploy/kubernetes/) so that `eros-mcp restore` can run
+# it: a fresh primary restores its replica before serving (README, "Backups
+# and read replicas").
+#
 # The image defaults to the MCP HTTP transport on 0.0.0.0:8080 (/mcp) with the
 # metrics sidecar on 0.0.0.0:9090, so EROS_MCP_AUTH_TOKEN is required: eros-mcp
 # refuses a non-loopback address without a bearer token. The database lives
@@ -47,6 +52,9 @@ RUN install -d -m 0750 -o 10001 -g 10001 /out/data
 FROM gcr.io/distroless/cc-debian12:nonroot
 
 COPY --from=build /out/eros-mcp /usr/local/bin/eros-mcp
+# A static Go binary: it runs on distroless as it is. EROS_DB_LITESTREAM_BIN
+# (default `litestream`, found on PATH) names it.
+COPY --from=litestream/litestream:0.5.17 /usr/local/bin/litestream /usr/local/bin/litestream
 COPY --from=build --chown=10001:10001 /out/data /data
 
 ENV EROS_MCP_TRANSPORT=http \

@@ -12,6 +12,7 @@
 //! - [`stats`]: latency percentiles.
 //! - [`procfs`]: the server process's CPU, memory and descriptors.
 //! - [`soak`]: the long mixed run that looks for leaks.
+//! - [`replicas`]: replication lag and replica read throughput (Litestream).
 //! - [`keepalive`]: sequential calls over one HTTP connection (latency floor).
 
 pub mod client;
@@ -20,6 +21,7 @@ pub mod keepalive;
 pub mod load;
 pub mod paced;
 pub mod procfs;
+pub mod replicas;
 pub mod soak;
 pub mod sqlite_cost;
 pub mod stats;

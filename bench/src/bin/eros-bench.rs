@@ -1,7 +1,8 @@
 //! `eros-bench`: the load generator. Drives any MCP server over stdio or
 //! streamable HTTP and reports throughput, latency, response size, and the
 //! server's CPU per call and peak memory; `paced` makes one call at a time,
-//! as an agent does. See BENCHMARKS.md.
+//! as an agent does; `replicas` measures replication lag and replica read
+//! throughput. See BENCHMARKS.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use eros_bench::{dataset, keepalive, load, paced, soak, Target, ToolSpec, Workload};
+use eros_bench::{dataset, keepalive, load, paced, replicas, soak, Target, ToolSpec, Workload};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -106,6 +107,47 @@ enum Command {
         /// Unmeasured calls first.
         #[arg(long, default_value_t = 100)]
         warmup: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replication (eros-mcp with Litestream only): starts a primary under
+    /// `litestream replicate`, N followers and replicas, measures how long a
+    /// write takes to show on each replica (p50/p99) under a steady write
+    /// load, then the read throughput of one replica against all of them.
+    Replicas {
+        /// The eros-mcp binary.
+        #[arg(long)]
+        eros_mcp: PathBuf,
+        /// The litestream binary.
+        #[arg(long)]
+        litestream: PathBuf,
+        /// An empty directory for the databases, the replica and the logs.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// First loopback port (the primary: it and the next; replica N:
+        /// PORT + 10N and the next).
+        #[arg(long, default_value_t = 18700)]
+        base_port: u16,
+        /// Milliseconds between writes on the primary.
+        #[arg(long, default_value_t = 100.0)]
+        write_interval_ms: f64,
+        /// Writes measured.
+        #[arg(long, default_value_t = 600)]
+        writes: u64,
+        /// Milliseconds between two polls of a replica for the newest write.
+        #[arg(long, default_value_t = 10.0)]
+        poll_interval_ms: f64,
+        /// Paced read clients (one call in flight each).
+        #[arg(long, default_value_t = 8)]
+        read_clients: usize,
+        /// Seconds each read measurement runs.
+        #[arg(long, default_value_t = 10.0)]
+        read_duration: f64,
+        /// Rows of the table the reads look up.
+        #[arg(long, default_value_t = 10_000)]
+        read_rows: u64,
         #[arg(long)]
         json: bool,
     },
@@ -315,6 +357,48 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 println!("{report}");
             }
+        }
+        Command::Replicas {
+            eros_mcp,
+            litestream,
+            dir,
+            replicas,
+            base_port,
+            write_interval_ms,
+            writes,
+            poll_interval_ms,
+            read_clients,
+            read_duration,
+            read_rows,
+            json,
+        } => {
+            for (name, value) in [
+                ("--write-interval-ms", write_interval_ms),
+                ("--poll-interval-ms", poll_interval_ms),
+                ("--read-duration", read_duration * 1000.0),
+            ] {
+                if !value.is_finite() || value <= 0.0 {
+                    return Err(format!("{name} must be more than 0").into());
+                }
+            }
+            let plan = replicas::ReplicasPlan {
+                eros_mcp,
+                litestream,
+                dir,
+                replicas,
+                base_port,
+                write_interval: Duration::from_secs_f64(write_interval_ms / 1000.0),
+                writes,
+                poll_interval: Duration::from_secs_f64(poll_interval_ms / 1000.0),
+                read_clients,
+                read_duration: Duration::from_secs_f64(read_duration),
+                read_rows,
+            };
+            let report = replicas::run(&plan).await?;
+            if !json {
+                print!("{report}");
+            }
+            println!("{}", serde_json::to_string(&report)?);
         }
         Command::Soak {
             target,

@@ -157,17 +157,131 @@ pub fn the(kind: &str) -> Value {
     found.into_iter().next().unwrap().doc
 }
 
-/// The Deployment's pod template.
-pub fn pod_template() -> Value {
-    the("Deployment")["spec"]["template"].clone()
+/// The manifest of `kind` named `name` (panics naming both when there is
+/// not exactly one).
+pub fn named(kind: &str, name: &str) -> Value {
+    let found: Vec<Manifest> = manifests()
+        .into_iter()
+        .filter(|m| m.kind() == kind && m.doc["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "want exactly one {kind} named {name}, found {}",
+        found.len()
+    );
+    found.into_iter().next().unwrap().doc
 }
 
-/// The Deployment's (only) container.
-pub fn container() -> Value {
-    let containers = pod_template()["spec"]["containers"].clone();
+/// Every manifest of `kind`.
+pub fn all(kind: &str) -> Vec<Value> {
+    manifests()
+        .into_iter()
+        .filter(|m| m.kind() == kind)
+        .map(|m| m.doc)
+        .collect()
+}
+
+/// The primary's Deployment (deployment.yaml): the writer, with Litestream.
+pub const PRIMARY: &str = "eros-mcp";
+/// The read replicas' Deployment (deployment-replica.yaml).
+pub const REPLICA: &str = "eros-mcp-replica";
+/// Both Deployments that run eros-mcp.
+pub const DEPLOYMENTS: [&str; 2] = [PRIMARY, REPLICA];
+/// The Service of each Deployment: writes, and reads.
+pub const SERVICES: [(&str, &str); 2] = [(PRIMARY, "eros-mcp"), (REPLICA, "eros-mcp-read")];
+
+/// The pod template of the Deployment named `deployment`.
+pub fn pod_template(deployment: &str) -> Value {
+    named("Deployment", deployment)["spec"]["template"].clone()
+}
+
+/// The (only) container of the Deployment named `deployment`: eros-mcp.
+pub fn container(deployment: &str) -> Value {
+    let containers = pod_template(deployment)["spec"]["containers"].clone();
     let containers = containers.as_array().expect("containers");
-    assert_eq!(containers.len(), 1, "one container: {containers:?}");
+    assert_eq!(
+        containers.len(),
+        1,
+        "{deployment}: one container: {containers:?}"
+    );
     containers[0].clone()
+}
+
+/// The init containers (native sidecars among them) of `deployment`, in order.
+pub fn init_containers(deployment: &str) -> Vec<Value> {
+    pod_template(deployment)["spec"]["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The init container named `name` of `deployment`.
+pub fn init_container(deployment: &str, name: &str) -> Value {
+    init_containers(deployment)
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{deployment} has no init container {name}"))
+}
+
+/// Every container of `deployment`, init containers first.
+pub fn all_containers(deployment: &str) -> Vec<Value> {
+    let mut containers = init_containers(deployment);
+    containers.push(container(deployment));
+    containers
+}
+
+/// A container's literal `env` values by name (`valueFrom` entries left out).
+pub fn env_values(container: &Value) -> std::collections::BTreeMap<String, String> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// A container's `env` entries by name.
+pub fn env_entries(container: &Value) -> std::collections::BTreeMap<String, Value> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| (e["name"].as_str().unwrap_or("").to_string(), e.clone()))
+        .collect()
+}
+
+/// Kubernetes' `$(VAR)` expansion of a command argument from `env` (a
+/// reference to a variable not in `env` stays as written, as the kubelet
+/// leaves it; `$$` is a literal `$`).
+pub fn expand_argument(argument: &str, env: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = argument;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((name, tail)) = after
+            .strip_prefix('(')
+            .and_then(|inner| inner.split_once(')'))
+            .filter(|(name, _)| env.contains_key(*name))
+        {
+            out.push_str(&env[name]);
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The Dockerfile's lines, continuation lines joined, comments dropped.
