@@ -4,6 +4,7 @@
 
 pub mod attacks;
 pub mod csv;
+pub mod litestream;
 pub mod mcp;
 pub mod ops;
 pub mod writes;
