@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::attacks::ATTACKS;
+use common::attacks::{fingerprint, ATTACKS};
 use common::litestream::{eventually, execute, select, try_select, Cluster};
 use common::mcp::{call, rows, text};
 use serde_json::{json, Value};
@@ -219,23 +219,6 @@ async fn refused(client: &common::mcp::Client, tool: &str, arguments: Value) -> 
 const USERS: &str = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);
      INSERT INTO users (name) VALUES ('ada'), ('grace')";
 
-/// The replica's files, the shared-memory index aside (a read may touch it).
-fn fingerprint(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && !p.to_string_lossy().ends_with("-shm"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_refuses_every_write_the_attack_suite_knows() {
     // The example tools: three reads and `pause_creator`, a write.
@@ -273,13 +256,17 @@ async fn a_replica_refuses_every_write_the_attack_suite_knows() {
 
     for (name, sql) in ATTACKS {
         let sql = sql.replace("ATTACKDIR", &attack_dir);
-        for tool in ["query", "explain_query", "execute"] {
+        for tool in ["query", "explain_query"] {
             assert!(
                 refused(&reader, tool, json!({ "sql": sql })).await,
                 "{name} through {tool} was not refused"
             );
         }
     }
+    assert!(
+        refused(&reader, "execute", json!({ "sql": "DELETE FROM users" })).await,
+        "execute ran on a replica"
+    );
     assert!(
         refused(&reader, "pause_creator", json!({ "creator_id": 1 })).await,
         "the declared write tool ran on a replica"
