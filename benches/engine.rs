@@ -14,9 +14,10 @@ use eros_mcp::config::RowFormat;
 use eros_mcp::connection;
 use eros_mcp::database;
 use eros_mcp::engine::{QueryEngine, QueryRequest};
+use eros_mcp::identity::Principal;
 use eros_mcp::mcp::respond::respond;
 use eros_mcp::mcp::rows;
-use eros_mcp::mcp::NoToolObserver;
+use eros_mcp::mcp::{Caller, NoToolObserver};
 use eros_mcp::pool::{NoObserver, Pool};
 
 const ROWS: u64 = 100_000;
@@ -102,11 +103,12 @@ fn rows_to_tool_result(c: &mut Criterion) {
         ..QueryRequest::default()
     };
     let csv = rows::encoder(RowFormat::Csv);
+    let caller = Caller::new(Principal::local());
     c.bench_function("1000 rows to tool result", |b| {
         b.iter(|| {
             let started = Instant::now();
             let output = runtime.block_on(engine.query(request.clone(), csv, None));
-            respond("query", started, output, csv, &NoToolObserver)
+            respond("query", &caller, started, output, csv, &NoToolObserver)
         })
     });
 }
@@ -133,6 +135,7 @@ fn text_rows(c: &mut Criterion) {
         ..QueryRequest::default()
     };
     let csv = rows::encoder(RowFormat::Csv);
+    let caller = Caller::new(Principal::local());
     let json = rows::encoder(RowFormat::Json);
     let raw = raw_value_bytes(&pool.get().unwrap());
     let output = runtime
@@ -140,6 +143,7 @@ fn text_rows(c: &mut Criterion) {
         .unwrap();
     let answer = respond(
         "query",
+        &caller,
         Instant::now(),
         Ok(output.clone()),
         csv,
@@ -171,14 +175,32 @@ fn text_rows(c: &mut Criterion) {
     group.bench_function("encode csv", |b| {
         b.iter_batched(
             || Ok(output.clone()),
-            |output| respond("query", Instant::now(), output, csv, &NoToolObserver),
+            |output| {
+                respond(
+                    "query",
+                    &caller,
+                    Instant::now(),
+                    output,
+                    csv,
+                    &NoToolObserver,
+                )
+            },
             criterion::BatchSize::SmallInput,
         )
     });
     group.bench_function("encode json", |b| {
         b.iter_batched(
             || Ok(output.clone()),
-            |output| respond("query", Instant::now(), output, json, &NoToolObserver),
+            |output| {
+                respond(
+                    "query",
+                    &caller,
+                    Instant::now(),
+                    output,
+                    json,
+                    &NoToolObserver,
+                )
+            },
             criterion::BatchSize::SmallInput,
         )
     });

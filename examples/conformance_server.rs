@@ -422,6 +422,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         server,
         &http,
+        None,
         calls,
         shutdown,
         observers.transport,

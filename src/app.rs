@@ -14,6 +14,7 @@ use crate::config::{Config, Transport};
 use crate::database::{self, StartupError};
 use crate::engine::QueryEngine;
 use crate::health::FileFault;
+use crate::identity::tokens::{StaticTokens, TokensFileError};
 use crate::mcp::{
     CallTracker, DeclaredTools, DeclaredToolsError, ErosServer, NoToolObserver, ToolObserver,
 };
@@ -26,6 +27,7 @@ use crate::replication::{Replication, ReplicationSettings, Role};
 use crate::shutdown::Shutdown;
 use crate::sidecar::{Metrics, Readiness, Sidecar, SidecarBindError, SidecarState};
 use crate::transport::accept::{raise_open_file_limit, FileBudget};
+use crate::transport::auth::Authenticator;
 use crate::transport::{self, NoTransportObserver, TransportError, TransportObserver};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum AppError {
     Restore(#[from] RestoreError),
     #[error(transparent)]
     DeclaredTools(#[from] DeclaredToolsError),
+    #[error(transparent)]
+    Tokens(#[from] TokensFileError),
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("closing the database failed: {0}")]
@@ -107,6 +111,48 @@ pub async fn build(
     ))
 }
 
+/// Who may call over HTTP, or `None` when authentication is off: the
+/// static tokens (the tokens file, re-read on SIGHUP, and
+/// `EROS_MCP_AUTH_TOKEN`).
+fn authenticator(
+    config: &Config,
+    observer: &Arc<dyn TransportObserver>,
+) -> Result<Option<Authenticator>, AppError> {
+    let tokens = StaticTokens::new(
+        config.auth.tokens_file.as_deref(),
+        config.mcp.auth_token.as_deref(),
+    )?;
+    if !tokens.has_file() && tokens.is_empty() {
+        return Ok(None);
+    }
+    let tokens = Arc::new(tokens);
+    if tokens.has_file() {
+        reload_on_hangup(Arc::clone(&tokens));
+    }
+    Ok(Some(Authenticator::new(tokens, Arc::clone(observer))))
+}
+
+/// Re-reads the tokens file on every SIGHUP; a file that no longer reads
+/// keeps the tokens already accepted, and the log says why.
+fn reload_on_hangup(tokens: Arc<StaticTokens>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGHUP: the tokens file will not be re-read");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match tokens.reload() {
+                Ok(count) => tracing::info!(tokens = count, "SIGHUP: tokens file re-read"),
+                Err(err) => tracing::error!(error = %err, "SIGHUP: kept the previous tokens"),
+            }
+        }
+    });
+}
+
 /// Runs the server until shutdown (a signal, or the stdio client leaving),
 /// then closes the database cleanly. The sidecar answers probes from before
 /// the database opens until after it is closed.
@@ -134,6 +180,11 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         tools: Arc::clone(&metrics) as Arc<dyn ToolObserver>,
         transport: Arc::clone(&metrics) as Arc<dyn TransportObserver>,
     };
+    // A bad tokens file stops startup before the database is opened.
+    let auth = match config.mcp.transport {
+        Transport::Http => authenticator(&config, &observers.transport)?,
+        Transport::Stdio => None,
+    };
     if !first_restore(&config, &readiness, &shutdown).await {
         sidecar_stop.cancel();
         if let Some(sidecar) = sidecar {
@@ -143,6 +194,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         return Ok(());
     }
     let server = build(&config, &observers, Arc::clone(&calls)).await?;
+    let auth = auth.map(|auth| auth.with_tool_scopes(server.tool_scopes()));
     let pool = Arc::clone(server.engine().pool());
     let background = Background::start(&replication, &pool, &readiness, &metrics)?;
     metrics.register_tools(&server.tool_names());
@@ -162,6 +214,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
                 listener,
                 server,
                 &http,
+                auth,
                 calls,
                 shutdown.clone(),
                 Arc::clone(&observers.transport),

@@ -7,6 +7,7 @@
 //! - [`transport`]: stdio and streamable HTTP (with auth) for the MCP server.
 //! - [`config`]: typed settings read once from the environment.
 //! - [`budget`]: the peak memory the settings allow, as a formula.
+//! - [`identity`]: who is calling: principals, scopes, static tokens.
 //! - [`health`]: the database file's identity, corruption and writability, shared.
 //! - [`database`]: opening the served database: migrations, then the pool.
 //! - [`mcp`]: the MCP server: tools, declared tools, the schema resource.
@@ -29,6 +30,7 @@ pub mod connection;
 pub mod database;
 pub mod engine;
 pub mod health;
+pub mod identity;
 pub mod mcp;
 pub mod migrations;
 pub mod pool;

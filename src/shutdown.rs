@@ -1,7 +1,7 @@
 //! The shutdown signal: one [`Shutdown`] is created at startup, every part
 //! that must stop holds a clone and awaits [`Shutdown::wait`]. Also the
 //! process's signal handling: SIGTERM and SIGINT trigger it, SIGHUP is
-//! logged and ignored.
+//! logged (what is re-read on SIGHUP listens for it itself).
 
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +59,9 @@ impl Shutdown {
                         this.trigger();
                     }
                     Some(()) = hangup.recv() => {
-                        tracing::info!("SIGHUP ignored: nothing to reopen yet");
+                        // Files that are re-read on SIGHUP (the tokens
+                        // file) listen for it themselves.
+                        tracing::info!("SIGHUP received: not a shutdown");
                     }
                     else => return,
                 }

@@ -198,11 +198,12 @@ fn http_on_a_public_address_needs_a_token() {
             ("EROS_MCP_HTTP_ADDR".to_string(), "0.0.0.0:8080".to_string()),
         ];
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        McpConfig::from_vars(vars)
+        Config::from_vars(vars)
     };
     let err = vars(&[]).unwrap_err().to_string();
     assert!(err.contains("EROS_MCP_AUTH_TOKEN"), "{err}");
     assert!(vars(&[("EROS_MCP_AUTH_TOKEN", "s3cret-token")]).is_ok());
+    assert!(vars(&[("EROS_AUTH_TOKENS_FILE", "/etc/eros/tokens.toml")]).is_ok());
     assert!(vars(&[("EROS_MCP_ALLOW_INSECURE", "true")]).is_ok());
 }
 

@@ -13,9 +13,10 @@ use common::TestDb;
 use eros_bench::dataset;
 use eros_mcp::config::RowFormat;
 use eros_mcp::engine::{Cell, QueryEngine, QueryRequest};
+use eros_mcp::identity::Principal;
 use eros_mcp::mcp::respond::respond;
 use eros_mcp::mcp::rows;
-use eros_mcp::mcp::NoToolObserver;
+use eros_mcp::mcp::{Caller, NoToolObserver};
 use rmcp::model::CallToolResult;
 use serde_json::{json, Value};
 
@@ -27,7 +28,14 @@ fn answer(engine: &QueryEngine, request: QueryRequest, format: RowFormat) -> Cal
         .unwrap();
     let encoder = rows::encoder(format);
     let output = runtime.block_on(engine.query(request, encoder, None));
-    respond("query", Instant::now(), output, encoder, &NoToolObserver)
+    respond(
+        "query",
+        &Caller::new(Principal::local()),
+        Instant::now(),
+        output,
+        encoder,
+        &NoToolObserver,
+    )
 }
 
 /// Bytes of an answer's text content, what `EROS_DB_MAX_BYTES` caps.

@@ -104,19 +104,27 @@ settings! {
 }
 
 impl McpConfig {
-    /// The rules between settings: a database reachable from other hosts
-    /// needs a token, unless the operator insists.
-    fn relate(&mut self, raw: &McpEnv) -> Result<(), ConfigError> {
+    /// No rules between these settings alone; the one about exposing the
+    /// database without authentication spans layers
+    /// ([`McpConfig::refuse_exposure_without_auth`]).
+    fn relate(&mut self, _raw: &McpEnv) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// A database reachable from other hosts needs authentication (the
+    /// token here, or `others` such as a tokens file), unless the operator
+    /// insists.
+    pub(super) fn refuse_exposure_without_auth(&self, others: bool) -> Result<(), ConfigError> {
         if self.transport == Transport::Http
             && !self.http_addr.ip().is_loopback()
             && self.auth_token.is_none()
+            && !others
             && !self.allow_insecure
         {
-            let setting = &mcp_vars::http_addr;
-            return Err(setting.invalid_because(
-                setting.text::<Parsed<SocketAddr>>(raw.http_addr.as_deref()),
-                "a loopback address unless EROS_MCP_AUTH_TOKEN is set (or \
-                 EROS_MCP_ALLOW_INSECURE=true, which exposes the database to anyone who can \
+            return Err(mcp_vars::http_addr.invalid_because(
+                &self.http_addr.to_string(),
+                "a loopback address unless EROS_MCP_AUTH_TOKEN or EROS_AUTH_TOKENS_FILE is set \
+                 (or EROS_MCP_ALLOW_INSECURE=true, which exposes the database to anyone who can \
                  reach the port)"
                     .into(),
             ));
@@ -130,7 +138,6 @@ impl McpConfig {
     pub fn http_settings(&self) -> HttpSettings {
         HttpSettings {
             http_addr: self.http_addr,
-            auth_token: self.auth_token.clone(),
             allowed_hosts: self.allowed_hosts.clone(),
             allowed_origins: self.allowed_origins.clone(),
             max_body_bytes: self.max_body_bytes,

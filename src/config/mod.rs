@@ -2,18 +2,20 @@
 //! optional `.env` file) and passed down explicitly.
 //!
 //! Each layer declares its variables once, in a table ([`setting`]):
-//! [`database`] (`EROS_DB_*`), [`mcp`] (`EROS_MCP_*`), [`metrics`]
-//! (`EROS_METRICS_*`). `envy` reads each prefix; every value is parsed and
+//! [`database`] (`EROS_DB_*`), [`mcp`] (`EROS_MCP_*`), [`auth`]
+//! (`EROS_AUTH_*`), [`metrics`] (`EROS_METRICS_*`). `envy` reads each prefix; every value is parsed and
 //! checked on its own, so a bad one stops the program with one line naming
 //! the variable, the value and what is allowed. The edge ([`crate::app`],
 //! `main`) turns the layers' configs into the typed settings each part of
 //! the server is handed (`pool_settings`, `engine_settings`, ...).
 
+pub mod auth;
 pub mod database;
 pub mod mcp;
 pub mod metrics;
 pub mod setting;
 
+pub use auth::{AuthConfig, AuthEnv};
 pub use database::{DatabaseConfig, DatabaseEnv};
 pub use mcp::{McpConfig, McpEnv, RowFormat, Transport};
 pub use metrics::{MetricsConfig, MetricsEnv};
@@ -24,6 +26,7 @@ pub use setting::{ConfigError, Setting};
 pub struct Config {
     pub database: DatabaseConfig,
     pub mcp: McpConfig,
+    pub auth: AuthConfig,
     pub metrics: MetricsConfig,
 }
 
@@ -34,11 +37,16 @@ impl Config {
     }
 
     pub fn from_vars(vars: Vec<(String, String)>) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let config = Self {
             database: DatabaseConfig::from_vars(vars.clone())?,
             mcp: McpConfig::from_vars(vars.clone())?,
+            auth: AuthConfig::from_vars(vars.clone())?,
             metrics: MetricsConfig::from_vars(vars)?,
-        })
+        };
+        config
+            .mcp
+            .refuse_exposure_without_auth(config.auth.authenticates())?;
+        Ok(config)
     }
 
     /// Every declared variable of every layer.
@@ -46,6 +54,7 @@ impl Config {
         DatabaseConfig::SETTINGS
             .iter()
             .chain(McpConfig::SETTINGS)
+            .chain(AuthConfig::SETTINGS)
             .chain(MetricsConfig::SETTINGS)
     }
 }

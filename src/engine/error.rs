@@ -50,6 +50,9 @@ pub enum QueryError {
     InvalidArgument(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The caller lacks the scope the tool needs; nothing ran.
+    #[error("the caller may not use {tool}: it needs the scope {scope}")]
+    Forbidden { tool: String, scope: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -65,10 +68,11 @@ pub enum Outcome {
     Cancelled,
     Invalid,
     Limit,
+    Forbidden,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Ok,
         Outcome::SqlError,
         Outcome::Denied,
@@ -77,6 +81,7 @@ impl Outcome {
         Outcome::Cancelled,
         Outcome::Invalid,
         Outcome::Limit,
+        Outcome::Forbidden,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +94,7 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::Invalid => "invalid",
             Outcome::Limit => "limit",
+            Outcome::Forbidden => "forbidden",
         }
     }
 }
@@ -108,6 +114,7 @@ impl QueryError {
             }
             QueryError::InvalidArgument(_) => Outcome::Invalid,
             QueryError::Limit { .. } => Outcome::Limit,
+            QueryError::Forbidden { .. } => Outcome::Forbidden,
         }
     }
 
@@ -135,6 +142,7 @@ impl QueryError {
             QueryError::Pool(_) => "DATABASE_UNAVAILABLE",
             QueryError::InvalidArgument(_) => "INVALID_ARGUMENT",
             QueryError::ShuttingDown => "SHUTTING_DOWN",
+            QueryError::Forbidden { .. } => "FORBIDDEN",
             QueryError::Internal(_) => "INTERNAL",
         };
         Cow::Borrowed(kind)

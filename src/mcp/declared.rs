@@ -9,6 +9,8 @@
 //! name = "get_creator_profile"
 //! description = "A creator's profile and subscriber count."
 //! access = "read"            # or "write"
+//! # scope = "eros:pii"        # who may call it (default: eros:read, or
+//! #                           # eros:write for a write tool)
 //! sql = "SELECT ... WHERE c.id = :creator_id"
 //!
 //! [tools.params.creator_id]
@@ -68,6 +70,8 @@ struct ToolEntry {
     sql: String,
     #[serde(default)]
     access: ToolAccess,
+    #[serde(default)]
+    scope: Option<String>,
     #[serde(default)]
     params: BTreeMap<String, ParamEntry>,
 }
@@ -145,6 +149,8 @@ pub struct DeclaredTool {
     pub description: String,
     pub sql: String,
     pub access: ToolAccess,
+    /// The scope a principal needs to see and call it.
+    pub scope: String,
     pub params: Vec<DeclaredParam>,
 }
 
@@ -256,6 +262,19 @@ fn validate(entry: ToolEntry, conn: &ManagedConnection) -> Result<DeclaredTool, 
     if entry.description.trim().is_empty() {
         return Err(format!("tool {:?} needs a description", entry.name));
     }
+    let scope = match entry.scope {
+        None => match entry.access {
+            ToolAccess::Read => crate::identity::READ.to_string(),
+            ToolAccess::Write => crate::identity::WRITE.to_string(),
+        },
+        Some(scope) if valid_scope(&scope) => scope,
+        Some(scope) => {
+            return Err(format!(
+                "tool {:?}: scope {scope:?} must be one word of printable ASCII without quotes or backslashes",
+                entry.name
+            ))
+        }
+    };
     let mut params = Vec::with_capacity(entry.params.len());
     for (name, param) in entry.params {
         params.push(validate_param(&entry.name, name, param)?);
@@ -266,8 +285,17 @@ fn validate(entry: ToolEntry, conn: &ManagedConnection) -> Result<DeclaredTool, 
         description: entry.description.trim().to_string(),
         sql: entry.sql,
         access: entry.access,
+        scope,
         params,
     })
+}
+
+/// A scope token as RFC 6749 (section 3.3) allows one.
+fn valid_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 fn validate_param(tool: &str, name: String, param: ParamEntry) -> Result<DeclaredParam, String> {
@@ -484,18 +512,19 @@ pub(crate) fn route(
         let tool = Arc::clone(&tool);
         Box::pin(async move {
             let server = ctx.service;
-            let client_cancel = ctx.request_context.ct.clone();
+            let context = ctx.request_context.clone();
             let bound = tool.bind(ctx.arguments.as_ref());
             let sql = tool.sql.clone();
             let result = match (tool.access, bound) {
                 (_, Err(reason)) => super::respond::refuse(
                     &tool.name,
+                    &server.caller_of(&context),
                     crate::engine::QueryError::InvalidArgument(reason),
                     &*server.inner.observer,
                 ),
                 (ToolAccess::Read, Ok(params)) => {
                     server
-                        .call(&tool.name, &client_cancel, |engine, cancel| async move {
+                        .call(&tool.name, &context, |engine, cancel| async move {
                             let request = QueryRequest {
                                 sql,
                                 params: Some(params),
@@ -507,7 +536,7 @@ pub(crate) fn route(
                 }
                 (ToolAccess::Write, Ok(params)) => {
                     server
-                        .call(&tool.name, &client_cancel, |engine, cancel| async move {
+                        .call(&tool.name, &context, |engine, cancel| async move {
                             engine
                                 .execute(
                                     ExecuteRequest {

@@ -18,6 +18,7 @@ pub mod rows;
 mod tool_schema;
 mod tools;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,9 +37,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RowFormat;
 use crate::engine::{QueryEngine, QueryError};
+use crate::identity::{self, Principal};
 pub use calls::CallTracker;
 pub use declared::{DeclaredTool, DeclaredTools, DeclaredToolsError};
-pub use observer::{NoToolObserver, ToolCall, ToolObserver};
+pub use observer::{Caller, NoToolObserver, ToolCall, ToolObserver};
 use respond::{respond, ToolOutput};
 use rows::RowEncoder;
 
@@ -57,9 +59,22 @@ fn instructions(rows: &dyn RowEncoder) -> String {
     )
 }
 
+/// What a tool asks of its callers.
+struct ToolRule {
+    /// The scope a principal needs to see and call it.
+    scope: String,
+    /// A declared tool's statement (built-in tools take the agent's SQL).
+    sql: Option<String>,
+}
+
 struct Inner {
     engine: Arc<QueryEngine>,
     router: ToolRouter<ErosServer>,
+    rules: HashMap<String, ToolRule>,
+    /// Over stdio: the user who started the process.
+    local: Arc<Principal>,
+    /// Over HTTP with authentication off.
+    anonymous: Arc<Principal>,
     observer: Arc<dyn ToolObserver>,
     calls: Arc<CallTracker>,
     /// The row format, picked once from the configuration.
@@ -89,7 +104,28 @@ impl ErosServer {
             router.remove_route("execute");
         }
         tools::describe_query(&mut router, rows);
+        let mut rules: HashMap<String, ToolRule> = router
+            .list_all()
+            .into_iter()
+            .map(|tool| {
+                let scope = if tool.name == "execute" {
+                    identity::WRITE
+                } else {
+                    identity::READ
+                };
+                let rule = ToolRule {
+                    scope: scope.to_string(),
+                    sql: None,
+                };
+                (tool.name.into_owned(), rule)
+            })
+            .collect();
         for tool in declared.into_tools() {
+            let rule = ToolRule {
+                scope: tool.scope.clone(),
+                sql: Some(tool.sql.clone()),
+            };
+            rules.insert(tool.name.clone(), rule);
             router.add_route(declared::route(Arc::new(tool), rows));
         }
         for route in router.map.values_mut() {
@@ -103,6 +139,9 @@ impl ErosServer {
             inner: Arc::new(Inner {
                 engine,
                 router,
+                rules,
+                local: Principal::local(),
+                anonymous: Principal::anonymous(),
                 observer,
                 calls,
                 rows,
@@ -112,6 +151,16 @@ impl ErosServer {
 
     pub fn engine(&self) -> &Arc<QueryEngine> {
         &self.inner.engine
+    }
+
+    /// The scope each tool needs, by tool name (for the HTTP transport's
+    /// 403 before a call reaches the server).
+    pub fn tool_scopes(&self) -> HashMap<String, String> {
+        self.inner
+            .rules
+            .iter()
+            .map(|(tool, rule)| (tool.clone(), rule.scope.clone()))
+            .collect()
     }
 
     /// Names of the tools this server offers.
@@ -130,7 +179,7 @@ impl ErosServer {
     pub(crate) async fn call<T, F, Fut>(
         &self,
         tool: &str,
-        client_cancel: &CancellationToken,
+        context: &RequestContext<RoleServer>,
         work: F,
     ) -> CallToolResult
     where
@@ -139,8 +188,15 @@ impl ErosServer {
         Fut: Future<Output = Result<T, QueryError>>,
     {
         let started = Instant::now();
+        let caller = self.caller_of(context);
+        let client_cancel = &context.ct;
         let Some(_guard) = self.inner.calls.begin() else {
-            return respond::refuse(tool, QueryError::ShuttingDown, &*self.inner.observer);
+            return respond::refuse(
+                tool,
+                &caller,
+                QueryError::ShuttingDown,
+                &*self.inner.observer,
+            );
         };
         let cancel = self.inner.calls.abort_token().child_token();
         let work = work(Arc::clone(&self.inner.engine), cancel.clone());
@@ -154,12 +210,107 @@ impl ErosServer {
         };
         respond(
             tool,
+            &caller,
             started,
             result,
             self.inner.rows,
             &*self.inner.observer,
         )
     }
+}
+
+impl ErosServer {
+    /// The principal of a request: the one the HTTP transport
+    /// authenticated, anonymous over HTTP without authentication, the local
+    /// user over stdio.
+    fn principal(&self, context: &RequestContext<RoleServer>) -> Arc<Principal> {
+        match context.extensions.get::<axum::http::request::Parts>() {
+            Some(parts) => parts
+                .extensions
+                .get::<Arc<Principal>>()
+                .cloned()
+                .unwrap_or_else(|| Arc::clone(&self.inner.anonymous)),
+            None => Arc::clone(&self.inner.local),
+        }
+    }
+
+    /// Who is calling `request` and what it asks to run.
+    fn caller(
+        &self,
+        context: &RequestContext<RoleServer>,
+        request: &CallToolRequestParams,
+    ) -> Caller {
+        let arguments = request.arguments.as_ref();
+        let declared_sql = self
+            .inner
+            .rules
+            .get(request.name.as_ref())
+            .and_then(|rule| rule.sql.clone());
+        let (sql, params) = match declared_sql {
+            Some(sql) => (Some(sql), arguments.map_or(0, |a| a.len())),
+            None => {
+                let sql = arguments
+                    .and_then(|a| a.get("sql"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
+                let params = match arguments.and_then(|a| a.get("params")) {
+                    Some(serde_json::Value::Object(map)) => map.len(),
+                    Some(serde_json::Value::Array(list)) => list.len(),
+                    _ => 0,
+                };
+                (sql, params)
+            }
+        };
+        Caller {
+            principal: self.principal(context),
+            session: session_id(context),
+            sql,
+            params,
+        }
+    }
+
+    /// The caller [`ServerHandler::call_tool`] recorded for this request.
+    fn caller_of(&self, context: &RequestContext<RoleServer>) -> Caller {
+        context
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_else(|| Caller {
+                principal: self.principal(context),
+                session: session_id(context),
+                sql: None,
+                params: 0,
+            })
+    }
+
+    /// Whether `principal` may see and call `tool`.
+    fn permits(&self, principal: &Principal, tool: &str) -> bool {
+        self.inner
+            .rules
+            .get(tool)
+            .is_none_or(|rule| principal.may(&rule.scope))
+    }
+
+    /// Refuses a resource or prompt request from a principal without `eros:read`.
+    fn require_read(&self, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        if self.principal(context).may(identity::READ) {
+            return Ok(());
+        }
+        Err(ErrorData::invalid_request(
+            format!("the caller needs the scope {} for this", identity::READ),
+            None,
+        ))
+    }
+}
+
+/// The request's HTTP session id, when it has one.
+fn session_id(context: &RequestContext<RoleServer>) -> Option<String> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.headers.get("mcp-session-id"))
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
 }
 
 impl ServerHandler for ErosServer {
@@ -194,19 +345,33 @@ impl ServerHandler for ErosServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(
-            self.inner.router.list_all(),
-        ))
+        let principal = self.principal(&context);
+        let mut tools = self.inner.router.list_all();
+        tools.retain(|tool| self.permits(&principal, &tool.name));
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.clone();
+        let caller = self.caller(&context, &request);
+        if let Some(rule) = self.inner.rules.get(name.as_ref()) {
+            if !caller.principal.may(&rule.scope) {
+                let forbidden = QueryError::Forbidden {
+                    tool: name.to_string(),
+                    scope: rule.scope.clone(),
+                };
+                return Ok(
+                    respond::refuse(&name, &caller, forbidden, &*self.inner.observer).into(),
+                );
+            }
+        }
+        context.extensions.insert(caller.clone());
         match self
             .inner
             .router
@@ -219,7 +384,7 @@ impl ServerHandler for ErosServer {
                 if err.code == ErrorCode::INVALID_PARAMS && self.inner.router.has_route(&name) =>
             {
                 let invalid = QueryError::InvalidArgument(err.message.to_string());
-                Ok(respond::refuse(&name, invalid, &*self.inner.observer).into())
+                Ok(respond::refuse(&name, &caller, invalid, &*self.inner.observer).into())
             }
             other => other,
         }
@@ -232,8 +397,11 @@ impl ServerHandler for ErosServer {
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
+        if self.require_read(&context).is_err() {
+            return Ok(ListPromptsResult::with_all_items(Vec::new()));
+        }
         Ok(ListPromptsResult::with_all_items(vec![
             prompts::answer_question(),
         ]))
@@ -242,8 +410,9 @@ impl ServerHandler for ErosServer {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        self.require_read(&context)?;
         prompts::get(&self.inner.engine, request)
             .await
             .map(Into::into)
@@ -264,8 +433,11 @@ impl ServerHandler for ErosServer {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
+        if self.require_read(&context).is_err() {
+            return Ok(ListResourcesResult::with_all_items(Vec::new()));
+        }
         Ok(ListResourcesResult::with_all_items(vec![Resource::new(
             SCHEMA_RESOURCE,
             "schema",
@@ -279,8 +451,9 @@ impl ServerHandler for ErosServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        self.require_read(&context)?;
         if request.uri != SCHEMA_RESOURCE {
             return Err(ErrorData::resource_not_found(
                 format!(

@@ -10,7 +10,7 @@ use std::time::Instant;
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
 
-use super::observer::{ToolCall, ToolObserver};
+use super::observer::{Caller, ToolCall, ToolObserver};
 use super::rows::RowEncoder;
 use crate::engine::{
     ExecuteOutput, ExplainOutput, Outcome, QueryError, QueryOutput, TableDescription, TableList,
@@ -71,6 +71,7 @@ impl ToolOutput for PoolStats {}
 /// reports the call.
 pub fn respond<T: ToolOutput>(
     tool: &str,
+    caller: &Caller,
     started: Instant,
     result: Result<T, QueryError>,
     encoder: &dyn RowEncoder,
@@ -104,6 +105,7 @@ pub fn respond<T: ToolOutput>(
     };
     observer.tool_called(&ToolCall {
         tool,
+        caller,
         outcome,
         duration: started.elapsed(),
         rows,
@@ -115,10 +117,16 @@ pub fn respond<T: ToolOutput>(
 
 /// The tool result for a call that failed before it reached the engine
 /// (bad arguments, shutdown), reported like any other call.
-pub fn refuse(tool: &str, err: QueryError, observer: &dyn ToolObserver) -> CallToolResult {
+pub fn refuse(
+    tool: &str,
+    caller: &Caller,
+    err: QueryError,
+    observer: &dyn ToolObserver,
+) -> CallToolResult {
     // No rows to encode: any encoder will do.
     respond::<PoolStats>(
         tool,
+        caller,
         Instant::now(),
         Err(err),
         &super::rows::JsonRows,

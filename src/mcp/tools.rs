@@ -65,7 +65,7 @@ impl ErosServer {
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let rows = self.inner.rows;
-        self.call("query", &ctx.ct, |engine, cancel| async move {
+        self.call("query", &ctx, |engine, cancel| async move {
             engine.query(request, rows, Some(&cancel)).await
         })
         .await
@@ -82,7 +82,7 @@ column name (column).",
         Parameters(request): Parameters<ListTablesRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("list_tables", &ctx.ct, |engine, _| async move {
+        self.call("list_tables", &ctx, |engine, _| async move {
             engine
                 .list_tables(
                     request.pattern,
@@ -105,7 +105,7 @@ indexes.",
         Parameters(request): Parameters<DescribeTableRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("describe_table", &ctx.ct, |engine, _| async move {
+        self.call("describe_table", &ctx, |engine, _| async move {
             engine.describe_table(request.table).await
         })
         .await
@@ -122,7 +122,7 @@ tables it scans.",
         Parameters(request): Parameters<ExplainRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("explain_query", &ctx.ct, |engine, _| async move {
+        self.call("explain_query", &ctx, |engine, _| async move {
             engine.explain(request.sql, request.params).await
         })
         .await
@@ -141,7 +141,7 @@ and commit it. Returns changes and last_insert_rowid (and rows of a RETURNING cl
         Parameters(request): Parameters<ExecuteRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("execute", &ctx.ct, |engine, cancel| async move {
+        self.call("execute", &ctx, |engine, cancel| async move {
             engine
                 .execute(request, rows::RETURNING, Some(&cancel))
                 .await
@@ -160,7 +160,7 @@ created and failed.",
         Parameters(_): Parameters<NoArguments>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("pool_stats", &ctx.ct, |engine, _| async move {
+        self.call("pool_stats", &ctx, |engine, _| async move {
             Ok(engine.pool().stats())
         })
         .await

@@ -45,6 +45,7 @@ pub struct Metrics {
     tool_bytes: IntCounterVec,
     tool_truncations: IntCounterVec,
     clients: ClientMetrics,
+    auth: AuthMetrics,
     pool: Arc<PoolSource>,
     lag: Arc<OnceLock<Arc<ReplicaLag>>>,
 }
@@ -107,6 +108,44 @@ impl ClientMetrics {
             stdio_backpressure_waits: counter(
                 "mcp_stdio_backpressure_waits_total",
                 "Times the stdio transport stopped reading until an answer was written.",
+            ),
+        }
+    }
+}
+
+/// Who was refused over HTTP: 401s by reason, 403s by the scope missing.
+struct AuthMetrics {
+    failures: IntCounterVec,
+    scope_refusals: IntCounterVec,
+}
+
+impl AuthMetrics {
+    /// Reasons counted from the start, so a dashboard sees zeros.
+    const REASONS: [&'static str; 2] = ["missing_token", "unknown_token"];
+
+    fn register(registry: &Registry) -> Self {
+        let vec = |name: &str, help: &str, label: &str| {
+            let counter =
+                IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid counter");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("unique metric");
+            counter
+        };
+        let failures = vec(
+            "mcp_auth_failures_total",
+            "HTTP requests refused with 401, by why the token failed.",
+            "reason",
+        );
+        for reason in Self::REASONS {
+            failures.with_label_values(&[reason]);
+        }
+        Self {
+            failures,
+            scope_refusals: vec(
+                "mcp_auth_scope_refusals_total",
+                "HTTP requests refused with 403 insufficient_scope, by the scope missing.",
+                "scope",
             ),
         }
     }
@@ -202,6 +241,7 @@ impl Metrics {
             .expect("unique metric");
 
         let clients = ClientMetrics::register(&registry);
+        let auth = AuthMetrics::register(&registry);
         let pool = Arc::new(PoolSource::default());
         registry
             .register(Box::new(PoolCollector::new(Arc::clone(&pool))))
@@ -231,6 +271,7 @@ impl Metrics {
             tool_bytes,
             tool_truncations,
             clients,
+            auth,
             pool,
             lag,
         }
@@ -345,6 +386,12 @@ impl TransportObserver for Metrics {
     }
     fn connection_closed(&self) {
         self.clients.connections_open.dec();
+    }
+    fn authentication_failed(&self, reason: &'static str) {
+        self.auth.failures.with_label_values(&[reason]).inc();
+    }
+    fn scope_refused(&self, scope: &str) {
+        self.auth.scope_refusals.with_label_values(&[scope]).inc();
     }
 }
 

@@ -34,7 +34,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::accept::{self, ConnectionLimits};
-use super::auth::{require_bearer, BearerToken};
+use super::auth::{authenticate, require_scope, Authenticator, Operation};
 use super::jsonrpc::{self, ErrorAnswer, Screened};
 use super::observer::{Rejection, TransportObserver};
 use super::rebinding::{refuse_rebinding, RebindingGuard};
@@ -68,6 +68,7 @@ struct RequestLimits {
 fn router<S>(
     server: S,
     config: &HttpSettings,
+    auth: Option<Authenticator>,
     sessions: Arc<LimitedSessions>,
     observer: Arc<dyn TransportObserver>,
     stop: tokio_util::sync::CancellationToken,
@@ -96,9 +97,16 @@ where
     };
     // Layers run outside in: Host and Origin first, then the token, then
     // the body (a slow body holds a connection, never an in-flight slot),
-    // then the in-flight cap.
-    let mcp = Router::new()
-        .nest_service("/mcp", service)
+    // then the in-flight cap, then the scope of what the body asks.
+    let mcp = Router::new().nest_service("/mcp", service);
+    let mcp = match &auth {
+        Some(auth) => mcp.layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            require_scope,
+        )),
+        None => mcp,
+    };
+    let mcp = mcp
         .layer(axum::middleware::from_fn(coalesce_sse_answer))
         .layer(axum::middleware::from_fn(end_session_with_no_content))
         .layer(axum::middleware::from_fn_with_state(
@@ -106,11 +114,8 @@ where
             limit_in_flight,
         ))
         .layer(axum::middleware::from_fn_with_state(limits, read_body));
-    let mcp = match &config.auth_token {
-        Some(token) => mcp.layer(axum::middleware::from_fn_with_state(
-            BearerToken::new(token),
-            require_bearer,
-        )),
+    let mcp = match auth {
+        Some(auth) => mcp.layer(axum::middleware::from_fn_with_state(auth, authenticate)),
         None => mcp,
     };
     let guard = RebindingGuard::new(&config.allowed_hosts, &config.allowed_origins);
@@ -153,9 +158,14 @@ async fn read_body(State(limits): State<RequestLimits>, request: Request, next: 
                 .into_response();
         }
     };
+    let mut parts = parts;
     if is_json(&parts.headers) {
         match jsonrpc::screen(&bytes) {
-            Screened::Message(_) => {}
+            Screened::Message(message) => {
+                if let Some(operation) = Operation::of(&message) {
+                    parts.extensions.insert(operation);
+                }
+            }
             Screened::Refused(answer) => return json_rpc_error(&answer),
             // Over HTTP even a notification is answered: with 400.
             Screened::Ignored => {
@@ -391,6 +401,7 @@ pub async fn serve<S>(
     listener: tokio::net::TcpListener,
     server: S,
     config: &HttpSettings,
+    auth: Option<Authenticator>,
     calls: Arc<CallTracker>,
     shutdown: Shutdown,
     observer: Arc<dyn TransportObserver>,
@@ -405,9 +416,11 @@ where
         Arc::clone(&observer),
     ));
     let expiry = sessions.spawn_expiry(stop.clone());
+    let authenticated = auth.is_some();
     let app = router(
         server,
         config,
+        auth,
         sessions,
         Arc::clone(&observer),
         stop.clone(),
@@ -419,7 +432,7 @@ where
     };
     tracing::info!(
         addr = %config.http_addr,
-        auth = config.auth_token.is_some(),
+        auth = authenticated,
         max_connections = limits.max_connections,
         max_in_flight = config.max_in_flight,
         max_sessions = config.max_sessions,

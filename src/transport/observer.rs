@@ -43,6 +43,11 @@ pub trait TransportObserver: Send + Sync + 'static {
     fn connection_opened(&self) {}
     /// A served MCP TCP connection closed.
     fn connection_closed(&self) {}
+    /// An HTTP request was refused with 401; `reason` is a short label
+    /// (`missing_token`, `unknown_token`, or why an access token failed).
+    fn authentication_failed(&self, _reason: &'static str) {}
+    /// An HTTP request was refused with 403 for lacking `scope`.
+    fn scope_refused(&self, _scope: &str) {}
 }
 
 /// An observer that records nothing.

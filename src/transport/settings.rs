@@ -1,5 +1,5 @@
-//! What the HTTP transport is built with: its address, auth, allow-lists
-//! and client caps. Built once from the MCP configuration at the edge
+//! What the HTTP transport is built with: its address, allow-lists and
+//! client caps (who may call is its [`super::auth::Authenticator`]). Built once from the MCP configuration at the edge
 //! ([`crate::config::McpConfig::http_settings`]).
 
 use std::net::SocketAddr;
@@ -10,8 +10,6 @@ use std::time::Duration;
 pub struct HttpSettings {
     /// Where `/mcp` is served.
     pub http_addr: SocketAddr,
-    /// Bearer token every request must carry; `None` means no auth.
-    pub auth_token: Option<String>,
     /// `Host` header values accepted (DNS-rebinding protection).
     pub allowed_hosts: Vec<String>,
     /// `Origin` header values accepted; requests without `Origin` pass.
@@ -37,11 +35,10 @@ pub struct HttpSettings {
 }
 
 impl std::fmt::Debug for HttpSettings {
-    /// Everything but the token's value.
+    /// The settings worth a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpSettings")
             .field("http_addr", &self.http_addr)
-            .field("auth", &self.auth_token.is_some())
             .field("allowed_hosts", &self.allowed_hosts)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_in_flight", &self.max_in_flight)

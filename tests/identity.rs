@@ -1,0 +1,293 @@
+//! Named principals over HTTP with static tokens (`EROS_AUTH_TOKENS_FILE`):
+//! each token's scopes decide which tools it is shown and may call, a call
+//! outside them is refused before any SQL runs, and the file is re-read on
+//! SIGHUP. A call outside its scopes gets 403 `insufficient_scope` before
+//! any SQL runs. The real binary, a real MCP client.
+
+mod common;
+
+use common::mcp::{call, rows, text, Client, HttpServer};
+use common::TestDb;
+use eros_mcp::identity::tokens::digest_hex;
+use rmcp::model::ProtocolVersion;
+use serde_json::json;
+
+const READER: &str = "reader-token-0123456789";
+const WRITER: &str = "writer-token-0123456789";
+const AUDITOR: &str = "auditor-token-0123456789";
+
+fn entry(name: &str, token: &str, scopes: &[&str]) -> String {
+    format!(
+        "[[tokens]]\nname = {name:?}\nsha256 = {:?}\nscopes = {scopes:?}\n\n",
+        digest_hex(token)
+    )
+}
+
+/// A tool of its own scope, beside the example file's tools.
+const PII_TOOL: &str = r#"
+[[tools]]
+name = "creator_emails"
+description = "Every creator's email."
+scope = "eros:pii"
+sql = "SELECT handle, email FROM creators ORDER BY id"
+"#;
+
+/// A server with writes on, three principals (reader: eros:read; writer:
+/// eros:read and eros:write; auditor: eros:read and eros:pii) and a
+/// declared tool needing eros:pii.
+fn server(db: &TestDb) -> HttpServer {
+    start(db, false)
+}
+
+/// As [`server`], with the metrics sidecar.
+fn server_observed(db: &TestDb) -> HttpServer {
+    start(db, true)
+}
+
+fn start(db: &TestDb, observed: bool) -> HttpServer {
+    let tokens = db.file("tokens.toml");
+    std::fs::write(
+        &tokens,
+        entry("reporting-agent", READER, &["eros:read"])
+            + &entry("etl", WRITER, &["eros:read", "eros:write"])
+            + &entry("auditor", AUDITOR, &["eros:read", "eros:pii"]),
+    )
+    .unwrap();
+    let tools = db.file("tools.toml");
+    std::fs::write(&tools, PII_TOOL).unwrap();
+    let env = [
+        ("EROS_DB_READ_ONLY", "false"),
+        ("EROS_AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
+        ("EROS_MCP_TOOLS_FILE", tools.to_str().unwrap()),
+    ];
+    if observed {
+        HttpServer::start_observed(db.path(), &env)
+    } else {
+        HttpServer::start(db.path(), &env)
+    }
+}
+
+async fn client(server: &HttpServer, token: &str) -> Client {
+    server
+        .client(Some(token), &ProtocolVersion::V_2025_11_25)
+        .await
+}
+
+async fn tool_names(client: &Client) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn creators(client: &Client) -> serde_json::Value {
+    rows(
+        &call(
+            client,
+            "query",
+            json!({ "sql": "SELECT count(*) FROM creators" }),
+        )
+        .await,
+    )["rows"]
+        .clone()
+}
+
+#[tokio::test]
+async fn each_principal_is_shown_only_the_tools_its_scopes_allow() {
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db);
+    let reader = tool_names(&client(&server, READER).await).await;
+    assert!(reader.contains(&"query".to_string()), "{reader:?}");
+    assert!(!reader.contains(&"execute".to_string()), "{reader:?}");
+    assert!(
+        !reader.contains(&"creator_emails".to_string()),
+        "{reader:?}"
+    );
+    let writer = tool_names(&client(&server, WRITER).await).await;
+    assert!(writer.contains(&"execute".to_string()), "{writer:?}");
+    assert!(
+        !writer.contains(&"creator_emails".to_string()),
+        "{writer:?}"
+    );
+    let auditor = tool_names(&client(&server, AUDITOR).await).await;
+    assert!(
+        auditor.contains(&"creator_emails".to_string()),
+        "{auditor:?}"
+    );
+    assert!(!auditor.contains(&"execute".to_string()), "{auditor:?}");
+}
+
+/// A raw JSON-RPC POST with `token`: (status, WWW-Authenticate, body).
+async fn post(server: &HttpServer, token: &str, body: serde_json::Value) -> (u16, String, String) {
+    let response = reqwest::Client::new()
+        .post(server.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("authorization", format!("Bearer {token}"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, challenge, response.text().await.unwrap())
+}
+
+fn tools_call(tool: &str, arguments: serde_json::Value) -> serde_json::Value {
+    json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}
+    })
+}
+
+#[tokio::test]
+async fn a_read_only_principal_calling_execute_gets_403_and_nothing_is_written() {
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db);
+    let reader = client(&server, READER).await;
+    let before = creators(&reader).await;
+    let (status, challenge, body) = post(
+        &server,
+        READER,
+        tools_call("execute", json!({ "sql": "DELETE FROM creators" })),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        challenge,
+        r#"Bearer error="insufficient_scope", scope="eros:write""#
+    );
+    assert_eq!(creators(&reader).await, before);
+    let refused = call_error(&reader, "execute", json!({ "sql": "DELETE FROM creators" })).await;
+    assert!(refused.contains("Insufficient scope"), "{refused}");
+    assert_eq!(creators(&reader).await, before);
+}
+
+/// The error of a call the server refuses at the HTTP level.
+async fn call_error(client: &Client, tool: &str, arguments: serde_json::Value) -> String {
+    let request = rmcp::model::CallToolRequestParams::new(tool.to_string())
+        .with_arguments(arguments.as_object().unwrap().clone());
+    match client.call_tool(request).await {
+        Ok(result) => panic!("{tool} was not refused: {}", text(&result)),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_principal_with_the_write_scope_writes() {
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db);
+    let writer = client(&server, WRITER).await;
+    let result = call(
+        &writer,
+        "execute",
+        json!({ "sql": "UPDATE creators SET display_name = 'x' WHERE id = 1" }),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+}
+
+#[tokio::test]
+async fn a_declared_tool_of_its_own_scope_runs_only_for_its_holders() {
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db);
+    let (status, challenge, _) =
+        post(&server, READER, tools_call("creator_emails", json!({}))).await;
+    assert_eq!(status, 403);
+    assert!(challenge.contains(r#"scope="eros:pii""#), "{challenge}");
+    let allowed = call(&client(&server, AUDITOR).await, "creator_emails", json!({})).await;
+    assert_ne!(allowed.is_error, Some(true), "{}", text(&allowed));
+}
+
+#[tokio::test]
+async fn refusals_are_counted_by_reason_and_by_scope() {
+    let db = TestDb::new().with_demo_data();
+    let server = server_observed(&db);
+    let count = |name: &str| {
+        let (_, metrics) = server.sidecar("/metrics");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let unknown = r#"mcp_auth_failures_total{reason="unknown_token"}"#;
+    let missing = r#"mcp_auth_failures_total{reason="missing_token"}"#;
+    let write = r#"mcp_auth_scope_refusals_total{scope="eros:write"}"#;
+    let before = (count(unknown), count(missing), count(write));
+    let _ = post(
+        &server,
+        "not-a-listed-token-0123",
+        tools_call("query", json!({})),
+    )
+    .await;
+    let _ = post(
+        &server,
+        READER,
+        tools_call("execute", json!({ "sql": "SELECT 1" })),
+    )
+    .await;
+    assert_eq!(count(unknown), before.0 + 1);
+    assert_eq!(count(missing), before.1);
+    assert_eq!(count(write), before.2 + 1);
+}
+
+#[tokio::test]
+async fn a_token_not_in_the_file_is_refused_with_401() {
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db);
+    let outsider = eros_bench::client::http(
+        &server.url(),
+        Some("not-a-listed-token-0123"),
+        &common::mcp::handshake(&ProtocolVersion::V_2025_11_25),
+    )
+    .await;
+    let Err(err) = outsider else {
+        panic!("an unlisted token was let in");
+    };
+    assert!(err.to_string().contains("Auth required"), "{err}");
+}
+
+#[tokio::test]
+async fn sighup_rereads_the_tokens_file_so_tokens_rotate_without_a_restart() {
+    let db = TestDb::new().with_demo_data();
+    let mut server = server(&db);
+    let rotated = "rotated-reader-token-0123";
+    std::fs::write(
+        db.file("tokens.toml"),
+        entry("reporting-agent", rotated, &["eros:read"]),
+    )
+    .unwrap();
+    let pid = server.child.id() as libc::pid_t;
+    // SAFETY: kill(2) on the server this test started.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let url = server.url();
+    let handshake = common::mcp::handshake(&ProtocolVersion::V_2025_11_25);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let old = eros_bench::client::http(&url, Some(READER), &handshake).await;
+        if old.is_err() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed token still works after SIGHUP"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let new = client(&server, rotated).await;
+    assert_eq!(creators(&new).await, json!([[40]]));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the server"
+    );
+}
