@@ -874,23 +874,56 @@ fn each_replica_runs_a_follower_native_sidecar_onto_the_served_file() {
     let follower = init_container(REPLICA, "follower");
     assert!(is_native_sidecar(&follower), "{follower}");
     let env = env_values(&follower);
-    let args: Vec<String> = follower["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| expand_argument(a.as_str().unwrap(), &env))
-        .collect();
     let served = env_values(&container(REPLICA))["EROS_DB_PATH"].clone();
     assert_eq!(
-        args[..4],
-        ["restore", "-f", "-o", served.as_str()],
-        "{args:?}"
+        env["EROS_DB_PATH"], served,
+        "the follower writes another file"
     );
-    assert_eq!(
-        follower["args"].as_array().unwrap().last(),
-        Some(&json!("$(EROS_DB_REPLICA_URL)")),
+    assert!(
+        secret_references(&follower)
+            .iter()
+            .any(|(variable, secret, _)| variable == "EROS_DB_REPLICA_URL"
+                && secret == REPLICA_SECRET),
         "the follower follows the URL of {REPLICA_SECRET}"
     );
+    assert_eq!(follower["command"], json!(["/bin/sh", "-c"]), "{follower}");
+    let script = follower_script(&follower);
+    // Afresh at every start: Litestream 0.5.17 will not resume a copy a
+    // previous follower left (tests/litestream_faults.rs).
+    let (removal, restore) = script
+        .split_once("&&")
+        .unwrap_or_else(|| panic!("remove, then restore: {script}"));
+    assert_eq!(
+        removal.split_whitespace().collect::<Vec<_>>(),
+        [
+            "rm",
+            "-f",
+            "\"$EROS_DB_PATH\"",
+            "\"$EROS_DB_PATH-txid\"",
+            "\"$EROS_DB_PATH.tmp\""
+        ],
+        "{script}"
+    );
+    assert_eq!(
+        restore.split_whitespace().collect::<Vec<_>>(),
+        [
+            "exec",
+            "litestream",
+            "restore",
+            "-f",
+            "-o",
+            "\"$EROS_DB_PATH\"",
+            "\"$EROS_DB_REPLICA_URL\""
+        ],
+        "{script}"
+    );
+}
+
+/// The follower's shell script (its one argument after `sh -c`).
+fn follower_script(follower: &Value) -> String {
+    let args = follower["args"].as_array().expect("args");
+    assert_eq!(args.len(), 1, "one script for sh -c: {args:?}");
+    args[0].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -1262,43 +1295,88 @@ fn the_sidecar_config_and_the_follower_command_replicate_the_served_file() {
         &sidecar_log,
     );
 
-    // The follower: its args, expanded from its env as the kubelet does,
-    // the served path and the URL pointed at the scratch ones.
+    // The follower: its command (a shell script reading its env), the
+    // served path and the URL pointed at the scratch ones, `litestream`
+    // found on PATH as in the image.
     let follower = init_container(REPLICA, "follower");
     let mut follower_env = env_values(&follower);
     follower_env.insert("EROS_DB_PATH".into(), replica_db.display().to_string());
     follower_env.insert("EROS_DB_REPLICA_URL".into(), url);
-    let follower_args: Vec<String> = follower["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| expand_argument(a.as_str().unwrap(), &follower_env))
-        .collect();
     let follower_log = dir.path().join("follower.log");
+    let logs = [sidecar_log.as_path(), follower_log.as_path()];
     // Until the sidecar's first snapshot the follower exits (the kubelet
     // restarts it): restart it here the same way.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut follower_process = litestream("follower", &follower_args, &follower_env, &follower_log);
-    while !replica_db.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the follower never restored:\n{}\nsidecar:\n{}",
-            std::fs::read_to_string(&follower_log).unwrap_or_default(),
-            std::fs::read_to_string(&sidecar_log).unwrap_or_default()
-        );
-        if follower_process.0.try_wait().unwrap().is_some() {
-            std::thread::sleep(Duration::from_millis(500));
-            follower_process = litestream("follower", &follower_args, &follower_env, &follower_log);
+    let start_follower = || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut process = follower_command(&follower, &follower_env, &follower_log);
+        while !replica_db.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the follower never restored:\n{}\nsidecar:\n{}",
+                std::fs::read_to_string(&follower_log).unwrap_or_default(),
+                std::fs::read_to_string(&sidecar_log).unwrap_or_default()
+            );
+            if process.0.try_wait().unwrap().is_some() {
+                std::thread::sleep(Duration::from_millis(500));
+                process = follower_command(&follower, &follower_env, &follower_log);
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    wait_for_rows(&replica_db, &[1], &[&sidecar_log, &follower_log]);
+        process
+    };
+    let mut follower_process = start_follower();
+    wait_for_rows(&replica_db, &[1], &logs);
 
     // A later write reaches the copy the follower keeps current.
     writer.execute("INSERT INTO t VALUES (2)", []).unwrap();
-    wait_for_rows(&replica_db, &[1, 2], &[&sidecar_log, &follower_log]);
+    wait_for_rows(&replica_db, &[1, 2], &logs);
     assert!(
         follower_process.0.try_wait().unwrap().is_none(),
         "the follower keeps following"
     );
+
+    // Killed (SIGKILL: the shell exec'd litestream, so this is Litestream)
+    // and restarted by the kubelet on the same emptyDir: it follows again.
+    drop(follower_process);
+    writer.execute("INSERT INTO t VALUES (3)", []).unwrap();
+    let follower_process = start_follower();
+    wait_for_rows(&replica_db, &[1, 2, 3], &logs);
+    writer.execute("INSERT INTO t VALUES (4)", []).unwrap();
+    wait_for_rows(&replica_db, &[1, 2, 3, 4], &logs);
+    let mut follower_process = follower_process;
+    assert!(
+        follower_process.0.try_wait().unwrap().is_none(),
+        "the restarted follower keeps following:\n{}",
+        std::fs::read_to_string(&follower_log).unwrap_or_default()
+    );
+}
+
+/// Runs the follower container's command and script with `env` (and PATH
+/// leading to the provisioned `litestream`), its output in `log`.
+fn follower_command(follower: &Value, env: &BTreeMap<String, String>, log: &Path) -> Running {
+    let command: Vec<&str> = follower["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let bin = tool("litestream");
+    let path = format!("{}:/usr/bin:/bin", bin.parent().unwrap().display());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = Command::new(command[0])
+        .args(&command[1..])
+        .arg(follower_script(follower))
+        .env_clear()
+        .env("PATH", path)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|err| panic!("start the follower: {err}"));
+    Running(child)
 }

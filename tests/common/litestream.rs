@@ -73,10 +73,17 @@ impl Target {
 
     /// An S3 replica under `bucket/prefix` on an S3-compatible server on
     /// loopback `port` (path-style addressing, fixed test credentials).
+    ///
+    /// Litestream 0.5.17 reads a replica URL's options in two places:
+    /// `NewReplicaFromConfig` in cmd/litestream/main.go (what `replicate DB
+    /// URL` and `restore URL` use) knows `endpoint`, `region` and only the
+    /// camel-case `forcePathStyle`; s3/replica_client.go also takes
+    /// `force-path-style`. `forcePathStyle=true` means the same to both (a
+    /// custom endpoint already implies path style unless it says `false`).
     pub fn s3(port: u16, bucket: &str, prefix: &str) -> Self {
         Self {
             url: format!(
-                "s3://{bucket}/{prefix}?endpoint=http://127.0.0.1:{port}&region=us-east-1&force-path-style=true"
+                "s3://{bucket}/{prefix}?endpoint=http://127.0.0.1:{port}&region=us-east-1&forcePathStyle=true"
             ),
             env: vec![
                 ("AWS_ACCESS_KEY_ID".into(), "eros-test".into()),
@@ -96,6 +103,18 @@ impl Target {
             Listing::Directory(dir) => has_ltx_under(dir),
             Listing::Http { port, path } => http_get(*port, path).1.contains(".ltx"),
         }
+    }
+
+    /// `litestream ARGS` in a clean environment plus this target's, as the
+    /// servers run (their environment is cleared too). Clean matters:
+    /// Litestream 0.5.17 cannot start its S3 client when the environment
+    /// has `AWS_CA_BUNDLE` (s3/replica_client.go hands the AWS SDK a plain
+    /// `*http.Client`, to which the SDK cannot add the bundle: "unable to
+    /// add custom RootCAs HTTPClient, has no WithTransportOptions").
+    pub fn litestream(&self) -> Command {
+        let mut command = Command::new(litestream());
+        command.env_clear().envs(self.env());
+        command
     }
 
     fn env(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -127,11 +146,11 @@ fn quiet(command: &mut Command) -> &mut Command {
 pub fn replicate(db: &Path, target: &Target) -> Process {
     Process(
         quiet(
-            Command::new(litestream())
+            target
+                .litestream()
                 .arg("replicate")
                 .arg(db)
-                .arg(&target.url)
-                .envs(target.env()),
+                .arg(&target.url),
         )
         .spawn()
         .expect("start litestream replicate"),
@@ -178,15 +197,27 @@ pub fn follow(target: &Target, copy: &Path) -> Process {
     }
     Process(
         quiet(
-            Command::new(litestream())
+            target
+                .litestream()
                 .args(["restore", "-f", "-follow-interval", "100ms", "-o"])
                 .arg(copy)
-                .arg(&target.url)
-                .envs(target.env()),
+                .arg(&target.url),
         )
         .spawn()
         .expect("start litestream restore -f"),
     )
+}
+
+/// The files a follower keeps at `copy`: the copy itself, the `-txid` file
+/// recording the last transaction applied, and the `.tmp` file of a restore
+/// in progress.
+pub fn follower_files(copy: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = copy.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [copy.to_path_buf(), with("-txid"), with(".tmp")]
 }
 
 /// Polls `check` until it holds or a deadline generous for a loaded CI
@@ -257,6 +288,28 @@ impl Replica {
     /// Starts (or restarts) the follower.
     pub fn start_follower(&mut self) {
         self.follower = Some(follow(&self.target, &self.copy));
+    }
+
+    /// Restarts the follower the way an operator must with Litestream
+    /// 0.5.17: with the copy and Litestream's files beside it removed, so
+    /// it restores the latest state afresh. A follower started over an
+    /// existing copy refuses to resume it (`cannot resume follow mode: saved
+    /// TXID ... is ahead of latest snapshot`: `Replica.Restore` in
+    /// Litestream's replica.go compares the `-txid` file with the newest
+    /// snapshot, which is normally behind the applied transactions) and
+    /// exits. The replica server meanwhile sees the file missing (503), then
+    /// a new file at the path, and reopens its connections on it.
+    pub fn restart_follower_afresh(&mut self) {
+        self.kill_follower();
+        for leftover in follower_files(&self.copy) {
+            match std::fs::remove_file(&leftover) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    panic!("remove {}: {err}", leftover.display())
+                }
+                _ => {}
+            }
+        }
+        self.start_follower();
     }
 
     /// Kills the follower with SIGKILL.
@@ -354,11 +407,10 @@ impl Cluster {
         };
         let mut replicas: Vec<Replica> = (0..n)
             .map(|i| {
-                Replica::serve(
-                    &dir.path().join(format!("copy-{i}/replica.db")),
-                    &target,
-                    replica_env,
-                )
+                // The server runs in the copy's directory: it must exist.
+                let copy = dir.path().join(format!("copy-{i}/replica.db"));
+                std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+                Replica::serve(&copy, &target, replica_env)
             })
             .collect();
         for replica in &mut replicas {
@@ -465,4 +517,53 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
         rem % 60,
         since.subsec_millis()
     )
+}
+
+/// moto's S3 server (`moto_server`, provisioned by `.ci/provision`) on a
+/// free loopback port, in memory; killed on drop.
+pub struct S3Server {
+    pub port: u16,
+    process: Process,
+}
+
+impl S3Server {
+    /// Starts it and waits until it answers.
+    pub fn start() -> Self {
+        let port = free_port();
+        let process = Process(
+            quiet(
+                Command::new(tool("moto_server"))
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .env("PYTHONDONTWRITEBYTECODE", "1"),
+            )
+            .spawn()
+            .expect("start moto_server"),
+        );
+        let mut server = Self { port, process };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(port, "/").0 == 0 {
+            assert!(server.process.running(), "moto_server exited");
+            assert!(Instant::now() < deadline, "moto_server did not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// Creates `bucket` (moto takes an unsigned `PUT /bucket`).
+    pub fn create_bucket(&self, bucket: &str) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "PUT /{bucket} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(
+            response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+            "PUT /{bucket}: {response}"
+        );
+    }
 }
