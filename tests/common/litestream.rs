@@ -407,9 +407,7 @@ impl Cluster {
         };
         let mut replicas: Vec<Replica> = (0..n)
             .map(|i| {
-                // The server runs in the copy's directory: it must exist.
                 let copy = dir.path().join(format!("copy-{i}/replica.db"));
-                std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
                 Replica::serve(&copy, &target, replica_env)
             })
             .collect();
