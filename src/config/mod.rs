@@ -3,17 +3,20 @@
 //!
 //! Each layer declares its variables once, in a table ([`setting`]):
 //! [`database`] (`EROS_DB_*`), [`mcp`] (`EROS_MCP_*`), [`metrics`]
-//! (`EROS_METRICS_*`). `envy` reads each prefix; every value is parsed and
+//! (`EROS_METRICS_*`), [`auth`] (`EROS_AUTH_*`). `envy` reads each prefix; every value is parsed and
 //! checked on its own, so a bad one stops the program with one line naming
 //! the variable, the value and what is allowed. The edge ([`crate::app`],
 //! `main`) turns the layers' configs into the typed settings each part of
-//! the server is handed (`pool_settings`, `engine_settings`, ...).
+//! the server is handed (`pool_settings`, `engine_settings`,
+//! `oauth_settings`, ...).
 
+pub mod auth;
 pub mod database;
 pub mod mcp;
 pub mod metrics;
 pub mod setting;
 
+pub use auth::{AuthConfig, AuthEnv};
 pub use database::{DatabaseConfig, DatabaseEnv};
 pub use mcp::{McpConfig, McpEnv, RowFormat, Transport};
 pub use metrics::{MetricsConfig, MetricsEnv};
@@ -25,6 +28,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub mcp: McpConfig,
     pub metrics: MetricsConfig,
+    pub auth: AuthConfig,
 }
 
 impl Config {
@@ -37,7 +41,8 @@ impl Config {
         Ok(Self {
             database: DatabaseConfig::from_vars(vars.clone())?,
             mcp: McpConfig::from_vars(vars.clone())?,
-            metrics: MetricsConfig::from_vars(vars)?,
+            metrics: MetricsConfig::from_vars(vars.clone())?,
+            auth: AuthConfig::from_vars(vars)?,
         })
     }
 
@@ -47,5 +52,6 @@ impl Config {
             .iter()
             .chain(McpConfig::SETTINGS)
             .chain(MetricsConfig::SETTINGS)
+            .chain(AuthConfig::SETTINGS)
     }
 }
