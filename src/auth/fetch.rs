@@ -105,6 +105,9 @@ pub fn client(limits: FetchLimits) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .timeout(limits.timeout)
         .redirect(policy)
+        // Fetches are minutes apart: a kept connection would only be found
+        // closed (or the issuer restarted behind it) when next used.
+        .pool_max_idle_per_host(0)
         .user_agent(concat!("eros-mcp/", env!("CARGO_PKG_VERSION")))
         .build()
 }
