@@ -5,6 +5,7 @@
 //! - [`app`]: the running server assembled, and its shutdown sequence.
 //! - [`sidecar`]: Prometheus metrics and Kubernetes probes on their own port.
 //! - [`transport`]: stdio and streamable HTTP (with auth) for the MCP server.
+//! - [`auth`]: OAuth 2.1 access tokens (JWTs) validated against the issuer's published keys.
 //! - [`config`]: typed settings read once from the environment.
 //! - [`budget`]: the peak memory the settings allow, as a formula.
 //! - [`identity`]: who is calling: principals, scopes, static tokens.
@@ -23,6 +24,7 @@
 
 pub mod access;
 pub mod app;
+pub mod auth;
 pub mod bounded_functions;
 pub mod budget;
 pub mod config;

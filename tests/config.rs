@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use eros_mcp::config::{Config, DatabaseConfig, McpConfig, MetricsConfig, RowFormat, Setting};
+use eros_mcp::config::{
+    AuthConfig, Config, DatabaseConfig, McpConfig, MetricsConfig, RowFormat, Setting,
+};
 
 fn config(vars: &[(&str, &str)]) -> Result<DatabaseConfig, String> {
     DatabaseConfig::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -143,6 +145,11 @@ fn env_example_documents_every_metrics_variable_with_its_default() {
 }
 
 #[test]
+fn env_example_documents_every_auth_variable_with_its_default() {
+    assert_documented(AuthConfig::SETTINGS);
+}
+
+#[test]
 fn env_example_names_no_variable_the_server_does_not_declare() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
@@ -178,6 +185,7 @@ fn env_example_parses_as_a_valid_configuration() {
     assert_eq!(config.database, DatabaseConfig::default());
     assert_eq!(config.mcp, McpConfig::default());
     assert_eq!(config.metrics, MetricsConfig::default());
+    assert_eq!(config.auth, AuthConfig::default());
 }
 
 #[test]

@@ -1,9 +1,19 @@
-//! `EROS_AUTH_*`: who may call the HTTP transport, declared once.
+//! `EROS_AUTH_*`: who may call the HTTP transport: the OAuth 2.1
+//! authorization server whose access tokens are accepted (its issuer, this
+//! server's audience, optionally its key set URL), handed to the transport
+//! as [`OAuthSettings`], and the static tokens file; declared once.
 
-use super::setting::{settings, ConfigError, OptionalPath};
+use crate::auth::fetch::fetchable_url;
+use crate::auth::OAuthSettings;
+
+use super::setting::{settings, ConfigError, OptionalPath, OptionalText, Setting};
+
+/// What the issuer and key set URLs accept, for error messages.
+const SECURE_URL: &str = "an https:// URL (http:// only on a loopback host: 127.0.0.0/8, ::1, \
+                          localhost)";
 
 settings! {
-    /// Validated authentication settings.
+    /// Validated auth settings.
     pub struct AuthConfig;
     /// `EROS_AUTH_*` as `envy` reads them.
     pub struct AuthEnv;
@@ -11,18 +21,177 @@ settings! {
     pub mod auth_vars;
     prefix = "EROS_AUTH_";
 
+    /// The OAuth authorization server's issuer URL, exactly as its tokens'
+    /// `iss` and its metadata's `issuer` say it; `None`: OAuth off.
+    issuer <- issuer: OptionalText = "",
+        "an https:// URL (http:// only on a loopback host), or empty for OAuth off";
+    /// This server's canonical resource URI (RFC 8707): the `aud` a token
+    /// must name. Required with an issuer.
+    audience <- audience: OptionalText = "",
+        "an absolute URI without #fragment, such as https://db.example.com/mcp; required with EROS_AUTH_ISSUER";
+    /// The issuer's key set (JWKS) URL; `None`: discovered from the
+    /// issuer's metadata.
+    jwks_url <- jwks_url: OptionalText = "",
+        "an https:// URL (http:// only on a loopback host), or empty to discover it from EROS_AUTH_ISSUER";
     /// Static bearer tokens as named principals with scopes (re-read on SIGHUP).
     tokens_file <- tokens_file: OptionalPath = "", "a path to a TOML file (empty: none)";
 }
 
 impl AuthConfig {
-    /// No rules between these settings yet.
+    /// The rules of each URL, and between the settings: an audience and a
+    /// key set URL mean something only with an issuer, and an issuer needs
+    /// an audience (without one, a token for any server would do).
     fn relate(&mut self, _raw: &AuthEnv) -> Result<(), ConfigError> {
-        Ok(())
+        let secure = |setting: &Setting, value: &Option<String>| match value {
+            Some(url) => fetchable_url(url).map(drop).map_err(|refused| {
+                setting.invalid_because(url, format!("{refused}: {SECURE_URL}"))
+            }),
+            None => Ok(()),
+        };
+        secure(&auth_vars::issuer, &self.issuer)?;
+        secure(&auth_vars::jwks_url, &self.jwks_url)?;
+        if let Some(audience) = &self.audience {
+            let url = reqwest::Url::parse(audience);
+            if url.is_err() || url.is_ok_and(|url| url.fragment().is_some()) {
+                return Err(auth_vars::audience.invalid(audience));
+            }
+        }
+        let unused_without_issuer = [
+            (&auth_vars::audience, &self.audience),
+            (&auth_vars::jwks_url, &self.jwks_url),
+        ];
+        match &self.issuer {
+            Some(_) if self.audience.is_none() => Err(auth_vars::audience.invalid_because(
+                "",
+                "this server's canonical resource URI, required when EROS_AUTH_ISSUER is set"
+                    .into(),
+            )),
+            Some(_) => Ok(()),
+            None => match unused_without_issuer
+                .into_iter()
+                .find_map(|(setting, value)| Some((setting, value.as_ref()?)))
+            {
+                Some((setting, value)) => Err(setting.invalid_because(
+                    value,
+                    "empty unless EROS_AUTH_ISSUER is set (OAuth is off without it)".into(),
+                )),
+                None => Ok(()),
+            },
+        }
     }
 
     /// Whether these settings authenticate HTTP callers by themselves.
     pub fn authenticates(&self) -> bool {
-        self.tokens_file.is_some()
+        self.tokens_file.is_some() || self.issuer.is_some()
+    }
+
+    /// What token validation needs, with the default limits; `None` when
+    /// OAuth is off.
+    pub fn oauth_settings(&self) -> Option<OAuthSettings> {
+        let issuer = self.issuer.clone()?;
+        let audience = self.audience.clone()?;
+        Some(OAuthSettings {
+            jwks_url: self.jwks_url.clone(),
+            ..OAuthSettings::new(issuer, audience)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
+        AuthConfig::from_vars(
+            vars.iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        )
+    }
+
+    #[test]
+    fn oauth_is_off_by_default() {
+        assert_eq!(AuthConfig::default().oauth_settings(), None);
+        assert_eq!(
+            config(&[("EROS_AUTH_ISSUER", "")])
+                .unwrap()
+                .oauth_settings(),
+            None
+        );
+    }
+
+    #[test]
+    fn an_issuer_and_audience_give_the_transport_its_settings() {
+        let settings = config(&[
+            ("EROS_AUTH_ISSUER", "https://auth.example.com/realms/eros"),
+            ("EROS_AUTH_AUDIENCE", "https://db.example.com/mcp"),
+        ])
+        .unwrap()
+        .oauth_settings()
+        .unwrap();
+        assert_eq!(settings.issuer, "https://auth.example.com/realms/eros");
+        assert_eq!(settings.audience, "https://db.example.com/mcp");
+        assert_eq!(settings.jwks_url, None);
+        assert_eq!(settings.leeway, crate::auth::DEFAULT_LEEWAY);
+    }
+
+    #[test]
+    fn plain_http_is_accepted_only_on_loopback() {
+        for issuer in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/x",
+            "http://[::1]:9000",
+        ] {
+            let ok = config(&[
+                ("EROS_AUTH_ISSUER", issuer),
+                ("EROS_AUTH_AUDIENCE", "http://127.0.0.1:8080/mcp"),
+            ]);
+            assert!(ok.is_ok(), "{issuer}: {ok:?}");
+        }
+        let err = config(&[
+            ("EROS_AUTH_ISSUER", "http://auth.example.com"),
+            ("EROS_AUTH_AUDIENCE", "https://db.example.com/mcp"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "EROS_AUTH_ISSUER");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        assert!(err.to_string().contains("https://"), "{err}");
+
+        let err = config(&[
+            ("EROS_AUTH_ISSUER", "https://auth.example.com"),
+            ("EROS_AUTH_AUDIENCE", "https://db.example.com/mcp"),
+            ("EROS_AUTH_JWKS_URL", "http://auth.example.com/jwks"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "EROS_AUTH_JWKS_URL");
+    }
+
+    #[test]
+    fn an_issuer_needs_an_audience_and_the_others_need_an_issuer() {
+        let err = config(&[("EROS_AUTH_ISSUER", "https://auth.example.com")]).unwrap_err();
+        assert_eq!(err.variable, "EROS_AUTH_AUDIENCE");
+        assert!(err.allowed.contains("required"), "{err}");
+
+        let err = config(&[("EROS_AUTH_AUDIENCE", "https://db.example.com/mcp")]).unwrap_err();
+        assert_eq!(err.variable, "EROS_AUTH_AUDIENCE");
+        let err = config(&[("EROS_AUTH_JWKS_URL", "https://auth.example.com/jwks")]).unwrap_err();
+        assert_eq!(err.variable, "EROS_AUTH_JWKS_URL");
+    }
+
+    #[test]
+    fn the_audience_is_an_absolute_uri_without_a_fragment() {
+        for audience in ["db.example.com/mcp", "https://db.example.com/mcp#x"] {
+            let err = config(&[
+                ("EROS_AUTH_ISSUER", "https://auth.example.com"),
+                ("EROS_AUTH_AUDIENCE", audience),
+            ])
+            .unwrap_err();
+            assert_eq!(err.variable, "EROS_AUTH_AUDIENCE", "{audience}");
+        }
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_refused() {
+        let err = config(&[("EROS_AUTH_ISUER", "https://auth.example.com")]).unwrap_err();
+        assert_eq!(err.variable, "EROS_AUTH_ISUER");
     }
 }

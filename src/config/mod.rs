@@ -3,11 +3,12 @@
 //!
 //! Each layer declares its variables once, in a table ([`setting`]):
 //! [`database`] (`EROS_DB_*`), [`mcp`] (`EROS_MCP_*`), [`auth`]
-//! (`EROS_AUTH_*`), [`metrics`] (`EROS_METRICS_*`). `envy` reads each prefix; every value is parsed and
-//! checked on its own, so a bad one stops the program with one line naming
+//! (`EROS_AUTH_*`), [`metrics`] (`EROS_METRICS_*`). `envy` reads each
+//! prefix; every value is parsed and checked on its own, so a bad one stops the program with one line naming
 //! the variable, the value and what is allowed. The edge ([`crate::app`],
 //! `main`) turns the layers' configs into the typed settings each part of
-//! the server is handed (`pool_settings`, `engine_settings`, ...).
+//! the server is handed (`pool_settings`, `engine_settings`,
+//! `oauth_settings`, ...).
 
 pub mod auth;
 pub mod database;
