@@ -390,7 +390,12 @@ impl TransportObserver for Metrics {
     fn authentication_failed(&self, reason: &'static str) {
         self.auth.failures.with_label_values(&[reason]).inc();
     }
-    fn scope_refused(&self, scope: &str) {
+    fn scope_refused(
+        &self,
+        _principal: &crate::identity::Principal,
+        _operation: &crate::transport::auth::Operation,
+        scope: &str,
+    ) {
         self.auth.scope_refusals.with_label_values(&[scope]).inc();
     }
 }

@@ -139,13 +139,14 @@ pub async fn require_scope(
     let missing = match (principal, operation) {
         (Some(principal), Some(operation)) => auth
             .required_scope(operation)
-            .filter(|scope| !principal.may(scope)),
+            .filter(|scope| !principal.may(scope))
+            .map(|scope| (principal, operation, scope)),
         _ => None,
     };
-    let Some(scope) = missing else {
+    let Some((principal, operation, scope)) = missing else {
         return next.run(request).await;
     };
-    auth.observer.scope_refused(scope);
+    auth.observer.scope_refused(principal, operation, scope);
     let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
     (
         StatusCode::FORBIDDEN,

@@ -46,8 +46,15 @@ pub trait TransportObserver: Send + Sync + 'static {
     /// An HTTP request was refused with 401; `reason` is a short label
     /// (`missing_token`, `unknown_token`, or why an access token failed).
     fn authentication_failed(&self, _reason: &'static str) {}
-    /// An HTTP request was refused with 403 for lacking `scope`.
-    fn scope_refused(&self, _scope: &str) {}
+    /// `principal`'s request for `operation` was refused with 403 for
+    /// lacking `scope`.
+    fn scope_refused(
+        &self,
+        _principal: &crate::identity::Principal,
+        _operation: &super::auth::Operation,
+        _scope: &str,
+    ) {
+    }
 }
 
 /// An observer that records nothing.
