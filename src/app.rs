@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::{TokenValidator, ValidatorError};
 use crate::config::{Config, Transport};
 use crate::database::{self, StartupError};
 use crate::engine::QueryEngine;
@@ -27,7 +28,7 @@ use crate::replication::{Replication, ReplicationSettings, Role};
 use crate::shutdown::Shutdown;
 use crate::sidecar::{Metrics, Readiness, Sidecar, SidecarBindError, SidecarState};
 use crate::transport::accept::{raise_open_file_limit, FileBudget};
-use crate::transport::auth::Authenticator;
+use crate::transport::auth::{Authenticator, OAuth};
 use crate::transport::{self, NoTransportObserver, TransportError, TransportObserver};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum AppError {
     DeclaredTools(#[from] DeclaredToolsError),
     #[error(transparent)]
     Tokens(#[from] TokensFileError),
+    #[error("cannot set up OAuth: {0}")]
+    OAuth(#[from] ValidatorError),
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("closing the database failed: {0}")]
@@ -113,7 +116,7 @@ pub async fn build(
 
 /// Who may call over HTTP, or `None` when authentication is off: the
 /// static tokens (the tokens file, re-read on SIGHUP, and
-/// `EROS_MCP_AUTH_TOKEN`).
+/// `EROS_MCP_AUTH_TOKEN`) and, with an issuer set, OAuth access tokens.
 fn authenticator(
     config: &Config,
     observer: &Arc<dyn TransportObserver>,
@@ -122,14 +125,33 @@ fn authenticator(
         config.auth.tokens_file.as_deref(),
         config.mcp.auth_token.as_deref(),
     )?;
-    if !tokens.has_file() && tokens.is_empty() {
+    let oauth = match config.auth.oauth_settings() {
+        Some(settings) => {
+            let validator = TokenValidator::new(settings)?;
+            // Fetch the keys now so the first caller does not wait for
+            // them; a failure is retried when the first token arrives.
+            let prefetch = validator.clone();
+            tokio::spawn(async move {
+                if let Err(err) = prefetch.prefetch_keys().await {
+                    tracing::warn!(error = %err, "cannot fetch the authorization server's keys yet");
+                }
+            });
+            Some(OAuth::new(validator))
+        }
+        None => None,
+    };
+    if oauth.is_none() && !tokens.has_file() && tokens.is_empty() {
         return Ok(None);
     }
     let tokens = Arc::new(tokens);
     if tokens.has_file() {
         reload_on_hangup(Arc::clone(&tokens));
     }
-    Ok(Some(Authenticator::new(tokens, Arc::clone(observer))))
+    Ok(Some(Authenticator::new(
+        tokens,
+        oauth,
+        Arc::clone(observer),
+    )))
 }
 
 /// Re-reads the tokens file on every SIGHUP; a file that no longer reads

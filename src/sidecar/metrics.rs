@@ -137,7 +137,10 @@ impl AuthMetrics {
             "HTTP requests refused with 401, by why the token failed.",
             "reason",
         );
-        for reason in Self::REASONS {
+        for reason in Self::REASONS
+            .into_iter()
+            .chain(crate::auth::TokenRejected::REASONS)
+        {
             failures.with_label_values(&[reason]);
         }
         Self {

@@ -1,11 +1,14 @@
 //! Authentication for the HTTP transport: every request to `/mcp` presents
-//! `Authorization: Bearer <token>`, which names its principal (a static
-//! token's entry, see [`crate::identity::tokens`]); without one it gets 401.
-//! The principal travels in the request's extensions to the MCP server. A
+//! `Authorization: Bearer <token>`, which names its principal: a static
+//! token's entry ([`crate::identity::tokens`]) or, with OAuth on, a JWT
+//! access token the authorization server issued for this server
+//! ([`crate::auth`]). Without a valid one it gets 401, with OAuth naming
+//! the Protected Resource Metadata (RFC 9728) a client starts from. The
+//! principal travels in the request's extensions to the MCP server. A
 //! request for something its scopes do not cover (a tool, the schema
 //! resource, the prompt) gets 403 `insufficient_scope` naming the scope,
 //! before anything runs. A refusal says nothing more, and no token is ever
-//! logged.
+//! logged or passed on.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,25 +19,145 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::observer::TransportObserver;
+use crate::auth::{TokenClaims, TokenValidator};
 use crate::identity::tokens::StaticTokens;
-use crate::identity::{self, Principal};
+use crate::identity::{self, Principal, Proof, Scopes};
+
+/// The path of the Protected Resource Metadata (RFC 9728).
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// OAuth's part: the validator and where this server's metadata is.
+#[derive(Clone)]
+pub struct OAuth {
+    validator: TokenValidator,
+    /// The metadata's URL, as 401s name it: under the audience's origin,
+    /// suffixed with its path (RFC 9728 section 3.1).
+    metadata_url: String,
+}
+
+impl OAuth {
+    pub fn new(validator: TokenValidator) -> Self {
+        let metadata_url = metadata_url(&validator.settings().audience);
+        Self {
+            validator,
+            metadata_url,
+        }
+    }
+
+    /// The metadata document: this resource, its authorization server, the
+    /// scopes it knows.
+    pub fn metadata(&self, scopes: &[String]) -> serde_json::Value {
+        let settings = self.validator.settings();
+        serde_json::json!({
+            "resource": settings.audience,
+            "authorization_servers": [settings.issuer],
+            "scopes_supported": scopes,
+            "bearer_methods_supported": ["header"],
+            "resource_name": "eros-mcp",
+        })
+    }
+}
+
+/// `origin` + [`METADATA_PATH`] + the resource's path (none for `/`).
+fn metadata_url(audience: &str) -> String {
+    match reqwest::Url::parse(audience) {
+        Ok(url) => {
+            let path = url.path().trim_end_matches('/');
+            format!(
+                "{}{METADATA_PATH}{path}",
+                url.origin().ascii_serialization()
+            )
+        }
+        Err(_) => METADATA_PATH.to_string(),
+    }
+}
+
+/// The principal an access token names: its `sub` (or `client_id`).
+fn principal_of(claims: TokenClaims) -> Principal {
+    let name = claims
+        .subject
+        .clone()
+        .or_else(|| claims.client_id.clone())
+        .unwrap_or_else(|| "oauth-client".to_string());
+    Principal {
+        name,
+        subject: claims.subject,
+        client_id: claims.client_id,
+        scopes: Scopes::of(claims.scopes),
+        proof: Proof::OAuth,
+    }
+}
 
 /// Who may call: a cheap handle shared by every request.
 #[derive(Clone)]
 pub struct Authenticator {
     tokens: Arc<StaticTokens>,
+    oauth: Option<OAuth>,
     /// The scope each tool needs, from the MCP server.
     tool_scopes: Arc<HashMap<String, String>>,
     observer: Arc<dyn TransportObserver>,
 }
 
 impl Authenticator {
-    pub fn new(tokens: Arc<StaticTokens>, observer: Arc<dyn TransportObserver>) -> Self {
+    pub fn new(
+        tokens: Arc<StaticTokens>,
+        oauth: Option<OAuth>,
+        observer: Arc<dyn TransportObserver>,
+    ) -> Self {
         Self {
             tokens,
+            oauth,
             tool_scopes: Arc::default(),
             observer,
         }
+    }
+
+    /// OAuth's part, when it is on.
+    pub fn oauth(&self) -> Option<&OAuth> {
+        self.oauth.as_ref()
+    }
+
+    /// Every scope a principal could need here, for the metadata.
+    pub fn scopes_supported(&self) -> Vec<String> {
+        let mut scopes: Vec<String> = self.tool_scopes.values().cloned().collect();
+        scopes.push(identity::READ.to_string());
+        scopes.sort();
+        scopes.dedup();
+        scopes
+    }
+
+    /// The principal `token` names, or why it names none.
+    async fn principal(&self, token: &str) -> Result<Principal, &'static str> {
+        if let Some(principal) = self.tokens.authenticate(token) {
+            return Ok(principal);
+        }
+        match &self.oauth {
+            Some(oauth) => oauth
+                .validator
+                .validate(token)
+                .await
+                .map(principal_of)
+                .map_err(|rejected| rejected.reason()),
+            None => Err("unknown_token"),
+        }
+    }
+
+    /// The `WWW-Authenticate` value of a 401 (`error` when a token was
+    /// presented and refused).
+    fn challenge(&self, error: Option<&str>) -> HeaderValue {
+        let mut challenge = String::from("Bearer");
+        let mut params = Vec::new();
+        if let Some(error) = error {
+            params.push(format!("error=\"{error}\""));
+        }
+        if let Some(oauth) = &self.oauth {
+            params.push(format!("resource_metadata=\"{}\"", oauth.metadata_url));
+        }
+        if !params.is_empty() {
+            challenge.push(' ');
+            challenge.push_str(&params.join(", "));
+        }
+        HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer"))
     }
 
     /// Checks tool calls against `tool_scopes` (tool name to scope).
@@ -103,24 +226,26 @@ pub async fn authenticate(
 ) -> Response {
     let Some(token) = bearer(request.headers()) else {
         auth.observer.authentication_failed("missing_token");
-        return unauthorized();
+        return unauthorized(auth.challenge(None));
     };
-    match auth.tokens.authenticate(token) {
-        Some(principal) => {
+    match auth.principal(token).await {
+        Ok(principal) => {
+            // The token goes no further than this layer.
+            request.headers_mut().remove(header::AUTHORIZATION);
             request.extensions_mut().insert(Arc::new(principal));
             next.run(request).await
         }
-        None => {
-            auth.observer.authentication_failed("unknown_token");
-            unauthorized()
+        Err(reason) => {
+            auth.observer.authentication_failed(reason);
+            unauthorized(auth.challenge(Some("invalid_token")))
         }
     }
 }
 
-fn unauthorized() -> Response {
+fn unauthorized(challenge: HeaderValue) -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+        [(header::WWW_AUTHENTICATE, challenge)],
         "unauthorized",
     )
         .into_response()
@@ -147,7 +272,10 @@ pub async fn require_scope(
         return next.run(request).await;
     };
     auth.observer.scope_refused(principal, operation, scope);
-    let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
+    let mut challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
+    if let Some(oauth) = &auth.oauth {
+        challenge.push_str(&format!(", resource_metadata=\"{}\"", oauth.metadata_url));
+    }
     (
         StatusCode::FORBIDDEN,
         [(
@@ -183,6 +311,34 @@ mod tests {
             bearer(&headers("BEARER s3cret-token")),
             Some("s3cret-token")
         );
+    }
+
+    #[test]
+    fn the_metadata_url_keeps_the_resource_path() {
+        assert_eq!(
+            metadata_url("https://db.example.com/mcp"),
+            "https://db.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            metadata_url("http://127.0.0.1:8080/"),
+            "http://127.0.0.1:8080/.well-known/oauth-protected-resource"
+        );
+    }
+
+    #[test]
+    fn an_access_token_names_its_subject_or_else_its_client() {
+        let claims = |subject: Option<&str>| TokenClaims {
+            subject: subject.map(str::to_string),
+            client_id: Some("eros-agent".into()),
+            scopes: vec![identity::READ.into()],
+            expires_at: std::time::SystemTime::now(),
+        };
+        assert_eq!(principal_of(claims(Some("alice"))).name, "alice");
+        let client = principal_of(claims(None));
+        assert_eq!(client.name, "eros-agent");
+        assert!(client.may(identity::READ));
+        assert!(!client.may(identity::WRITE));
+        assert_eq!(client.proof, Proof::OAuth);
     }
 
     #[test]

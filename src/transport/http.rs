@@ -34,7 +34,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::accept::{self, ConnectionLimits};
-use super::auth::{authenticate, require_scope, Authenticator, Operation};
+use super::auth::{authenticate, require_scope, Authenticator, Operation, METADATA_PATH};
 use super::jsonrpc::{self, ErrorAnswer, Screened};
 use super::observer::{Rejection, TransportObserver};
 use super::rebinding::{refuse_rebinding, RebindingGuard};
@@ -114,8 +114,25 @@ where
             limit_in_flight,
         ))
         .layer(axum::middleware::from_fn_with_state(limits, read_body));
-    let mcp = match auth {
-        Some(auth) => mcp.layer(axum::middleware::from_fn_with_state(auth, authenticate)),
+    let mcp = match &auth {
+        Some(auth) => mcp.layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            authenticate,
+        )),
+        None => mcp,
+    };
+    // The Protected Resource Metadata is public: it is what a client
+    // without a token reads first (RFC 9728).
+    let mcp = match auth
+        .as_ref()
+        .and_then(|auth| Some((auth.oauth()?.clone(), auth.scopes_supported())))
+    {
+        Some((oauth, scopes)) => {
+            let document = axum::Json(oauth.metadata(&scopes));
+            let metadata = axum::routing::get(move || std::future::ready(document.clone()));
+            mcp.route(METADATA_PATH, metadata.clone())
+                .route(&format!("{METADATA_PATH}/mcp"), metadata)
+        }
         None => mcp,
     };
     let guard = RebindingGuard::new(&config.allowed_hosts, &config.allowed_origins);

@@ -103,9 +103,20 @@ impl HttpServer {
         server
     }
 
+    /// Starts a server on `port` (one a setting must name, such as the
+    /// OAuth audience) with the sidecar, and waits until it serves MCP.
+    pub fn start_at(port: u16, db: &Path, env: &[(&str, &str)]) -> Self {
+        let server = Self::spawn_at(port, db, env, Some(free_port()));
+        server.wait_until_listening();
+        server
+    }
+
     /// Starts a server with the sidecar and returns at once.
     pub fn spawn(db: &Path, env: &[(&str, &str)], metrics_port: Option<u16>) -> Self {
-        let port = free_port();
+        Self::spawn_at(free_port(), db, env, metrics_port)
+    }
+
+    fn spawn_at(port: u16, db: &Path, env: &[(&str, &str)], metrics_port: Option<u16>) -> Self {
         let mut cmd = http_command(db, env, port, metrics_port);
         let child = cmd.spawn().expect("spawn eros-mcp");
         Self {

@@ -1,0 +1,230 @@
+//! eros-mcp as an OAuth 2.1 resource server, the real binary in front of a
+//! real authorization server (npm's oidc-provider on loopback): a request
+//! without a valid token gets 401 naming the Protected Resource Metadata,
+//! which names the issuer and the scopes; a token's scopes decide what its
+//! client may do; a token for another resource is refused; the official
+//! MCP Python SDK connects with a token it was issued.
+
+mod common;
+
+use std::process::Command;
+
+use common::mcp::{call, free_port, rows, text, HttpServer};
+use common::oauth::{AuthServer, AGENT};
+use common::TestDb;
+use rmcp::model::ProtocolVersion;
+use serde_json::{json, Value};
+
+/// A server with writes on, trusting `issuer`; its audience is its own URL.
+fn server(db: &TestDb, issuer: &AuthServer) -> HttpServer {
+    let port = free_port();
+    let audience = audience(port);
+    HttpServer::start_at(
+        port,
+        db.path(),
+        &[
+            ("EROS_DB_READ_ONLY", "false"),
+            ("EROS_AUTH_ISSUER", &issuer.issuer()),
+            ("EROS_AUTH_AUDIENCE", &audience),
+        ],
+    )
+}
+
+fn audience(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/mcp")
+}
+
+/// A raw POST of `body` with `token`: (status, WWW-Authenticate, body).
+async fn post(server: &HttpServer, token: Option<&str>, body: Value) -> (u16, String, String) {
+    let mut request = reqwest::Client::new()
+        .post(server.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, challenge, response.text().await.unwrap())
+}
+
+fn tools_call(tool: &str, arguments: Value) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}
+    })
+}
+
+fn metadata_url(server: &HttpServer) -> String {
+    format!(
+        "http://127.0.0.1:{}/.well-known/oauth-protected-resource/mcp",
+        server.port
+    )
+}
+
+#[tokio::test]
+async fn a_request_without_a_token_gets_401_naming_the_resource_metadata() {
+    let issuer = AuthServer::start();
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db, &issuer);
+    let (status, challenge, _) = post(&server, None, tools_call("query", json!({}))).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        challenge,
+        format!("Bearer resource_metadata=\"{}\"", metadata_url(&server))
+    );
+    let metadata: Value = reqwest::get(metadata_url(&server))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], json!(audience(server.port)));
+    assert_eq!(metadata["authorization_servers"], json!([issuer.issuer()]));
+    let scopes = metadata["scopes_supported"].as_array().unwrap();
+    assert!(scopes.contains(&json!("eros:read")), "{metadata}");
+    assert!(scopes.contains(&json!("eros:write")), "{metadata}");
+    // The unsuffixed form answers too.
+    let plain = format!(
+        "http://127.0.0.1:{}/.well-known/oauth-protected-resource",
+        server.port
+    );
+    assert_eq!(reqwest::get(plain).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_read_token_reads_and_its_execute_gets_403_with_nothing_written() {
+    let issuer = AuthServer::start();
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db, &issuer);
+    let token = issuer
+        .token(AGENT, "eros:read", &audience(server.port))
+        .await;
+    let reader = server
+        .client(Some(&token), &ProtocolVersion::V_2025_11_25)
+        .await;
+    let tools: Vec<String> = reader
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.into_owned())
+        .collect();
+    assert!(!tools.contains(&"execute".to_string()), "{tools:?}");
+    let count = rows(
+        &call(
+            &reader,
+            "query",
+            json!({"sql": "SELECT count(*) FROM creators"}),
+        )
+        .await,
+    )["rows"]
+        .clone();
+    assert_eq!(count, json!([[40]]));
+
+    let (status, challenge, _) = post(
+        &server,
+        Some(&token),
+        tools_call("execute", json!({"sql": "DELETE FROM creators"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        challenge,
+        format!(
+            "Bearer error=\"insufficient_scope\", scope=\"eros:write\", resource_metadata=\"{}\"",
+            metadata_url(&server)
+        )
+    );
+    let after = rows(
+        &call(
+            &reader,
+            "query",
+            json!({"sql": "SELECT count(*) FROM creators"}),
+        )
+        .await,
+    )["rows"]
+        .clone();
+    assert_eq!(after, json!([[40]]), "a refused execute wrote");
+}
+
+#[tokio::test]
+async fn a_write_token_executes() {
+    let issuer = AuthServer::start();
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db, &issuer);
+    let token = issuer
+        .token(AGENT, "eros:read eros:write", &audience(server.port))
+        .await;
+    let writer = server
+        .client(Some(&token), &ProtocolVersion::V_2025_11_25)
+        .await;
+    let result = call(
+        &writer,
+        "execute",
+        json!({"sql": "UPDATE creators SET display_name = 'renamed' WHERE id = 1"}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+}
+
+#[tokio::test]
+async fn a_token_for_another_resource_is_refused_and_counted() {
+    let issuer = AuthServer::start();
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db, &issuer);
+    let token = issuer
+        .token(AGENT, "eros:read", "https://another.example.com/mcp")
+        .await;
+    let (status, challenge, _) = post(&server, Some(&token), tools_call("query", json!({}))).await;
+    assert_eq!(status, 401);
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\", resource_metadata="),
+        "{challenge}"
+    );
+    let (_, metrics) = server.sidecar("/metrics");
+    assert!(
+        metrics.contains(r#"mcp_auth_failures_total{reason="wrong_audience"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_python_sdk_connects_with_an_issued_token() {
+    let issuer = AuthServer::start();
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db, &issuer);
+    let token = issuer
+        .token(AGENT, "eros:read", &audience(server.port))
+        .await;
+    let python = common::ops::repo().join("target/ops-tools/venv/bin/python");
+    assert!(
+        python.is_file(),
+        "run .ci/provision: it installs the MCP Python SDK into target/ops-tools/venv"
+    );
+    let script = common::ops::repo().join("tests/fixtures/oauth/python_client.py");
+    let output = Command::new(python)
+        .arg(script)
+        .arg(server.url())
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the Python SDK failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(line["is_error"], json!(false), "{line}");
+    assert!(line["text"][0].as_str().unwrap().contains("40"), "{line}");
+    let tools = line["tools"].as_array().unwrap();
+    assert!(tools.contains(&json!("query")), "{line}");
+    assert!(!tools.contains(&json!("execute")), "{line}");
+}
