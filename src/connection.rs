@@ -190,12 +190,7 @@ pub fn factory(options: &ConnectionOptions) -> SqliteConnectionManager {
         .with_flags(flags)
         .with_init(move |conn| {
             ensure_identity(conn, &setup)
-                .and_then(|()| match setup.mode {
-                    FileMode::Replica => apply_replica_settings(conn, &setup),
-                    FileMode::Primary | FileMode::Replicated => {
-                        apply_settings(conn, &setup.path, &setup)
-                    }
-                })
+                .and_then(|()| set_up(conn, &setup, Purpose::Pool))
                 .map_err(ConnectError::into_hook_error)
         })
 }
@@ -254,74 +249,11 @@ pub fn open_probe(options: &ConnectionOptions) -> Result<Connection, ConnectErro
         .with_flags(flags)
         .with_init(move |conn| {
             ensure_identity(conn, &setup)
-                .and_then(|()| apply_probe_settings(conn, &setup))
+                .and_then(|()| set_up(conn, &setup, Purpose::Probe))
                 .map_err(ConnectError::into_hook_error)
         })
         .connect()
         .map_err(|err| ConnectError::from_factory(err, &options.path))
-}
-
-fn apply_probe_settings(
-    conn: &Connection,
-    options: &ConnectionOptions,
-) -> Result<(), ConnectError> {
-    let path = options.path.as_path();
-    let setup = |pragma: &'static str| setup_failed(path, pragma);
-    conn.busy_timeout(options.busy_timeout)
-        .map_err(setup("busy_timeout"))?;
-    harden(conn, options).map_err(setup("defensive"))?;
-    for (pragma, value) in [
-        ("query_only", "ON"),
-        ("trusted_schema", "OFF"),
-        ("cell_size_check", "ON"),
-        ("mmap_size", "0"),
-        ("temp_store", "MEMORY"),
-        ("cache_size", "-1024"),
-    ] {
-        conn.pragma_update(None, pragma, value)
-            .map_err(setup(pragma))?;
-    }
-    Ok(())
-}
-
-/// A replica's connection: the hardening and bounded functions every
-/// connection gets and the PRAGMAs that only change this connection. None
-/// that writes the file: no `journal_mode = WAL` (the follower keeps its
-/// copy in rollback-journal mode and writes pages in place under SQLite's
-/// locks), no `synchronous`. `busy_timeout` is what waits out an apply:
-/// while the follower holds its locks a read meets `SQLITE_BUSY` and
-/// SQLite's busy handler retries until it is done.
-fn apply_replica_settings(
-    conn: &Connection,
-    options: &ConnectionOptions,
-) -> Result<(), ConnectError> {
-    let path = options.path.as_path();
-    let setup = |pragma: &'static str| setup_failed(path, pragma);
-    conn.busy_timeout(options.busy_timeout)
-        .map_err(setup("busy_timeout"))?;
-    harden(conn, options).map_err(setup("defensive"))?;
-    crate::bounded_functions::install(conn).map_err(setup("functions"))?;
-    // Reading the schema proves the file is a database (opening does not).
-    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
-        row.get::<_, i64>(0)
-    })
-    .map_err(setup("schema"))?;
-    for (pragma, value) in [
-        ("foreign_keys", "ON"),
-        ("trusted_schema", "OFF"),
-        ("cell_size_check", "ON"),
-        ("mmap_size", "0"),
-        ("temp_store", "MEMORY"),
-    ] {
-        conn.pragma_update(None, pragma, value)
-            .map_err(setup(pragma))?;
-    }
-    if options.cache_kib > 0 {
-        let kib = i64::try_from(options.cache_kib).unwrap_or(i64::MAX);
-        conn.pragma_update(None, "cache_size", -kib)
-            .map_err(setup("cache_size"))?;
-    }
-    Ok(())
 }
 
 /// The error for a PRAGMA (or other setup step) that failed on `path`.
@@ -356,55 +288,104 @@ fn ensure_identity(conn: &Connection, options: &ConnectionOptions) -> Result<(),
     })
 }
 
-fn apply_settings(
+/// Which connection [`set_up`] prepares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A pool connection: what `options.mode` calls for.
+    Pool,
+    /// The readiness probe's: read-only, a small cache, nothing that writes.
+    Probe,
+}
+
+/// PRAGMAs every connection gets; none of them writes the file.
+const READING_PRAGMAS: [(&str, &str); 4] = [
+    ("trusted_schema", "OFF"),
+    ("cell_size_check", "ON"),
+    ("mmap_size", "0"),
+    // Sorts, DISTINCT, GROUP BY, window partitions and materialized
+    // subqueries live in memory, under the hard heap ceiling, instead of
+    // in temporary files nothing would bound (see `limit_sqlite_heap`).
+    ("temp_store", "MEMORY"),
+];
+
+/// Prepares a connection SQLite just opened. Hardening first: it does not
+/// touch the file, so it cannot fail on a broken one, and everything after
+/// runs under it. Then, by file mode:
+///
+/// - a primary's (or replicated primary's) file is put in WAL mode, with
+///   the PRAGMAs that change how it is written;
+/// - a replica's copy gets none that writes: no `journal_mode = WAL` (the
+///   follower keeps it in rollback-journal mode and writes pages in place
+///   under SQLite's locks), no `synchronous`. `busy_timeout` is what waits
+///   out an apply: while the follower holds its locks a read meets
+///   `SQLITE_BUSY` and SQLite's busy handler retries until it is done.
+fn set_up(
     conn: &Connection,
-    path: &Path,
     options: &ConnectionOptions,
+    purpose: Purpose,
 ) -> Result<(), ConnectError> {
+    let path = options.path.as_path();
     let setup = |pragma: &'static str| setup_failed(path, pragma);
     conn.busy_timeout(options.busy_timeout)
         .map_err(setup("busy_timeout"))?;
-    // Hardening first: it does not touch the file, so it cannot fail on a
-    // broken one, and everything after runs under it.
     harden(conn, options).map_err(setup("defensive"))?;
-    crate::bounded_functions::install(conn).map_err(setup("functions"))?;
-    // `journal_mode` answers with a row; a file that is not a database fails here.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .map_err(setup("journal_mode"))?;
-    if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
-        return Err(ConnectError::Setup {
-            path: path.to_path_buf(),
-            pragma: "journal_mode",
-            reason: "the database refused write-ahead logging",
-            source: rusqlite::Error::InvalidQuery,
-        });
+    let writes_file = purpose == Purpose::Pool && options.mode != FileMode::Replica;
+    if purpose == Purpose::Pool {
+        crate::bounded_functions::install(conn).map_err(setup("functions"))?;
+        if writes_file {
+            enable_wal(conn, path)?;
+        } else {
+            // Reading the schema proves the file is a database (opening does not).
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map_err(setup("schema"))?;
+        }
     }
-    for (pragma, value) in [
-        ("synchronous", "NORMAL"),
-        ("foreign_keys", "ON"),
-        ("secure_delete", "ON"),
-        ("trusted_schema", "OFF"),
-        ("cell_size_check", "ON"),
-        ("mmap_size", "0"),
-        // Sorts, DISTINCT, GROUP BY, window partitions and materialized
-        // subqueries live in memory, under the hard heap ceiling, instead
-        // of in temporary files nothing would bound (see `limit_sqlite_heap`).
-        ("temp_store", "MEMORY"),
-    ] {
+    let own: &[(&str, &str)] = match purpose {
+        Purpose::Probe => &[("query_only", "ON")],
+        Purpose::Pool if writes_file => &[
+            ("synchronous", "NORMAL"),
+            ("foreign_keys", "ON"),
+            ("secure_delete", "ON"),
+        ],
+        Purpose::Pool => &[("foreign_keys", "ON")],
+    };
+    for &(pragma, value) in own.iter().chain(&READING_PRAGMAS) {
         conn.pragma_update(None, pragma, value)
             .map_err(setup(pragma))?;
     }
-    if options.mode == FileMode::Replicated {
+    if writes_file && options.mode == FileMode::Replicated {
         leave_checkpoints_to_litestream(conn).map_err(setup("wal_autocheckpoint"))?;
     }
-    if options.cache_kib > 0 {
+    let cache_kib = match purpose {
+        Purpose::Probe => 1024,
+        Purpose::Pool => options.cache_kib,
+    };
+    if cache_kib > 0 {
         // Negative: a size in KiB rather than a number of pages.
-        let kib = i64::try_from(options.cache_kib).unwrap_or(i64::MAX);
+        let kib = i64::try_from(cache_kib).unwrap_or(i64::MAX);
         conn.pragma_update(None, "cache_size", -kib)
             .map_err(setup("cache_size"))?;
     }
     Ok(())
+}
+
+/// `journal_mode = WAL`, which answers with a row: a file that is not a
+/// database fails here.
+fn enable_wal(conn: &Connection, path: &Path) -> Result<(), ConnectError> {
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(setup_failed(path, "journal_mode"))?;
+    if mode.eq_ignore_ascii_case("wal") || mode.eq_ignore_ascii_case("memory") {
+        return Ok(());
+    }
+    Err(ConnectError::Setup {
+        path: path.to_path_buf(),
+        pragma: "journal_mode",
+        reason: "the database refused write-ahead logging",
+        source: rusqlite::Error::InvalidQuery,
+    })
 }
 
 /// Litestream owns the checkpoints of a file it replicates (it runs its

@@ -59,38 +59,30 @@ pub fn prepare_schema(config: &DatabaseConfig) -> Result<usize, StartupError> {
 
 /// Migrates, records the identity of the file (from now on the pool opens
 /// that file only, and never creates one), then opens, pre-warms and starts
-/// maintaining the pool.
+/// maintaining the pool. A replica's pool opens on the file its follower
+/// has produced (the caller waits for the first restore).
 pub fn open(
     config: &DatabaseConfig,
     observer: Arc<dyn PoolObserver>,
 ) -> Result<Arc<Pool>, StartupError> {
-    if config.role == Role::Replica {
-        return open_replica(config, observer);
-    }
-    prepare_schema(config)?;
-    let health = DatabaseHealth::watch(&config.path, !config.read_only).map_err(|source| {
-        StartupError::Identity {
-            path: config.path.display().to_string(),
-            source,
+    let health = match config.role {
+        Role::Primary => {
+            prepare_schema(config)?;
+            DatabaseHealth::watch(&config.path, !config.read_only).map_err(|source| {
+                StartupError::Identity {
+                    path: config.path.display().to_string(),
+                    source,
+                }
+            })?
         }
-    })?;
-    Ok(Pool::open_with_health(
-        &config.pool_settings(),
-        config.connection_options(),
-        observer,
-        health,
-    )?)
-}
-
-/// Opens a replica's pool on the file its follower has produced (the
-/// caller waits for the first restore): no migration, no schema check
-/// beyond what every connection's setup reads, the file followed.
-fn open_replica(
-    config: &DatabaseConfig,
-    observer: Arc<dyn PoolObserver>,
-) -> Result<Arc<Pool>, StartupError> {
-    let health = DatabaseHealth::follow(&config.path);
-    health.verify_file().map_err(ConnectError::from)?;
+        // A replica's file is its follower's: never migrated, followed
+        // when the follower replaces it; its setup reads the schema.
+        Role::Replica => {
+            let health = DatabaseHealth::follow(&config.path);
+            health.verify_file().map_err(ConnectError::from)?;
+            health
+        }
+    };
     Ok(Pool::open_with_health(
         &config.pool_settings(),
         config.connection_options(),

@@ -4,28 +4,11 @@
 
 mod common;
 
-use common::attacks::{ALLOWED_READS, ATTACKS};
+use common::attacks::{fingerprint, ALLOWED_READS, ATTACKS};
 use common::TestDb;
 use eros_mcp::access::Access;
 use eros_mcp::engine::{Cell, QueryEngine, QueryError, QueryRequest};
 use eros_mcp::mcp::rows::JsonRows;
-
-fn fingerprint(db: &TestDb) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<_> = std::fs::read_dir(db.dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        // The shared-memory index changes on every read; it holds no data.
-        .filter(|p| !p.to_string_lossy().ends_with("-shm"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
-}
 
 fn prepared_db() -> (TestDb, QueryEngine) {
     let db = TestDb::new();
@@ -48,7 +31,7 @@ fn prepared_db() -> (TestDb, QueryEngine) {
 #[tokio::test]
 async fn every_attack_is_refused_and_changes_nothing() {
     let (db, engine) = prepared_db();
-    let before = fingerprint(&db);
+    let before = fingerprint(db.dir.path());
     let dir = db.dir.path().display().to_string();
     for (name, sql) in ATTACKS {
         let sql = sql.replace("ATTACKDIR", &dir);
@@ -75,7 +58,7 @@ async fn every_attack_is_refused_and_changes_nothing() {
         );
         assert!(!err.to_string().is_empty());
         assert_eq!(
-            fingerprint(&db),
+            fingerprint(db.dir.path()),
             before,
             "{name} changed the database files"
         );

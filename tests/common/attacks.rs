@@ -6,6 +6,24 @@
 //! Each runs against a `users (id, name)` table holding two rows.
 #![allow(dead_code)]
 
+/// The files in `dir` with their bytes, sorted by name; the shared-memory
+/// index is left out (it changes on every read and holds no data).
+pub fn fingerprint(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && !p.to_string_lossy().ends_with("-shm"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// `(name, sql)` pairs.
 pub const ATTACKS: &[(&str, &str)] = &[
     (

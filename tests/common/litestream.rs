@@ -138,6 +138,35 @@ pub fn replicate(db: &Path, target: &Target) -> Process {
     )
 }
 
+/// `litestream replicate` from a configuration file, syncing to the
+/// replica every `interval` (the command line has no flag for it) and
+/// checking the database for changes twice as often.
+pub fn replicate_every(db: &Path, target: &Target, interval: Duration) -> Process {
+    let config = db.with_extension("litestream.yml");
+    let ms = interval.as_millis();
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: {db:?}\n    monitor-interval: {monitor}ms\n    replica:\n      url: {url:?}\n      sync-interval: {ms}ms\n",
+            db = db.display().to_string(),
+            monitor = (ms / 2).max(10),
+            url = target.url,
+        ),
+    )
+    .unwrap();
+    Process(
+        quiet(
+            Command::new(litestream())
+                .arg("replicate")
+                .arg("-config")
+                .arg(&config)
+                .envs(target.env()),
+        )
+        .spawn()
+        .expect("start litestream replicate"),
+    )
+}
+
 /// `litestream restore -f`: the first restore, then every new transaction.
 /// It refuses to start before the replica holds its first LTX file, so
 /// this waits for one.
@@ -211,6 +240,7 @@ impl Replica {
             ("EROS_DB_REPLICA_MAX_LAG", "5"),
         ];
         env.extend_from_slice(extra);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
         let server = http_command(copy, &env, port, Some(metrics_port))
             .spawn()
             .expect("spawn the replica");
@@ -289,6 +319,14 @@ impl Cluster {
         Self::start_on(dir, target, n, primary_env, replica_env).await
     }
 
+    /// As [`Cluster::start`], Litestream syncing every `interval` rather
+    /// than every second, for tests that need many applies.
+    pub async fn start_syncing_every(n: usize, interval: Duration) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::directory(&dir.path().join("replica"));
+        Self::launch(dir, target, n, &[], &[], Some(interval)).await
+    }
+
     /// As [`Cluster::start_with`], replicating to `target`.
     pub async fn start_on(
         dir: tempfile::TempDir,
@@ -297,9 +335,23 @@ impl Cluster {
         primary_env: &[(&str, &str)],
         replica_env: &[(&str, &str)],
     ) -> Self {
+        Self::launch(dir, target, n, primary_env, replica_env, None).await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        target: Target,
+        n: usize,
+        primary_env: &[(&str, &str)],
+        replica_env: &[(&str, &str)],
+        sync_interval: Option<Duration>,
+    ) -> Self {
         let db = dir.path().join("primary.db");
         let primary = primary(&db, &target, primary_env);
-        let replicate = replicate(&db, &target);
+        let replicate = match sync_interval {
+            Some(interval) => replicate_every(&db, &target, interval),
+            None => replicate(&db, &target),
+        };
         let mut replicas: Vec<Replica> = (0..n)
             .map(|i| {
                 Replica::serve(
@@ -310,7 +362,6 @@ impl Cluster {
             })
             .collect();
         for replica in &mut replicas {
-            std::fs::create_dir_all(replica.copy.parent().unwrap()).unwrap();
             replica.start_follower();
         }
         for (i, replica) in replicas.iter().enumerate() {
