@@ -398,10 +398,37 @@ pub async fn run(plan: &ReplicasPlan) -> Result<ReplicasReport, ReplicasError> {
                 .into(),
         ));
     }
+    let plan = &absolute(plan)?;
     let mut processes = Processes(Vec::new());
     let outcome = measure(plan, &mut processes).await;
     processes.stop().await;
     outcome
+}
+
+/// The plan with its binaries and directory as absolute paths: the
+/// processes run in the directory, where a relative path given on the
+/// command line (`target/release/eros-mcp`) means something else. A bare
+/// program name is left to PATH.
+fn absolute(plan: &ReplicasPlan) -> Result<ReplicasPlan, ReplicasError> {
+    let resolve = |what: &str, path: &Path| {
+        std::fs::canonicalize(path)
+            .map_err(|err| ReplicasError::Setup(format!("{what} {}: {err}", path.display())))
+    };
+    let program = |what: &str, path: &PathBuf| {
+        if path.components().count() > 1 {
+            resolve(what, path)
+        } else {
+            Ok(path.clone())
+        }
+    };
+    std::fs::create_dir_all(&plan.dir)
+        .map_err(|err| ReplicasError::Setup(format!("--dir {}: {err}", plan.dir.display())))?;
+    Ok(ReplicasPlan {
+        eros_mcp: program("--eros-mcp", &plan.eros_mcp)?,
+        litestream: program("--litestream", &plan.litestream)?,
+        dir: resolve("--dir", &plan.dir)?,
+        ..plan.clone()
+    })
 }
 
 async fn measure(
