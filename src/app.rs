@@ -182,11 +182,14 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     reserve_open_files(&mut config);
     let calls = CallTracker::new();
     let metrics = Arc::new(Metrics::new(config.database.path.clone()));
+    let replication = config.database.replication_settings();
+    if replication.role == Role::Replica {
+        metrics.replica(replication.max_lag);
+    }
     let expected_version = config.database.migrate.then(migrations::latest_version);
     let readiness = Arc::new(Readiness::new(expected_version, shutdown.clone()));
     let sidecar_stop = tokio_util::sync::CancellationToken::new();
     let sidecar = start_sidecar(&config, &metrics, &readiness, &sidecar_stop)?;
-    let replication = config.database.replication_settings();
     let mut http = config.mcp.http_settings();
     if replication.role == Role::Replica {
         // Any replica behind a load balancer answers any request.

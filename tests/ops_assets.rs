@@ -38,7 +38,7 @@ fn assert_no_problems(what: &str, problems: Vec<String>) {
 
 /// Each alert operators are told about (README, "Grafana, alerts,
 /// Kubernetes"): the metric its expression must use and its `for`.
-const ALERTS: [(&str, &str, Option<&str>); 8] = [
+const ALERTS: [(&str, &str, Option<&str>); 10] = [
     (
         "EROSPoolUtilizationHigh",
         "mcp_db_pool_max_connections",
@@ -62,6 +62,16 @@ const ALERTS: [(&str, &str, Option<&str>); 8] = [
         "EROSStatementsOverrunning",
         "mcp_db_statements_overrunning",
         Some("5m"),
+    ),
+    (
+        "EROSReplicaLagging",
+        "mcp_db_replica_lag_seconds > mcp_db_replica_max_lag_seconds",
+        Some("2m"),
+    ),
+    (
+        "EROSReplicaNoHeartbeat",
+        "mcp_db_replica_max_lag_seconds unless mcp_db_replica_lag_seconds",
+        Some("10m"),
     ),
 ];
 
@@ -387,6 +397,8 @@ fn the_dashboard_queries_every_pool_tool_and_database_metric() {
         "mcp_db_file_size_bytes",
         "mcp_db_wal_size_bytes",
         "mcp_ready",
+        "mcp_db_replica_lag_seconds",
+        "mcp_db_replica_max_lag_seconds",
     ]
     .into_iter()
     .filter(|metric| !contains_word(&all, metric))
@@ -442,6 +454,44 @@ fn the_pool_utilization_panel_marks_the_80_percent_line() {
     );
 }
 
+#[test]
+fn the_replica_lag_panel_draws_each_replicas_own_max_lag_as_a_dashed_red_line() {
+    let dashboard = dashboard();
+    let panel = query_panels(&dashboard)
+        .into_iter()
+        .find(|p| p["title"] == "Replica lag" && p["type"] == "timeseries")
+        .expect("a timeseries panel titled \"Replica lag\"");
+    assert_eq!(panel["fieldConfig"]["defaults"]["unit"], "s", "{panel}");
+    let targets = panel["targets"].as_array().cloned().unwrap_or_default();
+    let ref_of = |metric: &str| {
+        targets
+            .iter()
+            .find(|t| t["expr"] == format!("{metric}{{instance=~\"$instance\"}}"))
+            .and_then(|t| t["refId"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("Replica lag does not plot {metric} per instance"))
+    };
+    ref_of("mcp_db_replica_lag_seconds");
+    let max = ref_of("mcp_db_replica_max_lag_seconds");
+    // The threshold is the max-lag series itself, styled as a threshold line.
+    let overrides = panel["fieldConfig"]["overrides"].as_array().cloned();
+    let style = overrides
+        .into_iter()
+        .flatten()
+        .find(|o| o["matcher"]["id"] == "byFrameRefID" && o["matcher"]["options"] == max)
+        .unwrap_or_else(|| panic!("no override for the max-lag target {max}"));
+    let property = |id: &str| {
+        style["properties"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"] == id)
+            .map(|p| p["value"].clone())
+            .unwrap_or_else(|| panic!("the max-lag override lacks {id}: {style}"))
+    };
+    assert_eq!(property("color")["fixedColor"], "red", "{style}");
+    assert_eq!(property("custom.lineStyle")["fill"], "dash", "{style}");
+}
+
 // ---------------------------------------------------------------- PromQL
 
 #[test]
@@ -469,7 +519,7 @@ fn an_unknown_grafana_variable_is_an_error_naming_it() {
 fn dashboard_and_rule_expressions_use_only_variables_the_checks_substitute() {
     let found = promql::expressions(&dashboard(), &yaml(RULES));
     let found = found.unwrap_or_else(|err| panic!("{err}"));
-    // 37 panel queries and 8 alerts, less duplicates, when this was written.
+    // 39 panel queries and 10 alerts, less duplicates, when this was written.
     assert!(
         found.len() >= 30,
         "only {} expressions: {found:?}",

@@ -5,12 +5,18 @@
 //! by the primary's `execute` takes to become visible on each replica (a
 //! steady write every `write_interval`, each stamping its time), then the
 //! read throughput of one replica against all of them with paced clients
-//! (one call in flight each) for a fixed duration. See BENCHMARKS.md, "Issue
-//! 12: replication benchmark".
+//! (one call in flight each) for a fixed duration. Last, a node dying: under
+//! the same steady writes, the primary and `litestream replicate` are
+//! SIGKILLed together, the database is restored from the replica with
+//! `eros-mcp restore --output`, and the restored file gives the RPO (how much
+//! acknowledged work was lost) and the restore time. See BENCHMARKS.md,
+//! "Issue 12: replication benchmark".
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +52,9 @@ pub struct ReplicasPlan {
     pub read_duration: Duration,
     /// Rows of the table the reads look up.
     pub read_rows: u64,
+    /// Write intervals of steady writes before the node dies (the kill
+    /// lands a third of an interval later, between two writes' starts).
+    pub kill_after_writes: u64,
 }
 
 /// Why the benchmark could not run.
@@ -100,6 +109,48 @@ pub struct ReadStats {
     pub p99_ms: f64,
 }
 
+/// The node's death: what the restore from the replica holds, and how long
+/// it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeDeathStats {
+    /// Writes the primary acknowledged before it was killed.
+    pub acknowledged: u64,
+    /// Acknowledged writes the restored database lacks.
+    pub missing: u64,
+    /// Writes the restore holds that were never acknowledged (committed,
+    /// the answer lost with the process): not a loss.
+    pub unacknowledged_present: u64,
+    /// Kill time minus the acknowledgement of the newest acknowledged write
+    /// the restore holds; None when it holds none of them.
+    pub rpo_ms: Option<f64>,
+    /// Wall time of `eros-mcp restore --output`, spawn to exit.
+    pub restore_ms: f64,
+    /// Size of the restored database file.
+    pub restored_bytes: u64,
+    /// `PRAGMA integrity_check` of the restored file ("ok" when sound).
+    pub integrity: String,
+}
+
+impl fmt::Display for NodeDeathStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rpo = self
+            .rpo_ms
+            .map_or("none of them restored".to_string(), |ms| {
+                format!("{ms:.0} ms")
+            });
+        write!(
+            f,
+            "node death (SIGKILL primary + litestream): {} acknowledged writes, {} missing from the restore ({} unacknowledged present); RPO {rpo}; restore {:.0} ms, {} bytes, integrity_check {}",
+            self.acknowledged,
+            self.missing,
+            self.unacknowledged_present,
+            self.restore_ms,
+            self.restored_bytes,
+            self.integrity
+        )
+    }
+}
+
 /// What the benchmark measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicasReport {
@@ -114,6 +165,8 @@ pub struct ReplicasReport {
     /// Reads against replica 1 alone, then spread over every replica.
     pub reads_one: ReadStats,
     pub reads_all: ReadStats,
+    /// The primary's node dying, then a restore from the replica.
+    pub node_death: NodeDeathStats,
 }
 
 impl fmt::Display for ReplicasReport {
@@ -151,7 +204,7 @@ impl fmt::Display for ReplicasReport {
                 reads.errors
             )?;
         }
-        Ok(())
+        writeln!(f, "{}", self.node_death)
     }
 }
 
@@ -186,6 +239,37 @@ impl Processes {
         self.0
             .last_mut()
             .is_some_and(|(_, child)| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILLs the processes named `names` back to back, as when their
+    /// machine dies (none gets to flush, sync or answer), and reaps them.
+    /// Returns the moment just before the first signal.
+    async fn kill_together(&mut self, names: &[&str]) -> Result<Instant, ReplicasError> {
+        let mut victims = Vec::new();
+        for name in names {
+            let at = self
+                .0
+                .iter()
+                .position(|(what, _)| what == name)
+                .ok_or_else(|| ReplicasError::Setup(format!("no process {name} to kill")))?;
+            victims.push(self.0.remove(at));
+        }
+        let mut pids = Vec::new();
+        for (what, child) in &victims {
+            let pid = child
+                .id()
+                .ok_or_else(|| ReplicasError::Setup(format!("{what} exited before the kill")))?;
+            pids.push(pid);
+        }
+        let killed_at = Instant::now();
+        for pid in pids {
+            // SAFETY: kill(2) on a child this process started and has not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        for (_, mut child) in victims {
+            let _ = child.wait().await;
+        }
+        Ok(killed_at)
     }
 
     async fn stop(&mut self) {
@@ -304,15 +388,47 @@ fn mcp_url(port: u16) -> String {
 /// Runs the whole benchmark; every process it started is stopped before it
 /// returns, whatever the outcome.
 pub async fn run(plan: &ReplicasPlan) -> Result<ReplicasReport, ReplicasError> {
-    if plan.replicas == 0 || plan.writes == 0 || plan.read_clients == 0 {
+    if plan.replicas == 0
+        || plan.writes == 0
+        || plan.read_clients == 0
+        || plan.kill_after_writes == 0
+    {
         return Err(ReplicasError::Setup(
-            "--replicas, --writes and --read-clients must be at least 1".into(),
+            "--replicas, --writes, --read-clients and --kill-after-writes must be at least 1"
+                .into(),
         ));
     }
+    let plan = &absolute(plan)?;
     let mut processes = Processes(Vec::new());
     let outcome = measure(plan, &mut processes).await;
     processes.stop().await;
     outcome
+}
+
+/// The plan with its binaries and directory as absolute paths: the
+/// processes run in the directory, where a relative path given on the
+/// command line (`target/release/eros-mcp`) means something else. A bare
+/// program name is left to PATH.
+fn absolute(plan: &ReplicasPlan) -> Result<ReplicasPlan, ReplicasError> {
+    let resolve = |what: &str, path: &Path| {
+        std::fs::canonicalize(path)
+            .map_err(|err| ReplicasError::Setup(format!("{what} {}: {err}", path.display())))
+    };
+    let program = |what: &str, path: &PathBuf| {
+        if path.components().count() > 1 {
+            resolve(what, path)
+        } else {
+            Ok(path.clone())
+        }
+    };
+    std::fs::create_dir_all(&plan.dir)
+        .map_err(|err| ReplicasError::Setup(format!("--dir {}: {err}", plan.dir.display())))?;
+    Ok(ReplicasPlan {
+        eros_mcp: program("--eros-mcp", &plan.eros_mcp)?,
+        litestream: program("--litestream", &plan.litestream)?,
+        dir: resolve("--dir", &plan.dir)?,
+        ..plan.clone()
+    })
 }
 
 async fn measure(
@@ -379,6 +495,13 @@ async fn measure(
     )
     .await
     .map_err(call_err("create bench_reads"))?;
+    sql_call(
+        &writer,
+        "execute",
+        "CREATE TABLE bench_rpo (id INTEGER PRIMARY KEY, written_at REAL NOT NULL)".into(),
+    )
+    .await
+    .map_err(call_err("create bench_rpo"))?;
     sql_call(
         &writer,
         "execute",
@@ -450,6 +573,7 @@ async fn measure(
     let lag = LagStats::of(lag_per_replica.iter().flatten().copied().collect());
     let reads_one = measure_reads(plan, &replica_ports[..1]).await?;
     let reads_all = measure_reads(plan, &replica_ports).await?;
+    let node_death = measure_node_death(plan, processes, port, &primary_db, &url).await?;
     Ok(ReplicasReport {
         replicas: plan.replicas,
         writes: plan.writes,
@@ -459,6 +583,7 @@ async fn measure(
         lag,
         reads_one,
         reads_all,
+        node_death,
     })
 }
 
@@ -617,6 +742,198 @@ async fn measure_reads(plan: &ReplicasPlan, ports: &[u16]) -> Result<ReadStats, 
     })
 }
 
+/// The last phase: steady writes to `bench_rpo` on the primary (HTTP on
+/// `port`), the primary and `litestream replicate` SIGKILLed together in
+/// the middle of them, then `eros-mcp restore --output` from the replica
+/// into a new file, and what that file holds.
+async fn measure_node_death(
+    plan: &ReplicasPlan,
+    processes: &mut Processes,
+    port: u16,
+    primary_db: &Path,
+    url: &str,
+) -> Result<NodeDeathStats, ReplicasError> {
+    let writer = connect(&mcp_url(port)).await?;
+    let killed = Arc::new(AtomicBool::new(false));
+    let writes = tokio::spawn(write_until_killed(
+        writer,
+        plan.write_interval,
+        Arc::clone(&killed),
+    ));
+    // A third of an interval after a write's start: the kill lands while
+    // writes go on, not right after an acknowledgement.
+    tokio::time::sleep(
+        plan.write_interval * plan.kill_after_writes as u32 + plan.write_interval / 3,
+    )
+    .await;
+    killed.store(true, Ordering::SeqCst);
+    let killed_at = processes
+        .kill_together(&["primary", "litestream replicate"])
+        .await?;
+    // The writer's next call fails at once (the sockets died with the
+    // process); the bound only keeps a bug from hanging the benchmark.
+    let acknowledged = tokio::time::timeout(Duration::from_secs(60), writes)
+        .await
+        .map_err(|_| ReplicasError::Setup("the writer did not stop after the kill".into()))?
+        .map_err(|err| ReplicasError::Setup(format!("writer: {err}")))??;
+
+    let restored = plan.dir.join("restored").join("bench.db");
+    let restore_time = restore_copy(plan, primary_db, url, &restored).await?;
+    let (restored_bytes, integrity, present) = inspect_restored(&restored)?;
+    let loss = loss(&acknowledged, &present, killed_at);
+    Ok(NodeDeathStats {
+        acknowledged: acknowledged.len() as u64,
+        missing: loss.missing,
+        unacknowledged_present: loss.unacknowledged_present,
+        rpo_ms: loss.rpo.map(ms),
+        restore_ms: ms(restore_time),
+        restored_bytes,
+        integrity,
+    })
+}
+
+/// One write to `bench_rpo` every `interval` on a fixed schedule, until a
+/// write fails after `killed` is set: each acknowledged id with the moment
+/// its acknowledgement arrived. A failure before the kill is an error.
+async fn write_until_killed(
+    writer: Session,
+    interval: Duration,
+    killed: Arc<AtomicBool>,
+) -> Result<Vec<(u64, Instant)>, ReplicasError> {
+    let mut acknowledged = Vec::new();
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for id in 1.. {
+        ticks.tick().await;
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let answer = sql_call(
+            &writer,
+            "execute",
+            format!("INSERT INTO bench_rpo (id, written_at) VALUES ({id}, {stamp:.6})"),
+        )
+        .await;
+        match answer {
+            Ok(_) => acknowledged.push((id, Instant::now())),
+            Err(_) if killed.load(Ordering::SeqCst) => break,
+            Err(message) => {
+                return Err(ReplicasError::Call {
+                    what: format!("write {id} to bench_rpo before the kill"),
+                    message,
+                })
+            }
+        }
+    }
+    Ok(acknowledged)
+}
+
+/// `eros-mcp restore --output` from the replica at `url` into `output` (a
+/// new file in a new directory), timed from spawn to exit: Litestream's
+/// start, the download, the checks eros-mcp runs before putting it there.
+async fn restore_copy(
+    plan: &ReplicasPlan,
+    primary_db: &Path,
+    url: &str,
+    output: &Path,
+) -> Result<Duration, ReplicasError> {
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| ReplicasError::Setup(format!("create {}: {err}", dir.display())))?;
+    }
+    let started = Instant::now();
+    let done = Command::new(&plan.eros_mcp)
+        .arg("restore")
+        .arg("--output")
+        .arg(output)
+        .current_dir(&plan.dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("EROS_DB_PATH", primary_db)
+        .env("EROS_DB_REPLICA_URL", url)
+        .env("EROS_DB_LITESTREAM_BIN", &plan.litestream)
+        .env("EROS_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|source| ReplicasError::Spawn {
+            what: "eros-mcp restore".into(),
+            source,
+        })?;
+    let elapsed = started.elapsed();
+    if !done.status.success() {
+        return Err(ReplicasError::Setup(format!(
+            "eros-mcp restore --output {} failed ({}): {}{}",
+            output.display(),
+            done.status,
+            String::from_utf8_lossy(&done.stdout),
+            String::from_utf8_lossy(&done.stderr)
+        )));
+    }
+    Ok(elapsed)
+}
+
+/// The restored file: its size (before anything opens it),
+/// `PRAGMA integrity_check`, and the ids of `bench_rpo` it holds.
+fn inspect_restored(path: &Path) -> Result<(u64, String, BTreeSet<u64>), ReplicasError> {
+    let fail = |what: &str, err: &dyn fmt::Display| {
+        ReplicasError::Setup(format!("restored {}: {what}: {err}", path.display()))
+    };
+    let bytes = std::fs::metadata(path)
+        .map_err(|err| fail("stat", &err))?
+        .len();
+    let conn = rusqlite::Connection::open(path).map_err(|err| fail("open", &err))?;
+    let integrity = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|err| fail("integrity_check", &err))?
+        .join("; ");
+    let present = conn
+        .prepare("SELECT id FROM bench_rpo")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get::<_, i64>(0))?
+                .map(|id| id.map(|id| id as u64))
+                .collect::<Result<BTreeSet<_>, _>>()
+        })
+        .map_err(|err| fail("read bench_rpo", &err))?;
+    Ok((bytes, integrity, present))
+}
+
+/// What a node's death lost, from the restore's point of view.
+#[derive(Debug, Clone, PartialEq)]
+struct Loss {
+    /// Acknowledged writes the restore lacks.
+    missing: u64,
+    /// Writes the restore holds that were never acknowledged.
+    unacknowledged_present: u64,
+    /// The kill time minus the acknowledgement of the newest acknowledged
+    /// write the restore holds (zero if that acknowledgement came in just
+    /// after the signal went out); None when it holds none.
+    rpo: Option<Duration>,
+}
+
+/// Compares the writes `acknowledged` (id, when) with the ids `present` in
+/// the restore of a primary killed at `killed_at`.
+fn loss(acknowledged: &[(u64, Instant)], present: &BTreeSet<u64>, killed_at: Instant) -> Loss {
+    let acked: BTreeSet<u64> = acknowledged.iter().map(|(id, _)| *id).collect();
+    let newest_present = acknowledged
+        .iter()
+        .filter(|(id, _)| present.contains(id))
+        .map(|(_, at)| *at)
+        .max();
+    Loss {
+        missing: acked.difference(present).count() as u64,
+        unacknowledged_present: present.difference(&acked).count() as u64,
+        rpo: newest_present.map(|at| killed_at.saturating_duration_since(at)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,5 +953,82 @@ mod tests {
         assert_eq!(stats.p50_ms.round(), 51.0);
         assert_eq!(stats.p99_ms.round(), 99.0);
         assert_eq!(stats.max_ms.round(), 100.0);
+    }
+
+    /// Writes 1..=n acknowledged 100 ms apart from `start`.
+    fn acks(start: Instant, n: u64) -> Vec<(u64, Instant)> {
+        (1..=n)
+            .map(|id| (id, start + Duration::from_millis(100 * id)))
+            .collect()
+    }
+
+    #[test]
+    fn the_rpo_runs_from_the_newest_acknowledged_write_restored_to_the_kill() {
+        let start = Instant::now();
+        // Acknowledged 1..=10 (at 100..=1000 ms), killed at 1050 ms, the
+        // restore holds 1..=7 and 11 (committed, never acknowledged).
+        let present: BTreeSet<u64> = (1..=7).chain([11]).collect();
+        let loss = loss(
+            &acks(start, 10),
+            &present,
+            start + Duration::from_millis(1050),
+        );
+        assert_eq!(
+            loss,
+            Loss {
+                missing: 3,
+                unacknowledged_present: 1,
+                rpo: Some(Duration::from_millis(350)),
+            }
+        );
+    }
+
+    #[test]
+    fn a_restore_with_every_write_loses_nothing_but_the_time_since_the_last() {
+        let start = Instant::now();
+        let present: BTreeSet<u64> = (1..=10).collect();
+        let loss = loss(
+            &acks(start, 10),
+            &present,
+            start + Duration::from_millis(1030),
+        );
+        assert_eq!(loss.missing, 0);
+        assert_eq!(loss.rpo, Some(Duration::from_millis(30)));
+    }
+
+    #[test]
+    fn a_restore_without_any_acknowledged_write_has_no_rpo() {
+        let start = Instant::now();
+        let loss = loss(
+            &acks(start, 4),
+            &BTreeSet::new(),
+            start + Duration::from_secs(1),
+        );
+        assert_eq!(loss.missing, 4);
+        assert_eq!(loss.rpo, None);
+    }
+
+    #[test]
+    fn an_acknowledgement_just_after_the_signal_counts_as_no_loss_of_time() {
+        let start = Instant::now();
+        let present: BTreeSet<u64> = [1].into();
+        let loss = loss(&acks(start, 1), &present, start + Duration::from_millis(50));
+        assert_eq!(loss.rpo, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn the_node_death_line_says_when_nothing_was_restored() {
+        let stats = NodeDeathStats {
+            acknowledged: 4,
+            missing: 4,
+            unacknowledged_present: 0,
+            rpo_ms: None,
+            restore_ms: 120.0,
+            restored_bytes: 8192,
+            integrity: "ok".into(),
+        };
+        let line = stats.to_string();
+        assert!(line.contains("RPO none of them restored"), "{line}");
+        assert!(line.contains("4 missing"), "{line}");
     }
 }

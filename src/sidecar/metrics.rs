@@ -2,7 +2,7 @@
 //! from `Pool::stats()` at scrape time (exact, not sampled), timing
 //! histograms fed by the pool and tool observers, per-tool call metrics,
 //! database file sizes, build info and process metrics; on a read replica,
-//! its replication lag.
+//! its replication lag and the most it may lag.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -47,7 +47,7 @@ pub struct Metrics {
     clients: ClientMetrics,
     auth: AuthMetrics,
     pool: Arc<PoolSource>,
-    lag: Arc<OnceLock<Arc<ReplicaLag>>>,
+    replica: Arc<ReplicaSource>,
 }
 
 /// What the client limits did (sessions, refusals, stdio backpressure).
@@ -252,9 +252,9 @@ impl Metrics {
         registry
             .register(Box::new(DatabaseFileCollector::new(db_path)))
             .expect("unique metric");
-        let lag = Arc::new(OnceLock::new());
+        let replica = Arc::new(ReplicaSource::default());
         registry
-            .register(Box::new(ReplicaLagCollector::new(Arc::clone(&lag))))
+            .register(Box::new(ReplicaLagCollector::new(Arc::clone(&replica))))
             .expect("unique metric");
         #[cfg(target_os = "linux")]
         registry
@@ -276,13 +276,21 @@ impl Metrics {
             clients,
             auth,
             pool,
-            lag,
+            replica,
         }
+    }
+
+    /// Marks this server a read replica that may lag at most `max_lag`
+    /// (`mcp_db_replica_max_lag_seconds`, from now on). Called before the
+    /// first restore, so a replica that never gets one is still told from
+    /// a primary: alerts find it by this gauge without its lag.
+    pub fn replica(&self, max_lag: Duration) {
+        let _ = self.replica.max_lag.set(max_lag);
     }
 
     /// Starts reporting a replica's lag (`mcp_db_replica_lag_seconds`).
     pub fn watch_lag(&self, lag: Arc<ReplicaLag>) {
-        let _ = self.lag.set(lag);
+        let _ = self.replica.lag.set(lag);
     }
 
     /// Starts reporting `pool`, and readiness as `ready` says.
@@ -702,16 +710,29 @@ impl Collector for DatabaseFileCollector {
     }
 }
 
+/// What a read replica reports: the most it may lag, known from startup,
+/// and its lag, once its lag thread runs. Both unset on a primary.
+#[derive(Default)]
+struct ReplicaSource {
+    max_lag: OnceLock<Duration>,
+    lag: OnceLock<Arc<ReplicaLag>>,
+}
+
 /// A replica's lag, read at scrape time from what its lag thread last
-/// measured. No sample before a replica has seen its first heartbeat (and
-/// none on a primary): an absent series, not a made-up number.
+/// measured, and its `EROS_DB_REPLICA_MAX_LAG`. No lag sample before a
+/// replica has seen its first heartbeat (and none on a primary): an absent
+/// series, not a made-up number. The maximum is there from startup, so
+/// "a replica without a lag" is a query (`max unless lag`), and the lag can
+/// be compared with each replica's own maximum.
 struct ReplicaLagCollector {
-    source: Arc<OnceLock<Arc<ReplicaLag>>>,
+    source: Arc<ReplicaSource>,
     gauge: prometheus::Gauge,
+    max_gauge: prometheus::Gauge,
+    descs: Vec<Desc>,
 }
 
 impl ReplicaLagCollector {
-    fn new(source: Arc<OnceLock<Arc<ReplicaLag>>>) -> Self {
+    fn new(source: Arc<ReplicaSource>) -> Self {
         let gauge = prometheus::Gauge::new(
             "mcp_db_replica_lag_seconds",
             "Read replicas: now minus the newest primary heartbeat this replica's copy holds. \
@@ -719,20 +740,77 @@ impl ReplicaLagCollector {
              interval high; absent until the first heartbeat arrives.",
         )
         .expect("valid gauge");
-        Self { source, gauge }
+        let max_gauge = prometheus::Gauge::new(
+            "mcp_db_replica_max_lag_seconds",
+            "Read replicas: EROS_DB_REPLICA_MAX_LAG, the lag above which /readyz answers 503; \
+             present from startup, before the first restore.",
+        )
+        .expect("valid gauge");
+        let descs = gauge
+            .desc()
+            .into_iter()
+            .chain(max_gauge.desc())
+            .cloned()
+            .collect();
+        Self {
+            source,
+            gauge,
+            max_gauge,
+            descs,
+        }
     }
 }
 
 impl Collector for ReplicaLagCollector {
     fn desc(&self) -> Vec<&Desc> {
-        self.gauge.desc()
+        self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let Some(lag) = self.source.get().and_then(|lag| lag.lag()) else {
-            return Vec::new();
-        };
-        self.gauge.set(lag.as_secs_f64());
-        self.gauge.collect()
+        let mut families = Vec::new();
+        if let Some(max_lag) = self.source.max_lag.get() {
+            self.max_gauge.set(max_lag.as_secs_f64());
+            families.extend(self.max_gauge.collect());
+        }
+        if let Some(lag) = self.source.lag.get().and_then(|lag| lag.lag()) {
+            self.gauge.set(lag.as_secs_f64());
+            families.extend(self.gauge.collect());
+        }
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample lines of `name` in the exposition.
+    fn samples(metrics: &Metrics, name: &str) -> Vec<String> {
+        metrics
+            .render()
+            .lines()
+            .filter(|line| line.split([' ', '{']).next() == Some(name))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_primary_exports_no_replica_gauges() {
+        let metrics = Metrics::new(PathBuf::from("/nonexistent/eros.db"));
+        assert!(samples(&metrics, "mcp_db_replica_max_lag_seconds").is_empty());
+        assert!(samples(&metrics, "mcp_db_replica_lag_seconds").is_empty());
+    }
+
+    #[test]
+    fn a_replica_exports_its_max_lag_before_any_lag() {
+        let metrics = Metrics::new(PathBuf::from("/nonexistent/eros.db"));
+        metrics.replica(Duration::from_secs(45));
+        assert_eq!(
+            samples(&metrics, "mcp_db_replica_max_lag_seconds"),
+            ["mcp_db_replica_max_lag_seconds 45"]
+        );
+        // Its lag thread has not seen a heartbeat: no lag sample yet.
+        metrics.watch_lag(Arc::new(ReplicaLag::new(Duration::from_secs(45))));
+        assert!(samples(&metrics, "mcp_db_replica_lag_seconds").is_empty());
     }
 }

@@ -113,7 +113,10 @@ enum Command {
     /// Replication (eros-mcp with Litestream only): starts a primary under
     /// `litestream replicate`, N followers and replicas, measures how long a
     /// write takes to show on each replica (p50/p99) under a steady write
-    /// load, then the read throughput of one replica against all of them.
+    /// load, then the read throughput of one replica against all of them,
+    /// then RPO and restore time: the primary and Litestream SIGKILLed
+    /// together under steady writes, `eros-mcp restore --output` from the
+    /// replica, what the restored file holds.
     Replicas {
         /// The eros-mcp binary.
         #[arg(long)]
@@ -148,6 +151,10 @@ enum Command {
         /// Rows of the table the reads look up.
         #[arg(long, default_value_t = 10_000)]
         read_rows: u64,
+        /// Write intervals of steady writes before the primary's node is
+        /// killed (the last phase).
+        #[arg(long, default_value_t = 100)]
+        kill_after_writes: u64,
         #[arg(long)]
         json: bool,
     },
@@ -370,6 +377,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             read_clients,
             read_duration,
             read_rows,
+            kill_after_writes,
             json,
         } => {
             for (name, value) in [
@@ -393,6 +401,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 read_clients,
                 read_duration: Duration::from_secs_f64(read_duration),
                 read_rows,
+                kill_after_writes,
             };
             let report = replicas::run(&plan).await?;
             if !json {
