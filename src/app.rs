@@ -163,8 +163,9 @@ impl OnHangup {
     }
 }
 
-/// Calls `on_hangup` on every SIGHUP. With nothing to re-read SIGHUP keeps
-/// its default action (it ends the process).
+/// Calls `on_hangup` on every SIGHUP (which never stops the server: see
+/// [`Shutdown::trigger_on_signals`]). With nothing to re-read there is
+/// nothing to listen for.
 fn reload_on_hangup(on_hangup: OnHangup) {
     use tokio::signal::unix::{signal, SignalKind};
     if on_hangup.tokens.is_none() && on_hangup.audit.is_none() {
