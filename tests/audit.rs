@@ -335,6 +335,18 @@ async fn hash_mode_writes_the_sqls_sha256_and_params_mode_the_values() {
     assert_eq!(read["param_values"], json!({ "id": 3 }));
     let raw = std::fs::read_to_string(&log).unwrap();
     assert!(!raw.contains("secret-literal"), "{raw}");
+
+    // A declared tool: its statement hashed, its arguments the values.
+    let writer = client(&server, WRITER).await;
+    let result = call(&writer, "rename_creator", json!({ "id": 2, "name": "x" })).await;
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    let declared = events(&log, "tool_call", Some("rename_creator"));
+    let statement = "UPDATE creators SET display_name = :name WHERE id = :id";
+    assert_eq!(
+        declared[0]["sql_sha256"],
+        hex::encode(Sha256::digest(statement)).as_str()
+    );
+    assert_eq!(declared[0]["param_values"], json!({ "id": 2, "name": "x" }));
 }
 
 #[tokio::test]

@@ -250,14 +250,17 @@ impl ErosServer {
     ) -> Caller {
         let arguments = request.arguments.as_ref();
         let rule = self.inner.rules.get(request.name.as_ref());
-        let copy =
-            |values: &serde_json::Value| self.inner.copy_param_values.then(|| values.clone());
+        // Copied only when an observer reads them: the cost of a call
+        // stays what it was without the audit log's EROS_AUDIT_PARAMS.
+        let copy_values = self.inner.copy_param_values;
         let (sql, params, param_values) = match rule.and_then(|rule| rule.sql.clone()) {
             // A declared tool's arguments are its parameters.
             Some(sql) => (
                 Some(sql),
                 arguments.map_or(0, |a| a.len()),
-                arguments.and_then(|a| copy(&serde_json::Value::Object(a.clone()))),
+                arguments
+                    .filter(|_| copy_values)
+                    .map(|a| serde_json::Value::Object(a.clone())),
             ),
             None => {
                 let sql = arguments
@@ -270,7 +273,7 @@ impl ErosServer {
                     Some(serde_json::Value::Array(list)) => list.len(),
                     _ => 0,
                 };
-                (sql, params, values.and_then(copy))
+                (sql, params, values.filter(|_| copy_values).cloned())
             }
         };
         Caller {
