@@ -168,7 +168,7 @@ impl AuditLog {
                     (&**file).write_all(line).map(|()| Arc::clone(&file))
                 };
                 match written {
-                    Ok(file) if durable => file.sync_data(),
+                    Ok(file) if durable => sync_data(&file),
                     other => other.map(drop),
                 }
             }
@@ -217,6 +217,20 @@ impl AuditLog {
             // Microseconds are enough: the rest is noise of the clock.
             duration_ms: (call.duration.as_secs_f64() * 1e6).round() / 1e3,
         })
+    }
+}
+
+/// `file.sync_data()`, called on the MCP server's thread before a write's
+/// result is returned. An fsync can take milliseconds: on a multi-threaded
+/// runtime the worker's other tasks move to other threads meanwhile (a
+/// current-thread runtime, stdio's, has no other thread to move them to).
+fn sync_data(file: &File) -> std::io::Result<()> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| file.sync_data())
+        }
+        _ => file.sync_data(),
     }
 }
 
