@@ -3,7 +3,8 @@
 //! client has the write's result), of a forbidden `execute` (403, nothing
 //! written), of an unknown token (its text nowhere in the log), the SQL as
 //! a hash with parameter values, rotation by rename and SIGHUP, a log that
-//! cannot be opened; and over stdio, where the local user is the principal.
+//! cannot be opened, every line kept through SIGTERM; and over stdio, where
+//! the local user is the principal.
 
 mod common;
 
@@ -439,4 +440,25 @@ async fn over_stdio_the_local_user_is_the_principal() {
             "rows": 1,
         })
     );
+}
+
+#[tokio::test]
+async fn every_reads_line_is_in_the_file_after_sigterm() {
+    let db = TestDb::new().with_demo_data();
+    let (server, log) = start(&db, &[], false);
+    let reader = client(&server, READER).await;
+    for n in 0..20 {
+        call(&reader, "query", json!({ "sql": format!("SELECT {n}") })).await;
+    }
+    drop(reader);
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let sql: Vec<Value> = events(&log, "tool_call", Some("query"))
+        .into_iter()
+        .map(|line| line["sql"].clone())
+        .collect();
+    let expected: Vec<Value> = (0..20).map(|n| json!(format!("SELECT {n}"))).collect();
+    assert_eq!(sql, expected);
 }
