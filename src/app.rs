@@ -6,10 +6,12 @@
 //!
 //! This is the edge: the configuration read in `main` is split here into
 //! the typed settings each layer is handed (the engine's, the transport's,
-//! the sidecar's); no layer reads another's.
+//! the sidecar's, the audit log's); no layer reads another's. The metrics
+//! and the audit log observe the same calls through one fan-out each.
 
 use std::sync::Arc;
 
+use crate::audit::{AuditError, AuditLog};
 use crate::auth::{TokenValidator, ValidatorError};
 use crate::config::{Config, Transport};
 use crate::database::{self, StartupError};
@@ -18,6 +20,7 @@ use crate::health::FileFault;
 use crate::identity::tokens::{StaticTokens, TokensFileError};
 use crate::mcp::{
     CallTracker, DeclaredTools, DeclaredToolsError, ErosServer, NoToolObserver, ToolObserver,
+    ToolObservers,
 };
 use crate::migrations;
 use crate::pool::{NoObserver, Pool, PoolObserver};
@@ -29,7 +32,9 @@ use crate::shutdown::Shutdown;
 use crate::sidecar::{Metrics, Readiness, Sidecar, SidecarBindError, SidecarState};
 use crate::transport::accept::{raise_open_file_limit, FileBudget};
 use crate::transport::auth::{Authenticator, OAuth};
-use crate::transport::{self, NoTransportObserver, TransportError, TransportObserver};
+use crate::transport::{
+    self, NoTransportObserver, TransportError, TransportObserver, TransportObservers,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -44,6 +49,8 @@ pub enum AppError {
     #[error("cannot set up OAuth: {0}")]
     OAuth(#[from] ValidatorError),
     #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("closing the database failed: {0}")]
     Close(#[source] rusqlite::Error),
@@ -57,7 +64,8 @@ pub enum AppError {
     Thread(&'static str, #[source] std::io::Error),
 }
 
-/// Hooks for measuring the pool and the tool calls (the metrics sidecar).
+/// Hooks for measuring the pool and the tool calls (the metrics sidecar),
+/// and for recording them (the audit log).
 #[derive(Clone)]
 pub struct Observers {
     pub pool: Arc<dyn PoolObserver>,
@@ -115,12 +123,12 @@ pub async fn build(
 }
 
 /// Who may call over HTTP, or `None` when authentication is off: the
-/// static tokens (the tokens file, re-read on SIGHUP, and
-/// `EROS_MCP_AUTH_TOKEN`) and, with an issuer set, OAuth access tokens.
+/// static tokens (the tokens file and `EROS_MCP_AUTH_TOKEN`) and, with an
+/// issuer set, OAuth access tokens. Also the tokens, for SIGHUP to re-read.
 fn authenticator(
     config: &Config,
     observer: &Arc<dyn TransportObserver>,
-) -> Result<Option<Authenticator>, AppError> {
+) -> Result<(Option<Authenticator>, Option<Arc<StaticTokens>>), AppError> {
     let tokens = StaticTokens::new(
         config.auth.tokens_file.as_deref(),
         config.mcp.auth_token.as_deref(),
@@ -141,38 +149,90 @@ fn authenticator(
         None => None,
     };
     if oauth.is_none() && !tokens.has_file() && tokens.is_empty() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let tokens = Arc::new(tokens);
-    if tokens.has_file() {
-        reload_on_hangup(Arc::clone(&tokens));
-    }
-    Ok(Some(Authenticator::new(
-        tokens,
-        oauth,
-        Arc::clone(observer),
-    )))
+    let auth = Authenticator::new(Arc::clone(&tokens), oauth, Arc::clone(observer));
+    Ok((Some(auth), Some(tokens)))
 }
 
-/// Re-reads the tokens file on every SIGHUP; a file that no longer reads
-/// keeps the tokens already accepted, and the log says why.
-fn reload_on_hangup(tokens: Arc<StaticTokens>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGHUP: the tokens file will not be re-read");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
+/// What one SIGHUP re-reads: the tokens file, and the audit log (reopened
+/// at its path after an external tool rotated it).
+struct OnHangup {
+    tokens: Option<Arc<StaticTokens>>,
+    audit: Option<Arc<AuditLog>>,
+}
+
+impl OnHangup {
+    /// A tokens file that no longer reads keeps the tokens already
+    /// accepted, an audit log that cannot be reopened keeps the open file;
+    /// the log says why.
+    fn reload(&self) {
+        if let Some(tokens) = &self.tokens {
             match tokens.reload() {
                 Ok(count) => tracing::info!(tokens = count, "SIGHUP: tokens file re-read"),
                 Err(err) => tracing::error!(error = %err, "SIGHUP: kept the previous tokens"),
             }
         }
+        if let Some(audit) = &self.audit {
+            match audit.reopen() {
+                Ok(()) => {
+                    tracing::info!(audit_log = %audit.describe(), "SIGHUP: audit log reopened")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "SIGHUP: kept writing to the open audit log")
+                }
+            }
+        }
+    }
+}
+
+/// Calls `on_hangup` on every SIGHUP (which never stops the server: see
+/// [`Shutdown::trigger_on_signals`]). With nothing to re-read there is
+/// nothing to listen for.
+fn reload_on_hangup(on_hangup: OnHangup) {
+    use tokio::signal::unix::{signal, SignalKind};
+    if on_hangup.tokens.is_none() && on_hangup.audit.is_none() {
+        return;
+    }
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGHUP: the tokens file will not be re-read, nor the audit log reopened");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            on_hangup.reload();
+        }
     });
+}
+
+/// The metrics, plus the audit log when there is one, as one observer of
+/// each kind.
+fn observers(metrics: &Arc<Metrics>, audit: Option<&Arc<AuditLog>>) -> Observers {
+    let pool = Arc::clone(metrics) as Arc<dyn PoolObserver>;
+    let metrics_tools = Arc::clone(metrics) as Arc<dyn ToolObserver>;
+    let metrics_transport = Arc::clone(metrics) as Arc<dyn TransportObserver>;
+    let Some(audit) = audit else {
+        return Observers {
+            pool,
+            tools: metrics_tools,
+            transport: metrics_transport,
+        };
+    };
+    Observers {
+        pool,
+        tools: Arc::new(ToolObservers(vec![
+            metrics_tools,
+            Arc::clone(audit) as Arc<dyn ToolObserver>,
+        ])),
+        transport: Arc::new(TransportObservers(vec![
+            metrics_transport,
+            Arc::clone(audit) as Arc<dyn TransportObserver>,
+        ])),
+    }
 }
 
 /// Runs the server until shutdown (a signal, or the stdio client leaving),
@@ -200,16 +260,21 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         Transport::Http => Some(transport::http::bind(&http).await?),
         Transport::Stdio => None,
     };
-    let observers = Observers {
-        pool: Arc::clone(&metrics) as Arc<dyn PoolObserver>,
-        tools: Arc::clone(&metrics) as Arc<dyn ToolObserver>,
-        transport: Arc::clone(&metrics) as Arc<dyn TransportObserver>,
+    // An audit log that cannot be opened, or a bad tokens file, stops
+    // startup before the database is opened.
+    let audit = match config.audit.audit_settings() {
+        Some(settings) => Some(Arc::new(AuditLog::open(settings)?)),
+        None => None,
     };
-    // A bad tokens file stops startup before the database is opened.
-    let auth = match config.mcp.transport {
+    let observers = observers(&metrics, audit.as_ref());
+    let (auth, tokens) = match config.mcp.transport {
         Transport::Http => authenticator(&config, &observers.transport)?,
-        Transport::Stdio => None,
+        Transport::Stdio => (None, None),
     };
+    reload_on_hangup(OnHangup {
+        tokens: tokens.filter(|tokens| tokens.has_file()),
+        audit: audit.clone(),
+    });
     if !first_restore(&config, &readiness, &shutdown).await {
         sidecar_stop.cancel();
         if let Some(sidecar) = sidecar {
@@ -252,6 +317,10 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         }
     };
     shutdown.trigger();
+    // Every call has finished: the last read lines reach the disk.
+    if let Some(audit) = &audit {
+        audit.sync();
+    }
     let closed = tokio::task::spawn_blocking(move || {
         background.stop();
         pool.close()

@@ -5,6 +5,7 @@
 //! - [`app`]: the running server assembled, and its shutdown sequence.
 //! - [`sidecar`]: Prometheus metrics and Kubernetes probes on their own port.
 //! - [`transport`]: stdio and streamable HTTP (with auth) for the MCP server.
+//! - [`audit`]: the audit log: a JSON line per tool call and refused request.
 //! - [`auth`]: OAuth 2.1 access tokens (JWTs) validated against the issuer's published keys.
 //! - [`config`]: typed settings read once from the environment.
 //! - [`budget`]: the peak memory the settings allow, as a formula.
@@ -24,6 +25,7 @@
 
 pub mod access;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod bounded_functions;
 pub mod budget;

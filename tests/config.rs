@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use eros_mcp::config::{
-    AuthConfig, Config, DatabaseConfig, McpConfig, MetricsConfig, RowFormat, Setting,
+    AuditConfig, AuthConfig, Config, DatabaseConfig, McpConfig, MetricsConfig, RowFormat, Setting,
 };
 
 fn config(vars: &[(&str, &str)]) -> Result<DatabaseConfig, String> {
@@ -307,4 +307,9 @@ fn client_limits_out_of_range_are_refused_naming_the_variable() {
             .header_timeout,
         Duration::from_millis(2500)
     );
+}
+
+#[test]
+fn env_example_documents_every_audit_variable_with_its_default() {
+    assert_documented(AuditConfig::SETTINGS);
 }

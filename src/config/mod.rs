@@ -3,19 +3,21 @@
 //!
 //! Each layer declares its variables once, in a table ([`setting`]):
 //! [`database`] (`EROS_DB_*`), [`mcp`] (`EROS_MCP_*`), [`auth`]
-//! (`EROS_AUTH_*`), [`metrics`] (`EROS_METRICS_*`). `envy` reads each
+//! (`EROS_AUTH_*`), [`audit`] (`EROS_AUDIT_*`), [`metrics`] (`EROS_METRICS_*`). `envy` reads each
 //! prefix; every value is parsed and checked on its own, so a bad one stops the program with one line naming
 //! the variable, the value and what is allowed. The edge ([`crate::app`],
 //! `main`) turns the layers' configs into the typed settings each part of
 //! the server is handed (`pool_settings`, `engine_settings`,
-//! `oauth_settings`, ...).
+//! `oauth_settings`, `audit_settings`, ...).
 
+pub mod audit;
 pub mod auth;
 pub mod database;
 pub mod mcp;
 pub mod metrics;
 pub mod setting;
 
+pub use audit::{AuditConfig, AuditEnv};
 pub use auth::{AuthConfig, AuthEnv};
 pub use database::{DatabaseConfig, DatabaseEnv};
 pub use mcp::{McpConfig, McpEnv, RowFormat, Transport};
@@ -28,6 +30,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub mcp: McpConfig,
     pub auth: AuthConfig,
+    pub audit: AuditConfig,
     pub metrics: MetricsConfig,
 }
 
@@ -42,6 +45,7 @@ impl Config {
             database: DatabaseConfig::from_vars(vars.clone())?,
             mcp: McpConfig::from_vars(vars.clone())?,
             auth: AuthConfig::from_vars(vars.clone())?,
+            audit: AuditConfig::from_vars(vars.clone())?,
             metrics: MetricsConfig::from_vars(vars)?,
         };
         config
@@ -56,6 +60,7 @@ impl Config {
             .iter()
             .chain(McpConfig::SETTINGS)
             .chain(AuthConfig::SETTINGS)
+            .chain(AuditConfig::SETTINGS)
             .chain(MetricsConfig::SETTINGS)
     }
 }

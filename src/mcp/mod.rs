@@ -40,7 +40,7 @@ use crate::engine::{QueryEngine, QueryError};
 use crate::identity::{self, Principal};
 pub use calls::CallTracker;
 pub use declared::{DeclaredTool, DeclaredTools, DeclaredToolsError};
-pub use observer::{Caller, NoToolObserver, ToolCall, ToolObserver};
+pub use observer::{Caller, NoToolObserver, ToolCall, ToolObserver, ToolObservers};
 use respond::{respond, ToolOutput};
 use rows::RowEncoder;
 
@@ -65,6 +65,8 @@ struct ToolRule {
     scope: String,
     /// A declared tool's statement (built-in tools take the agent's SQL).
     sql: Option<String>,
+    /// Whether it writes (`execute`, a declared tool with access = "write").
+    writes: bool,
 }
 
 struct Inner {
@@ -76,6 +78,8 @@ struct Inner {
     /// Over HTTP with authentication off.
     anonymous: Arc<Principal>,
     observer: Arc<dyn ToolObserver>,
+    /// Asked of the observer once: whether each call copies its parameter values.
+    copy_param_values: bool,
     calls: Arc<CallTracker>,
     /// The row format, picked once from the configuration.
     rows: &'static dyn RowEncoder,
@@ -108,7 +112,8 @@ impl ErosServer {
             .list_all()
             .into_iter()
             .map(|tool| {
-                let scope = if tool.name == "execute" {
+                let writes = tool.name == "execute";
+                let scope = if writes {
                     identity::WRITE
                 } else {
                     identity::READ
@@ -116,6 +121,7 @@ impl ErosServer {
                 let rule = ToolRule {
                     scope: scope.to_string(),
                     sql: None,
+                    writes,
                 };
                 (tool.name.into_owned(), rule)
             })
@@ -124,6 +130,7 @@ impl ErosServer {
             let rule = ToolRule {
                 scope: tool.scope.clone(),
                 sql: Some(tool.sql.clone()),
+                writes: tool.access == declared::ToolAccess::Write,
             };
             rules.insert(tool.name.clone(), rule);
             router.add_route(declared::route(Arc::new(tool), rows));
@@ -142,6 +149,7 @@ impl ErosServer {
                 rules,
                 local: Principal::local(),
                 anonymous: Principal::anonymous(),
+                copy_param_values: observer.wants_param_values(),
                 observer,
                 calls,
                 rows,
@@ -241,31 +249,40 @@ impl ErosServer {
         request: &CallToolRequestParams,
     ) -> Caller {
         let arguments = request.arguments.as_ref();
-        let declared_sql = self
-            .inner
-            .rules
-            .get(request.name.as_ref())
-            .and_then(|rule| rule.sql.clone());
-        let (sql, params) = match declared_sql {
-            Some(sql) => (Some(sql), arguments.map_or(0, |a| a.len())),
+        let rule = self.inner.rules.get(request.name.as_ref());
+        // Copied only when an observer reads them: the cost of a call
+        // stays what it was without the audit log's EROS_AUDIT_PARAMS.
+        let copy_values = self.inner.copy_param_values;
+        let (sql, params, param_values) = match rule.and_then(|rule| rule.sql.clone()) {
+            // A declared tool's arguments are its parameters.
+            Some(sql) => (
+                Some(sql),
+                arguments.map_or(0, |a| a.len()),
+                arguments
+                    .filter(|_| copy_values)
+                    .map(|a| serde_json::Value::Object(a.clone())),
+            ),
             None => {
                 let sql = arguments
                     .and_then(|a| a.get("sql"))
                     .and_then(|v| v.as_str())
                     .map(str::to_string);
-                let params = match arguments.and_then(|a| a.get("params")) {
+                let values = arguments.and_then(|a| a.get("params"));
+                let params = match values {
                     Some(serde_json::Value::Object(map)) => map.len(),
                     Some(serde_json::Value::Array(list)) => list.len(),
                     _ => 0,
                 };
-                (sql, params)
+                (sql, params, values.filter(|_| copy_values).cloned())
             }
         };
         Caller {
-            principal: self.principal(context),
             session: session_id(context),
             sql,
             params,
+            param_values,
+            writes: rule.is_some_and(|rule| rule.writes),
+            ..Caller::new(self.principal(context))
         }
     }
 
@@ -276,10 +293,8 @@ impl ErosServer {
             .get::<Caller>()
             .cloned()
             .unwrap_or_else(|| Caller {
-                principal: self.principal(context),
                 session: session_id(context),
-                sql: None,
-                params: 0,
+                ..Caller::new(self.principal(context))
             })
     }
 

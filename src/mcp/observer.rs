@@ -1,5 +1,7 @@
-//! The MCP layer's extension point for measuring tool calls, so it does not
-//! depend on a metrics library: the sidecar implements this trait.
+//! The MCP layer's extension point for observing tool calls, so it does not
+//! depend on a metrics library or the audit log: the sidecar and
+//! [`crate::audit`] implement this trait, and [`ToolObservers`] hands every
+//! call to each of them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,13 @@ pub struct Caller {
     pub sql: Option<String>,
     /// How many parameter values came with it.
     pub params: usize,
+    /// The parameter values themselves (the `params` argument, or a
+    /// declared tool's arguments); copied only when an observer asks for
+    /// them ([`ToolObserver::wants_param_values`]).
+    pub param_values: Option<serde_json::Value>,
+    /// Whether the tool writes (`execute`, a declared write tool): its
+    /// observers must have recorded it before the result is returned.
+    pub writes: bool,
 }
 
 impl Caller {
@@ -28,6 +37,8 @@ impl Caller {
             session: None,
             sql: None,
             params: 0,
+            param_values: None,
+            writes: false,
         }
     }
 }
@@ -46,9 +57,29 @@ pub struct ToolCall<'a> {
     pub truncated: bool,
 }
 
-/// Receives every finished tool call. The default records nothing.
+/// Receives every finished tool call, synchronously, before its result is
+/// returned. The default records nothing.
 pub trait ToolObserver: Send + Sync + 'static {
     fn tool_called(&self, _call: &ToolCall<'_>) {}
+    /// Whether [`Caller::param_values`] should be filled (a copy of the
+    /// arguments per call, so only when someone reads them).
+    fn wants_param_values(&self) -> bool {
+        false
+    }
+}
+
+/// Several observers as one: each gets every call, in order.
+pub struct ToolObservers(pub Vec<Arc<dyn ToolObserver>>);
+
+impl ToolObserver for ToolObservers {
+    fn tool_called(&self, call: &ToolCall<'_>) {
+        for observer in &self.0 {
+            observer.tool_called(call);
+        }
+    }
+    fn wants_param_values(&self) -> bool {
+        self.0.iter().any(|observer| observer.wants_param_values())
+    }
 }
 
 /// An observer that records nothing.

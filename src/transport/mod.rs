@@ -19,7 +19,7 @@ pub mod sessions;
 pub mod settings;
 pub mod stdio;
 
-pub use observer::{NoTransportObserver, Rejection, TransportObserver};
+pub use observer::{NoTransportObserver, Rejection, TransportObserver, TransportObservers};
 pub use settings::HttpSettings;
 
 /// Why a transport could not run.

@@ -1,7 +1,8 @@
 //! The transports' extension point for counting what the client limits do
 //! (sessions opened and expired, requests and connections refused, stdio
 //! reads held back), so the transports do not depend on a metrics library:
-//! the sidecar implements this trait.
+//! the sidecar implements this trait (and the audit log its two
+//! authentication hooks); [`TransportObservers`] hands every event to each.
 
 /// Why an HTTP request or connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,3 +63,46 @@ pub trait TransportObserver: Send + Sync + 'static {
 pub struct NoTransportObserver;
 
 impl TransportObserver for NoTransportObserver {}
+
+/// Several observers as one: each gets every event, in order.
+pub struct TransportObservers(pub Vec<std::sync::Arc<dyn TransportObserver>>);
+
+impl TransportObserver for TransportObservers {
+    fn stdio_backpressure_waited(&self) {
+        self.0.iter().for_each(|o| o.stdio_backpressure_waited());
+    }
+    fn session_opened(&self) {
+        self.0.iter().for_each(|o| o.session_opened());
+    }
+    fn session_closed(&self) {
+        self.0.iter().for_each(|o| o.session_closed());
+    }
+    fn session_expired(&self) {
+        self.0.iter().for_each(|o| o.session_expired());
+    }
+    fn session_rejected(&self) {
+        self.0.iter().for_each(|o| o.session_rejected());
+    }
+    fn request_rejected(&self, reason: Rejection) {
+        self.0.iter().for_each(|o| o.request_rejected(reason));
+    }
+    fn connection_opened(&self) {
+        self.0.iter().for_each(|o| o.connection_opened());
+    }
+    fn connection_closed(&self) {
+        self.0.iter().for_each(|o| o.connection_closed());
+    }
+    fn authentication_failed(&self, reason: &'static str) {
+        self.0.iter().for_each(|o| o.authentication_failed(reason));
+    }
+    fn scope_refused(
+        &self,
+        principal: &crate::identity::Principal,
+        operation: &super::auth::Operation,
+        scope: &str,
+    ) {
+        self.0
+            .iter()
+            .for_each(|o| o.scope_refused(principal, operation, scope));
+    }
+}
