@@ -228,3 +228,116 @@ async fn the_python_sdk_connects_with_an_issued_token() {
     assert!(tools.contains(&json!("query")), "{line}");
     assert!(!tools.contains(&json!("execute")), "{line}");
 }
+
+/// The audit log's lines, parsed.
+fn audit_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn oauth_callers_and_refusals_are_in_the_audit_log() {
+    use base64::Engine as _;
+    let issuer = AuthServer::start();
+    let db = TestDb::new().with_demo_data();
+    let audit = db.file("audit.log");
+    let port = free_port();
+    let server = HttpServer::start_at(
+        port,
+        db.path(),
+        &[
+            ("EROS_DB_READ_ONLY", "false"),
+            ("EROS_AUTH_ISSUER", &issuer.issuer()),
+            ("EROS_AUTH_AUDIENCE", &audience(port)),
+            ("EROS_AUDIT_LOG", audit.to_str().unwrap()),
+        ],
+    );
+    let read = issuer.token(AGENT, "eros:read", &audience(port)).await;
+    let elsewhere = issuer
+        .token(AGENT, "eros:read", "https://another.example.com/mcp")
+        .await;
+    let b64 = |text: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    let unsigned = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "at+jwt"}).to_string()),
+        b64(json!({"iss": issuer.issuer(), "aud": audience(port), "sub": "mallory", "scope": "eros:write", "exp": 4_000_000_000u64}).to_string())
+    );
+
+    let first = rows(&call_query(&server, &read).await)["rows"].clone();
+    assert_eq!(first, json!([[40]]));
+    let (status, _, _) = post(
+        &server,
+        Some(&read),
+        tools_call("execute", json!({"sql": "DELETE FROM creators"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = post(
+        &server,
+        Some(&elsewhere),
+        tools_call("query", json!({"sql": "SELECT 1"})),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _, _) = post(
+        &server,
+        Some(&unsigned),
+        tools_call("execute", json!({"sql": "DELETE FROM creators"})),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let lines = audit_lines(&audit);
+    let call = lines
+        .iter()
+        .find(|l| l["event"] == "tool_call")
+        .unwrap_or_else(|| panic!("no tool_call line in {lines:?}"));
+    assert_eq!(call["tool"], "query");
+    assert_eq!(call["client_id"], AGENT, "{call}");
+    assert_eq!(call["outcome"], "ok");
+    let refused = lines
+        .iter()
+        .find(|l| l["event"] == "scope_refused")
+        .unwrap_or_else(|| panic!("no scope_refused line in {lines:?}"));
+    assert_eq!(refused["scope"], "eros:write");
+    assert_eq!(refused["tool"], "execute");
+    let reasons: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "authentication_failed")
+        .map(|l| &l["reason"])
+        .collect();
+    assert!(reasons.contains(&&json!("wrong_audience")), "{lines:?}");
+    assert!(
+        reasons.contains(&&json!("unsupported_algorithm")),
+        "{lines:?}"
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    for token in [&read, &elsewhere, &unsigned] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            !text.contains(token.as_str()),
+            "a token is in the audit log"
+        );
+        assert!(
+            signature.is_empty() || !text.contains(signature),
+            "a token's signature is in the audit log"
+        );
+    }
+    let count = rows(&call_query(&server, &read).await)["rows"].clone();
+    assert_eq!(count, json!([[40]]), "a refused call wrote");
+}
+
+async fn call_query(server: &HttpServer, token: &str) -> rmcp::model::CallToolResult {
+    let client = server
+        .client(Some(token), &ProtocolVersion::V_2025_11_25)
+        .await;
+    call(
+        &client,
+        "query",
+        json!({"sql": "SELECT count(*) FROM creators"}),
+    )
+    .await
+}
