@@ -134,6 +134,27 @@ pub fn install(conn: &Connection) -> rusqlite::Result<AccessLevel> {
     Ok(level)
 }
 
+/// SQLite's `SQLITE_CoverIdxScan` optimization bit (sqliteInt.h): a full
+/// scan through a covering index instead of the table.
+const COVERING_INDEX_SCAN: std::ffi::c_int = 0x0000_0020;
+
+/// Turns covering-index full scans off (`false`) or back on. Under a nulled
+/// column they would betray its values' order: a scan through an index on
+/// the column returns rows sorted by the value the caller reads as NULL.
+pub fn set_covering_index_scans(conn: &Connection, on: bool) {
+    let disabled = if on { 0 } else { COVERING_INDEX_SCAN };
+    // SAFETY: the handle is this open connection's; the test control only
+    // sets the connection's optimizer mask, read when statements are
+    // prepared, and is given exactly the arguments it takes.
+    unsafe {
+        rusqlite::ffi::sqlite3_test_control(
+            rusqlite::ffi::SQLITE_TESTCTRL_OPTIMIZATIONS,
+            conn.handle(),
+            disabled,
+        );
+    }
+}
+
 /// Functions no agent may call: they reach outside the database or hand
 /// SQLite raw pointers.
 const DENIED_FUNCTIONS: &[&str] = &[

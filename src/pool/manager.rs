@@ -149,13 +149,17 @@ impl ManagedConnection {
         if restrictions.is_empty() {
             return work(self);
         }
-        struct Lift<'a>(&'a AccessLevel);
+        struct Lift<'a>(&'a ManagedConnection);
         impl Drop for Lift<'_> {
             fn drop(&mut self) {
-                self.0.set_restrictions(crate::policy::Restrictions::none());
+                let this = self.0;
+                this.access
+                    .set_restrictions(crate::policy::Restrictions::none());
+                access::set_covering_index_scans(&this.conn, true);
             }
         }
-        let lift = Lift(&self.access);
+        let lift = Lift(self);
+        access::set_covering_index_scans(&self.conn, false);
         self.access.set_restrictions(Arc::clone(restrictions));
         let result = work(self);
         drop(lift);
