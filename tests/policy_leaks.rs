@@ -399,3 +399,38 @@ async fn a_principal_with_the_scopes_reads_everything() {
     assert!(schema.contains("create table payouts"), "{schema}");
     lead.cancel().await.unwrap();
 }
+
+#[test]
+fn a_policy_naming_an_unknown_column_stops_the_server() {
+    let db = TestDb::new().with_demo_data();
+    let policy = db.file("policy.toml");
+    std::fs::write(
+        &policy,
+        "[scopes.\"eros:pii\"]\nnull_columns = [\"creators.phone\"]\n",
+    )
+    .unwrap();
+    let tokens = db.file("tokens.toml");
+    std::fs::write(&tokens, entry("contractor", RESTRICTED, &["eros:read"])).unwrap();
+    let output = common::mcp::http_command(
+        db.path(),
+        &[
+            ("EROS_AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
+            ("EROS_AUTH_POLICY_FILE", policy.to_str().unwrap()),
+        ],
+        common::mcp::free_port(),
+        None,
+    )
+    .stderr(std::process::Stdio::piped())
+    .output()
+    .unwrap();
+    assert!(!output.status.success(), "the server started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for part in [
+        policy.to_str().unwrap(),
+        "eros:pii",
+        "creators.phone",
+        "no column",
+    ] {
+        assert!(stderr.contains(part), "{part} missing from: {stderr}");
+    }
+}
