@@ -12,12 +12,23 @@
 //! writable, alterable, indexable or droppable by agent SQL, whatever the
 //! level below [`Access::Trusted`]: the server's heartbeat writes its table
 //! under `Trusted`, like every statement of the server's own.
+//!
+//! A principal's [`Restrictions`] (the policy file, [`crate::policy`]) are
+//! set beside the level for the length of one call of agent SQL
+//! ([`crate::pool::ManagedConnection::with_restrictions`]) and judged below
+//! `Trusted`: a read of a denied table is refused, a read of a nulled
+//! column is `SQLITE_IGNORE` (SQLite substitutes NULL), and the schema
+//! table's `sql` column reads as NULL so no denied table's DDL leaks.
+//! They are consulted while the statement runs as well as while it is
+//! prepared, because table-valued pragmas prepare their PRAGMA then.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
+
+use crate::policy::Restrictions;
 
 /// What the SQL being prepared may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +60,8 @@ impl Access {
 pub struct AccessLevel {
     level: Arc<AtomicU8>,
     refused_hidden: Arc<Mutex<Option<&'static str>>>,
+    /// What the caller of the running call may not read; empty at rest.
+    restrictions: Arc<Mutex<Arc<Restrictions>>>,
 }
 
 impl AccessLevel {
@@ -58,6 +71,16 @@ impl AccessLevel {
 
     pub fn set(&self, access: Access) {
         self.level.store(access as u8, Ordering::Release);
+    }
+
+    /// What the authorizer withholds from untrusted SQL now.
+    pub fn restrictions(&self) -> Arc<Restrictions> {
+        Arc::clone(&self.restrictions.lock().unwrap())
+    }
+
+    /// Sets what the authorizer withholds; [`Restrictions::none`] at rest.
+    pub fn set_restrictions(&self, restrictions: Arc<Restrictions>) {
+        *self.restrictions.lock().unwrap() = restrictions;
     }
 
     /// The replication table the authorizer refused since the last call,
@@ -85,11 +108,20 @@ pub fn install(conn: &Connection) -> rusqlite::Result<AccessLevel> {
     let level = AccessLevel {
         level: Arc::new(AtomicU8::new(Access::Trusted as u8)),
         refused_hidden: Arc::new(Mutex::new(None)),
+        restrictions: Arc::new(Mutex::new(Restrictions::none())),
     };
     let seen = level.clone();
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
         let access = seen.get();
-        let verdict = authorize(access, &ctx);
+        let verdict = if access == Access::Trusted {
+            Authorization::Allow
+        } else {
+            let restrictions = seen.restrictions.lock().unwrap();
+            match restricted(access, &restrictions, &ctx) {
+                Some(verdict) => verdict,
+                None => authorize(access, &ctx),
+            }
+        };
         if verdict == Authorization::Deny && access != Access::Trusted {
             if let Some(table) = changed_hidden_table(&ctx) {
                 *seen.refused_hidden.lock().unwrap() = Some(table);
@@ -100,6 +132,27 @@ pub fn install(conn: &Connection) -> rusqlite::Result<AccessLevel> {
     conn.pragma_update(None, "query_only", true)?;
     level.set(Access::ReadOnly);
     Ok(level)
+}
+
+/// SQLite's `SQLITE_CoverIdxScan` optimization bit (sqliteInt.h): a full
+/// scan through a covering index instead of the table.
+const COVERING_INDEX_SCAN: std::ffi::c_int = 0x0000_0020;
+
+/// Turns covering-index full scans off (`false`) or back on. Under a nulled
+/// column they would betray its values' order: a scan through an index on
+/// the column returns rows sorted by the value the caller reads as NULL.
+pub fn set_covering_index_scans(conn: &Connection, on: bool) {
+    let disabled = if on { 0 } else { COVERING_INDEX_SCAN };
+    // SAFETY: the handle is this open connection's; the test control only
+    // sets the connection's optimizer mask, read when statements are
+    // prepared, and is given exactly the arguments it takes.
+    unsafe {
+        rusqlite::ffi::sqlite3_test_control(
+            rusqlite::ffi::SQLITE_TESTCTRL_OPTIMIZATIONS,
+            conn.handle(),
+            disabled,
+        );
+    }
 }
 
 /// Functions no agent may call: they reach outside the database or hand
@@ -153,6 +206,85 @@ const ALLOWED_MODULES: &[&str] = &["fts5", "rtree"];
 
 fn is_schema_table(name: &str) -> bool {
     name.eq_ignore_ascii_case("sqlite_master") || name.eq_ignore_ascii_case("sqlite_schema")
+}
+
+/// The schema tables of `main` and `temp` under either of their names.
+fn is_any_schema_table(name: &str) -> bool {
+    is_schema_table(name)
+        || name.eq_ignore_ascii_case("sqlite_temp_master")
+        || name.eq_ignore_ascii_case("sqlite_temp_schema")
+}
+
+/// The table `ctx` would create, change or drop, or index or trigger on
+/// (a view's name for views); `None` for reads and everything else.
+fn changed_table<'c>(ctx: &AuthContext<'c>) -> Option<&'c str> {
+    use AuthAction::*;
+    match ctx.action {
+        Insert { table_name }
+        | Delete { table_name }
+        | Update { table_name, .. }
+        | CreateTable { table_name }
+        | DropTable { table_name }
+        | AlterTable { table_name, .. }
+        | CreateIndex { table_name, .. }
+        | DropIndex { table_name, .. }
+        | CreateTrigger { table_name, .. }
+        | DropTrigger { table_name, .. }
+        | CreateVtable { table_name, .. }
+        | DropVtable { table_name, .. } => Some(table_name),
+        CreateView { view_name } | DropView { view_name } => Some(view_name),
+        _ => None,
+    }
+}
+
+/// The verdict of `restrictions` on `ctx`, below [`Access::Trusted`];
+/// `None` when they have nothing to say (the level's policy decides).
+///
+/// A read of a nulled column is ignored (NULL) in a read, but refused in
+/// a write: a write computed from a value it reads as NULL would store
+/// the NULL over data its caller may not see.
+pub fn restricted(
+    access: Access,
+    restrictions: &Restrictions,
+    ctx: &AuthContext<'_>,
+) -> Option<Authorization> {
+    use AuthAction::*;
+    if restrictions.is_empty() {
+        return None;
+    }
+    match ctx.action {
+        Read {
+            table_name,
+            column_name,
+        } => {
+            if restrictions.denies_table(table_name) {
+                Some(Authorization::Deny)
+            } else if restrictions.nulls_column(table_name, column_name) {
+                Some(if access == Access::ReadOnly {
+                    Authorization::Ignore
+                } else {
+                    Authorization::Deny
+                })
+            } else if is_any_schema_table(table_name) && column_name.eq_ignore_ascii_case("sql") {
+                // The DDL of a denied table (and any CHECK naming a value)
+                // stays out of reach; names and types remain readable.
+                Some(Authorization::Ignore)
+            } else {
+                None
+            }
+        }
+        // PRAGMA table_info(t) and friends name the table as the value;
+        // table-valued pragma_table_info('t') prepares this same PRAGMA
+        // when it runs.
+        Pragma {
+            pragma_value: Some(value),
+            ..
+        } if restrictions.denies_table(value.trim()) => Some(Authorization::Deny),
+        _ => match changed_table(ctx) {
+            Some(table) if restrictions.denies_table(table) => Some(Authorization::Deny),
+            _ => None,
+        },
+    }
 }
 
 /// The replication table (one of [`crate::replication::HIDDEN_TABLES`],
@@ -271,5 +403,86 @@ pub fn authorize(access: Access, ctx: &AuthContext<'_>) -> Authorization {
         Transaction { .. } | Savepoint { .. } => Deny,
         Attach { .. } | Detach { .. } => Deny,
         _ => Deny,
+    }
+}
+
+#[cfg(test)]
+mod restriction_tests {
+    use super::*;
+
+    /// A connection with `creators (id, email)` holding a marker, a
+    /// denied `payouts`, and a view over each, under the restrictions.
+    fn restricted_conn() -> (Connection, AccessLevel) {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE creators (id INTEGER PRIMARY KEY, email TEXT);
+             INSERT INTO creators VALUES (1, 'marker@x');
+             CREATE TABLE payouts (id INTEGER PRIMARY KEY, amount TEXT);
+             INSERT INTO payouts VALUES (1, 'marker-amount');
+             CREATE VIEW emails AS SELECT email FROM creators;
+             CREATE VIEW amounts AS SELECT amount FROM payouts;",
+        )
+        .unwrap();
+        let level = install(&conn).unwrap();
+        level.set_restrictions(Arc::new(Restrictions::new(
+            ["payouts".to_string()],
+            [("creators".to_string(), "email".to_string())],
+        )));
+        (conn, level)
+    }
+
+    fn read(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<Option<String>>> {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| r.get::<_, Option<String>>(0))?;
+        rows.collect()
+    }
+
+    #[test]
+    fn a_nulled_column_reads_as_null_also_through_a_view() {
+        let (conn, _level) = restricted_conn();
+        assert_eq!(read(&conn, "SELECT email FROM creators").unwrap(), [None]);
+        assert_eq!(read(&conn, "SELECT email FROM emails").unwrap(), [None]);
+        assert!(
+            read(&conn, "SELECT id FROM creators WHERE email LIKE 'marker%'")
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_denied_table_is_refused_also_through_a_view_and_its_pragmas() {
+        let (conn, _level) = restricted_conn();
+        for sql in [
+            "SELECT amount FROM payouts",
+            "SELECT count(*) FROM payouts",
+            "SELECT amount FROM amounts",
+            "PRAGMA table_info(payouts)",
+            "SELECT name FROM pragma_table_info('payouts')",
+            "SELECT name FROM pragma_table_info('PAYOUTS')",
+        ] {
+            assert!(read(&conn, sql).is_err(), "{sql} was not refused");
+        }
+    }
+
+    #[test]
+    fn the_schema_text_reads_as_null_under_restrictions_only() {
+        let (conn, level) = restricted_conn();
+        let ddl = read(
+            &conn,
+            "SELECT sql FROM sqlite_schema WHERE name = 'payouts'",
+        )
+        .unwrap();
+        assert_eq!(ddl, [None]);
+        level.set_restrictions(Restrictions::none());
+        let ddl = read(
+            &conn,
+            "SELECT sql FROM sqlite_master WHERE name = 'payouts'",
+        )
+        .unwrap();
+        assert!(ddl[0].is_some());
+        assert_eq!(
+            read(&conn, "SELECT email FROM creators").unwrap(),
+            [Some("marker@x".to_string())]
+        );
     }
 }

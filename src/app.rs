@@ -23,6 +23,7 @@ use crate::mcp::{
     ToolObservers,
 };
 use crate::migrations;
+use crate::policy::{Policy, PolicyError};
 use crate::pool::{NoObserver, Pool, PoolObserver};
 use crate::replication::heartbeat::HeartbeatWriter;
 use crate::replication::lag::{LagMonitor, ReplicaLag};
@@ -46,6 +47,8 @@ pub enum AppError {
     DeclaredTools(#[from] DeclaredToolsError),
     #[error(transparent)]
     Tokens(#[from] TokensFileError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("cannot set up OAuth: {0}")]
     OAuth(#[from] ValidatorError),
     #[error(transparent)]
@@ -94,9 +97,11 @@ pub async fn build(
     let replication = config.database.replication_settings();
     let engine_settings = config.database.engine_settings();
     let tools_file = config.mcp.tools_file.clone();
+    let policy_file = config.auth.policy_file.clone();
     let pool_observer = Arc::clone(&observers.pool);
-    let (pool, declared) =
-        tokio::task::spawn_blocking(move || -> Result<(Arc<Pool>, DeclaredTools), AppError> {
+    type Opened = (Arc<Pool>, DeclaredTools, Policy);
+    let (pool, declared, policy) =
+        tokio::task::spawn_blocking(move || -> Result<Opened, AppError> {
             // Before anything creates the file: an empty volume gets the
             // replicated state, not a blank database.
             restore::before_serving(&replication, &db_config.path)?;
@@ -108,7 +113,20 @@ pub async fn build(
                 }
                 None => DeclaredTools::none(),
             };
-            Ok((pool, declared))
+            let policy = match &policy_file {
+                Some(path) => {
+                    let conn = pool.get().map_err(StartupError::from)?;
+                    let policy = Policy::load(path, &conn)?;
+                    tracing::info!(
+                        path = %path.display(),
+                        scopes = ?policy.scopes().collect::<Vec<_>>(),
+                        "column and table policy loaded"
+                    );
+                    policy
+                }
+                None => Policy::none(),
+            };
+            Ok((pool, declared, policy))
         })
         .await
         .map_err(|err| AppError::Task(err.to_string()))??;
@@ -119,7 +137,8 @@ pub async fn build(
         Arc::clone(&observers.tools),
         calls,
         config.mcp.row_format,
-    ))
+    )
+    .with_policy(policy))
 }
 
 /// Who may call over HTTP, or `None` when authentication is off: the

@@ -19,6 +19,7 @@
 //! - [`connection`]: opening one SQLite connection with its PRAGMAs, hardening and limits.
 //! - [`bounded_functions`]: SQLite built-ins replaced so no single call runs unbounded.
 //! - [`migrations`]: the versioned schema of the default database, and demo data.
+//! - [`policy`]: column and table policies: what a principal lacking a scope may not read.
 //! - [`replication`]: cooperating with Litestream: the primary's checkpoints and heartbeat, replicas.
 //! - [`retry`]: backoff for transient SQLite failures.
 //! - [`shutdown`]: the signal that tells every part to stop.
@@ -37,6 +38,7 @@ pub mod health;
 pub mod identity;
 pub mod mcp;
 pub mod migrations;
+pub mod policy;
 pub mod pool;
 pub mod replication;
 pub mod retry;

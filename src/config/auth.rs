@@ -1,7 +1,8 @@
 //! `EROS_AUTH_*`: who may call the HTTP transport: the OAuth 2.1
 //! authorization server whose access tokens are accepted (its issuer, this
 //! server's audience, optionally its key set URL), handed to the transport
-//! as [`OAuthSettings`], and the static tokens file; declared once.
+//! as [`OAuthSettings`], the static tokens file, and the column and table
+//! policy file; declared once.
 
 use crate::auth::fetch::fetchable_url;
 use crate::auth::OAuthSettings;
@@ -35,6 +36,9 @@ settings! {
         "an https:// URL (http:// only on a loopback host), or empty to discover it from EROS_AUTH_ISSUER";
     /// Static bearer tokens as named principals with scopes (re-read on SIGHUP).
     tokens_file <- tokens_file: OptionalPath = "", "a path to a TOML file (empty: none)";
+    /// Column and table policies keyed by scope: what principals lacking a
+    /// scope may not read (checked against the database at startup).
+    policy_file <- policy_file: OptionalPath = "", "a path to a TOML file (empty: none)";
 }
 
 impl AuthConfig {

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::page::{read_page, PageLimits};
 use super::{cursor, Cell, Limits, QueryEngine, QueryError, SqlParams, WireSize};
 use crate::access::Access;
+use crate::policy::Restrictions;
 use crate::pool::ManagedConnection;
+use std::sync::Arc;
 
 /// Arguments of the `query` tool.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -44,19 +46,36 @@ pub struct QueryOutput {
 }
 
 impl QueryEngine {
-    /// Runs one read-only statement; `wire` counts what its rows will
-    /// cost in the row format that sends them.
+    /// Runs one read-only statement with no restriction (the local user);
+    /// `wire` counts what its rows will cost in the row format that sends
+    /// them.
     pub async fn query(
         &self,
         request: QueryRequest,
         wire: &'static dyn WireSize,
         cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<QueryOutput, QueryError> {
+        self.query_for(&Restrictions::none(), request, wire, cancel)
+            .await
+    }
+
+    /// As [`QueryEngine::query`], for a caller who may not read what
+    /// `restrictions` withhold.
+    pub async fn query_for(
+        &self,
+        restrictions: &Arc<Restrictions>,
+        request: QueryRequest,
+        wire: &'static dyn WireSize,
+        cancel: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<QueryOutput, QueryError> {
         let limits = self.limits;
         let policy = self.read_retry;
-        let pool = std::sync::Arc::clone(&self.pool);
+        let pool = Arc::clone(&self.pool);
+        let restrictions = Arc::clone(restrictions);
         self.run(cancel, move |conn, _| {
-            Self::retry_read(&pool, policy, || read(conn, &request, limits, wire))
+            conn.with_restrictions(&restrictions, |conn| {
+                Self::retry_read(&pool, policy, || read(conn, &request, limits, wire))
+            })
         })
         .await
     }

@@ -6,6 +6,14 @@
 //! filter that keeps replication's tables
 //! ([`crate::replication::HIDDEN_TABLES`]) and their indexes and triggers
 //! out of what agents see.
+//!
+//! A caller's [`Restrictions`] (the policy file) filter these answers here,
+//! in Rust: a denied table, with its indexes and triggers, is left out of
+//! every list and DDL and described as if it did not exist. The schema
+//! statements themselves are the server's own, cached, and never prepared
+//! under restrictions (the authorizer's verdicts are fixed at prepare time,
+//! so a cached statement must not carry one caller's into another's call).
+//! `explain` runs agent SQL, so it runs under them.
 
 use std::sync::LazyLock;
 
@@ -13,8 +21,11 @@ use rusqlite::OptionalExtension;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use super::read::prepare_read;
 use super::{QueryEngine, QueryError, SqlParams};
+use crate::policy::Restrictions;
 use crate::pool::ManagedConnection;
 
 /// How much `list_tables` says about each table.
@@ -149,7 +160,7 @@ static DESCRIBE_TABLE_SQL: LazyLock<String> = LazyLock::new(|| {
 
 static SCHEMA_DDL_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT s.sql || ';' FROM sqlite_schema AS s WHERE s.sql IS NOT NULL AND {} \
+        "SELECT s.tbl_name, s.sql || ';' FROM sqlite_schema AS s WHERE s.sql IS NOT NULL AND {} \
          ORDER BY CASE s.type WHEN 'table' THEN 0 WHEN 'view' THEN 1 WHEN 'index' THEN 2 ELSE 3 END, s.name",
         *VISIBLE
     )
@@ -160,63 +171,131 @@ impl QueryEngine {
     /// given, that have a column whose name matches it (each a substring, or
     /// an SQL LIKE pattern when it holds `%` or `_`), with as much detail as
     /// asked. With `column`, each table's `columns` are the matching ones.
+    /// Denied tables of `restrictions` are left out.
+    pub async fn list_tables_for(
+        &self,
+        restrictions: &Arc<Restrictions>,
+        pattern: Option<String>,
+        column: Option<String>,
+        detail: TableDetail,
+    ) -> Result<TableList, QueryError> {
+        let restrictions = Arc::clone(restrictions);
+        self.run(None, move |conn, _| {
+            list_tables(
+                conn,
+                &restrictions,
+                pattern.as_deref(),
+                column.as_deref(),
+                detail,
+            )
+        })
+        .await
+    }
+
+    /// [`QueryEngine::list_tables_for`] with no restriction.
     pub async fn list_tables(
         &self,
         pattern: Option<String>,
         column: Option<String>,
         detail: TableDetail,
     ) -> Result<TableList, QueryError> {
+        self.list_tables_for(&Restrictions::none(), pattern, column, detail)
+            .await
+    }
+
+    /// Columns, keys and indexes of one table or view; a table denied by
+    /// `restrictions` is answered as if it did not exist.
+    pub async fn describe_table_for(
+        &self,
+        restrictions: &Arc<Restrictions>,
+        table: String,
+    ) -> Result<TableDescription, QueryError> {
+        let restrictions = Arc::clone(restrictions);
         self.run(None, move |conn, _| {
-            list_tables(conn, pattern.as_deref(), column.as_deref(), detail)
+            describe_table(conn, &restrictions, &table)
         })
         .await
     }
 
-    /// Columns, keys and indexes of one table or view.
+    /// [`QueryEngine::describe_table_for`] with no restriction.
     pub async fn describe_table(&self, table: String) -> Result<TableDescription, QueryError> {
-        self.run(None, move |conn, _| describe_table(conn, &table))
-            .await
+        self.describe_table_for(&Restrictions::none(), table).await
     }
 
-    /// The CREATE statements of every table, view, index and trigger.
-    pub async fn schema_ddl(&self) -> Result<String, QueryError> {
-        self.run(None, |conn, _| {
+    /// The CREATE statements of every table, view, index and trigger, but
+    /// those of tables denied by `restrictions` (and of their indexes and
+    /// triggers).
+    pub async fn schema_ddl_for(
+        &self,
+        restrictions: &Arc<Restrictions>,
+    ) -> Result<String, QueryError> {
+        let restrictions = Arc::clone(restrictions);
+        self.run(None, move |conn, _| {
             let mut stmt = conn.prepare_cached(&SCHEMA_DDL_SQL)?;
             let ddl: Vec<String> = stmt
-                .query_map([], |r| r.get(0))?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .filter(
+                    |found| !matches!(found, Ok((table, _)) if restrictions.denies_table(table)),
+                )
+                .map(|found| found.map(|(_, sql)| sql))
                 .collect::<Result<_, _>>()?;
             Ok(ddl.join("\n\n"))
         })
         .await
     }
 
-    /// `EXPLAIN QUERY PLAN` for one read-only statement.
+    /// [`QueryEngine::schema_ddl_for`] with no restriction.
+    pub async fn schema_ddl(&self) -> Result<String, QueryError> {
+        self.schema_ddl_for(&Restrictions::none()).await
+    }
+
+    /// `EXPLAIN QUERY PLAN` for one read-only statement, judged under
+    /// `restrictions` like the query itself.
+    pub async fn explain_for(
+        &self,
+        restrictions: &Arc<Restrictions>,
+        sql: String,
+        params: Option<SqlParams>,
+    ) -> Result<ExplainOutput, QueryError> {
+        let restrictions = Arc::clone(restrictions);
+        self.run(None, move |conn, _| {
+            conn.with_restrictions(&restrictions, |conn| explain(conn, &sql, params.as_ref()))
+        })
+        .await
+    }
+
+    /// [`QueryEngine::explain_for`] with no restriction.
     pub async fn explain(
         &self,
         sql: String,
         params: Option<SqlParams>,
     ) -> Result<ExplainOutput, QueryError> {
-        self.run(None, move |conn, _| {
-            // Validate the statement as the query tool would, then plan it.
-            drop(prepare_read(conn, &sql)?);
-            let mut stmt = prepare_read(conn, &format!("EXPLAIN QUERY PLAN {sql}"))?;
-            if let Some(params) = &params {
-                SqlParams::bind(Some(params), &mut stmt)?;
-            }
-            let mut rows = stmt.raw_query();
-            let mut steps = Vec::new();
-            while let Some(row) = rows.next()? {
-                steps.push(PlanStep {
-                    id: row.get(0)?,
-                    parent: row.get(1)?,
-                    detail: row.get(3)?,
-                });
-            }
-            let plan = render_plan(&steps);
-            Ok(ExplainOutput { plan, steps })
-        })
-        .await
+        self.explain_for(&Restrictions::none(), sql, params).await
     }
+}
+
+fn explain(
+    conn: &ManagedConnection,
+    sql: &str,
+    params: Option<&SqlParams>,
+) -> Result<ExplainOutput, QueryError> {
+    // Validate the statement as the query tool would, then plan it.
+    drop(prepare_read(conn, sql)?);
+    let mut stmt = prepare_read(conn, &format!("EXPLAIN QUERY PLAN {sql}"))?;
+    if let Some(params) = params {
+        SqlParams::bind(Some(params), &mut stmt)?;
+    }
+    let mut rows = stmt.raw_query();
+    let mut steps = Vec::new();
+    while let Some(row) = rows.next()? {
+        steps.push(PlanStep {
+            id: row.get(0)?,
+            parent: row.get(1)?,
+            detail: row.get(3)?,
+        });
+    }
+    let plan = render_plan(&steps);
+    Ok(ExplainOutput { plan, steps })
 }
 
 fn render_plan(steps: &[PlanStep]) -> String {
@@ -241,6 +320,7 @@ fn render_plan(steps: &[PlanStep]) -> String {
 
 fn list_tables(
     conn: &ManagedConnection,
+    restrictions: &Restrictions,
     pattern: Option<&str>,
     column: Option<&str>,
     detail: TableDetail,
@@ -250,12 +330,14 @@ fn list_tables(
     // Both patterns are bound parameters; table names reach
     // pragma_table_xinfo as values, never as SQL text.
     let mut stmt = conn.prepare_cached(&LIST_TABLES_SQL)?;
+    // Room for the denied tables, which are dropped below.
+    let limit = (MAX_LISTED + 1 + restrictions.denied_tables().count()) as i64;
     let mut found: Vec<(String, String, Option<String>)> = stmt
-        .query_map(
-            rusqlite::params![like, MAX_LISTED as i64 + 1, column_like],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?
+        .query_map(rusqlite::params![like, limit, column_like], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
+    found.retain(|(name, _, _)| !restrictions.denies_table(name));
     let truncated = found.len() > MAX_LISTED;
     found.truncate(MAX_LISTED);
     let mut tables = Vec::with_capacity(found.len());
@@ -341,11 +423,18 @@ fn columns(
     Ok(columns)
 }
 
-fn describe_table(conn: &ManagedConnection, table: &str) -> Result<TableDescription, QueryError> {
+fn describe_table(
+    conn: &ManagedConnection,
+    restrictions: &Restrictions,
+    table: &str,
+) -> Result<TableDescription, QueryError> {
     let found: Option<(String, String)> = conn
         .prepare_cached(&DESCRIBE_TABLE_SQL)?
-        .query_row([table], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+        .query_row([table], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?
+        .filter(|(name, _)| !restrictions.denies_table(name));
     let Some((name, kind)) = found else {
         return Err(QueryError::InvalidArgument(format!(
             "no table or view named {table:?}; list_tables shows what exists"

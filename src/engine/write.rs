@@ -10,7 +10,9 @@ use super::page::{read_page, PageLimits};
 use super::{Cell, QueryEngine, QueryError, SqlParams, Watch, WireSize};
 use crate::access::Access;
 use crate::health::DatabaseHealth;
+use crate::policy::Restrictions;
 use crate::pool::ManagedConnection;
+use std::sync::Arc;
 
 /// Arguments of the `execute` tool.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -49,6 +51,20 @@ impl QueryEngine {
         wire: &'static dyn WireSize,
         cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<ExecuteOutput, QueryError> {
+        self.execute_for(&Restrictions::none(), request, wire, cancel)
+            .await
+    }
+
+    /// As [`QueryEngine::execute`], for a caller who may not read what
+    /// `restrictions` withhold (nor write a denied table).
+    pub async fn execute_for(
+        &self,
+        restrictions: &Arc<Restrictions>,
+        request: ExecuteRequest,
+        wire: &'static dyn WireSize,
+        cancel: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<ExecuteOutput, QueryError> {
+        let restrictions = Arc::clone(restrictions);
         let limits = PageLimits {
             max_rows: self.limits.max_rows,
             max_bytes: self.limits.max_bytes,
@@ -56,8 +72,10 @@ impl QueryEngine {
         };
         let health = self.pool().health().clone();
         self.run(cancel, move |conn, watch| {
-            conn.with_access(Access::Trusted, |conn| {
-                write(conn, watch, &health, &request, limits, wire)
+            conn.with_restrictions(&restrictions, |conn| {
+                conn.with_access(Access::Trusted, |conn| {
+                    write(conn, watch, &health, &request, limits, wire)
+                })
             })?
         })
         .await

@@ -524,30 +524,41 @@ pub(crate) fn route(
                 ),
                 (ToolAccess::Read, Ok(params)) => {
                     server
-                        .call(&tool.name, &context, |engine, cancel| async move {
-                            let request = QueryRequest {
-                                sql,
-                                params: Some(params),
-                                ..Default::default()
-                            };
-                            engine.query(request, rows, Some(&cancel)).await
-                        })
+                        .call(
+                            &tool.name,
+                            &context,
+                            |engine, restrictions, cancel| async move {
+                                let request = QueryRequest {
+                                    sql,
+                                    params: Some(params),
+                                    ..Default::default()
+                                };
+                                engine
+                                    .query_for(&restrictions, request, rows, Some(&cancel))
+                                    .await
+                            },
+                        )
                         .await
                 }
                 (ToolAccess::Write, Ok(params)) => {
                     server
-                        .call(&tool.name, &context, |engine, cancel| async move {
-                            engine
-                                .execute(
-                                    ExecuteRequest {
-                                        sql,
-                                        params: Some(params),
-                                    },
-                                    rows::RETURNING,
-                                    Some(&cancel),
-                                )
-                                .await
-                        })
+                        .call(
+                            &tool.name,
+                            &context,
+                            |engine, restrictions, cancel| async move {
+                                engine
+                                    .execute_for(
+                                        &restrictions,
+                                        ExecuteRequest {
+                                            sql,
+                                            params: Some(params),
+                                        },
+                                        rows::RETURNING,
+                                        Some(&cancel),
+                                    )
+                                    .await
+                            },
+                        )
                         .await
                 }
             };

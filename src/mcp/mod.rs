@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RowFormat;
 use crate::engine::{QueryEngine, QueryError};
 use crate::identity::{self, Principal};
+use crate::policy::{Policy, Restrictions};
 pub use calls::CallTracker;
 pub use declared::{DeclaredTool, DeclaredTools, DeclaredToolsError};
 pub use observer::{Caller, NoToolObserver, ToolCall, ToolObserver, ToolObservers};
@@ -83,6 +84,8 @@ struct Inner {
     calls: Arc<CallTracker>,
     /// The row format, picked once from the configuration.
     rows: &'static dyn RowEncoder,
+    /// What principals lacking a scope may not read.
+    policy: Arc<Policy>,
 }
 
 /// The MCP server. Cheap to clone: the HTTP transport makes one per session.
@@ -153,8 +156,25 @@ impl ErosServer {
                 observer,
                 calls,
                 rows,
+                policy: Arc::new(Policy::none()),
             }),
         }
+    }
+
+    /// Enforces `policy` on every caller lacking one of its scopes. Call
+    /// right after [`ErosServer::new`], before the server is cloned.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_policy is called before the server is shared")
+            .policy = Arc::new(policy);
+        self
+    }
+
+    /// What the principal of `context` may not read.
+    fn restrictions(&self, context: &RequestContext<RoleServer>) -> Arc<Restrictions> {
+        self.inner
+            .policy
+            .restrictions_for(&self.principal(context).scopes)
     }
 
     pub fn engine(&self) -> &Arc<QueryEngine> {
@@ -183,7 +203,8 @@ impl ErosServer {
 
     /// Runs one tool call: refused during shutdown, interrupted when the
     /// client cancels or the shutdown grace ends, measured and turned into
-    /// a tool result.
+    /// a tool result. `work` is handed what the caller may not read (the
+    /// policy file's restrictions for its scopes) to pass to the engine.
     pub(crate) async fn call<T, F, Fut>(
         &self,
         tool: &str,
@@ -192,7 +213,7 @@ impl ErosServer {
     ) -> CallToolResult
     where
         T: Serialize + ToolOutput,
-        F: FnOnce(Arc<QueryEngine>, CancellationToken) -> Fut,
+        F: FnOnce(Arc<QueryEngine>, Arc<Restrictions>, CancellationToken) -> Fut,
         Fut: Future<Output = Result<T, QueryError>>,
     {
         let started = Instant::now();
@@ -207,7 +228,8 @@ impl ErosServer {
             );
         };
         let cancel = self.inner.calls.abort_token().child_token();
-        let work = work(Arc::clone(&self.inner.engine), cancel.clone());
+        let restrictions = self.inner.policy.restrictions_for(&caller.principal.scopes);
+        let work = work(Arc::clone(&self.inner.engine), restrictions, cancel.clone());
         tokio::pin!(work);
         let result = tokio::select! {
             result = &mut work => result,
@@ -428,7 +450,7 @@ impl ServerHandler for ErosServer {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         self.require_read(&context)?;
-        prompts::get(&self.inner.engine, request)
+        prompts::get(&self.inner.engine, &self.restrictions(&context), request)
             .await
             .map(Into::into)
     }
@@ -478,7 +500,12 @@ impl ServerHandler for ErosServer {
                 Some(serde_json::json!({ "uri": request.uri })),
             ));
         }
-        match self.inner.engine.schema_ddl().await {
+        match self
+            .inner
+            .engine
+            .schema_ddl_for(&self.restrictions(&context))
+            .await
+        {
             Ok(ddl) => Ok(ReadResourceResult::new(vec![ResourceContents::text(
                 ddl,
                 request.uri.clone(),

@@ -1,13 +1,16 @@
 //! The one prompt the server offers: answer a question from the database,
 //! with the tables and columns already in the message so the model can
-//! write SQL at once.
+//! write SQL at once (only the tables the caller may read).
 
 use rmcp::model::{
     GetPromptRequestParams, GetPromptResult, Prompt, PromptArgument, PromptMessage, Role,
 };
 use rmcp::ErrorData;
 
+use std::sync::Arc;
+
 use crate::engine::{QueryEngine, TableDetail};
+use crate::policy::Restrictions;
 
 pub const ANSWER_QUESTION: &str = "answer_question";
 
@@ -23,6 +26,7 @@ pub fn answer_question() -> Prompt {
 
 pub async fn get(
     engine: &QueryEngine,
+    restrictions: &Arc<Restrictions>,
     request: GetPromptRequestParams,
 ) -> Result<GetPromptResult, ErrorData> {
     if request.name != ANSWER_QUESTION {
@@ -42,7 +46,7 @@ pub async fn get(
         .filter(|q| !q.trim().is_empty())
         .ok_or_else(|| ErrorData::invalid_params("the argument `question` is required", None))?;
     let tables = engine
-        .list_tables(None, None, TableDetail::Columns)
+        .list_tables_for(restrictions, None, None, TableDetail::Columns)
         .await
         .map_err(|err| ErrorData::internal_error(format!("cannot read the schema: {err}"), None))?;
     let mut schema = String::new();

@@ -65,8 +65,10 @@ impl ErosServer {
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let rows = self.inner.rows;
-        self.call("query", &ctx, |engine, cancel| async move {
-            engine.query(request, rows, Some(&cancel)).await
+        self.call("query", &ctx, |engine, restrictions, cancel| async move {
+            engine
+                .query_for(&restrictions, request, rows, Some(&cancel))
+                .await
         })
         .await
     }
@@ -82,9 +84,10 @@ column name (column).",
         Parameters(request): Parameters<ListTablesRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("list_tables", &ctx, |engine, _| async move {
+        self.call("list_tables", &ctx, |engine, restrictions, _| async move {
             engine
-                .list_tables(
+                .list_tables_for(
+                    &restrictions,
                     request.pattern,
                     request.column,
                     request.detail.unwrap_or_default(),
@@ -105,9 +108,15 @@ indexes.",
         Parameters(request): Parameters<DescribeTableRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("describe_table", &ctx, |engine, _| async move {
-            engine.describe_table(request.table).await
-        })
+        self.call(
+            "describe_table",
+            &ctx,
+            |engine, restrictions, _| async move {
+                engine
+                    .describe_table_for(&restrictions, request.table)
+                    .await
+            },
+        )
         .await
     }
 
@@ -122,9 +131,15 @@ tables it scans.",
         Parameters(request): Parameters<ExplainRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("explain_query", &ctx, |engine, _| async move {
-            engine.explain(request.sql, request.params).await
-        })
+        self.call(
+            "explain_query",
+            &ctx,
+            |engine, restrictions, _| async move {
+                engine
+                    .explain_for(&restrictions, request.sql, request.params)
+                    .await
+            },
+        )
         .await
     }
 
@@ -141,9 +156,9 @@ and commit it. Returns changes and last_insert_rowid (and rows of a RETURNING cl
         Parameters(request): Parameters<ExecuteRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("execute", &ctx, |engine, cancel| async move {
+        self.call("execute", &ctx, |engine, restrictions, cancel| async move {
             engine
-                .execute(request, rows::RETURNING, Some(&cancel))
+                .execute_for(&restrictions, request, rows::RETURNING, Some(&cancel))
                 .await
         })
         .await
@@ -160,7 +175,7 @@ created and failed.",
         Parameters(_): Parameters<NoArguments>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("pool_stats", &ctx, |engine, _| async move {
+        self.call("pool_stats", &ctx, |engine, _, _| async move {
             Ok(engine.pool().stats())
         })
         .await

@@ -135,6 +135,42 @@ impl ManagedConnection {
         Ok(result)
     }
 
+    /// Runs `work` (agent SQL: preparing and stepping it) with the
+    /// authorizer withholding what `restrictions` deny, then takes them off
+    /// again whatever `work` did, also when it panics. Statements prepared
+    /// inside must not be cached: the verdicts are fixed at prepare time.
+    /// The server's own statements (the schema tools') never run under
+    /// restrictions; their answers are filtered instead.
+    pub fn with_restrictions<T>(
+        &self,
+        restrictions: &Arc<crate::policy::Restrictions>,
+        work: impl FnOnce(&ManagedConnection) -> T,
+    ) -> T {
+        if restrictions.is_empty() {
+            return work(self);
+        }
+        struct Lift<'a>(&'a ManagedConnection);
+        impl Drop for Lift<'_> {
+            fn drop(&mut self) {
+                let this = self.0;
+                this.access
+                    .set_restrictions(crate::policy::Restrictions::none());
+                access::set_covering_index_scans(&this.conn, true);
+            }
+        }
+        let lift = Lift(self);
+        access::set_covering_index_scans(&self.conn, false);
+        self.access.set_restrictions(Arc::clone(restrictions));
+        let result = work(self);
+        drop(lift);
+        result
+    }
+
+    /// What the authorizer withholds from untrusted SQL now.
+    pub fn restrictions(&self) -> Arc<crate::policy::Restrictions> {
+        self.access.restrictions()
+    }
+
     /// Prepares untrusted SQL judged at `access` by the authorizer, whatever
     /// level the connection is at (used inside a trusted transaction). The
     /// statement cache is bypassed so no statement prepared at another
@@ -375,7 +411,11 @@ impl r2d2::ManageConnection for SqliteManager {
             .shared
             .closed
             .load(std::sync::atomic::Ordering::Acquire);
-        if closing || conn.unsettled.get() || conn.access() != Access::ReadOnly {
+        if closing
+            || conn.unsettled.get()
+            || conn.access() != Access::ReadOnly
+            || !conn.restrictions().is_empty()
+        {
             conn.retire();
             return true;
         }

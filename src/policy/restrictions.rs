@@ -1,0 +1,116 @@
+//! What one principal may not read: the tables it is denied and the
+//! columns it reads as NULL, lowercased (SQLite compares identifiers
+//! without regard to ASCII case). Computed from the policy file
+//! ([`super::Policy`]) once per distinct set of scopes, handed to the
+//! engine per call, and read by the authorizer ([`crate::access`]).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, LazyLock};
+
+/// The tables a principal may not read at all and the `(table, column)`
+/// pairs it reads as NULL. Empty: no restriction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restrictions {
+    denied_tables: BTreeSet<String>,
+    nulled_columns: BTreeSet<(String, String)>,
+}
+
+static NONE: LazyLock<Arc<Restrictions>> = LazyLock::new(|| Arc::new(Restrictions::default()));
+
+impl Restrictions {
+    /// No restriction: the local user, HTTP without auth, every scope.
+    pub fn none() -> Arc<Self> {
+        Arc::clone(&NONE)
+    }
+
+    /// Denies `tables` and nulls `columns` (`(table, column)`), in any case.
+    pub fn new<T, C>(tables: T, columns: C) -> Self
+    where
+        T: IntoIterator<Item = String>,
+        C: IntoIterator<Item = (String, String)>,
+    {
+        let mut restrictions = Self::default();
+        for table in tables {
+            restrictions.deny_table(&table);
+        }
+        for (table, column) in columns {
+            restrictions.null_column(&table, &column);
+        }
+        restrictions
+    }
+
+    pub(crate) fn deny_table(&mut self, table: &str) {
+        self.denied_tables.insert(table.to_ascii_lowercase());
+    }
+
+    pub(crate) fn null_column(&mut self, table: &str, column: &str) {
+        self.nulled_columns
+            .insert((table.to_ascii_lowercase(), column.to_ascii_lowercase()));
+    }
+
+    /// Adds what `other` restricts (a principal lacking two scopes gets
+    /// the restrictions of both).
+    pub fn union(&mut self, other: &Restrictions) {
+        self.denied_tables
+            .extend(other.denied_tables.iter().cloned());
+        self.nulled_columns
+            .extend(other.nulled_columns.iter().cloned());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.denied_tables.is_empty() && self.nulled_columns.is_empty()
+    }
+
+    /// Whether `table` (any case) may not be read at all.
+    pub fn denies_table(&self, table: &str) -> bool {
+        !self.denied_tables.is_empty() && self.denied_tables.contains(&table.to_ascii_lowercase())
+    }
+
+    /// Whether `table.column` (any case) reads as NULL.
+    pub fn nulls_column(&self, table: &str, column: &str) -> bool {
+        !self.nulled_columns.is_empty()
+            && self
+                .nulled_columns
+                .contains(&(table.to_ascii_lowercase(), column.to_ascii_lowercase()))
+    }
+
+    /// The denied tables, lowercased.
+    pub fn denied_tables(&self) -> impl Iterator<Item = &str> {
+        self.denied_tables.iter().map(String::as_str)
+    }
+
+    /// The nulled `(table, column)` pairs, lowercased.
+    pub fn nulled_columns(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.nulled_columns
+            .iter()
+            .map(|(t, c)| (t.as_str(), c.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_compare_without_regard_to_case() {
+        let r = Restrictions::new(
+            ["Payouts".to_string()],
+            [("Creators".to_string(), "EMAIL".to_string())],
+        );
+        assert!(r.denies_table("PAYOUTS"));
+        assert!(r.nulls_column("creators", "email"));
+        assert!(!r.nulls_column("creators", "handle"));
+        assert!(!r.denies_table("creators"));
+    }
+
+    #[test]
+    fn the_union_holds_both_sides() {
+        let mut a = Restrictions::new(["payouts".to_string()], []);
+        let b = Restrictions::new([], [("creators".to_string(), "email".to_string())]);
+        a.union(&b);
+        assert!(a.denies_table("payouts"));
+        assert!(a.nulls_column("creators", "email"));
+        assert!(!a.is_empty());
+        assert!(Restrictions::none().is_empty());
+    }
+}

@@ -1,0 +1,436 @@
+//! Column and table policies hold on every read path: a principal without
+//! `eros:pii` reads `creators.email` as NULL and one without
+//! `eros:finance` reads nothing of `payouts` (nor its DDL), whatever the
+//! route — each route's answer, text and structured content and error
+//! message alike, never holds a marker value. A principal with the scopes
+//! reads everything. The real binary over HTTP, static-token principals.
+
+mod common;
+
+use common::mcp::{call, text, Client, HttpServer};
+use common::TestDb;
+use eros_mcp::identity::tokens::digest_hex;
+use rmcp::model::{
+    CallToolResult, GetPromptRequestParams, ProtocolVersion, ReadResourceRequestParams,
+};
+use serde_json::json;
+
+const RESTRICTED: &str = "restricted-token-0123456789";
+const TRUSTED: &str = "trusted-token-0123456789";
+
+/// A creator's email (it sorts first, so ORDER BY would betray it).
+const EMAIL_MARKER: &str = "aaaa-secret-email-7f3a@leak.test";
+/// A row of the denied table.
+const ROW_MARKER: &str = "secret-payout-4e8b";
+/// A literal in the denied table's DDL.
+const DDL_MARKER: &str = "secret-ddl-5b2d";
+
+/// The email marker spelt so the SQL text itself does not hold it: a route
+/// answers it only if it could read the value.
+const EMAIL_EXPR: &str = "'aaaa-secret-' || 'email-7f3a@leak.test'";
+
+const POLICY: &str = r#"
+[scopes."eros:pii"]
+null_columns = ["creators.email", "subscribers.email"]
+[scopes."eros:finance"]
+deny_tables = ["payouts"]
+"#;
+
+/// Declared tools reading what the policy withholds, open to `eros:read`.
+const TOOLS: &str = r#"
+[[tools]]
+name = "creator_contacts"
+description = "Every creator's handle and email."
+sql = "SELECT handle, email FROM creators ORDER BY id"
+
+[[tools]]
+name = "payout_notes"
+description = "Every payout note."
+sql = "SELECT note FROM payouts"
+"#;
+
+/// `(name, sql)`: routes to the nulled column. Each must answer NULL or
+/// nothing; a side channel answers the marker if it sees the value.
+const COLUMN_ROUTES: &[(&str, &str)] = &[
+    ("plain_select", "SELECT email FROM creators"),
+    ("select_star", "SELECT * FROM creators"),
+    ("qualified_star", "SELECT c.* FROM creators AS c"),
+    ("alias", "SELECT c.email AS contact FROM creators AS c"),
+    ("view_before_start", "SELECT * FROM creator_contacts"),
+    ("view_column", "SELECT contact FROM creator_contacts"),
+    ("cte", "WITH x AS (SELECT email AS e FROM creators) SELECT e FROM x"),
+    (
+        "recursive_cte",
+        "WITH RECURSIVE x(e, n) AS (SELECT email, 0 FROM creators UNION ALL SELECT e, n + 1 FROM x WHERE n < 1) SELECT e FROM x",
+    ),
+    ("scalar_subquery", "SELECT (SELECT email FROM creators WHERE id = c.id) FROM creators AS c"),
+    ("from_subquery", "SELECT e FROM (SELECT email AS e FROM creators)"),
+    ("union", "SELECT email FROM creators UNION SELECT email FROM subscribers"),
+    ("json_object", "SELECT json_object('e', email) FROM creators"),
+    ("json_group_array", "SELECT json_group_array(email) FROM creators"),
+    ("json_group_object", "SELECT json_group_object(handle, email) FROM creators"),
+    ("group_concat", "SELECT group_concat(email, ',') FROM creators"),
+    ("printf", "SELECT printf('%s|%q', email, email) FROM creators"),
+    ("format", "SELECT format('%s', email) FROM creators"),
+    ("quote", "SELECT quote(email) FROM creators"),
+    ("hex", "SELECT hex(email) FROM creators"),
+    ("cast_blob", "SELECT CAST(email AS BLOB) FROM creators"),
+    ("cast_text", "SELECT CAST(email AS TEXT) FROM creators"),
+    ("upper_substr", "SELECT upper(substr(email, 1)) FROM creators"),
+    ("coalesce", "SELECT coalesce(email, 'none') FROM creators"),
+    ("json_error_echo", "SELECT json(email) FROM creators"),
+    ("window", "SELECT first_value(email) OVER (ORDER BY id DESC) FROM creators"),
+    ("max", "SELECT max(email), min(email) FROM creators"),
+    ("length_side_channel", "SELECT CASE WHEN length(email) IS NOT NULL THEN 'LEAK:' || 'aaaa-secret-' || 'email-7f3a@leak.test' END FROM creators"),
+    ("instr_side_channel", "SELECT CASE WHEN instr(email, 'secret') > 0 THEN 'aaaa-secret-' || 'email-7f3a@leak.test' END FROM creators"),
+    ("where_equals", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators WHERE email = 'aaaa-secret-' || 'email-7f3a@leak.test'"),
+    ("where_like", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators WHERE email LIKE 'aaaa%'"),
+    ("where_in_subquery", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators WHERE id IN (SELECT id FROM creators WHERE email GLOB 'aaaa*')"),
+    ("order_by", "SELECT CASE WHEN (SELECT id FROM creators ORDER BY email LIMIT 1) = (SELECT max(id) FROM creators) THEN 'aaaa-secret-' || 'email-7f3a@leak.test' END"),
+    ("group_by_having", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators GROUP BY email HAVING email LIKE 'aaaa%'"),
+    ("join_on", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators AS a JOIN creators AS b ON a.email = b.email AND a.email LIKE 'aaaa%'"),
+    ("indexed_by_unique", "SELECT email FROM creators INDEXED BY sqlite_autoindex_creators_2"),
+];
+
+/// `(name, sql)`: routes to the denied table. Each must be refused or
+/// answer nothing of it.
+const TABLE_ROUTES: &[(&str, &str)] = &[
+    ("denied_select_star", "SELECT * FROM payouts"),
+    ("denied_count", "SELECT count(*) FROM payouts"),
+    ("denied_rowid", "SELECT rowid FROM payouts"),
+    ("denied_exists", "SELECT EXISTS (SELECT 1 FROM payouts)"),
+    ("denied_case", "SELECT * FROM PAYOUTS"),
+    ("denied_quoted", "SELECT * FROM \"payouts\""),
+    ("denied_schema_qualified", "SELECT * FROM main.payouts"),
+    ("denied_view_before_start", "SELECT * FROM payout_notes"),
+    ("denied_cte", "WITH x AS (SELECT note FROM payouts) SELECT * FROM x"),
+    ("denied_subquery", "SELECT (SELECT group_concat(note) FROM payouts)"),
+    ("denied_join", "SELECT c.handle, p.note FROM creators AS c JOIN payouts AS p ON p.creator_id = c.id"),
+    ("denied_in", "SELECT handle FROM creators WHERE id IN (SELECT creator_id FROM payouts)"),
+    ("denied_json", "SELECT json_group_array(json_object('n', note)) FROM payouts"),
+    ("denied_indexed_by", "SELECT note FROM payouts INDEXED BY payouts_by_note"),
+    ("denied_pragma", "PRAGMA table_info(payouts)"),
+    ("denied_pragma_xinfo", "PRAGMA table_xinfo('payouts')"),
+    ("denied_pragma_index_list", "PRAGMA index_list(payouts)"),
+    ("denied_pragma_function", "SELECT * FROM pragma_table_info('payouts')"),
+    ("denied_pragma_function_upper", "SELECT name, dflt_value FROM pragma_table_info('PAYOUTS')"),
+    ("denied_pragma_function_schema", "SELECT * FROM pragma_table_xinfo('payouts', 'main')"),
+    ("denied_pragma_function_index", "SELECT * FROM pragma_index_list('payouts')"),
+    ("sqlite_master_text", "SELECT name, sql FROM sqlite_master"),
+    ("sqlite_schema_star", "SELECT * FROM sqlite_schema WHERE tbl_name = 'payouts'"),
+    ("sqlite_schema_group", "SELECT group_concat(sql, ';') FROM main.sqlite_schema"),
+    ("sqlite_schema_side_channel", "SELECT CASE WHEN instr(sql, 'secret') > 0 THEN 'secret-' || 'ddl-5b2d' END FROM sqlite_schema"),
+];
+
+fn entry(name: &str, token: &str, scopes: &[&str]) -> String {
+    format!(
+        "[[tokens]]\nname = {name:?}\nsha256 = {:?}\nscopes = {scopes:?}\n\n",
+        digest_hex(token)
+    )
+}
+
+/// The demo database with the markers, a denied table and views made
+/// before the server starts, and a server enforcing [`POLICY`].
+fn start() -> (TestDb, HttpServer) {
+    let db = TestDb::new().with_demo_data();
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute_batch(&format!(
+        "UPDATE creators SET email = '{EMAIL_MARKER}' WHERE id = (SELECT max(id) FROM creators);
+         CREATE TABLE payouts (id INTEGER PRIMARY KEY, creator_id INTEGER,
+                               note TEXT DEFAULT '{DDL_MARKER}');
+         CREATE INDEX payouts_by_note ON payouts (note) WHERE note IS NOT '{DDL_MARKER}';
+         INSERT INTO payouts (creator_id, note) VALUES (1, '{ROW_MARKER}');
+         CREATE VIEW creator_contacts AS SELECT handle, email AS contact FROM creators;
+         CREATE VIEW payout_notes AS SELECT note FROM payouts;
+         PRAGMA wal_checkpoint(TRUNCATE);"
+    ))
+    .unwrap();
+    drop(conn);
+    let tokens = db.file("tokens.toml");
+    std::fs::write(
+        &tokens,
+        entry("contractor", RESTRICTED, &["eros:read"])
+            + &entry(
+                "finance-lead",
+                TRUSTED,
+                &["eros:read", "eros:pii", "eros:finance"],
+            ),
+    )
+    .unwrap();
+    let policy = db.file("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let tools = db.file("tools.toml");
+    std::fs::write(&tools, TOOLS).unwrap();
+    let server = HttpServer::start(
+        db.path(),
+        &[
+            ("EROS_AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
+            ("EROS_AUTH_POLICY_FILE", policy.to_str().unwrap()),
+            ("EROS_MCP_TOOLS_FILE", tools.to_str().unwrap()),
+        ],
+    );
+    (db, server)
+}
+
+async fn client(server: &HttpServer, token: &str) -> Client {
+    server
+        .client(Some(token), &ProtocolVersion::V_2025_11_25)
+        .await
+}
+
+/// Everything a tool result says, lowercased: text and structured content.
+fn everything(result: &CallToolResult) -> String {
+    let structured = result
+        .structured_content
+        .as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    format!("{}\n{structured}", text(result)).to_lowercase()
+}
+
+/// The markers in every spelling a route could turn them into.
+fn spellings() -> Vec<String> {
+    let mut all = Vec::new();
+    for marker in [EMAIL_MARKER, ROW_MARKER, DDL_MARKER] {
+        all.push(marker.to_lowercase());
+        all.push(hex::encode(marker).to_lowercase());
+        all.push(base64_of(marker).to_lowercase());
+    }
+    all
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Panics when `answer` holds a marker.
+fn assert_no_marker(route: &str, answer: &str) {
+    for marker in spellings() {
+        assert!(
+            !answer.contains(&marker),
+            "{route} leaked {marker:?}: {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_route_reaches_a_nulled_column_or_a_denied_table() {
+    let (_db, server) = start();
+    let agent = client(&server, RESTRICTED).await;
+    let mut refused = Vec::new();
+    for (route, sql) in COLUMN_ROUTES.iter().chain(TABLE_ROUTES) {
+        let result = call(&agent, "query", json!({ "sql": sql })).await;
+        let answer = everything(&result);
+        assert_no_marker(route, &answer);
+        if result.is_error == Some(true) {
+            refused.push(*route);
+        }
+        if route.starts_with("denied_") {
+            assert_eq!(
+                result.is_error,
+                Some(true),
+                "{route} was not refused: {answer}"
+            );
+        }
+    }
+    // The column routes are answered (with NULL), not refused: the agent's
+    // SQL still works, it only cannot see the value.
+    for route in [
+        "plain_select",
+        "select_star",
+        "view_before_start",
+        "json_object",
+    ] {
+        assert!(!refused.contains(&route), "{route} was refused");
+    }
+    let nulls = call(
+        &agent,
+        "query",
+        json!({ "sql": "SELECT count(*) FROM creators WHERE email IS NULL", "max_rows": 1 }),
+    )
+    .await;
+    let all = call(
+        &agent,
+        "query",
+        json!({ "sql": "SELECT count(*) FROM creators" }),
+    )
+    .await;
+    assert_eq!(
+        common::mcp::rows(&nulls)["rows"],
+        common::mcp::rows(&all)["rows"],
+        "every email reads as NULL"
+    );
+
+    // The schema tools show no denied table and no denied DDL.
+    for (route, tool, arguments) in [
+        (
+            "explain_denied",
+            "explain_query",
+            json!({ "sql": "SELECT * FROM payouts" }),
+        ),
+        (
+            "explain_view",
+            "explain_query",
+            json!({ "sql": "SELECT * FROM payout_notes" }),
+        ),
+        (
+            "explain_where",
+            "explain_query",
+            json!({ "sql": format!("SELECT id FROM creators WHERE email = {EMAIL_EXPR}") }),
+        ),
+        (
+            "describe_denied",
+            "describe_table",
+            json!({ "table": "payouts" }),
+        ),
+        (
+            "describe_denied_upper",
+            "describe_table",
+            json!({ "table": "PAYOUTS" }),
+        ),
+        (
+            "describe_creators",
+            "describe_table",
+            json!({ "table": "creators" }),
+        ),
+        ("list_tables_ddl", "list_tables", json!({ "detail": "ddl" })),
+        (
+            "list_tables_pattern",
+            "list_tables",
+            json!({ "pattern": "payouts", "detail": "columns" }),
+        ),
+        (
+            "list_tables_column",
+            "list_tables",
+            json!({ "column": "note", "detail": "ddl" }),
+        ),
+        ("declared_column", "creator_contacts", json!({})),
+        ("declared_table", "payout_notes", json!({})),
+    ] {
+        let result = call(&agent, tool, arguments).await;
+        let answer = everything(&result);
+        assert_no_marker(route, &answer);
+        if route.ends_with("_denied") || route.ends_with("_upper") || route == "declared_table" {
+            assert_eq!(
+                result.is_error,
+                Some(true),
+                "{route} was answered: {answer}"
+            );
+        }
+        if tool == "list_tables" {
+            assert!(
+                !answer.contains("\"payouts\""),
+                "{route} lists payouts: {answer}"
+            );
+            assert!(
+                !answer.contains("payouts,"),
+                "{route} lists payouts: {answer}"
+            );
+        }
+    }
+    let listed = everything(&call(&agent, "list_tables", json!({})).await);
+    assert!(listed.contains("creators"), "{listed}");
+    assert!(
+        !listed.contains("payouts,") && !listed.contains("\"payouts\""),
+        "{listed}"
+    );
+    let contacts = everything(&call(&agent, "creator_contacts", json!({})).await);
+    assert!(
+        !contacts.contains('@'),
+        "the declared tool read emails: {contacts}"
+    );
+
+    let schema = agent
+        .read_resource(ReadResourceRequestParams::new("schema://main"))
+        .await
+        .unwrap();
+    let schema = serde_json::to_string(&schema).unwrap().to_lowercase();
+    assert_no_marker("schema_resource", &schema);
+    assert!(schema.contains("create table creators"), "{schema}");
+    assert!(!schema.contains("create table payouts"), "{schema}");
+    assert!(!schema.contains("payouts_by_note"), "{schema}");
+
+    let mut arguments = serde_json::Map::new();
+    arguments.insert("question".into(), json!("who earns most?"));
+    let prompt = agent
+        .get_prompt(GetPromptRequestParams::new("answer_question").with_arguments(arguments))
+        .await
+        .unwrap();
+    let prompt = serde_json::to_string(&prompt).unwrap().to_lowercase();
+    assert_no_marker("prompt", &prompt);
+    assert!(prompt.contains("- creators ("), "{prompt}");
+    assert!(!prompt.contains("- payouts ("), "{prompt}");
+    agent.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_principal_with_the_scopes_reads_everything() {
+    let (_db, server) = start();
+    let lead = client(&server, TRUSTED).await;
+    for (sql, marker) in [
+        ("SELECT email FROM creators", EMAIL_MARKER),
+        ("SELECT * FROM creator_contacts", EMAIL_MARKER),
+        ("SELECT note FROM payouts", ROW_MARKER),
+        ("SELECT note FROM payout_notes", ROW_MARKER),
+        (
+            "SELECT sql FROM sqlite_schema WHERE name = 'payouts'",
+            DDL_MARKER,
+        ),
+        (
+            "SELECT dflt_value FROM pragma_table_info('payouts')",
+            DDL_MARKER,
+        ),
+    ] {
+        let answer = everything(&call(&lead, "query", json!({ "sql": sql })).await);
+        assert!(answer.contains(marker), "{sql}: {answer}");
+    }
+    let described = call(&lead, "describe_table", json!({ "table": "payouts" })).await;
+    assert_ne!(described.is_error, Some(true), "{}", text(&described));
+    let listed = everything(&call(&lead, "list_tables", json!({ "detail": "ddl" })).await);
+    assert!(listed.contains(DDL_MARKER), "{listed}");
+    let contacts = everything(&call(&lead, "creator_contacts", json!({})).await);
+    assert!(contacts.contains(EMAIL_MARKER), "{contacts}");
+    let schema = lead
+        .read_resource(ReadResourceRequestParams::new("schema://main"))
+        .await
+        .unwrap();
+    let schema = serde_json::to_string(&schema).unwrap().to_lowercase();
+    assert!(schema.contains("create table payouts"), "{schema}");
+    lead.cancel().await.unwrap();
+}
+
+#[test]
+fn a_policy_naming_an_unknown_column_stops_the_server() {
+    let db = TestDb::new().with_demo_data();
+    let policy = db.file("policy.toml");
+    std::fs::write(
+        &policy,
+        "[scopes.\"eros:pii\"]\nnull_columns = [\"creators.phone\"]\n",
+    )
+    .unwrap();
+    let tokens = db.file("tokens.toml");
+    std::fs::write(&tokens, entry("contractor", RESTRICTED, &["eros:read"])).unwrap();
+    let output = common::mcp::http_command(
+        db.path(),
+        &[
+            ("EROS_AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
+            ("EROS_AUTH_POLICY_FILE", policy.to_str().unwrap()),
+        ],
+        common::mcp::free_port(),
+        None,
+    )
+    .stderr(std::process::Stdio::piped())
+    .output()
+    .unwrap();
+    assert!(!output.status.success(), "the server started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for part in [
+        policy.to_str().unwrap(),
+        "eros:pii",
+        "creators.phone",
+        "no column",
+    ] {
+        assert!(stderr.contains(part), "{part} missing from: {stderr}");
+    }
+}
