@@ -135,6 +135,11 @@ impl Policy {
                     ));
                 }
                 restrictions.deny_table(table);
+                // A virtual table's data also lives in its shadow tables
+                // (FTS5's `_content`, R*Tree's `_node`, ...).
+                for shadow in shadow_tables(conn, table).map_err(db)? {
+                    restrictions.deny_table(&shadow);
+                }
             }
             for column_entry in &entry.null_columns {
                 let Some((table, column)) = column_entry.trim().split_once('.') else {
@@ -156,6 +161,16 @@ impl Policy {
                         "null_columns",
                         column_entry,
                         format!("the table {table:?} has no column named {column:?}"),
+                    ));
+                }
+                if !shadow_tables(conn, table).map_err(db)?.is_empty() {
+                    return Err(refuse(
+                        "null_columns",
+                        column_entry,
+                        format!(
+                            "{table:?} is a virtual table whose shadow tables hold the column's \
+                             values too: deny the table instead"
+                        ),
                     ));
                 }
                 restrictions.null_column(table, column);
@@ -219,6 +234,17 @@ fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
     .query_row([table], |_| Ok(()))
     .optional()
     .map(|found| found.is_some())
+}
+
+/// The shadow tables of `table` (none unless it is a virtual table that
+/// keeps its data in them), as `PRAGMA table_list` reports them.
+fn shadow_tables(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow' \
+         AND substr(name, 1, length(?1) + 1) = ?1 || '_' COLLATE NOCASE",
+    )?;
+    let names = stmt.query_map([table], |row| row.get(0))?;
+    names.collect()
 }
 
 fn column_exists(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
@@ -308,6 +334,37 @@ mod tests {
         assert!(err.to_string().contains("table.column"), "{err}");
         let err = parse("[scopes.\"eros:pii\"]\nnull_columns = [\"ghosts.email\"]").unwrap_err();
         assert!(err.to_string().contains("no table"), "{err}");
+    }
+
+    #[test]
+    fn denying_a_virtual_table_denies_its_shadow_tables() {
+        let conn = db();
+        conn.execute_batch("CREATE VIRTUAL TABLE notes USING fts5(body)")
+            .unwrap();
+        let policy = Policy::parse(
+            Path::new("policy.toml"),
+            "[scopes.\"eros:notes\"]\ndeny_tables = [\"notes\"]",
+            &conn,
+        )
+        .unwrap();
+        let restrictions = policy.restrictions_for(&Scopes::of(["eros:read"]));
+        for table in [
+            "notes",
+            "notes_content",
+            "notes_data",
+            "notes_idx",
+            "notes_docsize",
+            "notes_config",
+        ] {
+            assert!(restrictions.denies_table(table), "{table} is readable");
+        }
+        let err = Policy::parse(
+            Path::new("policy.toml"),
+            "[scopes.\"eros:notes\"]\nnull_columns = [\"notes.body\"]",
+            &conn,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("deny the table instead"), "{err}");
     }
 
     #[test]
