@@ -285,6 +285,9 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         Some(settings) => Some(Arc::new(AuditLog::open(settings)?)),
         None => None,
     };
+    if let Some(audit) = &audit {
+        metrics.watch_audit(Arc::clone(audit));
+    }
     let observers = observers(&metrics, audit.as_ref());
     let (auth, tokens) = match config.mcp.transport {
         Transport::Http => authenticator(&config, &observers.transport)?,

@@ -48,6 +48,7 @@ pub struct Metrics {
     auth: AuthMetrics,
     pool: Arc<PoolSource>,
     replica: Arc<ReplicaSource>,
+    audit: Arc<OnceLock<Arc<crate::audit::AuditLog>>>,
 }
 
 /// What the client limits did (sessions, refusals, stdio backpressure).
@@ -256,6 +257,10 @@ impl Metrics {
         registry
             .register(Box::new(ReplicaLagCollector::new(Arc::clone(&replica))))
             .expect("unique metric");
+        let audit = Arc::new(OnceLock::new());
+        registry
+            .register(Box::new(AuditCollector::new(Arc::clone(&audit))))
+            .expect("unique metric");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -277,6 +282,7 @@ impl Metrics {
             auth,
             pool,
             replica,
+            audit,
         }
     }
 
@@ -286,6 +292,12 @@ impl Metrics {
     /// a primary: alerts find it by this gauge without its lag.
     pub fn replica(&self, max_lag: Duration) {
         let _ = self.replica.max_lag.set(max_lag);
+    }
+
+    /// Starts reporting the audit log's lost lines
+    /// (`mcp_audit_write_failures_total`).
+    pub fn watch_audit(&self, audit: Arc<crate::audit::AuditLog>) {
+        let _ = self.audit.set(audit);
     }
 
     /// Starts reporting a replica's lag (`mcp_db_replica_lag_seconds`).
@@ -710,6 +722,42 @@ impl Collector for DatabaseFileCollector {
     }
 }
 
+/// The audit log's lines that could not be written, read at scrape time
+/// from the log's own count; absent when there is no audit log.
+struct AuditCollector {
+    source: Arc<OnceLock<Arc<crate::audit::AuditLog>>>,
+    failures: IntCounter,
+}
+
+impl AuditCollector {
+    fn new(source: Arc<OnceLock<Arc<crate::audit::AuditLog>>>) -> Self {
+        let failures = IntCounter::new(
+            "mcp_audit_write_failures_total",
+            "Audit log lines that could not be written (disk full, file gone); the calls went on.",
+        )
+        .expect("valid counter");
+        Self { source, failures }
+    }
+}
+
+impl Collector for AuditCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.failures.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(audit) = self.source.get() else {
+            return Vec::new();
+        };
+        let lost = audit.write_failures();
+        let counted = self.failures.get();
+        if lost > counted {
+            self.failures.inc_by(lost - counted);
+        }
+        self.failures.collect()
+    }
+}
+
 /// What a read replica reports: the most it may lag, known from startup,
 /// and its lag, once its lag thread runs. Both unset on a primary.
 #[derive(Default)]
@@ -792,6 +840,34 @@ mod tests {
             .filter(|line| line.split([' ', '{']).next() == Some(name))
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn lost_audit_lines_are_counted_and_absent_without_an_audit_log() {
+        use crate::audit::{AuditLog, AuditSettings, AuditSink, SqlInAudit};
+        use crate::transport::TransportObserver;
+        let metrics = Metrics::new(PathBuf::from("/nonexistent/eros.db"));
+        assert!(samples(&metrics, "mcp_audit_write_failures_total").is_empty());
+        // /dev/full fails every write with ENOSPC.
+        let audit = Arc::new(
+            AuditLog::open(AuditSettings {
+                sink: AuditSink::File(PathBuf::from("/dev/full")),
+                sql: SqlInAudit::Text,
+                param_values: false,
+            })
+            .unwrap(),
+        );
+        metrics.watch_audit(Arc::clone(&audit));
+        assert_eq!(
+            samples(&metrics, "mcp_audit_write_failures_total"),
+            ["mcp_audit_write_failures_total 0"]
+        );
+        audit.authentication_failed("missing_token");
+        audit.authentication_failed("unknown_token");
+        assert_eq!(
+            samples(&metrics, "mcp_audit_write_failures_total"),
+            ["mcp_audit_write_failures_total 2"]
+        );
     }
 
     #[test]
