@@ -2,7 +2,8 @@
 //! real `litestream replicate` (0.5.17): replication's tables (Litestream's
 //! `_litestream_seq` and `_litestream_lock`, the primary's
 //! `_eros_heartbeat`) out of every schema route and refused to every
-//! write; a shutdown that leaves the WAL to Litestream, so it never has to
+//! write; a shutdown that leaves the WAL to Litestream (the database file
+//! and the WAL's header byte for byte as they were), so it never has to
 //! take a fresh snapshot (read from its debug log: a sync that must
 //! snapshot logs `snap=true` with the reason); the database file never
 //! replaced or removed (its inode polled through a workload, Litestream's
@@ -213,13 +214,14 @@ fn server_ok(server: &common::mcp::HttpServer) -> bool {
 }
 
 /// `litestream replicate` from a configuration file that logs at debug
-/// level, its output appended to `log`.
-fn replicate_logged(db: &Path, target: &Target, log: &Path) -> Process {
+/// level, its output appended to `log`; `settings` adds lines to the
+/// database's entry (`    key: value`).
+fn replicate_logged(db: &Path, target: &Target, log: &Path, settings: &str) -> Process {
     let config = db.with_extension("litestream.yml");
     std::fs::write(
         &config,
         format!(
-            "logging:\n  level: debug\ndbs:\n  - path: {db:?}\n    replica:\n      url: {url:?}\n",
+            "logging:\n  level: debug\ndbs:\n  - path: {db:?}\n{settings}    replica:\n      url: {url:?}\n",
             db = db.display().to_string(),
             url = target.url,
         ),
@@ -271,7 +273,15 @@ async fn shutdown_leaves_the_wal_to_litestream_without_forcing_a_snapshot() {
     let db = dir.path().join("primary.db");
     let log = dir.path().join("litestream.log");
     let server = primary(&db, &target, &[]);
-    let mut replicating = replicate_logged(&db, &target, &log);
+    // Litestream's own checkpoints put off past the test (the defaults are
+    // every minute, or at 1000 WAL pages): whatever changes the database
+    // file during the shutdown is the primary's doing.
+    let mut replicating = replicate_logged(
+        &db,
+        &target,
+        &log,
+        "    checkpoint-interval: 1h\n    min-checkpoint-page-count: 1000000\n",
+    );
     let writer = client_of(&server).await;
     execute(&writer, "CREATE TABLE t (n INTEGER PRIMARY KEY)").await;
     for n in 1..=20 {
@@ -286,8 +296,26 @@ async fn shutdown_leaves_the_wal_to_litestream_without_forcing_a_snapshot() {
     drop(writer);
 
     let logged_before = std::fs::read_to_string(&log).unwrap().len();
+    let wal = dir.path().join("primary.db-wal");
+    let file_before = std::fs::read(&db).unwrap();
+    let wal_before = std::fs::read(&wal).unwrap();
     let status = server.terminate();
     assert!(status.success(), "the primary exited with {status}");
+    // No checkpoint at shutdown: not one page copied into the database
+    // file (a blocked TRUNCATE still copies what Litestream's read
+    // transaction allows), and the WAL neither truncated nor restarted
+    // (its header, with the salts Litestream checks, is the same).
+    assert!(
+        std::fs::read(&db).unwrap() == file_before,
+        "the shutdown checkpointed WAL pages into the database file"
+    );
+    let wal_after = std::fs::read(&wal).expect("the shutdown removed the WAL");
+    assert!(
+        wal_after.len() >= wal_before.len() && wal_after[..32] == wal_before[..32],
+        "the shutdown truncated or restarted the WAL ({} bytes before, {} after)",
+        wal_before.len(),
+        wal_after.len()
+    );
     // Litestream syncs every second: give it several to notice whatever
     // the shutdown did to the WAL.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -467,7 +495,7 @@ async fn the_primary_never_replaces_its_file() {
     let db = dir.path().join("primary.db");
     let log = dir.path().join("litestream.log");
     let server = primary(&db, &target, &[]);
-    let _replicating = replicate_logged(&db, &target, &log);
+    let _replicating = replicate_logged(&db, &target, &log, "");
     let inode = std::fs::metadata(&db).unwrap().ino();
 
     // Every few milliseconds: the file is there, with the same inode.
