@@ -761,9 +761,14 @@ async fn measure_node_death(
         Arc::clone(&killed),
     ));
     // A third of an interval after a write's start: the kill lands while
-    // writes go on, not right after an acknowledgement.
+    // writes go on, not right after an acknowledgement; and anywhere in
+    // Litestream's one-second sync cycle (a fixed delay would land at the
+    // same point of it every run and measure one RPO only).
+    let anywhere_in_the_cycle = Duration::from_millis(fastrand::u64(0..1000));
     tokio::time::sleep(
-        plan.write_interval * plan.kill_after_writes as u32 + plan.write_interval / 3,
+        plan.write_interval * plan.kill_after_writes as u32
+            + plan.write_interval / 3
+            + anywhere_in_the_cycle,
     )
     .await;
     killed.store(true, Ordering::SeqCst);
