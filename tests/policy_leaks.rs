@@ -86,6 +86,10 @@ const COLUMN_ROUTES: &[(&str, &str)] = &[
     ("where_equals", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators WHERE email = 'aaaa-secret-' || 'email-7f3a@leak.test'"),
     ("where_like", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators WHERE email LIKE 'aaaa%'"),
     ("where_in_subquery", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators WHERE id IN (SELECT id FROM creators WHERE email GLOB 'aaaa*')"),
+    // Rows of one status come out of (status, email) in email order.
+    ("index_order", "SELECT CASE WHEN (SELECT id FROM creators INDEXED BY creators_status_email WHERE status = (SELECT status FROM creators WHERE id = (SELECT max(id) FROM creators)) LIMIT 1) = (SELECT max(id) FROM creators) THEN 'aaaa-secret-' || 'email-7f3a@leak.test' END"),
+    ("index_order_cte", "WITH s AS (SELECT status FROM creators WHERE id = (SELECT max(id) FROM creators)) SELECT CASE WHEN (SELECT c.id FROM creators c INDEXED BY creators_status_email, s WHERE c.status = s.status LIMIT 1) = (SELECT max(id) FROM creators) THEN 'aaaa-secret-' || 'email-7f3a@leak.test' END"),
+    ("expression_index_order", "SELECT CASE WHEN (SELECT id FROM creators INDEXED BY creators_lower_email LIMIT 1) = (SELECT max(id) FROM creators) THEN 'aaaa-secret-' || 'email-7f3a@leak.test' END"),
     ("order_by", "SELECT CASE WHEN (SELECT id FROM creators ORDER BY email LIMIT 1) = (SELECT max(id) FROM creators) THEN 'aaaa-secret-' || 'email-7f3a@leak.test' END"),
     ("group_by_having", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators GROUP BY email HAVING email LIKE 'aaaa%'"),
     ("join_on", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators AS a JOIN creators AS b ON a.email = b.email AND a.email LIKE 'aaaa%'"),
@@ -140,6 +144,8 @@ fn start() -> (TestDb, HttpServer) {
                                note TEXT DEFAULT '{DDL_MARKER}');
          CREATE INDEX payouts_by_note ON payouts (note) WHERE note IS NOT '{DDL_MARKER}';
          INSERT INTO payouts (creator_id, note) VALUES (1, '{ROW_MARKER}');
+         CREATE INDEX creators_status_email ON creators (status, email);
+         CREATE INDEX creators_lower_email ON creators (lower(email));
          CREATE VIEW creator_contacts AS SELECT handle, email AS contact FROM creators;
          CREATE VIEW payout_notes AS SELECT note FROM payouts;
          PRAGMA wal_checkpoint(TRUNCATE);"
@@ -247,13 +253,13 @@ async fn no_route_reaches_a_nulled_column_or_a_denied_table() {
     let nulls = call(
         &agent,
         "query",
-        json!({ "sql": "SELECT count(*) FROM creators WHERE email IS NULL", "max_rows": 1 }),
+        json!({ "sql": "SELECT count(*) FROM creators NOT INDEXED WHERE email IS NULL", "max_rows": 1 }),
     )
     .await;
     let all = call(
         &agent,
         "query",
-        json!({ "sql": "SELECT count(*) FROM creators" }),
+        json!({ "sql": "SELECT count(*) FROM creators NOT INDEXED" }),
     )
     .await;
     assert_eq!(

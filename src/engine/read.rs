@@ -104,6 +104,86 @@ pub(crate) fn prepare_read<'c>(
     Ok(stmt)
 }
 
+/// Under nulled columns, refuses a statement whose plan walks an index
+/// holding one of them (or an expression, which may be of one): rows come
+/// out of an index in its order, so the order of the answer, and which
+/// rows a LIMIT keeps, would show the values the caller reads as NULL.
+/// (Full scans through a covering index are off under restrictions, see
+/// [`crate::access::set_covering_index_scans`]; this catches searches, such
+/// as `WHERE status = ?` on an index of `(status, email)`, and the scans
+/// that remain, such as `count(*)` over the smallest index: refused too,
+/// with the way around it, `NOT INDEXED`.)
+pub(crate) fn refuse_index_order_leaks(
+    conn: &ManagedConnection,
+    access: Access,
+    sql: &str,
+    restrictions: &Restrictions,
+) -> Result<(), QueryError> {
+    let mut plan = conn.prepare_untrusted(access, &format!("EXPLAIN QUERY PLAN {sql}"))?;
+    let details = plan
+        .query_map([], |row| row.get::<_, String>(3))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for detail in &details {
+        let Some(index) = index_in_plan(detail) else {
+            continue;
+        };
+        if let Some(column) = nulled_column_in_index(conn, index, restrictions)? {
+            return Err(QueryError::Denied(format!(
+                "this query walks the index {index}, whose order follows {column}, which this \
+                 caller reads as NULL: the order of the rows would show it. Write the table as \
+                 `table NOT INDEXED`, or filter and sort on other columns"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The index a line of `EXPLAIN QUERY PLAN` walks (`SEARCH t USING INDEX i
+/// (a=?)`, `... USING COVERING INDEX i ...`); automatic indexes are built
+/// from the values as read, nulls included, and name none.
+fn index_in_plan(detail: &str) -> Option<&str> {
+    let (_, rest) = detail
+        .split_once("USING COVERING INDEX ")
+        .or_else(|| detail.split_once("USING INDEX "))?;
+    rest.split([' ', '('])
+        .next()
+        .filter(|name| !name.is_empty())
+}
+
+/// The nulled column `index` orders by, if any (`"an expression"` for an
+/// expression on a table with a nulled column).
+fn nulled_column_in_index(
+    conn: &ManagedConnection,
+    index: &str,
+    restrictions: &Restrictions,
+) -> rusqlite::Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    let table: Option<String> = conn
+        .prepare_cached("SELECT tbl_name FROM sqlite_schema WHERE type = 'index' AND name = ?1")?
+        .query_row([index], |row| row.get(0))
+        .optional()?;
+    let Some(table) = table else {
+        return Ok(None);
+    };
+    let mut columns =
+        conn.prepare_cached("SELECT cid, name FROM pragma_index_xinfo(?1) WHERE key = 1")?;
+    let columns = columns
+        .query_map([index], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (cid, name) in columns {
+        match name {
+            Some(name) if restrictions.nulls_column(&table, &name) => return Ok(Some(name)),
+            None if cid == -2 && restrictions.nulls_a_column_of(&table) => {
+                return Ok(Some("an expression".into()))
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
 fn read(
     conn: &ManagedConnection,
     request: &QueryRequest,
@@ -111,6 +191,10 @@ fn read(
     wire: &dyn WireSize,
 ) -> Result<QueryOutput, QueryError> {
     let mut stmt = prepare_read(conn, &request.sql)?;
+    let restrictions = conn.restrictions();
+    if restrictions.nulls_columns() && stmt.is_explain() == 0 {
+        refuse_index_order_leaks(conn, Access::ReadOnly, &request.sql, &restrictions)?;
+    }
     SqlParams::bind(request.params.as_ref(), &mut stmt)?;
     let fingerprint = cursor::fingerprint(&request.sql, request.params.as_ref());
     let offset = match &request.cursor {
@@ -147,4 +231,30 @@ fn read(
         truncated: page.more || page.value_cut,
         next_cursor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::index_in_plan;
+
+    #[test]
+    fn the_index_a_plan_line_walks_is_read_from_it() {
+        assert_eq!(
+            index_in_plan("SEARCH creators USING INDEX creators_status_email (status=?)"),
+            Some("creators_status_email")
+        );
+        assert_eq!(
+            index_in_plan("SCAN creators USING COVERING INDEX sqlite_autoindex_creators_1"),
+            Some("sqlite_autoindex_creators_1")
+        );
+        assert_eq!(index_in_plan("SCAN creators"), None);
+        assert_eq!(
+            index_in_plan("SEARCH creators USING INTEGER PRIMARY KEY (rowid=?)"),
+            None
+        );
+        assert_eq!(
+            index_in_plan("SEARCH t USING AUTOMATIC COVERING INDEX (a=?)"),
+            None
+        );
+    }
 }

@@ -115,6 +115,16 @@ fn write(
     }
     // Prepare first: a statement that does not compile takes no lock.
     let mut stmt = conn.prepare_untrusted(Access::ReadWrite, &request.sql)?;
+    let restrictions = conn.restrictions();
+    if restrictions.nulls_columns() {
+        // What a write copies in index order could be read back in it.
+        super::read::refuse_index_order_leaks(
+            conn,
+            Access::ReadWrite,
+            &request.sql,
+            &restrictions,
+        )?;
+    }
     SqlParams::bind(request.params.as_ref(), &mut stmt)?;
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|err| write_error(health, err))?;

@@ -66,6 +66,17 @@ impl Restrictions {
         !self.denied_tables.is_empty() && self.denied_tables.contains(&table.to_ascii_lowercase())
     }
 
+    /// Whether some column reads as NULL.
+    pub fn nulls_columns(&self) -> bool {
+        !self.nulled_columns.is_empty()
+    }
+
+    /// Whether some column of `table` (any case) reads as NULL.
+    pub fn nulls_a_column_of(&self, table: &str) -> bool {
+        let table = table.to_ascii_lowercase();
+        self.nulled_columns.iter().any(|(t, _)| *t == table)
+    }
+
     /// Whether `table.column` (any case) reads as NULL.
     pub fn nulls_column(&self, table: &str, column: &str) -> bool {
         !self.nulled_columns.is_empty()
