@@ -44,6 +44,19 @@ impl OAuth {
         }
     }
 
+    /// The paths the metadata is served at here: the plain one, the one
+    /// suffixed with `/mcp`, and the one the audience's path gives (when a
+    /// proxy puts this server under a prefix).
+    pub fn metadata_paths(&self) -> Vec<String> {
+        let mut paths = vec![METADATA_PATH.to_string(), format!("{METADATA_PATH}/mcp")];
+        if let Ok(url) = reqwest::Url::parse(&self.metadata_url) {
+            paths.push(url.path().to_string());
+        }
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
     /// The metadata document: this resource, its authorization server, the
     /// scopes it knows.
     pub fn metadata(&self, scopes: &[String]) -> serde_json::Value {
@@ -310,6 +323,23 @@ mod tests {
         assert_eq!(
             bearer(&headers("BEARER s3cret-token")),
             Some("s3cret-token")
+        );
+    }
+
+    #[test]
+    fn the_metadata_is_also_served_where_the_audience_points() {
+        let settings = crate::auth::OAuthSettings::new(
+            "https://auth.example.com",
+            "https://db.example.com/eros/mcp",
+        );
+        let oauth = OAuth::new(TokenValidator::new(settings).unwrap());
+        assert_eq!(
+            oauth.metadata_paths(),
+            [
+                "/.well-known/oauth-protected-resource",
+                "/.well-known/oauth-protected-resource/eros/mcp",
+                "/.well-known/oauth-protected-resource/mcp",
+            ]
         );
     }
 

@@ -34,7 +34,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::accept::{self, ConnectionLimits};
-use super::auth::{authenticate, require_scope, Authenticator, Operation, METADATA_PATH};
+use super::auth::{authenticate, require_scope, Authenticator, Operation};
 use super::jsonrpc::{self, ErrorAnswer, Screened};
 use super::observer::{Rejection, TransportObserver};
 use super::rebinding::{refuse_rebinding, RebindingGuard};
@@ -130,8 +130,10 @@ where
         Some((oauth, scopes)) => {
             let document = axum::Json(oauth.metadata(&scopes));
             let metadata = axum::routing::get(move || std::future::ready(document.clone()));
-            mcp.route(METADATA_PATH, metadata.clone())
-                .route(&format!("{METADATA_PATH}/mcp"), metadata)
+            oauth
+                .metadata_paths()
+                .iter()
+                .fold(mcp, |mcp, path| mcp.route(path, metadata.clone()))
         }
         None => mcp,
     };
