@@ -291,23 +291,7 @@ pub fn restricted(
 /// in any ASCII case) `ctx` would create, change or drop, or index or
 /// trigger on; `None` for reads and for every other table.
 pub fn changed_hidden_table(ctx: &AuthContext<'_>) -> Option<&'static str> {
-    use AuthAction::*;
-    let table = match ctx.action {
-        Insert { table_name }
-        | Delete { table_name }
-        | Update { table_name, .. }
-        | CreateTable { table_name }
-        | DropTable { table_name }
-        | AlterTable { table_name, .. }
-        | CreateIndex { table_name, .. }
-        | DropIndex { table_name, .. }
-        | CreateTrigger { table_name, .. }
-        | DropTrigger { table_name, .. }
-        | CreateVtable { table_name, .. }
-        | DropVtable { table_name, .. } => table_name,
-        CreateView { view_name } | DropView { view_name } => view_name,
-        _ => return None,
-    };
+    let table = changed_table(ctx)?;
     crate::replication::HIDDEN_TABLES
         .iter()
         .copied()

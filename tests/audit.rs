@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::mcp::{call, rows, stdio_client, text, Client, HttpServer};
+use common::mcp::{call, post_json, rows, stdio_client, text, tools_call, Client, HttpServer};
 use common::TestDb;
 use eros_mcp::identity::tokens::digest_hex;
 use rmcp::model::ProtocolVersion;
@@ -136,20 +136,9 @@ async fn creator_count(client: &Client) -> Value {
 
 /// A raw JSON-RPC `tools/call` POST with `token`: its status.
 async fn post_call(server: &HttpServer, token: Option<&str>, tool: &str, arguments: Value) -> u16 {
-    let body = json!({
-        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments}
-    });
-    let mut request = reqwest::Client::new()
-        .post(server.url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .body(body.to_string());
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    request.send().await.unwrap().status().as_u16()
+    post_json(server, token, &tools_call(tool, arguments))
+        .await
+        .status
 }
 
 #[tokio::test]

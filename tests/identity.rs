@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::mcp::{call, rows, text, Client, HttpServer};
+use common::mcp::{call, post_json, rows, text, tools_call, Client, HttpServer};
 use common::TestDb;
 use eros_mcp::identity::tokens::digest_hex;
 use rmcp::model::ProtocolVersion;
@@ -122,32 +122,10 @@ async fn each_principal_is_shown_only_the_tools_its_scopes_allow() {
     assert!(!auditor.contains(&"execute".to_string()), "{auditor:?}");
 }
 
-/// A raw JSON-RPC POST with `token`: (status, WWW-Authenticate, body).
+/// A raw `tools/call` POST with `token`: (status, WWW-Authenticate, body).
 async fn post(server: &HttpServer, token: &str, body: serde_json::Value) -> (u16, String, String) {
-    let response = reqwest::Client::new()
-        .post(server.url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("authorization", format!("Bearer {token}"))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, challenge, response.text().await.unwrap())
-}
-
-fn tools_call(tool: &str, arguments: serde_json::Value) -> serde_json::Value {
-    json!({
-        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments}
-    })
+    let answer = post_json(server, Some(token), &body).await;
+    (answer.status, answer.challenge, answer.body)
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Command;
 
-use common::mcp::{call, free_port, rows, text, HttpServer};
+use common::mcp::{call, free_port, post_json, rows, text, tools_call, HttpServer};
 use common::oauth::{AuthServer, AGENT};
 use common::TestDb;
 use rmcp::model::ProtocolVersion;
@@ -34,32 +34,10 @@ fn audience(port: u16) -> String {
     format!("http://127.0.0.1:{port}/mcp")
 }
 
-/// A raw POST of `body` with `token`: (status, WWW-Authenticate, body).
+/// A raw `tools/call` POST with `token`: (status, WWW-Authenticate, body).
 async fn post(server: &HttpServer, token: Option<&str>, body: Value) -> (u16, String, String) {
-    let mut request = reqwest::Client::new()
-        .post(server.url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .body(body.to_string());
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, challenge, response.text().await.unwrap())
-}
-
-fn tools_call(tool: &str, arguments: Value) -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 3, "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments}
-    })
+    let answer = post_json(server, token, &body).await;
+    (answer.status, answer.challenge, answer.body)
 }
 
 fn metadata_url(server: &HttpServer) -> String {

@@ -269,3 +269,45 @@ pub fn text(result: &CallToolResult) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// What a raw HTTP answer said: its status, its `WWW-Authenticate`
+/// challenge (empty when none) and its body.
+pub struct RawAnswer {
+    pub status: u16,
+    pub challenge: String,
+    pub body: String,
+}
+
+/// A raw JSON-RPC POST of `body` to the server's `/mcp`, as a 2026-07-28
+/// request (no session), with `Authorization: Bearer token` when given.
+pub async fn post_json(server: &HttpServer, token: Option<&str>, body: &Value) -> RawAnswer {
+    let mut request = reqwest::Client::new()
+        .post(server.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    RawAnswer {
+        status,
+        challenge,
+        body: response.text().await.unwrap_or_default(),
+    }
+}
+
+/// A `tools/call` request of `tool` with `arguments`.
+pub fn tools_call(tool: &str, arguments: Value) -> Value {
+    serde_json::json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}
+    })
+}
