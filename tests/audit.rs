@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::token_entry;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -38,13 +40,6 @@ type = "string"
 description = "The new display name."
 "#;
 
-fn entry(name: &str, token: &str, scopes: &[&str]) -> String {
-    format!(
-        "[[tokens]]\nname = {name:?}\nsha256 = {:?}\nscopes = {scopes:?}\n\n",
-        digest_hex(token)
-    )
-}
-
 /// A server with writes on, a reader (eros:read) and a writer (eros:read,
 /// eros:write), auditing to `audit.log` in the database's directory, with
 /// `extra` settings; the sidecar on when `observed`.
@@ -52,8 +47,8 @@ fn start(db: &TestDb, extra: &[(&str, &str)], observed: bool) -> (HttpServer, Pa
     let tokens = db.file("tokens.toml");
     std::fs::write(
         &tokens,
-        entry("reporting-agent", READER, &["eros:read"])
-            + &entry("etl", WRITER, &["eros:read", "eros:write"]),
+        token_entry("reporting-agent", READER, &["eros:read"])
+            + &token_entry("etl", WRITER, &["eros:read", "eros:write"]),
     )
     .unwrap();
     let tools = db.file("tools.toml");

@@ -6,22 +6,16 @@
 
 mod common;
 
+use common::token_entry;
+
 use common::mcp::{call, post_json, rows, text, tools_call, Client, HttpServer};
 use common::TestDb;
-use eros_mcp::identity::tokens::digest_hex;
 use rmcp::model::ProtocolVersion;
 use serde_json::json;
 
 const READER: &str = "reader-token-0123456789";
 const WRITER: &str = "writer-token-0123456789";
 const AUDITOR: &str = "auditor-token-0123456789";
-
-fn entry(name: &str, token: &str, scopes: &[&str]) -> String {
-    format!(
-        "[[tokens]]\nname = {name:?}\nsha256 = {:?}\nscopes = {scopes:?}\n\n",
-        digest_hex(token)
-    )
-}
 
 /// A tool of its own scope, beside the example file's tools.
 const PII_TOOL: &str = r#"
@@ -48,9 +42,9 @@ fn start(db: &TestDb, observed: bool) -> HttpServer {
     let tokens = db.file("tokens.toml");
     std::fs::write(
         &tokens,
-        entry("reporting-agent", READER, &["eros:read"])
-            + &entry("etl", WRITER, &["eros:read", "eros:write"])
-            + &entry("auditor", AUDITOR, &["eros:read", "eros:pii"]),
+        token_entry("reporting-agent", READER, &["eros:read"])
+            + &token_entry("etl", WRITER, &["eros:read", "eros:write"])
+            + &token_entry("auditor", AUDITOR, &["eros:read", "eros:pii"]),
     )
     .unwrap();
     let tools = db.file("tools.toml");
@@ -242,7 +236,7 @@ async fn sighup_rereads_the_tokens_file_so_tokens_rotate_without_a_restart() {
     let rotated = "rotated-reader-token-0123";
     std::fs::write(
         db.file("tokens.toml"),
-        entry("reporting-agent", rotated, &["eros:read"]),
+        token_entry("reporting-agent", rotated, &["eros:read"]),
     )
     .unwrap();
     let pid = server.child.id() as libc::pid_t;

@@ -7,9 +7,10 @@
 
 mod common;
 
+use common::token_entry;
+
 use common::mcp::{call, text, Client, HttpServer};
 use common::TestDb;
-use eros_mcp::identity::tokens::digest_hex;
 use rmcp::model::{
     CallToolResult, GetPromptRequestParams, ProtocolVersion, ReadResourceRequestParams,
 };
@@ -126,13 +127,6 @@ const TABLE_ROUTES: &[(&str, &str)] = &[
     ("sqlite_schema_side_channel", "SELECT CASE WHEN instr(sql, 'secret') > 0 THEN 'secret-' || 'ddl-5b2d' END FROM sqlite_schema"),
 ];
 
-fn entry(name: &str, token: &str, scopes: &[&str]) -> String {
-    format!(
-        "[[tokens]]\nname = {name:?}\nsha256 = {:?}\nscopes = {scopes:?}\n\n",
-        digest_hex(token)
-    )
-}
-
 /// The demo database with the markers, a denied table and views made
 /// before the server starts, and a server enforcing [`POLICY`].
 fn start() -> (TestDb, HttpServer) {
@@ -155,8 +149,8 @@ fn start() -> (TestDb, HttpServer) {
     let tokens = db.file("tokens.toml");
     std::fs::write(
         &tokens,
-        entry("contractor", RESTRICTED, &["eros:read"])
-            + &entry(
+        token_entry("contractor", RESTRICTED, &["eros:read"])
+            + &token_entry(
                 "finance-lead",
                 TRUSTED,
                 &["eros:read", "eros:pii", "eros:finance"],
@@ -416,7 +410,11 @@ fn a_policy_naming_an_unknown_column_stops_the_server() {
     )
     .unwrap();
     let tokens = db.file("tokens.toml");
-    std::fs::write(&tokens, entry("contractor", RESTRICTED, &["eros:read"])).unwrap();
+    std::fs::write(
+        &tokens,
+        token_entry("contractor", RESTRICTED, &["eros:read"]),
+    )
+    .unwrap();
     let output = common::mcp::http_command(
         db.path(),
         &[

@@ -73,3 +73,12 @@ impl TestDb {
         self
     }
 }
+
+/// One entry of a static tokens file (`EROS_AUTH_TOKENS_FILE`): `name`
+/// holding `scopes`, for the SHA-256 of `token`.
+pub fn token_entry(name: &str, token: &str, scopes: &[&str]) -> String {
+    format!(
+        "[[tokens]]\nname = {name:?}\nsha256 = {:?}\nscopes = {scopes:?}\n\n",
+        eros_mcp::identity::tokens::digest_hex(token)
+    )
+}
