@@ -20,6 +20,7 @@ use rmcp::RoleServer;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
+use super::answer_line;
 use super::jsonrpc::{self, ErrorAnswer, Screened};
 
 /// The longest line read; a longer one is discarded and refused. rmcp's
@@ -231,7 +232,12 @@ impl<R: AsyncRead + Unpin + Send + 'static> Transport<RoleServer> for JsonLines<
         }
         let mut bytes =
             Vec::with_capacity((self.last_len + self.last_len / 4).clamp(256, MAX_PRESIZE));
-        let bytes = serde_json::to_writer(&mut bytes, &item).map(|()| {
+        let written = if answer_line::write_tool_answer(&item, &mut bytes) {
+            Ok(())
+        } else {
+            serde_json::to_writer(&mut bytes, &item)
+        };
+        let bytes = written.map(|()| {
             bytes.push(b'\n');
             self.last_len = bytes.len();
             bytes

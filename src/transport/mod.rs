@@ -8,6 +8,7 @@
 //! keep up may cost, and report it to an [`observer`].
 
 pub mod accept;
+mod answer_line;
 pub mod auth;
 pub mod http;
 pub mod jsonrpc;
