@@ -28,6 +28,9 @@ pub(crate) struct Page {
     pub more: bool,
     /// A value was cut, to its cap or to the room the first row had.
     pub value_cut: bool,
+    /// The bytes each cell of `rows` takes, as [`WireSize::cell`] counted
+    /// them, row after row: the encoder need not measure them again.
+    pub cell_bytes: Vec<usize>,
 }
 
 /// Reads rows from `rows` until a cap is reached.
@@ -43,6 +46,7 @@ pub(crate) fn read_page(
         rows: Vec::with_capacity(limits.max_rows.min(256)),
         more: false,
         value_cut: false,
+        cell_bytes: Vec::with_capacity(width * limits.max_rows.min(256)),
     };
     'rows: while let Some(row) = rows.next()? {
         if page.rows.len() >= limits.max_rows {
@@ -50,6 +54,7 @@ pub(crate) fn read_page(
             break;
         }
         let first = page.rows.is_empty();
+        let kept = page.cell_bytes.len();
         let mut cells = Vec::with_capacity(width);
         let mut size = wire.row_frame(width);
         for i in 0..width {
@@ -66,19 +71,22 @@ pub(crate) fn read_page(
             let cut_for_room = cell.shown_bytes() < cell.total_bytes().min(cap);
             if cut_for_room && !first {
                 page.more = true;
+                page.cell_bytes.truncate(kept);
                 break 'rows;
             }
             size += bytes;
             cells.push(cell);
+            page.cell_bytes.push(bytes);
         }
         if size > budget {
             if !first {
                 page.more = true;
+                page.cell_bytes.truncate(kept);
                 break;
             }
             // The values after the one that took the room still cost
             // something (quotes, NULL): cut the longest values to pay it.
-            size = fit_row(&mut cells, size, budget, wire);
+            size = fit_row(&mut cells, &mut page.cell_bytes[kept..], size, budget, wire);
         }
         budget = budget.saturating_sub(size);
         page.value_cut |= cells.iter().any(Cell::is_cut);
@@ -102,19 +110,28 @@ fn fit(cell: &mut Cell, room: usize, wire: &dyn WireSize) -> usize {
     bytes
 }
 
-/// Cuts the longest values of a row of `size` bytes until it takes at
-/// most `budget`, as far as cutting can; returns its new size.
-fn fit_row(cells: &mut [Cell], mut size: usize, budget: usize, wire: &dyn WireSize) -> usize {
+/// Cuts the longest values of a row of `size` bytes (`bytes` a cell)
+/// until it takes at most `budget`, as far as cutting can; returns its new
+/// size.
+fn fit_row(
+    cells: &mut [Cell],
+    bytes: &mut [usize],
+    mut size: usize,
+    budget: usize,
+    wire: &dyn WireSize,
+) -> usize {
     while size > budget {
-        let Some(longest) = cells
+        let Some((longest, cell)) = cells
             .iter_mut()
-            .filter(|cell| cell.shown_bytes() > 0)
-            .max_by_key(|cell| cell.shown_bytes())
+            .enumerate()
+            .filter(|(_, cell)| cell.shown_bytes() > 0)
+            .max_by_key(|(_, cell)| cell.shown_bytes())
         else {
             break;
         };
-        let before = wire.cell(longest);
-        let after = fit(longest, before.saturating_sub(size - budget), wire);
+        let before = bytes[longest];
+        let after = fit(cell, before.saturating_sub(size - budget), wire);
+        bytes[longest] = after;
         size = size - before + after;
     }
     size
@@ -200,6 +217,16 @@ mod tests {
         assert_eq!(page.rows, vec![vec![Cell::text("small")]]);
         assert!(page.more);
         assert!(!page.value_cut);
+    }
+
+    #[test]
+    fn each_cell_kept_has_its_wire_size_and_no_other_does() {
+        // A first row cut to fit, then rows stopped by the byte budget.
+        for sql in ["SELECT printf('%.500c', 'a'), 'b', NULL", TEN_ROWS] {
+            let read = page(sql, LIMITS);
+            let sizes: Vec<usize> = read.rows.iter().flatten().map(|c| Plain.cell(c)).collect();
+            assert_eq!(read.cell_bytes, sizes, "{sql}");
+        }
     }
 
     #[test]

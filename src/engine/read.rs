@@ -43,6 +43,12 @@ pub struct QueryOutput {
     pub truncated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// The bytes each cell of `rows` takes in the row format that counted
+    /// them, row after row, so its encoder need not measure again; empty
+    /// when nobody counted.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub cell_bytes: Vec<usize>,
 }
 
 impl QueryEngine {
@@ -230,6 +236,7 @@ fn read(
         rows: page.rows,
         truncated: page.more || page.value_cut,
         next_cursor,
+        cell_bytes: page.cell_bytes,
     })
 }
 

@@ -90,7 +90,11 @@ impl RowEncoder for CsvRows {
             next_cursor: output.next_cursor.as_deref(),
         };
         Ok(CallToolResult::success(vec![
-            ContentBlock::text(encode(&output.columns, &output.rows)),
+            ContentBlock::text(encode_counted(
+                &output.columns,
+                &output.rows,
+                &output.cell_bytes,
+            )),
             ContentBlock::text(serde_json::to_string(&metadata)?),
         ]))
     }
@@ -112,6 +116,13 @@ X'..': BLOB), then row_count and truncated."
 
 /// Writes `columns` and `rows` as typed CSV into one buffer.
 pub fn encode(columns: &[String], rows: &[Vec<Cell>]) -> String {
+    encode_counted(columns, rows, &[])
+}
+
+/// As [`encode`], given what [`CsvRows`] counted for each cell, row after
+/// row (or nothing): a text whose count is not its length is quoted,
+/// without testing it again.
+fn encode_counted(columns: &[String], rows: &[Vec<Cell>], cell_bytes: &[usize]) -> String {
     // Sized from the values shown, without reading them: quotes, escapes
     // and hex add to it.
     let shown: usize = rows
@@ -124,30 +135,45 @@ pub fn encode(columns: &[String], rows: &[Vec<Cell>]) -> String {
         if i > 0 {
             out.push(',');
         }
-        push_text(&mut out, name);
+        push_text(&mut out, name, needs_quotes(name));
     }
     out.push('\n');
+    let counted = cell_bytes.len() == rows.iter().map(Vec::len).sum::<usize>();
+    let mut counts = cell_bytes.iter();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push_cell(&mut out, cell);
+            let count = if counted {
+                counts.next().copied()
+            } else {
+                None
+            };
+            push_cell(&mut out, cell, count);
         }
         out.push('\n');
     }
     out
 }
 
-fn push_cell(out: &mut String, cell: &Cell) {
+/// Writes `cell`, which takes `count` bytes if known.
+fn push_cell(out: &mut String, cell: &Cell, count: Option<usize>) {
     match cell {
         Cell::Null => {}
         Cell::Integer(i) => numbers::push_integer(out, *i),
         Cell::Real(r) => match numbers::finite(*r) {
             Some(number) => numbers::push_real(out, &number),
-            None => push_text(out, &numbers::non_finite_text(*r)),
+            None => {
+                let text = numbers::non_finite_text(*r);
+                push_text(out, &text, needs_quotes(&text));
+            }
         },
-        Cell::Text { text, .. } => push_text(out, text),
+        Cell::Text { text, .. } => {
+            // Quotes are the only thing that makes a field longer than its text.
+            let quoted = count.map_or_else(|| needs_quotes(text), |count| count != text.len());
+            push_text(out, text, quoted);
+        }
         Cell::Blob { bytes, total_bytes } => {
             push_hex(out, bytes);
             if cell.is_cut() {
@@ -169,8 +195,8 @@ fn text_len(text: &str) -> usize {
     }
 }
 
-fn push_text(out: &mut String, text: &str) {
-    if !needs_quotes(text) {
+fn push_text(out: &mut String, text: &str, quoted: bool) {
+    if !quoted {
         out.push_str(text);
         return;
     }
@@ -396,6 +422,7 @@ mod tests {
             row_count: 1,
             truncated: true,
             next_cursor: Some("abc".into()),
+            cell_bytes: Vec::new(),
         };
         let result = CsvRows.encode(&output).unwrap();
         let texts: Vec<&str> = result
@@ -446,6 +473,15 @@ mod tests {
                     .map(|row| CsvRows.row_frame(3) + row.iter().map(|c| CsvRows.cell(c)).sum::<usize>())
                     .sum();
                 prop_assert_eq!(encode(&names, &rows).len(), header + counted);
+            }
+
+            #[test]
+            fn rows_given_their_counts_are_written_as_rows_measured_here(
+                rows in proptest::collection::vec(proptest::collection::vec(cell(), 3), 0..6),
+            ) {
+                let names = columns(&["a", "b", "c"]);
+                let counts: Vec<usize> = rows.iter().flatten().map(|c| CsvRows.cell(c)).collect();
+                prop_assert_eq!(encode_counted(&names, &rows, &counts), encode(&names, &rows));
             }
         }
     }

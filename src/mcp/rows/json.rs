@@ -167,6 +167,7 @@ mod tests {
             rows,
             truncated: false,
             next_cursor: None,
+            cell_bytes: Vec::new(),
         }
     }
 
