@@ -4,6 +4,9 @@
 //! that reuses the id of one still in flight is refused instead of run a
 //! second time.
 //!
+//! A tool answer's line is written by [`super::answer_line`], every other
+//! message's by serde_json.
+//!
 //! One writer task owns the output and writes whole lines from a short
 //! queue, so answers from rmcp and refusals from the reader never
 //! interleave, and a client that stops reading stops the reader (the queue

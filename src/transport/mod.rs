@@ -1,5 +1,6 @@
 //! How agents reach the MCP server: [`stdio`] for one local client (JSON
-//! lines framed by [`lines`], on the [`pipes`] the client spawned us with), [`http`] for streamable HTTP at `/mcp` (with
+//! lines framed by [`lines`], on the [`pipes`] the client spawned us with,
+//! tool answers written by `answer_line`), [`http`] for streamable HTTP at `/mcp` (with
 //! [`auth`] in front, served by the hardened [`accept`] loop, with
 //! [`sessions`] capped and expiring). Both judge what arrives with
 //! [`jsonrpc`] before rmcp sees it.
