@@ -46,7 +46,7 @@ pub(crate) fn read_page(
         rows: Vec::with_capacity(limits.max_rows.min(256)),
         more: false,
         value_cut: false,
-        cell_bytes: Vec::with_capacity(width * limits.max_rows.min(256)),
+        cell_bytes: Vec::new(),
     };
     'rows: while let Some(row) = rows.next()? {
         if page.rows.len() >= limits.max_rows {

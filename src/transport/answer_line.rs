@@ -30,7 +30,7 @@ pub(crate) fn write_tool_answer(item: &TxJsonRpcMessage<RoleServer>, out: &mut V
     let texts: usize = result
         .content
         .iter()
-        .filter_map(|b| b.as_text())
+        .filter_map(ContentBlock::as_text)
         .map(|t| t.text.len())
         .sum();
     out.reserve(texts + 128);

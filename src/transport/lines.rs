@@ -34,10 +34,11 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// in-flight cap, and a client that does not read should stop us soon.
 const QUEUED_LINES: usize = 16;
 
-/// The most a line's buffer is sized ahead from the last one. Larger
-/// answers grow from there as before: reserving them whole at once (350 KB
-/// for 1,000 rows) doubled peak RSS, glibc then keeping the freed buffers
-/// in its per-thread arenas.
+/// The most a serde-written line's buffer is sized ahead from the last
+/// line. Larger messages grow from there: sizing every buffer from the last
+/// 350 KB answer doubled peak RSS, glibc then keeping the freed buffers in
+/// its per-thread arenas. (A tool answer's line is sized to its own texts
+/// by [`answer_line`].)
 const MAX_PRESIZE: usize = 64 * 1024;
 
 /// One line for the writer, and whom to tell once it is written.
@@ -75,8 +76,8 @@ pub struct JsonLines<R> {
     /// drops `receive` whenever another branch of its `select!` is ready.
     refusal: Option<Vec<u8>>,
     in_flight: InFlightIds,
-    /// The length of the last line sent: the next one is serialized into a
-    /// buffer a quarter larger (up to [`MAX_PRESIZE`]), so a small answer
+    /// The length of the last line sent: the next one serde writes goes into
+    /// a buffer a quarter larger (up to [`MAX_PRESIZE`]), so a small answer
     /// is not copied at each doubling of a buffer grown from nothing.
     last_len: usize,
 }
@@ -233,11 +234,11 @@ impl<R: AsyncRead + Unpin + Send + 'static> Transport<RoleServer> for JsonLines<
         if let Some(id) = answered {
             lock(&self.in_flight).remove(id);
         }
-        let mut bytes =
-            Vec::with_capacity((self.last_len + self.last_len / 4).clamp(256, MAX_PRESIZE));
+        let mut bytes = Vec::new();
         let written = if answer_line::write_tool_answer(&item, &mut bytes) {
             Ok(())
         } else {
+            bytes.reserve((self.last_len + self.last_len / 4).clamp(256, MAX_PRESIZE));
             serde_json::to_writer(&mut bytes, &item)
         };
         let bytes = written.map(|()| {

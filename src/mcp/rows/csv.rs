@@ -121,7 +121,9 @@ pub fn encode(columns: &[String], rows: &[Vec<Cell>]) -> String {
 
 /// As [`encode`], given what [`CsvRows`] counted for each cell, row after
 /// row (or nothing): a text whose count is not its length is quoted,
-/// without testing it again.
+/// without testing it again. (Another format's count is never a text's
+/// bare length, so such counts could at worst quote a text needlessly,
+/// which still reads back as the same text.)
 fn encode_counted(columns: &[String], rows: &[Vec<Cell>], cell_bytes: &[usize]) -> String {
     // Sized from the values shown, without reading them: quotes, escapes
     // and hex add to it.
