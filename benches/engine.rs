@@ -172,38 +172,24 @@ fn text_rows(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    group.bench_function("encode csv", |b| {
-        b.iter_batched(
-            || Ok(output.clone()),
-            |output| {
-                respond(
-                    "query",
-                    &caller,
-                    Instant::now(),
-                    output,
-                    csv,
-                    &NoToolObserver,
-                )
-            },
-            criterion::BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("encode json", |b| {
-        b.iter_batched(
-            || Ok(output.clone()),
-            |output| {
-                respond(
-                    "query",
-                    &caller,
-                    Instant::now(),
-                    output,
-                    json,
-                    &NoToolObserver,
-                )
-            },
-            criterion::BatchSize::SmallInput,
-        )
-    });
+    for (name, encoder) in [("encode csv", csv), ("encode json", json)] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || Ok(output.clone()),
+                |output| {
+                    respond(
+                        "query",
+                        &caller,
+                        Instant::now(),
+                        output,
+                        encoder,
+                        &NoToolObserver,
+                    )
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
     group.finish();
 }
 

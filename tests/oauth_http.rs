@@ -246,27 +246,16 @@ async fn oauth_callers_and_refusals_are_in_the_audit_log() {
 
     let first = rows(&call_query(&server, &read).await)["rows"].clone();
     assert_eq!(first, json!([[40]]));
-    let (status, _, _) = post(
-        &server,
-        Some(&read),
-        tools_call("execute", json!({"sql": "DELETE FROM creators"})),
-    )
-    .await;
-    assert_eq!(status, 403);
-    let (status, _, _) = post(
-        &server,
-        Some(&elsewhere),
-        tools_call("query", json!({"sql": "SELECT 1"})),
-    )
-    .await;
-    assert_eq!(status, 401);
-    let (status, _, _) = post(
-        &server,
-        Some(&unsigned),
-        tools_call("execute", json!({"sql": "DELETE FROM creators"})),
-    )
-    .await;
-    assert_eq!(status, 401);
+    // Refused for its scope, for its audience, for its missing signature.
+    for (token, tool, sql, refusal) in [
+        (&read, "execute", "DELETE FROM creators", 403),
+        (&elsewhere, "query", "SELECT 1", 401),
+        (&unsigned, "execute", "DELETE FROM creators", 401),
+    ] {
+        let (status, _, _) =
+            post(&server, Some(token), tools_call(tool, json!({"sql": sql}))).await;
+        assert_eq!(status, refusal, "{tool} with {token}");
+    }
 
     let lines = audit_lines(&audit);
     let call = lines

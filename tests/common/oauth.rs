@@ -52,25 +52,22 @@ fn modules() -> PathBuf {
 impl AuthServer {
     /// A provider with fresh signing keys on a free port.
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let keys_file = dir.path().join("keys-0.json");
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let (child, port) = spawn(&keys_file, 0, &seen);
-        Self {
-            child,
-            port,
-            dir,
-            keys_file,
-            seen,
-        }
+        Self::start_with_keys(None)
     }
 
     /// A second provider (its own port, so its own issuer) signing with the
     /// same keys as this one.
     pub fn start_sharing_keys(&self) -> Self {
+        Self::start_with_keys(Some(&self.keys_file))
+    }
+
+    /// A provider signing with a copy of `keys`, or with fresh keys.
+    fn start_with_keys(keys: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys_file = dir.path().join("keys-0.json");
-        std::fs::copy(&self.keys_file, &keys_file).unwrap();
+        if let Some(keys) = keys {
+            std::fs::copy(keys, &keys_file).unwrap();
+        }
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (child, port) = spawn(&keys_file, 0, &seen);
         Self {
