@@ -8,6 +8,7 @@
 
 use rusqlite::types::ValueRef;
 
+use super::cell::ValueBuffer;
 use super::{Cell, WireSize};
 
 /// The caps of one answer.
@@ -48,6 +49,7 @@ pub(crate) fn read_page(
         value_cut: false,
         cell_bytes: Vec::new(),
     };
+    let mut buffer = ValueBuffer::default();
     'rows: while let Some(row) = rows.next()? {
         if page.rows.len() >= limits.max_rows {
             page.more = true;
@@ -66,7 +68,7 @@ pub(crate) fn read_page(
             let room = budget.saturating_sub(size);
             // Every format spends at least a byte on each byte shown: no
             // more than `room` bytes are ever copied.
-            let mut cell = Cell::read(value, cap.min(room));
+            let mut cell = Cell::read(value, cap.min(room), &mut buffer);
             let bytes = fit(&mut cell, room, wire);
             let cut_for_room = cell.shown_bytes() < cell.total_bytes().min(cap);
             if cut_for_room && !first {

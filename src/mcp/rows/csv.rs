@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn a_cut_blob_keeps_its_whole_size() {
         let cut = Cell::Blob {
-            bytes: vec![0, 1],
+            bytes: vec![0, 1].into(),
             total_bytes: 5000,
         };
         assert_eq!(one_column(vec![cut]), "v\nX'0001'...(5000 bytes)\n");
@@ -459,7 +459,10 @@ mod tests {
                     proptest::collection::vec(any::<u8>(), 0..8),
                     8usize..100_000
                 )
-                    .prop_map(|(bytes, total_bytes)| Cell::Blob { bytes, total_bytes }),
+                    .prop_map(|(bytes, total_bytes)| Cell::Blob {
+                        bytes: bytes.into(),
+                        total_bytes
+                    }),
             ]
         }
 

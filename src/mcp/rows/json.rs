@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn a_cut_blob_says_so_and_keeps_its_whole_size() {
         let cut = Cell::Blob {
-            bytes: vec![0, 1],
+            bytes: vec![0, 1].into(),
             total_bytes: 5000,
         };
         assert_eq!(
@@ -279,14 +279,20 @@ mod tests {
                 "[\u{0}-\u{7f}]{0,12}".prop_map(Cell::text),
                 (any::<String>(), 0usize..100).prop_map(|(text, more)| {
                     let total_bytes = text.len() + more;
-                    Cell::Text { text, total_bytes }
+                    Cell::Text {
+                        text: text.into(),
+                        total_bytes,
+                    }
                 }),
                 proptest::collection::vec(any::<u8>(), 0..10).prop_map(Cell::blob),
                 (
                     proptest::collection::vec(any::<u8>(), 0..10),
                     10usize..100_000
                 )
-                    .prop_map(|(bytes, total_bytes)| Cell::Blob { bytes, total_bytes }),
+                    .prop_map(|(bytes, total_bytes)| Cell::Blob {
+                        bytes: bytes.into(),
+                        total_bytes
+                    }),
             ]
         }
 
