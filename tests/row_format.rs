@@ -257,7 +257,8 @@ fn columns(names: &[&str]) -> Vec<String> {
 /// Encodes `rows`, reads them back, and checks they arrive as the JSON
 /// form of the same cells.
 fn round_trip(names: &[&str], rows: Vec<Vec<Cell>>) {
-    let table = csv_rows::decode(&rows::csv::encode(&columns(names), &rows)).unwrap();
+    let table =
+        csv_rows::decode(&rows::csv::encode(&columns(names), &rows.clone().into())).unwrap();
     assert_eq!(table.columns, columns(names));
     assert_eq!(json!(table.rows), serde_json::to_value(&rows).unwrap());
 }
@@ -401,7 +402,7 @@ mod properties {
                 .into_iter()
                 .map(|row| row.into_iter().take(names.len()).collect())
                 .collect();
-            let table = csv_rows::decode(&rows::csv::encode(&names, &rows)).unwrap();
+            let table = csv_rows::decode(&rows::csv::encode(&names, &rows.clone().into())).unwrap();
             prop_assert_eq!(table.columns, names);
             prop_assert_eq!(json!(table.rows), serde_json::to_value(&rows).unwrap());
         }

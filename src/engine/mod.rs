@@ -12,6 +12,7 @@ mod deadlines;
 mod error;
 mod page;
 mod read;
+mod rows;
 mod schema;
 pub mod threads;
 mod values;
@@ -30,6 +31,7 @@ pub use cell::Cell;
 pub use cursor::TOKEN_LEN as CURSOR_LEN;
 pub use error::{Outcome, QueryError, SqliteCode};
 pub use read::{QueryOutput, QueryRequest};
+pub use rows::Rows;
 pub use schema::{
     ColumnInfo, ExplainOutput, ForeignKeyInfo, IndexInfo, PlanStep, TableDescription, TableDetail,
     TableList, TableSummary,

@@ -9,7 +9,7 @@
 use rusqlite::types::ValueRef;
 
 use super::cell::ValueBuffer;
-use super::{Cell, WireSize};
+use super::{Cell, Rows, WireSize};
 
 /// The caps of one answer.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +24,7 @@ pub(crate) struct PageLimits {
 /// Rows read for one answer.
 #[derive(Debug)]
 pub(crate) struct Page {
-    pub rows: Vec<Vec<Cell>>,
+    pub rows: Rows,
     /// A further row exists; it was left for the next page.
     pub more: bool,
     /// A value was cut, to its cap or to the room the first row had.
@@ -44,7 +44,7 @@ pub(crate) fn read_page(
     let width = columns.len();
     let mut budget = limits.max_bytes.saturating_sub(wire.empty_answer(columns));
     let mut page = Page {
-        rows: Vec::with_capacity(limits.max_rows.min(256)),
+        rows: Rows::with_capacity(width, limits.max_rows.min(256)),
         more: false,
         value_cut: false,
         cell_bytes: Vec::new(),
@@ -57,7 +57,8 @@ pub(crate) fn read_page(
         }
         let first = page.rows.is_empty();
         let kept = page.cell_bytes.len();
-        let mut cells = Vec::with_capacity(width);
+        let cells = page.rows.cells_mut();
+        let start = cells.len();
         let mut size = wire.row_frame(width);
         for i in 0..width {
             let value = row.get_ref(i).unwrap_or(ValueRef::Null);
@@ -73,6 +74,7 @@ pub(crate) fn read_page(
             let cut_for_room = cell.shown_bytes() < cell.total_bytes().min(cap);
             if cut_for_room && !first {
                 page.more = true;
+                cells.truncate(start);
                 page.cell_bytes.truncate(kept);
                 break 'rows;
             }
@@ -83,16 +85,23 @@ pub(crate) fn read_page(
         if size > budget {
             if !first {
                 page.more = true;
+                cells.truncate(start);
                 page.cell_bytes.truncate(kept);
                 break;
             }
             // The values after the one that took the room still cost
             // something (quotes, NULL): cut the longest values to pay it.
-            size = fit_row(&mut cells, &mut page.cell_bytes[kept..], size, budget, wire);
+            size = fit_row(
+                &mut cells[start..],
+                &mut page.cell_bytes[kept..],
+                size,
+                budget,
+                wire,
+            );
         }
         budget = budget.saturating_sub(size);
-        page.value_cut |= cells.iter().any(Cell::is_cut);
-        page.rows.push(cells);
+        page.value_cut |= cells[start..].iter().any(Cell::is_cut);
+        page.rows.end_row();
     }
     Ok(page)
 }
@@ -226,7 +235,7 @@ mod tests {
         // A first row cut to fit, then rows stopped by the byte budget.
         for sql in ["SELECT printf('%.500c', 'a'), 'b', NULL", TEN_ROWS] {
             let read = page(sql, LIMITS);
-            let sizes: Vec<usize> = read.rows.iter().flatten().map(|c| Plain.cell(c)).collect();
+            let sizes: Vec<usize> = read.rows.cells().iter().map(|c| Plain.cell(c)).collect();
             assert_eq!(read.cell_bytes, sizes, "{sql}");
         }
     }

@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::page::{read_page, PageLimits};
-use super::{cursor, Cell, Limits, QueryEngine, QueryError, SqlParams, WireSize};
+use super::{cursor, Limits, QueryEngine, QueryError, Rows, SqlParams, WireSize};
 use crate::access::Access;
 use crate::policy::Restrictions;
 use crate::pool::ManagedConnection;
@@ -37,7 +37,7 @@ pub struct QueryRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct QueryOutput {
     pub columns: Vec<String>,
-    pub rows: Vec<Vec<Cell>>,
+    pub rows: Rows,
     pub row_count: usize,
     /// More rows exist (or a value was cut); continue with `next_cursor`.
     pub truncated: bool,

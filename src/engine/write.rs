@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::page::{read_page, PageLimits};
-use super::{Cell, QueryEngine, QueryError, SqlParams, Watch, WireSize};
+use super::{QueryEngine, QueryError, Rows, SqlParams, Watch, WireSize};
 use crate::access::Access;
 use crate::health::DatabaseHealth;
 use crate::policy::Restrictions;
@@ -34,8 +34,8 @@ pub struct ExecuteOutput {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
     /// Rows of a RETURNING clause (capped like query results).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rows: Vec<Vec<Cell>>,
+    #[serde(default, skip_serializing_if = "Rows::is_empty")]
+    pub rows: Rows,
     /// RETURNING rows were left out, or a value cut, to stay within the caps.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,

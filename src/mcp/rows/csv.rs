@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::numbers;
 use super::RowEncoder;
-use crate::engine::{Cell, QueryOutput, WireSize, CURSOR_LEN};
+use crate::engine::{Cell, QueryOutput, Rows, WireSize, CURSOR_LEN};
 
 /// The `csv` row format.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +115,7 @@ X'..': BLOB), then row_count and truncated."
 }
 
 /// Writes `columns` and `rows` as typed CSV into one buffer.
-pub fn encode(columns: &[String], rows: &[Vec<Cell>]) -> String {
+pub fn encode(columns: &[String], rows: &Rows) -> String {
     encode_counted(columns, rows, &[])
 }
 
@@ -124,14 +124,10 @@ pub fn encode(columns: &[String], rows: &[Vec<Cell>]) -> String {
 /// without testing it again. (Another format's count is never a text's
 /// bare length, so such counts could at worst quote a text needlessly,
 /// which still reads back as the same text.)
-fn encode_counted(columns: &[String], rows: &[Vec<Cell>], cell_bytes: &[usize]) -> String {
+fn encode_counted(columns: &[String], rows: &Rows, cell_bytes: &[usize]) -> String {
     // Sized from the values shown, without reading them: quotes, escapes
     // and hex add to it.
-    let shown: usize = rows
-        .iter()
-        .flatten()
-        .map(|cell| cell.shown_bytes() + 4)
-        .sum();
+    let shown: usize = rows.cells().iter().map(|cell| cell.shown_bytes() + 4).sum();
     let mut out = String::with_capacity(64 + columns.len() * 16 + shown);
     for (i, name) in columns.iter().enumerate() {
         if i > 0 {
@@ -140,7 +136,7 @@ fn encode_counted(columns: &[String], rows: &[Vec<Cell>], cell_bytes: &[usize]) 
         push_text(&mut out, name, needs_quotes(name));
     }
     out.push('\n');
-    let counted = cell_bytes.len() == rows.iter().map(Vec::len).sum::<usize>();
+    let counted = cell_bytes.len() == rows.cells().len();
     let mut counts = cell_bytes.iter();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -305,19 +301,19 @@ mod tests {
 
     fn one_column(cells: Vec<Cell>) -> String {
         let rows: Vec<Vec<Cell>> = cells.into_iter().map(|cell| vec![cell]).collect();
-        encode(&columns(&["v"]), &rows)
+        encode(&columns(&["v"]), &rows.into())
     }
 
     #[test]
     fn plain_values_are_written_without_quotes() {
         let text = encode(
             &columns(&["id", "name", "price", "note"]),
-            &[vec![
+            &Rows::from(vec![vec![
                 Cell::Integer(7),
                 Cell::text("item-7"),
                 Cell::Real(950.0),
                 Cell::Null,
-            ]],
+            ]]),
         );
         assert_eq!(text, "id,name,price,note\n7,item-7,950.0,\n");
     }
@@ -366,7 +362,10 @@ mod tests {
 
     #[test]
     fn column_names_are_quoted_like_text() {
-        assert_eq!(encode(&columns(&["a,b", "1"]), &[]), "\"a,b\",\"1\"\n");
+        assert_eq!(
+            encode(&columns(&["a,b", "1"]), &Rows::default()),
+            "\"a,b\",\"1\"\n"
+        );
     }
 
     #[test]
@@ -413,14 +412,14 @@ mod tests {
 
     #[test]
     fn a_result_without_rows_is_its_header() {
-        assert_eq!(encode(&columns(&["a", "b"]), &[]), "a,b\n");
+        assert_eq!(encode(&columns(&["a", "b"]), &Rows::default()), "a,b\n");
     }
 
     #[test]
     fn the_answer_is_the_rows_then_their_metadata() {
         let output = QueryOutput {
             columns: columns(&["n"]),
-            rows: vec![vec![Cell::Integer(1)]],
+            rows: vec![vec![Cell::Integer(1)]].into(),
             row_count: 1,
             truncated: true,
             next_cursor: Some("abc".into()),
@@ -472,12 +471,12 @@ mod tests {
                 rows in proptest::collection::vec(proptest::collection::vec(cell(), 3), 0..6),
             ) {
                 let names = columns(&["a", "b", "c"]);
-                let header = encode(&names, &[]).len();
+                let header = encode(&names, &Rows::default()).len();
                 let counted: usize = rows
                     .iter()
                     .map(|row| CsvRows.row_frame(3) + row.iter().map(|c| CsvRows.cell(c)).sum::<usize>())
                     .sum();
-                prop_assert_eq!(encode(&names, &rows).len(), header + counted);
+                prop_assert_eq!(encode(&names, &rows.clone().into()).len(), header + counted);
             }
 
             #[test]
@@ -486,6 +485,7 @@ mod tests {
             ) {
                 let names = columns(&["a", "b", "c"]);
                 let counts: Vec<usize> = rows.iter().flatten().map(|c| CsvRows.cell(c)).collect();
+                let rows = Rows::from(rows);
                 prop_assert_eq!(encode_counted(&names, &rows, &counts), encode(&names, &rows));
             }
         }

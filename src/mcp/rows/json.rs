@@ -164,7 +164,7 @@ mod tests {
         QueryOutput {
             columns: columns.iter().map(|c| c.to_string()).collect(),
             row_count: rows.len(),
-            rows,
+            rows: rows.into(),
             truncated: false,
             next_cursor: None,
             cell_bytes: Vec::new(),
