@@ -197,14 +197,19 @@ fn read_text(bytes: &[u8], max_bytes: usize, buffer: &mut ValueBuffer) -> Cell {
     let whole = bytes.len() <= max_bytes;
     let kept = &bytes[..bytes.len().min(max_bytes)];
     let total_bytes = |shown: usize| if whole { shown } else { bytes.len() };
+    // The usual case: valid, and no longer than `max_bytes`. (simdutf8
+    // checks a text about ten times faster than `str::from_utf8`, which
+    // was a twelfth of what a thousand rows of posts cost; its error says
+    // only that the text is invalid, so std looks again to say where.)
+    if let Ok(text) = simdutf8::basic::from_utf8(kept) {
+        return Cell::Text {
+            text: Text::from_utf8_unchecked(buffer.copy(text.as_bytes())),
+            total_bytes: total_bytes(text.len()),
+        };
+    }
     let mut text = match std::str::from_utf8(kept) {
-        // The usual case: valid, and no longer than `max_bytes`.
-        Ok(text) => {
-            return Cell::Text {
-                text: Text::from_utf8_unchecked(buffer.copy(text.as_bytes())),
-                total_bytes: total_bytes(text.len()),
-            }
-        }
+        // Not reached (both agree on what UTF-8 is), but never a panic.
+        Ok(text) => text.to_owned(),
         // The cut split a character: drop its first bytes.
         Err(err) if !whole && err.error_len().is_none() => {
             String::from_utf8_lossy(&kept[..err.valid_up_to()]).into_owned()
