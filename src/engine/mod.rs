@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use rusqlite::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
-pub use cell::Cell;
+pub use cell::{Cell, Text};
 pub use cursor::TOKEN_LEN as CURSOR_LEN;
 pub use error::{Outcome, QueryError, SqliteCode};
 pub use read::{QueryOutput, QueryRequest};

@@ -11,6 +11,15 @@ use rusqlite::types::ValueRef;
 use super::cell::ValueBuffer;
 use super::{Cell, Rows, WireSize};
 
+/// Cells a page reserves room for before its first row: at most 256 rows
+/// and at most 80 KB of cells (256 rows of a 100-column table would be
+/// 1 MB a call); a longer page grows from there.
+const RESERVED_CELLS: usize = 2048;
+
+fn reserved_rows(width: usize, max_rows: usize) -> usize {
+    max_rows.min(256).min(RESERVED_CELLS / width.max(1)).max(1)
+}
+
 /// The caps of one answer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PageLimits {
@@ -44,7 +53,7 @@ pub(crate) fn read_page(
     let width = columns.len();
     let mut budget = limits.max_bytes.saturating_sub(wire.empty_answer(columns));
     let mut page = Page {
-        rows: Rows::with_capacity(width, limits.max_rows.min(256)),
+        rows: Rows::with_capacity(width, reserved_rows(width, limits.max_rows)),
         more: false,
         value_cut: false,
         cell_bytes: Vec::new(),
@@ -246,5 +255,14 @@ mod tests {
         assert_eq!(page.rows[0][0].shown_bytes(), 8);
         assert!(page.value_cut);
         assert!(!page.more);
+    }
+
+    #[test]
+    fn a_page_reserves_up_to_256_rows_and_80_kb_of_cells() {
+        assert_eq!(reserved_rows(5, 1000), 256);
+        assert_eq!(reserved_rows(5, 3), 3);
+        assert_eq!(reserved_rows(100, 1000), 20);
+        assert_eq!(reserved_rows(5000, 1000), 1);
+        assert_eq!(reserved_rows(0, 1000), 256);
     }
 }

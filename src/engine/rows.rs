@@ -80,8 +80,9 @@ impl Rows {
         debug_assert_eq!(self.cells.len(), self.len * self.width);
     }
 
-    /// The rows as a list of rows (tests and callers that keep them).
-    pub fn to_vecs(&self) -> Vec<Vec<Cell>> {
+    /// The rows as a list of rows.
+    #[cfg(test)]
+    fn to_vecs(&self) -> Vec<Vec<Cell>> {
         self.iter().map(<[Cell]>::to_vec).collect()
     }
 }
