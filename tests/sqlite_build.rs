@@ -47,6 +47,19 @@ fn the_options_that_would_weaken_our_limits_are_not() {
 }
 
 #[test]
+fn column_origin_metadata_is_left_out() {
+    // libsqlite3-sys turns it on; nothing here asks a result column for its
+    // table of origin, and preparing a statement would copy three more
+    // names a column for it.
+    let conn = Connection::open_in_memory().unwrap();
+    let options = compile_options(&conn);
+    assert!(
+        !options.iter().any(|o| o == "ENABLE_COLUMN_METADATA"),
+        "{options:?}"
+    );
+}
+
+#[test]
 fn a_double_quoted_string_is_an_identifier_not_a_literal() {
     let conn = Connection::open_in_memory().unwrap();
     let err = conn
