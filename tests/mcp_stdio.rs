@@ -260,6 +260,45 @@ async fn execute_is_offered_only_when_writes_are_enabled() {
 }
 
 #[tokio::test]
+async fn sql_holding_a_nul_character_is_refused_and_nothing_runs() {
+    // SQLite stops reading at a NUL: run, this would delete every row.
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[("EROS_DB_READ_ONLY", "false")], &V2025).await;
+    let count = json!({"sql": "SELECT count(*) FROM creators"});
+    let before = rows(&call(&client, "query", count.clone()).await)["rows"].clone();
+    let result = call(
+        &client,
+        "execute",
+        json!({"sql": "DELETE FROM creators\u{0} WHERE id = 1"}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(true));
+    let message = text(&result);
+    assert!(message.contains("NUL character"), "{message}");
+    assert!(message.contains("at offset 20"), "{message}");
+    let after = rows(&call(&client, "query", count).await)["rows"].clone();
+    assert_eq!(after, before);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_read_holding_a_nul_character_is_refused_not_cut_short() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[], &V2025).await;
+    for tool in ["query", "explain_query"] {
+        let result = call(
+            &client,
+            tool,
+            json!({"sql": "SELECT count(*) FROM creators\u{0} WHERE 0"}),
+        )
+        .await;
+        assert_eq!(result.is_error, Some(true), "{tool}");
+        assert!(text(&result).contains("NUL character"), "{tool}");
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn wrong_argument_types_are_reported_and_the_server_lives_on() {
     let db = TestDb::new().with_demo_data();
     let client = stdio_client(db.path(), &[], &V2025).await;

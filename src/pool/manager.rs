@@ -174,12 +174,24 @@ impl ManagedConnection {
     /// Prepares untrusted SQL judged at `access` by the authorizer, whatever
     /// level the connection is at (used inside a trusted transaction). The
     /// statement cache is bypassed so no statement prepared at another
-    /// level is ever reused.
+    /// level is ever reused. SQL holding a NUL character is refused: SQLite
+    /// stops reading at the first NUL and would run only what comes before
+    /// it (`DELETE FROM t\0 WHERE id = 1` deletes every row).
     pub fn prepare_untrusted(
         &self,
         access: Access,
         sql: &str,
     ) -> rusqlite::Result<rusqlite::Statement<'_>> {
+        if let Some(at) = memchr::memchr(0, sql.as_bytes()) {
+            return Err(rusqlite::Error::SqlInputError {
+                error: rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                msg: "the SQL holds a NUL character, where SQLite would stop reading; \
+                      nothing was run"
+                    .into(),
+                sql: sql.into(),
+                offset: i32::try_from(at).unwrap_or(i32::MAX),
+            });
+        }
         let previous = self.access.get();
         let _ = self.access.take_refused_hidden();
         self.access.set(access);
