@@ -260,6 +260,36 @@ async fn execute_is_offered_only_when_writes_are_enabled() {
 }
 
 #[tokio::test]
+async fn execute_reports_only_what_its_own_statement_changed() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[("EROS_DB_READ_ONLY", "false")], &V2025).await;
+    let outcome = async |sql: &str| {
+        let result = call(&client, "execute", json!({ "sql": sql })).await;
+        let answer = structured(&result);
+        (
+            answer["changes"].clone(),
+            answer["last_insert_rowid"].clone(),
+        )
+    };
+    assert_eq!(outcome("CREATE TABLE t (x)").await, (json!(0), json!(0)));
+    assert_eq!(
+        outcome("INSERT INTO t VALUES (1), (2)").await,
+        (json!(2), json!(2))
+    );
+    // Neither changes a row: the insert's counts are not theirs.
+    assert_eq!(
+        outcome("CREATE INDEX t_x ON t (x)").await,
+        (json!(0), json!(0))
+    );
+    assert_eq!(
+        outcome("UPDATE t SET x = 3 WHERE x = 99").await,
+        (json!(0), json!(0))
+    );
+    assert_eq!(outcome("DELETE FROM t").await, (json!(2), json!(0)));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn sql_holding_a_nul_character_is_refused_and_nothing_runs() {
     // SQLite stops reading at a NUL: run, this would delete every row.
     let db = TestDb::new().with_demo_data();

@@ -134,6 +134,14 @@ fn write(
             .into_iter()
             .map(str::to_string)
             .collect();
+        // SQLite's change count and last row id belong to the connection
+        // and outlive a statement: a `SELECT` or `CREATE` after a `DELETE`
+        // would report the delete's count, and a pooled connection would
+        // hand one caller's row id to the next. Counted from here instead.
+        let changed_before = conn.total_changes();
+        // SAFETY: the handle is this open connection's, used on the thread
+        // that holds it; setting the row id has no other precondition.
+        unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(conn.handle(), 0) };
         // RETURNING rows are capped like query results; the statement
         // still runs to its end.
         let page = {
@@ -148,7 +156,11 @@ fn write(
             page
         };
         Ok(ExecuteOutput {
-            changes: conn.changes(),
+            changes: if conn.total_changes() == changed_before {
+                0
+            } else {
+                conn.changes()
+            },
             last_insert_rowid: conn.last_insert_rowid(),
             columns: if page.rows.is_empty() {
                 Vec::new()
