@@ -131,6 +131,26 @@ async fn rows_beyond_max_rows_are_truncated_with_a_cursor_that_continues() {
 }
 
 #[tokio::test]
+async fn max_rows_of_zero_is_refused_with_the_reason() {
+    let db = TestDb::new();
+    let err = engine(&db)
+        .query(
+            QueryRequest {
+                max_rows: Some(0),
+                ..request("SELECT 1")
+            },
+            &JsonRows,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, QueryError::InvalidArgument(m) if m.contains("at least 1")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_server_row_limit_caps_what_an_agent_asks_for() {
     let mut db = TestDb::new();
     db.config.max_rows = 5;

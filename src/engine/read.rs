@@ -27,6 +27,7 @@ pub struct QueryRequest {
     pub params: Option<SqlParams>,
     /// Most rows to return (capped by the server's limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_rows: Option<u32>,
     /// `next_cursor` from a previous truncated result of the same query, to continue it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,9 +208,15 @@ fn read(
         Some(token) => cursor::decode(token, fingerprint)?,
         None => 0,
     };
+    // Zero would answer no rows and a cursor that never moves on.
+    if request.max_rows == Some(0) {
+        return Err(QueryError::InvalidArgument(
+            "`max_rows` must be at least 1".into(),
+        ));
+    }
     let max_rows = request
         .max_rows
-        .map_or(limits.max_rows, |n| (n as usize).clamp(1, limits.max_rows));
+        .map_or(limits.max_rows, |n| (n as usize).min(limits.max_rows));
     let columns: Vec<String> = stmt
         .column_names()
         .into_iter()
