@@ -329,6 +329,28 @@ async fn a_read_holding_a_nul_character_is_refused_not_cut_short() {
 }
 
 #[tokio::test]
+async fn an_unknown_tool_is_named_in_its_error() {
+    let db = TestDb::new().with_demo_data();
+    let client = stdio_client(db.path(), &[], &V2025).await;
+    let err = client
+        .call_tool(rmcp::model::CallToolRequestParams::new("no_such_tool"))
+        .await
+        .unwrap_err();
+    match err {
+        rmcp::ServiceError::McpError(error) => {
+            assert_eq!(error.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+            assert!(
+                error.message.contains("\"no_such_tool\""),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn wrong_argument_types_are_reported_and_the_server_lives_on() {
     let db = TestDb::new().with_demo_data();
     let client = stdio_client(db.path(), &[], &V2025).await;

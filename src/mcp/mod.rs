@@ -396,6 +396,13 @@ impl ServerHandler for ErosServer {
         mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.clone();
+        if !self.inner.router.has_route(&name) {
+            // rmcp's own answer ("tool not found") does not say which.
+            return Err(ErrorData::invalid_params(
+                format!("no tool named {name:?}; tools/list names this server's tools"),
+                None,
+            ));
+        }
         let caller = self.caller(&context, &request);
         if let Some(rule) = self.inner.rules.get(name.as_ref()) {
             if !caller.principal.may(&rule.scope) {
