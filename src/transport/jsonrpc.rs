@@ -88,6 +88,15 @@ impl ErrorAnswer {
 /// body).
 pub fn screen(text: &[u8]) -> Screened {
     let text = text.strip_prefix(UTF8_BOM).unwrap_or(text);
+    if holds_too_many_values(text) {
+        return Screened::Refused(ErrorAnswer::invalid_request(
+            None,
+            format!(
+                "the message holds more than {MAX_JSON_VALUES} JSON values, the most this server \
+                 parses in one message"
+            ),
+        ));
+    }
     // The commonest message of all, read without the generic path's trials.
     if let Some(message) = call_tool(text) {
         return Screened::Message(Box::new(message));
@@ -119,6 +128,46 @@ pub fn screen(text: &[u8]) -> Screened {
             |err| err.to_string(),
         );
     Screened::Refused(ErrorAnswer::invalid_request(request_id(&value), why))
+}
+
+/// The most JSON values (counted as the `[`, `{` and `,` outside strings)
+/// one message may hold. Parsing costs memory per value, not per byte: a
+/// 15 MB line of `[],[],...` took 966 MB to parse, where this cap keeps any
+/// message's parse to a few tens of MB. SQLite binds at most 32,766
+/// parameters, so no useful call comes near it.
+pub const MAX_JSON_VALUES: usize = 100_000;
+
+/// Whether `text` holds more than [`MAX_JSON_VALUES`] values. Each counted
+/// character is one byte, so a shorter text is not scanned at all.
+fn holds_too_many_values(text: &[u8]) -> bool {
+    if text.len() <= MAX_JSON_VALUES {
+        return false;
+    }
+    let mut values = 0;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' | b',' => {
+                values += 1;
+                if values > MAX_JSON_VALUES {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A well-formed `tools/call` request, read straight into rmcp's type, or
@@ -246,6 +295,40 @@ mod tests {
             Screened::Refused(answer) => answer,
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    fn ping_with(params: &str) -> Vec<u8> {
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"a":{params}}}}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_message_of_more_values_than_the_cap_is_refused_unparsed() {
+        let many = format!("[{}]", vec!["[]"; MAX_JSON_VALUES].join(","));
+        let answer = refusal(&ping_with(&many));
+        assert_eq!(answer.error.code, ErrorCode::INVALID_REQUEST);
+        assert!(answer.error.message.contains("100000 JSON values"));
+    }
+
+    #[test]
+    fn a_long_message_of_few_values_is_read() {
+        let text = ping_with(&format!("\"{}\"", ",[{".repeat(MAX_JSON_VALUES)));
+        assert!(text.len() > MAX_JSON_VALUES);
+        assert!(!holds_too_many_values(&text), "commas in a string are text");
+        let escaped = ping_with(&format!("\"\\\"{}\"", ",".repeat(MAX_JSON_VALUES)));
+        assert!(
+            !holds_too_many_values(&escaped),
+            "an escaped quote ends no string"
+        );
+        assert!(matches!(screen(&text), Screened::Message(_)));
+    }
+
+    #[test]
+    fn values_up_to_the_cap_are_read() {
+        // The envelope counts 5 (two `{`, three `,`), the list's `[` one.
+        let most = format!("[{}]", vec!["0"; MAX_JSON_VALUES - 5].join(","));
+        assert!(!holds_too_many_values(&ping_with(&most)));
+        assert!(matches!(screen(&ping_with(&most)), Screened::Message(_)));
     }
 
     #[test]
