@@ -75,6 +75,12 @@ impl QueryEngine {
         wire: &'static dyn WireSize,
         cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<QueryOutput, QueryError> {
+        // Zero would answer no rows and a cursor that never moves on.
+        if request.max_rows == Some(0) {
+            return Err(QueryError::InvalidArgument(
+                "`max_rows` must be at least 1".into(),
+            ));
+        }
         let limits = self.limits;
         let policy = self.read_retry;
         let pool = Arc::clone(&self.pool);
@@ -208,12 +214,6 @@ fn read(
         Some(token) => cursor::decode(token, fingerprint)?,
         None => 0,
     };
-    // Zero would answer no rows and a cursor that never moves on.
-    if request.max_rows == Some(0) {
-        return Err(QueryError::InvalidArgument(
-            "`max_rows` must be at least 1".into(),
-        ));
-    }
     let max_rows = request
         .max_rows
         .map_or(limits.max_rows, |n| (n as usize).min(limits.max_rows));

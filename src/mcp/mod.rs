@@ -424,9 +424,7 @@ impl ServerHandler for ErosServer {
         {
             // Arguments that do not fit the schema are the agent's to fix:
             // report them as a tool error it can read, and count them.
-            Err(err)
-                if err.code == ErrorCode::INVALID_PARAMS && self.inner.router.has_route(&name) =>
-            {
+            Err(err) if err.code == ErrorCode::INVALID_PARAMS => {
                 let invalid = QueryError::InvalidArgument(err.message.to_string());
                 Ok(respond::refuse(&name, &caller, invalid, &*self.inner.observer).into())
             }
