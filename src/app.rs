@@ -108,14 +108,14 @@ pub async fn build(
             let pool = database::open(&db_config, pool_observer)?;
             let declared = match &tools_file {
                 Some(path) => {
-                    let conn = pool.get().map_err(StartupError::from)?;
+                    let conn = pool.open_local().map_err(StartupError::from)?;
                     DeclaredTools::load(path, &conn, engine_settings.read_only)?
                 }
                 None => DeclaredTools::none(),
             };
             let policy = match &policy_file {
                 Some(path) => {
-                    let conn = pool.get().map_err(StartupError::from)?;
+                    let conn = pool.open_local().map_err(StartupError::from)?;
                     let policy = Policy::load(path, &conn)?;
                     tracing::info!(
                         path = %path.display(),

@@ -48,6 +48,10 @@ pub enum ConnectError {
     /// A replica's file is not there (yet, or while its follower re-restores).
     #[error(transparent)]
     ReplicaFile(#[from] crate::health::FileFault),
+    /// The worker process that holds the connection could not start, or
+    /// reported this failure (its words, and whether it may pass).
+    #[error("{message}")]
+    Worker { message: String, transient: bool },
     #[error("cannot prepare database {path} (PRAGMA {pragma}): {reason} ({source})")]
     Setup {
         path: PathBuf,
@@ -69,6 +73,7 @@ impl ConnectError {
             ConnectError::Open { source, .. } | ConnectError::Setup { source, .. } => {
                 is_busy(source)
             }
+            ConnectError::Worker { transient, .. } => *transient,
         }
     }
 
@@ -113,7 +118,7 @@ pub fn is_busy(err: &rusqlite::Error) -> bool {
 }
 
 /// What every connection is opened with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ConnectionOptions {
     pub path: PathBuf,
     pub busy_timeout: Duration,
@@ -144,7 +149,7 @@ pub struct ConnectionOptions {
 
 /// Who owns the database file's journal and checkpoints, which decides the
 /// open flags and the PRAGMAs a connection gets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FileMode {
     /// The server's own WAL database: SQLite checkpoints it automatically,
     /// and the server truncates the WAL at shutdown.

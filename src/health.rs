@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Which file a path names: its device and inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileIdentity {
     pub device: u64,
     pub inode: u64,
@@ -45,7 +45,7 @@ impl FileIdentity {
 }
 
 /// The file at the path is no longer the one the server opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum FileFault {
     #[error(
         "the database file at {path} was deleted (or renamed away) while the server had it open; \
@@ -70,7 +70,7 @@ pub enum FileFault {
 }
 
 /// Why a write cannot succeed right now (reads may still serve).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum WriteFault {
     #[error("the server is read-only (EROS_DB_READ_ONLY=true)")]
     Disabled,
@@ -91,6 +91,22 @@ pub enum WriteFault {
     DiskFull { path: PathBuf },
     #[error("the last write to {path} failed with an I/O error ({detail}); check the disk")]
     Io { path: PathBuf, detail: String },
+}
+
+/// A [`DatabaseHealth`] as another process rebuilds it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HealthSetup {
+    pub path: PathBuf,
+    pub watch: WatchSetup,
+    pub writes_enabled: bool,
+}
+
+/// Which file the path must name, as [`HealthSetup`] carries it.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub enum WatchSetup {
+    None,
+    Fixed(FileIdentity),
+    Follow,
 }
 
 /// Which file the path must name.
@@ -151,6 +167,39 @@ impl DatabaseHealth {
     /// a path (tests, tools); the server always watches.
     pub fn unwatched(path: &Path) -> Self {
         Self::build(path, Watch::None, true)
+    }
+
+    /// How to watch the same file from another process (a worker): the
+    /// identity recorded here, not the one at the path by then.
+    pub fn setup(&self) -> HealthSetup {
+        let watch = match &self.0.watch {
+            Watch::None => WatchSetup::None,
+            Watch::Fixed(identity) => WatchSetup::Fixed(*identity),
+            Watch::Follow(_) => WatchSetup::Follow,
+        };
+        HealthSetup {
+            path: self.0.path.clone(),
+            watch,
+            writes_enabled: self.0.writes_enabled,
+        }
+    }
+
+    /// The health [`DatabaseHealth::setup`] describes.
+    pub fn from_setup(setup: &HealthSetup) -> Self {
+        match setup.watch {
+            WatchSetup::None => Self::unwatched(&setup.path),
+            WatchSetup::Fixed(identity) => Self::build(
+                &setup.path,
+                Watch::Fixed(identity),
+                setup.writes_enabled,
+            ),
+            WatchSetup::Follow => Self::follow(&setup.path),
+        }
+    }
+
+    /// The fault that stops writes now, if a write recorded one.
+    pub fn write_fault(&self) -> Option<WriteFault> {
+        self.0.write_fault.lock().unwrap().clone()
     }
 
     fn build(path: &Path, watch: Watch, writes_enabled: bool) -> Self {

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use eros_mcp::budget::MemoryBudget;
 use eros_mcp::config::{Config, DatabaseConfig, Transport};
+use eros_mcp::pool::worker::WORKER_ARG;
 use eros_mcp::pool::NoObserver;
 use eros_mcp::replication::restore::{self as restoring, Restored, Timestamp};
 use eros_mcp::shutdown::Shutdown;
@@ -71,6 +72,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A worker process holding one pooled connection (see
+    // eros_mcp::pool::worker): it reads nothing else from its environment.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(WORKER_ARG)) {
+        return eros_mcp::engine::host::serve(&eros_mcp::mcp::rows::FORMATS);
+    }
     limit_malloc_arenas();
     // A missing .env is normal; a malformed one is reported below.
     let dotenv = dotenvy::dotenv();
@@ -193,7 +199,7 @@ fn check(config: Config) -> anyhow::Result<()> {
     println!("{budget}");
     let pool = database::open(&config, Arc::new(NoObserver))?;
     let version = {
-        let conn = pool.get()?;
+        let conn = pool.open_local()?;
         migrations::current_version(&conn)?
     };
     println!(
@@ -202,7 +208,7 @@ fn check(config: Config) -> anyhow::Result<()> {
     );
     {
         // Every page is read: a corrupt table fails `check`, not a query later.
-        let conn = pool.get()?;
+        let conn = pool.open_local()?;
         conn.with_access(eros_mcp::access::Access::Trusted, |conn| {
             database::quick_check(conn, &config.path, QUICK_CHECK_TIMEOUT)
         })??;

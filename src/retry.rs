@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// How often and how patiently a transient failure is retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RetryPolicy {
     /// Retries after the first attempt; 0 means try once.
     pub max_retries: u32,

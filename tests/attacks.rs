@@ -13,7 +13,7 @@ use eros_mcp::mcp::rows::JsonRows;
 fn prepared_db() -> (TestDb, QueryEngine) {
     let db = TestDb::new();
     let pool = db.warm_pool();
-    pool.get()
+    pool.open_local()
         .unwrap()
         .with_access(Access::Trusted, |c| {
             c.execute_batch(

@@ -543,15 +543,17 @@ async fn execute_can_change_the_schema() {
 const ONE_LONG_STEP: &str =
     "SELECT hex(zeroblob(1000000)) LIKE '%' || substr(hex(zeroblob(200)), 1, 250) || '1%'";
 
-/// Waits until no statement overruns its deadline any more.
+/// Waits until no statement overruns its deadline any more: a killed
+/// worker's thread ends its wait at once, so this is moments, not the
+/// statement's own length.
 async fn until_no_statement_overruns(engine: &QueryEngine) {
-    let give_up = Instant::now() + Duration::from_secs(120);
+    let give_up = Instant::now() + Duration::from_secs(2);
     while engine.overrunning() > 0 {
         assert!(
             Instant::now() < give_up,
-            "the abandoned statement never returned"
+            "the killed statement's call never ended"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -569,32 +571,14 @@ async fn a_statement_inside_one_long_step_is_answered_at_its_deadline() {
     assert!(matches!(err, QueryError::Timeout(_)), "{err:?}");
     // The deadline plus the stop slack (50 ms here), plus scheduling.
     assert!(took < Duration::from_millis(400), "answered after {took:?}");
-    assert_eq!(engine.overrunning(), 1, "the statement was abandoned");
     assert_eq!(engine.abandoned(), 1);
-    assert!(
-        demoted_statement_threads() >= 1,
-        "the abandoned statement runs at the lowest priority"
-    );
+    assert_eq!(engine.killed(), 1, "its worker was killed");
     until_no_statement_overruns(&engine).await;
     assert_eq!(engine.pool().stats().active_connections, 0);
     engine
         .query(request("SELECT 1"), &JsonRows, None)
         .await
         .unwrap();
-}
-
-/// Statement threads of this process at nice 19 (demoted when their
-/// statement was abandoned; `src/engine/threads.rs` tests that they exit).
-fn demoted_statement_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
-        .filter(|stat| stat.contains("(eros-sql)"))
-        .filter(|stat| {
-            let after = stat.rsplit_once(')').unwrap().1;
-            after.split_whitespace().nth(16) == Some("19")
-        })
-        .count()
 }
 
 #[tokio::test]
@@ -704,9 +688,10 @@ async fn a_sort_larger_than_the_page_cache_runs_in_memory() {
         .await
         .unwrap();
     assert_eq!(out.rows, vec![vec![Cell::Integer(300000)]]);
-    // Temporary storage in memory (2), on a connection as the pool hands
-    // it out; tests/hostile_load.rs watches the binary's TMPDIR too.
-    let conn = engine.pool().get().unwrap();
+    // Temporary storage in memory (2), on a connection opened as every
+    // worker opens its own; tests/hostile_load.rs watches the binary's
+    // TMPDIR too.
+    let conn = engine.pool().open_local().unwrap();
     let temp_store: i64 = conn
         .with_access(eros_mcp::access::Access::Trusted, |c| {
             c.query_row("PRAGMA temp_store", [], |row| row.get(0))
@@ -735,11 +720,14 @@ async fn statements_stuck_past_their_deadline_leave_the_pool_to_everyone_else() 
         let err = call.await.unwrap().unwrap_err();
         assert!(matches!(err, QueryError::Timeout(_)), "{err:?}");
     }
-    assert_eq!(engine.overrunning(), 2);
-    // Their connections are still inside SQLite; a plain query gets another.
+    assert_eq!(engine.killed(), 2);
+    // Their workers were killed; a plain query gets a fresh one.
     engine
         .query(request("SELECT 1"), &JsonRows, None)
         .await
         .unwrap();
     until_no_statement_overruns(&engine).await;
+    let stats = engine.pool().stats();
+    assert_eq!(stats.active_connections, 0, "{stats:?}");
+    assert!(stats.total_connections <= 2, "{stats:?}");
 }

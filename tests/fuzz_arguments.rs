@@ -155,7 +155,7 @@ fn declared_tools() -> &'static eros_mcp::mcp::DeclaredTools {
     static TOOLS: std::sync::OnceLock<eros_mcp::mcp::DeclaredTools> = std::sync::OnceLock::new();
     TOOLS.get_or_init(|| {
         let fx = fixture();
-        let conn = fx.engine.pool().get().unwrap();
+        let conn = fx.engine.pool().open_local().unwrap();
         let path =
             std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tools.toml"));
         eros_mcp::mcp::DeclaredTools::load(path, &conn, false).unwrap()

@@ -1,4 +1,7 @@
-//! The pool behaves like SQLAlchemy's QueuePool, and its counters are exact.
+//! The pool behaves like SQLAlchemy's QueuePool, and its counters are
+//! exact. Its items are worker processes, each holding one connection
+//! opened as [`Pool::open_local`] opens one here (the hardening tests use
+//! that); statements reach workers through the engine (tests/engine.rs).
 
 mod common;
 
@@ -10,7 +13,7 @@ use eros_mcp::access::Access;
 use eros_mcp::pool::{ManagedConnection, Pool, PoolError};
 use rusqlite::limits::Limit;
 
-/// Runs the server's own SQL (not an agent's) on a pooled connection.
+/// Runs the server's own SQL (not an agent's) on a connection.
 fn trusted(conn: &ManagedConnection, sql: &str) {
     conn.with_access(Access::Trusted, |c| c.execute_batch(sql))
         .unwrap()
@@ -33,8 +36,7 @@ fn sequential_checkouts_reuse_connections_instead_of_growing_the_pool() {
     let db = TestDb::new();
     let pool = db.warm_pool();
     for _ in 0..10_000 {
-        let conn = pool.get().unwrap();
-        conn.query_row("SELECT 1", [], |_| Ok(())).unwrap();
+        drop(pool.get().unwrap());
     }
     let stats = pool.stats();
     assert_eq!(stats.total_connections, 3);
@@ -167,18 +169,18 @@ fn an_expired_connection_is_closed_on_return_not_kept() {
 }
 
 #[test]
-fn a_broken_connection_is_replaced_by_the_health_check() {
+fn a_connection_whose_worker_died_is_replaced_by_the_health_check() {
     let mut db = TestDb::new();
     db.config.prewarm = 1;
     let pool = db.warm_pool();
-    {
-        let conn = pool.get().unwrap();
-        // Make the connection unable to run even `SELECT 1`.
-        conn.flush_prepared_statement_cache();
-        conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 1).unwrap();
-    }
+    let pid = pool.get().unwrap().control().pid();
+    // Killed from outside while idle in the pool (an OOM kill, an operator).
+    // SAFETY: the pid is our own child's, not yet reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(100));
     let conn = pool.get().unwrap();
-    conn.query_row("SELECT 1", [], |_| Ok(())).unwrap();
+    assert_ne!(conn.control().pid(), pid);
+    drop(conn);
     let stats = pool.stats();
     assert_eq!(stats.health_check_failures, 1);
     assert_eq!(stats.connections_created, 2);
@@ -186,35 +188,27 @@ fn a_broken_connection_is_replaced_by_the_health_check() {
 }
 
 #[test]
-fn a_transaction_left_open_is_rolled_back_before_reuse() {
-    let mut db = TestDb::new();
-    db.config.pool_size = 1;
-    db.config.max_overflow = 0;
-    db.config.prewarm = 1;
+fn a_transaction_left_open_is_rolled_back_when_the_connection_settles() {
+    let db = TestDb::new();
     let pool = db.warm_pool();
-    {
-        let conn = pool.get().unwrap();
-        trusted(
-            &conn,
-            "CREATE TABLE t (x); BEGIN; INSERT INTO t VALUES (1);",
-        );
-        assert!(!conn.is_autocommit());
-    }
-    let conn = pool.get().unwrap();
+    let conn = pool.open_local().unwrap();
+    trusted(
+        &conn,
+        "CREATE TABLE t (x); BEGIN; INSERT INTO t VALUES (1);",
+    );
+    assert!(!conn.is_autocommit());
+    assert_eq!(conn.settle(), (true, true), "rolled back, at rest");
     assert!(conn.is_autocommit());
     let rows: i64 = conn
         .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 0);
-    assert_eq!(pool.stats().rollbacks, 1);
-    assert_eq!(pool.stats().connections_created, 1);
 }
 
 #[test]
 fn no_connection_leaks_after_ten_thousand_mixed_checkouts() {
     let db = TestDb::new();
     let pool = db.warm_pool();
-    trusted(&pool.get().unwrap(), "CREATE TABLE t (x INTEGER)");
     let threads: Vec<_> = (0..4)
         .map(|thread| {
             let pool = Arc::clone(&pool);
@@ -222,16 +216,11 @@ fn no_connection_leaks_after_ten_thousand_mixed_checkouts() {
                 for i in 0..2_500 {
                     let conn = pool.get().unwrap();
                     match (thread + i) % 5 {
-                        0 => assert!(conn.execute_batch("SELECT * FROM missing").is_err()),
-                        1 => trusted(&conn, "BEGIN; INSERT INTO t VALUES (1);"),
-                        2 => {
-                            let held = pool.get().unwrap();
-                            held.query_row("SELECT 1", [], |_| Ok(())).unwrap();
-                        }
-                        _ => conn
-                            .query_row("SELECT COUNT(*) FROM t", [], |_| Ok(()))
-                            .unwrap(),
+                        0 => drop(pool.try_get()),
+                        1 => drop(pool.get().unwrap()),
+                        _ => {}
                     }
+                    drop(conn);
                 }
             })
         })
@@ -244,7 +233,6 @@ fn no_connection_leaks_after_ten_thousand_mixed_checkouts() {
     assert_eq!(stats.waiters, 0);
     assert_eq!(stats.available, stats.total_connections);
     assert!(stats.total_connections <= 10, "{stats:?}");
-    assert_eq!(stats.rollbacks, 2_000);
     // Every connection ever opened is either still open or was closed for a counted reason.
     assert_eq!(
         stats.connections_created,
@@ -253,12 +241,6 @@ fn no_connection_leaks_after_ten_thousand_mixed_checkouts() {
             + stats.connections_recycled
             + stats.health_check_failures
     );
-    let rows: i64 = pool
-        .get()
-        .unwrap()
-        .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(rows, 0, "every leaked transaction was rolled back");
 }
 
 #[test]
@@ -307,7 +289,7 @@ fn background_maintenance_runs_on_its_interval_and_stops_with_the_pool() {
 fn every_connection_gets_the_pragmas_and_the_hardening() {
     let db = TestDb::new();
     let pool = db.warm_pool();
-    let held: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
+    let held: Vec<_> = (0..3).map(|_| pool.open_local().unwrap()).collect();
     for conn in &held {
         let pragma = |name: &str| -> String {
             conn.with_access(Access::Trusted, |c| {
@@ -354,7 +336,7 @@ fn attaching_another_database_is_refused() {
     let pool = db.warm_pool();
     let other = db.file("other.db");
     let err = pool
-        .get()
+        .open_local()
         .unwrap()
         .execute_batch(&format!("ATTACH DATABASE '{}' AS other", other.display()))
         .unwrap_err();
@@ -367,7 +349,7 @@ fn extension_loading_is_refused() {
     let db = TestDb::new();
     let pool = db.warm_pool();
     let err = pool
-        .get()
+        .open_local()
         .unwrap()
         .query_row(
             "SELECT load_extension('/usr/lib/x86_64-linux-gnu/libm.so.6')",
@@ -419,8 +401,7 @@ fn a_broken_database_recovers_once_the_file_is_fixed() {
     assert!(pool.get().is_err());
     std::fs::remove_file(db.path()).unwrap();
     db.config.checkout_timeout = Duration::from_secs(5);
-    let conn = pool.get_timeout(Duration::from_secs(5)).unwrap();
-    conn.query_row("SELECT 1", [], |_| Ok(())).unwrap();
+    pool.get_timeout(Duration::from_secs(5)).unwrap();
 }
 
 #[test]
@@ -428,7 +409,7 @@ fn closing_checkpoints_the_wal_and_refuses_new_checkouts() {
     let db = TestDb::new();
     let pool = db.warm_pool();
     trusted(
-        &pool.get().unwrap(),
+        &pool.open_local().unwrap(),
         "CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);",
     );
     let wal = db.file("test.db-wal");
@@ -454,20 +435,13 @@ fn a_connection_returns_to_read_only_after_a_write_scope() {
     db.config.pool_size = 1;
     db.config.max_overflow = 0;
     let pool = db.warm_pool();
-    {
-        let conn = pool.get().unwrap();
-        conn.with_access(Access::ReadWrite, |c| c.execute_batch("CREATE TABLE t (x)"))
-            .unwrap()
-            .unwrap();
-    }
-    let conn = pool.get().unwrap();
+    let conn = pool.open_local().unwrap();
+    conn.with_access(Access::ReadWrite, |c| c.execute_batch("CREATE TABLE t (x)"))
+        .unwrap()
+        .unwrap();
     let err = conn.execute_batch("INSERT INTO t VALUES (1)").unwrap_err();
     assert!(err.to_string().contains("not authorized"), "{err}");
-    assert_eq!(
-        pool.stats().connections_created,
-        1,
-        "the same connection, at rest again"
-    );
+    assert_eq!(conn.settle(), (false, true), "the same connection, at rest again");
 }
 
 #[test]
@@ -494,7 +468,7 @@ fn closing_a_replicated_file_leaves_its_wal_to_litestream() {
     db.config.replica_url = Some("file:///unused".into());
     let pool = db.warm_pool();
     trusted(
-        &pool.get().unwrap(),
+        &pool.open_local().unwrap(),
         "CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);",
     );
     let wal = db.file("test.db-wal");

@@ -215,6 +215,7 @@ impl DatabaseConfig {
             health_check: self.health_check,
             maintenance_interval: self.maintenance_interval,
             connect_retry: self.retry_policy(),
+            worker_program: None,
         }
     }
 

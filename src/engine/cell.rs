@@ -44,6 +44,18 @@ impl Text {
         Text(bytes)
     }
 
+    /// A text from bytes that must be UTF-8 (checked): as a worker's
+    /// answer carries it, in the buffer the answer was read into.
+    pub(crate) fn from_utf8(bytes: Bytes) -> Option<Self> {
+        simdutf8::basic::from_utf8(&bytes).ok()?;
+        Some(Text(bytes))
+    }
+
+    /// The text's bytes.
+    pub(crate) fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
     pub fn as_str(&self) -> &str {
         // SAFETY: the bytes are UTF-8 (see `from_utf8_unchecked`), and
         // `truncate` cuts only at a character boundary.

@@ -50,6 +50,13 @@ pub enum QueryError {
     InvalidArgument(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Too many calls already wait for a connection: refused at once
+    /// rather than queued past the checkout timeout.
+    #[error(
+        "the server is at capacity: {waiting} calls already wait for or hold a database \
+         connection; retry shortly"
+    )]
+    Overloaded { waiting: usize },
     /// The caller lacks the scope the tool needs; nothing ran.
     #[error("the caller may not use {tool}: it needs the scope {scope}")]
     Forbidden { tool: String, scope: String },
@@ -109,9 +116,10 @@ impl QueryError {
             QueryError::Denied(_) => Outcome::Denied,
             QueryError::Timeout(_) => Outcome::Timeout,
             QueryError::Cancelled => Outcome::Cancelled,
-            QueryError::Busy { .. } | QueryError::Pool(_) | QueryError::ShuttingDown => {
-                Outcome::Busy
-            }
+            QueryError::Busy { .. }
+            | QueryError::Pool(_)
+            | QueryError::ShuttingDown
+            | QueryError::Overloaded { .. } => Outcome::Busy,
             QueryError::InvalidArgument(_) => Outcome::Invalid,
             QueryError::Limit { .. } => Outcome::Limit,
             QueryError::Forbidden { .. } => Outcome::Forbidden,
@@ -121,7 +129,9 @@ impl QueryError {
     /// Whether the same call may succeed if the agent tries again later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            QueryError::Busy { .. } | QueryError::ShuttingDown => true,
+            QueryError::Busy { .. } | QueryError::ShuttingDown | QueryError::Overloaded { .. } => {
+                true
+            }
             QueryError::Pool(err) => err.is_retryable(),
             _ => false,
         }
@@ -142,6 +152,7 @@ impl QueryError {
             QueryError::Pool(_) => "DATABASE_UNAVAILABLE",
             QueryError::InvalidArgument(_) => "INVALID_ARGUMENT",
             QueryError::ShuttingDown => "SHUTTING_DOWN",
+            QueryError::Overloaded { .. } => "OVERLOADED",
             QueryError::Forbidden { .. } => "FORBIDDEN",
             QueryError::Internal(_) => "INTERNAL",
         };

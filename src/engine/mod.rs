@@ -10,11 +10,13 @@ mod cell;
 mod cursor;
 mod deadlines;
 mod error;
+pub mod host;
 mod page;
 mod read;
 mod rows;
 mod schema;
 pub mod threads;
+mod transfer;
 mod values;
 pub mod watch;
 mod wire_size;
@@ -41,19 +43,22 @@ pub use watch::Watch;
 pub use wire_size::WireSize;
 pub use write::{ExecuteOutput, ExecuteRequest};
 
-use crate::pool::{ManagedConnection, Pool};
+use crate::policy::Restrictions;
+use crate::pool::frames::{self, Frame};
+use crate::pool::worker::WorkerProcess;
+use crate::pool::Pool;
 use crate::retry::RetryPolicy;
 
 /// SQLite virtual-machine steps between two looks at the stop flag (the
 /// interrupt lands sooner; this catches a stop that arrived between two
 /// statements of one call, which SQLite's interrupt would miss).
-const PROGRESS_STEPS: i32 = 1000;
+pub(crate) const PROGRESS_STEPS: i32 = 1000;
 
 /// How often a stopped call is interrupted again while it has not returned.
 const REINTERRUPT_EVERY: Duration = Duration::from_millis(5);
 
 /// Caps on what one call may cost and return.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     pub max_rows: usize,
     pub max_bytes: usize,
@@ -93,9 +98,17 @@ pub struct QueryEngine {
     read_only: bool,
     overrunning: Arc<AtomicUsize>,
     abandoned: AtomicU64,
+    killed: AtomicU64,
+    /// Numbers each call, so a late stop signal cannot stop the next one.
+    calls: AtomicU64,
     threads: threads::SqlThreads,
     deadlines: deadlines::Deadlines,
 }
+
+/// Statement threads per connection the pool may hand out: calls beyond
+/// that many would wait past the checkout timeout anyway, so they are
+/// refused at once instead of queued.
+const THREADS_PER_CONNECTION: usize = 4;
 
 /// Why the async side stopped a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,14 +119,17 @@ enum StopReason {
 
 impl QueryEngine {
     pub fn new(pool: Arc<Pool>, settings: EngineSettings) -> Self {
+        let max_threads = THREADS_PER_CONNECTION * pool.max_connections() as usize;
         Self {
             pool,
             limits: settings.limits,
             read_retry: settings.read_retry,
             read_only: settings.read_only,
+            threads: threads::SqlThreads::new(max_threads),
             overrunning: Arc::new(AtomicUsize::new(0)),
             abandoned: AtomicU64::new(0),
-            threads: threads::SqlThreads::new(),
+            killed: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
             deadlines: deadlines::Deadlines::new(),
         }
     }
@@ -132,8 +148,8 @@ impl QueryEngine {
     }
 
     /// Statements whose caller was answered at the deadline while SQLite
-    /// was still inside one long step; each holds a connection until it
-    /// returns.
+    /// was still inside one long step, whose worker is being killed; each
+    /// holds a connection for the moments until the kill lands.
     pub fn overrunning(&self) -> usize {
         self.overrunning.load(Ordering::Relaxed)
     }
@@ -143,48 +159,62 @@ impl QueryEngine {
         self.abandoned.load(Ordering::Relaxed)
     }
 
-    /// Runs `work` on a pooled connection on a statement thread ([`threads`]), never on
-    /// an async worker: no statement can stall the tasks serving other
-    /// calls. The whole call, from waiting for a connection to the last
-    /// row, has `query_timeout`; at the deadline (or when `cancel` fires)
-    /// the statement is interrupted inside SQLite, and if SQLite does not
-    /// return within [`Limits::stop_slack`] the caller is answered anyway
-    /// (see [`watch`]).
-    pub async fn run<T, F>(
+    /// Statements whose worker process was killed because SQLite did not
+    /// return within the grace after their deadline, since startup.
+    pub fn killed(&self) -> u64 {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    /// Statement threads alive now (each waits on one call).
+    pub fn threads(&self) -> usize {
+        self.threads.threads()
+    }
+
+    /// Runs `op` on a pooled connection (a worker process, see
+    /// [`crate::pool::worker`]), waited for on a statement thread
+    /// ([`threads`]), never on an async worker. The whole call, from
+    /// waiting for a connection to the last row, has `query_timeout`; at
+    /// the deadline (or when `cancel` fires) the statement is interrupted
+    /// inside SQLite, and if SQLite does not return within
+    /// [`Limits::stop_slack`] the worker is killed and the caller answered
+    /// (see [`watch`]): its connection, locks, memory and CPU come back at
+    /// once.
+    pub(crate) async fn call(
         &self,
         cancel: Option<&CancellationToken>,
-        work: F,
-    ) -> Result<T, QueryError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&ManagedConnection, &Watch) -> Result<T, QueryError> + Send + 'static,
-    {
+        restrictions: &Arc<Restrictions>,
+        op: transfer::Op,
+    ) -> Result<transfer::Output, QueryError> {
         // Kept by the engine's deadline thread, not a Tokio timer per call
         // (see [`deadlines`]).
         let armed = self.deadlines.arm(self.limits.query_timeout);
         let watch = Arc::new(Watch::default());
-        let mut job = self.threads.spawn({
-            let pool = Arc::clone(&self.pool);
-            let watch = Arc::clone(&watch);
-            let overrunning = Arc::clone(&self.overrunning);
-            let deadline = armed.deadline();
-            move || {
-                let result = run_blocking(&pool, &watch, deadline, work);
-                if watch.finish() {
-                    // This thread was demoted when the call was abandoned.
-                    threads::retire_current_thread();
-                    overrunning.fetch_sub(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        "an abandoned statement has returned its connection ({})",
-                        match &result {
-                            Ok(_) => "it had finished".to_string(),
-                            Err(err) => err.to_string(),
-                        }
-                    );
-                }
-                result
-            }
+        let seq = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let frame = transfer::call_frame(&transfer::Call {
+            seq,
+            limits: self.limits,
+            read_retry: self.read_retry,
+            restrictions: transfer::restrictions_for_call(restrictions),
+            op,
         });
+        let mut job = self
+            .threads
+            .spawn({
+                let pool = Arc::clone(&self.pool);
+                let watch = Arc::clone(&watch);
+                let overrunning = Arc::clone(&self.overrunning);
+                let deadline = armed.deadline();
+                move || {
+                    let result = call_blocking(&pool, &watch, deadline, seq, frame);
+                    if watch.finish() {
+                        overrunning.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    result
+                }
+            })
+            .map_err(|full| QueryError::Overloaded {
+                waiting: full.threads,
+            })?;
         let never = CancellationToken::new();
         let cancel = cancel.unwrap_or(&never);
         let reason = tokio::select! {
@@ -198,17 +228,23 @@ impl QueryEngine {
             tokio::select! {
                 joined = &mut job => return self.finish(joined, Some(reason)),
                 _ = tokio::time::sleep(REINTERRUPT_EVERY) => {
-                    if tokio::time::Instant::now() >= give_up && watch.abandon() {
-                        self.overrunning.fetch_add(1, Ordering::Relaxed);
-                        self.abandoned.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            ?reason,
-                            "a statement did not stop within {:?} of being interrupted; \
-                             answering the caller, the statement keeps its connection until \
-                             SQLite returns",
-                            self.limits.stop_slack()
-                        );
-                        return Err(self.stopped_error(reason));
+                    if tokio::time::Instant::now() >= give_up {
+                        if let Some(killed) = watch.abandon() {
+                            self.overrunning.fetch_add(1, Ordering::Relaxed);
+                            self.abandoned.fetch_add(1, Ordering::Relaxed);
+                            if killed {
+                                self.killed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            tracing::warn!(
+                                ?reason,
+                                killed,
+                                "a statement did not stop within {:?} of being interrupted; \
+                                 its worker process was killed, which gives back its \
+                                 connection, locks, memory and CPU",
+                                self.limits.stop_slack()
+                            );
+                            return Err(self.stopped_error(reason));
+                        }
                     }
                     watch.stop();
                 }
@@ -280,16 +316,17 @@ impl QueryEngine {
         })
     }
 
-    /// Retries `attempt` while SQLite reports the database busy (reads only).
+    /// Retries `attempt` while SQLite reports the database busy (reads
+    /// only), calling `on_retry` before each retry.
     fn retry_read<T>(
-        pool: &Pool,
         policy: RetryPolicy,
+        mut on_retry: impl FnMut(),
         mut attempt: impl FnMut() -> Result<T, QueryError>,
     ) -> Result<T, QueryError> {
         policy
             .run(
                 |err: &QueryError| matches!(err, QueryError::Sql { code, .. } if is_lock_conflict(code)),
-                |_| pool.record_retry(),
+                |_| on_retry(),
                 &mut attempt,
             )
             .map_err(|exhausted| match exhausted.last {
@@ -303,28 +340,107 @@ impl QueryEngine {
     }
 }
 
-/// The blocking half of [`QueryEngine::run`]: checks out a connection
-/// within what is left of the deadline, then runs `work` under the watch.
-fn run_blocking<T>(
+/// The blocking half of [`QueryEngine::call`]: checks out a worker within
+/// what is left of the deadline, sends it the call and waits for its reply,
+/// answering a write's question whether it may still commit.
+fn call_blocking(
     pool: &Pool,
-    watch: &Arc<Watch>,
+    watch: &Watch,
     deadline: Instant,
-    work: impl FnOnce(&ManagedConnection, &Watch) -> Result<T, QueryError>,
-) -> Result<T, QueryError> {
+    seq: u64,
+    frame: Frame,
+) -> Result<transfer::Output, QueryError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() || watch.is_stopped() {
         return Err(interrupted());
     }
     let mut conn = pool.get_timeout(pool.checkout_timeout().min(left))?;
     let slot = conn.take_slot();
-    if !watch.start(&conn, slot) {
+    if !watch.start(conn.control(), seq, slot) {
         return Err(interrupted());
     }
-    let flag = Arc::clone(watch);
-    conn.progress_handler(PROGRESS_STEPS, Some(move || flag.is_stopped()))?;
-    let result = work(&conn, watch);
-    conn.progress_handler(0, None::<fn() -> bool>)?;
-    result
+    let worker = conn.process();
+    let lost = |err: std::io::Error, worker: &WorkerProcess| {
+        if worker.control().was_killed() {
+            interrupted()
+        } else {
+            QueryError::Internal(format!(
+                "the worker process holding the connection exited before it answered ({err}); \
+                 {}",
+                if watch.is_committing() {
+                    "the write may or may not have been committed: check before sending it again"
+                } else {
+                    "nothing was committed"
+                }
+            ))
+        }
+    };
+    if let Err(err) = worker.send(frame) {
+        return Err(lost(err, worker));
+    }
+    loop {
+        let (kind, payload) = match worker.recv() {
+            Ok(frame) => frame,
+            Err(err) => return Err(lost(err, worker)),
+        };
+        match kind {
+            frames::kind::MAY_COMMIT => {
+                let mut verdict = Frame::new(frames::kind::VERDICT);
+                verdict.payload().push(u8::from(watch.begin_commit()));
+                if let Err(err) = worker.send(verdict) {
+                    return Err(lost(err, worker));
+                }
+            }
+            frames::kind::REPLY => {
+                let reply = match transfer::read_reply(payload) {
+                    Ok(reply) if reply.seq == seq => reply,
+                    Ok(reply) => {
+                        worker.set_broken();
+                        return Err(QueryError::Internal(format!(
+                            "a worker answered call {} while call {seq} was waiting",
+                            reply.seq
+                        )));
+                    }
+                    Err(why) => {
+                        worker.set_broken();
+                        return Err(QueryError::Internal(format!(
+                            "a worker's answer made no sense: {why}"
+                        )));
+                    }
+                };
+                if reply.unsettled {
+                    worker.set_broken();
+                }
+                if reply.rolled_back {
+                    conn.record_rollback();
+                }
+                for _ in 0..reply.retries {
+                    pool.record_retry();
+                }
+                match reply.write {
+                    Some(transfer::WriteEvent::Succeeded) => pool.health().write_succeeded(),
+                    Some(transfer::WriteEvent::Failed(fault)) => pool.health().write_failed(fault),
+                    None => {}
+                }
+                if let Err(QueryError::FileChanged(_)) = &reply.result {
+                    // Records the fault here too, for readiness.
+                    let _ = pool.health().verify_file();
+                }
+                return reply.result;
+            }
+            other => {
+                worker.set_broken();
+                return Err(QueryError::Internal(format!(
+                    "a worker sent a frame of unknown kind {other}"
+                )));
+            }
+        }
+    }
+}
+
+/// A worker answered a call with another call's kind of output.
+fn unexpected(output: transfer::Output) -> QueryError {
+    QueryError::Internal(format!("a worker answered with the wrong output: {output:?}"))
 }
 
 /// What a statement stopped by the watch reports, before [`QueryEngine::run`]
@@ -381,7 +497,7 @@ mod tests {
     fn a_busy_read_is_retried_and_counted() {
         let (_dir, pool) = pool();
         let mut attempts = 0;
-        let result = QueryEngine::retry_read(&pool, POLICY, || {
+        let result = QueryEngine::retry_read(POLICY, || pool.record_retry(), || {
             attempts += 1;
             if attempts < 3 {
                 Err(busy())
@@ -396,7 +512,10 @@ mod tests {
     #[test]
     fn a_read_still_busy_after_its_retries_is_reported_as_busy() {
         let (_dir, pool) = pool();
-        let err = QueryEngine::retry_read(&pool, POLICY, || Err::<(), _>(busy())).unwrap_err();
+        let err = QueryEngine::retry_read(POLICY, || pool.record_retry(), || {
+            Err::<(), _>(busy())
+        })
+        .unwrap_err();
         assert!(matches!(err, QueryError::Busy { retries: 2 }), "{err:?}");
         assert!(err.is_retryable());
     }
@@ -404,7 +523,7 @@ mod tests {
     #[test]
     fn other_read_errors_are_not_retried() {
         let (_dir, pool) = pool();
-        let err = QueryEngine::retry_read(&pool, POLICY, || {
+        let err = QueryEngine::retry_read(POLICY, || pool.record_retry(), || {
             Err::<(), _>(QueryError::Denied("no".into()))
         })
         .unwrap_err();

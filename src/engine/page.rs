@@ -166,6 +166,10 @@ mod tests {
     struct Plain;
 
     impl WireSize for Plain {
+    fn name(&self) -> &'static str {
+        "plain"
+    }
+
         fn empty_answer(&self, _: &[String]) -> usize {
             0
         }

@@ -11,7 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::page::{read_page, PageLimits};
-use super::{cursor, Limits, QueryEngine, QueryError, Rows, SqlParams, WireSize};
+use super::transfer::{Op, Output};
+use super::{cursor, unexpected, Limits, QueryEngine, QueryError, Rows, SqlParams, WireSize};
 use crate::access::Access;
 use crate::policy::Restrictions;
 use crate::pool::ManagedConnection;
@@ -81,17 +82,31 @@ impl QueryEngine {
                 "`max_rows` must be at least 1".into(),
             ));
         }
-        let limits = self.limits;
-        let policy = self.read_retry;
-        let pool = Arc::clone(&self.pool);
-        let restrictions = Arc::clone(restrictions);
-        self.run(cancel, move |conn, _| {
-            conn.with_restrictions(&restrictions, |conn| {
-                Self::retry_read(&pool, policy, || read(conn, &request, limits, wire))
-            })
-        })
-        .await
+        let op = Op::Query {
+            request,
+            format: wire.name().to_string(),
+        };
+        match self.call(cancel, restrictions, op).await? {
+            Output::Query(output) => Ok(output),
+            other => Err(unexpected(other)),
+        }
     }
+}
+
+/// Runs a `query` call in the worker: the statement under the caller's
+/// restrictions, a busy read retried (`on_retry` counts each retry).
+pub(crate) fn run(
+    conn: &ManagedConnection,
+    restrictions: &Arc<Restrictions>,
+    request: &QueryRequest,
+    limits: Limits,
+    policy: crate::retry::RetryPolicy,
+    wire: &dyn WireSize,
+    on_retry: impl FnMut(),
+) -> Result<QueryOutput, QueryError> {
+    conn.with_restrictions(restrictions, |conn| {
+        QueryEngine::retry_read(policy, on_retry, || read(conn, request, limits, wire))
+    })
 }
 
 /// Prepares `sql` as untrusted read-only SQL, refusing anything SQLite

@@ -41,6 +41,11 @@ impl Rows {
         out
     }
 
+    /// Rows of `width` from `len * width` cells, row after row.
+    pub(crate) fn from_cells(width: usize, len: usize, cells: Vec<Cell>) -> Option<Self> {
+        (cells.len() == width * len).then_some(Self { width, len, cells })
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

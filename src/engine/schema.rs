@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use super::read::prepare_read;
-use super::{QueryEngine, QueryError, SqlParams};
+use super::transfer::{Op, Output};
+use super::{unexpected, QueryEngine, QueryError, SqlParams};
 use crate::policy::Restrictions;
 use crate::pool::ManagedConnection;
 
@@ -179,17 +180,15 @@ impl QueryEngine {
         column: Option<String>,
         detail: TableDetail,
     ) -> Result<TableList, QueryError> {
-        let restrictions = Arc::clone(restrictions);
-        self.run(None, move |conn, _| {
-            list_tables(
-                conn,
-                &restrictions,
-                pattern.as_deref(),
-                column.as_deref(),
-                detail,
-            )
-        })
-        .await
+        let op = Op::ListTables {
+            pattern,
+            column,
+            detail,
+        };
+        match self.call(None, restrictions, op).await? {
+            Output::Tables(output) => Ok(output),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// [`QueryEngine::list_tables_for`] with no restriction.
@@ -210,11 +209,10 @@ impl QueryEngine {
         restrictions: &Arc<Restrictions>,
         table: String,
     ) -> Result<TableDescription, QueryError> {
-        let restrictions = Arc::clone(restrictions);
-        self.run(None, move |conn, _| {
-            describe_table(conn, &restrictions, &table)
-        })
-        .await
+        match self.call(None, restrictions, Op::DescribeTable { table }).await? {
+            Output::Description(output) => Ok(output),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// [`QueryEngine::describe_table_for`] with no restriction.
@@ -229,19 +227,10 @@ impl QueryEngine {
         &self,
         restrictions: &Arc<Restrictions>,
     ) -> Result<String, QueryError> {
-        let restrictions = Arc::clone(restrictions);
-        self.run(None, move |conn, _| {
-            let mut stmt = conn.prepare_cached(&SCHEMA_DDL_SQL)?;
-            let ddl: Vec<String> = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-                .filter(
-                    |found| !matches!(found, Ok((table, _)) if restrictions.denies_table(table)),
-                )
-                .map(|found| found.map(|(_, sql)| sql))
-                .collect::<Result<_, _>>()?;
-            Ok(ddl.join("\n\n"))
-        })
-        .await
+        match self.call(None, restrictions, Op::SchemaDdl).await? {
+            Output::Ddl(output) => Ok(output),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// [`QueryEngine::schema_ddl_for`] with no restriction.
@@ -257,11 +246,10 @@ impl QueryEngine {
         sql: String,
         params: Option<SqlParams>,
     ) -> Result<ExplainOutput, QueryError> {
-        let restrictions = Arc::clone(restrictions);
-        self.run(None, move |conn, _| {
-            conn.with_restrictions(&restrictions, |conn| explain(conn, &sql, params.as_ref()))
-        })
-        .await
+        match self.call(None, restrictions, Op::Explain { sql, params }).await? {
+            Output::Explain(output) => Ok(output),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// [`QueryEngine::explain_for`] with no restriction.
@@ -274,7 +262,21 @@ impl QueryEngine {
     }
 }
 
-fn explain(
+/// The CREATE statements `schema_ddl_for` answers, read in the worker.
+pub(crate) fn schema_ddl(
+    conn: &ManagedConnection,
+    restrictions: &Restrictions,
+) -> Result<String, QueryError> {
+    let mut stmt = conn.prepare_cached(&SCHEMA_DDL_SQL)?;
+    let ddl: Vec<String> = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .filter(|found| !matches!(found, Ok((table, _)) if restrictions.denies_table(table)))
+        .map(|found| found.map(|(_, sql)| sql))
+        .collect::<Result<_, _>>()?;
+    Ok(ddl.join("\n\n"))
+}
+
+pub(crate) fn explain(
     conn: &ManagedConnection,
     sql: &str,
     params: Option<&SqlParams>,
@@ -318,7 +320,7 @@ fn render_plan(steps: &[PlanStep]) -> String {
         .join("\n")
 }
 
-fn list_tables(
+pub(crate) fn list_tables(
     conn: &ManagedConnection,
     restrictions: &Restrictions,
     pattern: Option<&str>,
@@ -423,7 +425,7 @@ fn columns(
     Ok(columns)
 }
 
-fn describe_table(
+pub(crate) fn describe_table(
     conn: &ManagedConnection,
     restrictions: &Restrictions,
     table: &str,

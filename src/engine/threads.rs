@@ -1,15 +1,20 @@
-//! The threads statements run on: a small pool of our own instead of
-//! Tokio's blocking pool, for one reason. A statement abandoned at its
-//! deadline (see [`super::watch`]) may stay inside one SQLite step for
-//! minutes; its thread is demoted to the lowest CPU priority (nice 19) so
-//! it cannot starve the calls still being served, and once SQLite returns
-//! the thread exits rather than serve later calls at that priority (an
-//! unprivileged process cannot raise a thread's priority back).
+//! The threads that wait on workers: each call's blocking half (checkout,
+//! then the exchange with its worker process) runs on one, never on an
+//! async worker.
 //!
-//! Otherwise it behaves like Tokio's blocking pool: a job goes to an idle
-//! thread or a new one, and a thread idle for [`KEEP_ALIVE`] exits.
+//! A small pool of our own rather than Tokio's blocking pool, for two
+//! reasons. It is bounded: past `max_threads` a call is refused at once
+//! ([`Saturated`]) instead of queued behind calls that may each wait out
+//! the checkout timeout. And a job never waits in the queue while a thread
+//! could take it: a new thread starts unless enough idle threads are
+//! already coming for every queued job (counting idle threads alone, a
+//! burst could queue jobs behind one idle thread that several spawns had
+//! each counted on, and a paced client then found its every call stuck).
+//!
+//! No thread can stay stuck: a worker whose statement overruns is killed
+//! (see [`super::watch`]), which ends its thread's wait. A thread idle for
+//! [`KEEP_ALIVE`] exits.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
@@ -20,12 +25,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 type Job = Box<dyn FnOnce() + Send>;
 
-thread_local! {
-    /// Set by a job whose statement was abandoned and demoted: the thread
-    /// exits after it.
-    static RETIRE: Cell<bool> = const { Cell::new(false) };
-}
-
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
@@ -33,59 +32,39 @@ struct Queue {
     threads: usize,
 }
 
-#[derive(Default)]
 struct Shared {
     queue: Mutex<Queue>,
     work: Condvar,
+    max_threads: usize,
 }
 
 /// A cloneable handle to the statement threads.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SqlThreads {
     shared: Arc<Shared>,
 }
 
-/// A thread's identity for [`demote`].
-#[derive(Debug, Clone, Copy)]
-pub struct ThreadId(libc::pid_t);
-
-thread_local! {
-    /// The calling thread's id, asked of the kernel once per thread rather
-    /// than once per statement.
-    static CURRENT: libc::pid_t = {
-        // SAFETY: gettid has no preconditions.
-        unsafe { libc::gettid() }
-    };
-}
-
-impl ThreadId {
-    /// The calling thread.
-    pub fn current() -> Self {
-        Self(CURRENT.with(|id| *id))
-    }
-}
-
-/// Lowers a thread's CPU priority to the least (nice 19): under contention
-/// it gets about 1.5% of a core against a thread at the default priority.
-pub fn demote(thread: ThreadId) {
-    // SAFETY: setpriority on a thread id of this process; a failure (the
-    // thread already gone) changes nothing.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, thread.0 as libc::id_t, 19) };
-}
-
-/// Makes the calling thread exit once its current job is done.
-pub fn retire_current_thread() {
-    RETIRE.with(|retire| retire.set(true));
+/// Every thread is busy and no more may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saturated {
+    pub threads: usize,
 }
 
 impl SqlThreads {
-    pub fn new() -> Self {
-        Self::default()
+    /// Threads that start as needed, at most `max_threads` at once.
+    pub fn new(max_threads: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                work: Condvar::new(),
+                max_threads: max_threads.max(1),
+            }),
+        }
     }
 
     /// Runs `work` on a statement thread; its result arrives on the
     /// returned channel (closed without a value if `work` panicked).
-    pub fn spawn<T, F>(&self, work: F) -> tokio::sync::oneshot::Receiver<T>
+    pub fn spawn<T, F>(&self, work: F) -> Result<tokio::sync::oneshot::Receiver<T>, Saturated>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
@@ -95,27 +74,39 @@ impl SqlThreads {
             let _ = tx.send(work());
         });
         let mut queue = self.shared.queue.lock().unwrap();
-        queue.jobs.push_back(job);
-        if queue.idle > 0 {
+        if queue.idle > queue.jobs.len() {
+            queue.jobs.push_back(job);
             // Woken after the lock is released: a thread woken while it is
             // held would wake only to block on it, two more system calls
             // and context switches on every call.
             drop(queue);
             self.shared.work.notify_one();
-        } else {
-            queue.threads += 1;
+            return Ok(rx);
+        }
+        if queue.threads >= self.shared.max_threads {
+            return Err(Saturated {
+                threads: queue.threads,
+            });
+        }
+        queue.jobs.push_back(job);
+        queue.threads += 1;
+        drop(queue);
+        let shared = Arc::clone(&self.shared);
+        let started = std::thread::Builder::new()
+            .name("eros-sql".into())
+            .spawn(move || run_jobs(&shared));
+        if let Err(err) = started {
+            let mut queue = self.shared.queue.lock().unwrap();
+            queue.threads -= 1;
+            // The job stays queued for a thread that frees up, if any.
+            let stranded = queue.threads == 0;
             drop(queue);
-            let shared = Arc::clone(&self.shared);
-            let started = std::thread::Builder::new()
-                .name("eros-sql".into())
-                .spawn(move || run_jobs(&shared));
-            if let Err(err) = started {
-                // The job stays queued for a thread that frees up.
-                self.shared.queue.lock().unwrap().threads -= 1;
-                tracing::error!(error = %err, "cannot start a statement thread");
+            tracing::error!(error = %err, "cannot start a statement thread");
+            if stranded {
+                return Err(Saturated { threads: 0 });
             }
         }
-        rx
+        Ok(rx)
     }
 
     /// Threads alive now (busy or idle).
@@ -144,65 +135,88 @@ fn run_jobs(shared: &Shared) {
         };
         // A panicking job drops its result sender: the caller sees that.
         let _ = catch_unwind(AssertUnwindSafe(job));
-        if RETIRE.with(Cell::get) {
-            shared.queue.lock().unwrap().threads -= 1;
-            return;
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn nice_of(thread: ThreadId) -> i64 {
-        let stat = std::fs::read_to_string(format!("/proc/self/task/{}/stat", thread.0)).unwrap();
-        // Field 19 (nice), counted after the command name's closing paren.
-        let after = stat.rsplit_once(')').unwrap().1;
-        after.split_whitespace().nth(16).unwrap().parse().unwrap()
-    }
+    use std::sync::mpsc;
 
     #[tokio::test]
     async fn a_job_runs_and_its_result_arrives() {
-        let threads = SqlThreads::new();
-        assert_eq!(threads.spawn(|| 6 * 7).await.unwrap(), 42);
+        let threads = SqlThreads::new(4);
+        assert_eq!(threads.spawn(|| 6 * 7).unwrap().await.unwrap(), 42);
     }
 
     #[tokio::test]
     async fn an_idle_thread_is_reused() {
-        let threads = SqlThreads::new();
-        let first = threads.spawn(ThreadId::current).await.unwrap();
+        let threads = SqlThreads::new(4);
+        let first = threads
+            .spawn(|| std::thread::current().id())
+            .unwrap()
+            .await
+            .unwrap();
         // As a paced client does: the next call comes after the thread has
-        // gone back to waiting (one sent at once may find it still busy and
-        // start another, as with Tokio's blocking pool).
+        // gone back to waiting.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let second = threads.spawn(ThreadId::current).await.unwrap();
-        assert_eq!(first.0, second.0);
+        let second = threads
+            .spawn(|| std::thread::current().id())
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(first, second);
         assert_eq!(threads.threads(), 1);
     }
 
     #[tokio::test]
     async fn a_panicking_job_closes_its_channel_and_the_thread_lives_on() {
-        let threads = SqlThreads::new();
-        assert!(threads.spawn(|| panic!("boom")).await.is_err());
-        assert_eq!(threads.spawn(|| 1).await.unwrap(), 1);
+        let threads = SqlThreads::new(4);
+        assert!(threads.spawn(|| panic!("boom")).unwrap().await.is_err());
+        assert_eq!(threads.spawn(|| 1).unwrap().await.unwrap(), 1);
     }
 
-    #[tokio::test]
-    async fn a_demoted_thread_retires_after_its_job() {
-        let threads = SqlThreads::new();
-        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-        let done = threads.spawn(move || {
-            let me = ThreadId::current();
-            demote(me);
-            seen_tx.send(nice_of(me)).unwrap();
-            retire_current_thread();
-            me
-        });
-        let demoted = done.await.unwrap();
-        assert_eq!(seen_rx.recv().unwrap(), 19);
-        let next = threads.spawn(ThreadId::current).await.unwrap();
-        assert_ne!(next.0, demoted.0, "the demoted thread served no more jobs");
-        assert_eq!(nice_of(next), 0);
+    #[test]
+    fn jobs_sent_at_once_to_one_idle_thread_each_get_a_thread() {
+        // The wedge: one idle thread, then a burst. Each job of the burst
+        // must run at once, not wait behind a job that blocks.
+        let threads = SqlThreads::new(8);
+        let (done_tx, done_rx) = mpsc::channel();
+        drop(threads.spawn(|| ()).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(threads.threads(), 1);
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        for _ in 0..3 {
+            let release_rx = Arc::clone(&release_rx);
+            drop(threads.spawn(move || {
+                let _ = release_rx.lock().unwrap().recv();
+            }));
+        }
+        // A fourth job must not queue behind the three blocked ones.
+        drop(threads.spawn(move || done_tx.send(()).unwrap()));
+        let ran = done_rx.recv_timeout(Duration::from_secs(5));
+        drop(release_tx);
+        assert!(ran.is_ok(), "a job waited behind blocked jobs");
+    }
+
+    #[test]
+    fn past_its_bound_a_job_is_refused_at_once() {
+        let threads = SqlThreads::new(2);
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        for _ in 0..2 {
+            let release_rx = Arc::clone(&release_rx);
+            threads
+                .spawn(move || {
+                    let _ = release_rx.lock().unwrap().recv();
+                })
+                .unwrap();
+        }
+        assert_eq!(
+            threads.spawn(|| ()).unwrap_err(),
+            Saturated { threads: 2 }
+        );
+        drop(release_tx);
     }
 }

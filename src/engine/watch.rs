@@ -1,30 +1,29 @@
 //! The watch over one call's statement: how the async side stops the
 //! blocking work of a call at its deadline or on cancellation.
 //!
-//! Stopping is two mechanisms at once: a flag the progress handler reads
-//! between VM steps, and `sqlite3_interrupt`, which SQLite also checks at
-//! every jump and while parsing, so it lands inside a long loop well before
-//! the next progress callback. Neither reaches inside one long step (a
-//! multi-megabyte `instr`): for that case the caller is answered at the
-//! deadline anyway and the statement is *abandoned*: it keeps its connection
-//! until SQLite returns, and a write that was abandoned is rolled back
-//! rather than committed, so an answer of "timed out" never hides a commit.
+//! Stopping is two steps. First the worker holding the statement is asked
+//! to stop it ([`WorkerControl::interrupt`]): a flag its progress handler
+//! reads between VM steps, and `sqlite3_interrupt`, which SQLite also
+//! checks at every jump and while parsing. Neither reaches inside one long
+//! step (a quadratic `json_patch`, the planner on a chain of CTEs): if
+//! SQLite has not returned within the grace, the call is *abandoned* and
+//! its worker killed ([`WorkerControl::kill`]), which gives back the
+//! connection, its locks, memory and CPU at once. A write that was stopped
+//! is rolled back rather than committed, and one that is committing is
+//! never abandoned, so an answer of "timed out" never hides a commit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use rusqlite::InterruptHandle;
-
-use super::threads::{demote, ThreadId};
+use crate::pool::worker::WorkerControl;
 use crate::pool::Slot;
 
 /// Where the watched call is.
 enum State {
     /// Waiting for a connection.
     Waiting,
-    /// A statement may be running on the connection this handle
-    /// interrupts, on this thread.
-    Running(InterruptHandle, ThreadId),
+    /// Call `seq` runs in the worker this handle controls.
+    Running(Arc<WorkerControl>, u64),
     /// A write is committing: its outcome must be waited for, not abandoned.
     Committing,
     /// The work is over; the connection is going back to the pool.
@@ -34,13 +33,13 @@ enum State {
 }
 
 /// Shared by the async side (which stops or abandons) and the blocking
-/// side (which runs the statement).
+/// side (which runs the call).
 pub struct Watch {
     state: Mutex<State>,
     stopped: AtomicBool,
+    committing: AtomicBool,
     /// The connection's place under the pool's cap: given back at once
-    /// when the statement is abandoned, so a stuck statement does not
-    /// shrink the pool for everyone else.
+    /// when the call is abandoned, before the killed worker is reaped.
     slot: Mutex<Option<Slot>>,
 }
 
@@ -49,16 +48,17 @@ impl Default for Watch {
         Self {
             state: Mutex::new(State::Waiting),
             stopped: AtomicBool::new(false),
+            committing: AtomicBool::new(false),
             slot: Mutex::new(None),
         }
     }
 }
 
 impl Watch {
-    /// The blocking side holds a connection (and its pool slot) and is
-    /// about to run SQL on it. False when the call was stopped meanwhile:
+    /// The blocking side holds a worker (and its pool slot) and is about
+    /// to send it call `seq`. False when the call was stopped meanwhile:
     /// do not start.
-    pub fn start(&self, conn: &rusqlite::Connection, slot: Option<Slot>) -> bool {
+    pub fn start(&self, worker: &Arc<WorkerControl>, seq: u64, slot: Option<Slot>) -> bool {
         let mut state = self.state.lock().unwrap();
         if matches!(*state, State::Abandoned) {
             return false;
@@ -69,13 +69,19 @@ impl Watch {
         if self.is_stopped() {
             return false;
         }
-        *state = State::Running(conn.get_interrupt_handle(), ThreadId::current());
+        *state = State::Running(Arc::clone(worker), seq);
         true
     }
 
-    /// Whether the call must stop: the progress handler's question.
+    /// Whether the call must stop.
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Whether a write was allowed to commit (its outcome is then unknown
+    /// until the worker answers).
+    pub fn is_committing(&self) -> bool {
+        self.committing.load(Ordering::Relaxed)
     }
 
     /// Stops the call: sets the flag and interrupts a running statement.
@@ -83,8 +89,8 @@ impl Watch {
     /// pending interrupt when a new statement starts on an idle connection.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
-        if let State::Running(handle, _) = &*self.state.lock().unwrap() {
-            handle.interrupt();
+        if let State::Running(worker, seq) = &*self.state.lock().unwrap() {
+            worker.interrupt(*seq);
         }
     }
 
@@ -96,6 +102,7 @@ impl Watch {
             return false;
         }
         *state = State::Committing;
+        self.committing.store(true, Ordering::Relaxed);
         true
     }
 
@@ -110,21 +117,24 @@ impl Watch {
         abandoned
     }
 
-    /// The caller gives up waiting. False when the work is committing or
-    /// already finished: its outcome is near and must be waited for.
-    pub fn abandon(&self) -> bool {
+    /// The caller gives up waiting: a running statement's worker is killed
+    /// (`Some(true)`), a call still waiting for a connection will not start
+    /// (`Some(false)`). `None` when the work is committing or already
+    /// finished: its outcome is near and must be waited for.
+    pub fn abandon(&self) -> Option<bool> {
         let mut state = self.state.lock().unwrap();
-        match *state {
-            State::Committing | State::Finished => false,
-            _ => {
-                // A statement left running keeps a core until SQLite
-                // returns: at the lowest priority, it cannot starve others.
-                if let State::Running(_, thread) = &*state {
-                    demote(*thread);
-                }
+        match &*state {
+            State::Committing | State::Finished => None,
+            other => {
+                let killed = if let State::Running(worker, _) = other {
+                    worker.kill();
+                    true
+                } else {
+                    false
+                };
                 *state = State::Abandoned;
                 drop(self.slot.lock().unwrap().take());
-                true
+                Some(killed)
             }
         }
     }
@@ -135,55 +145,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stopped_call_does_not_start() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
+    fn a_stopped_call_does_not_start_and_is_abandoned_without_a_kill() {
         let watch = Watch::default();
         watch.stop();
-        assert!(!watch.start(&conn, None));
-    }
-
-    #[test]
-    fn an_abandoned_write_may_not_commit() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        let watch = Watch::default();
-        assert!(watch.start(&conn, None));
-        assert!(watch.abandon());
-        assert!(!watch.begin_commit());
+        assert_eq!(watch.abandon(), Some(false));
         assert!(watch.finish(), "the work learns it was abandoned");
     }
 
     #[test]
-    fn a_committing_write_is_not_abandoned() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
+    fn an_abandoned_write_may_not_commit() {
         let watch = Watch::default();
-        assert!(watch.start(&conn, None));
+        assert_eq!(watch.abandon(), Some(false));
+        assert!(!watch.begin_commit());
+    }
+
+    #[test]
+    fn a_committing_write_is_not_abandoned() {
+        let watch = Watch::default();
         assert!(watch.begin_commit());
-        assert!(!watch.abandon());
+        assert!(watch.is_committing());
+        assert_eq!(watch.abandon(), None);
         assert!(!watch.finish());
     }
 
     #[test]
-    fn stop_interrupts_a_running_statement() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        let watch = std::sync::Arc::new(Watch::default());
-        assert!(watch.start(&conn, None));
-        let stopper = std::sync::Arc::clone(&watch);
-        let thread = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            stopper.stop();
-        });
-        let err = conn
-            .query_row(
-                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) \
-                 SELECT count(*) FROM c",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .unwrap_err();
-        thread.join().unwrap();
-        assert_eq!(
-            err.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::OperationInterrupted)
-        );
+    fn a_stopped_write_may_not_commit() {
+        let watch = Watch::default();
+        watch.stop();
+        assert!(!watch.begin_commit());
     }
 }

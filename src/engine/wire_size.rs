@@ -8,6 +8,9 @@ use super::Cell;
 /// each). Counts are exact for rows; the fixed part may count a little
 /// more than a given answer needs (the longest trailer it could get).
 pub trait WireSize: Send + Sync {
+    /// The format's name, by which a worker process finds the same format
+    /// among the ones it was started with (`engine::host`).
+    fn name(&self) -> &'static str;
     /// Bytes of an answer with these columns and no rows: header or
     /// envelope, plus the longest trailer (row count, cursor) it can get.
     fn empty_answer(&self, columns: &[String]) -> usize;

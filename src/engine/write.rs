@@ -7,7 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::page::{read_page, PageLimits};
-use super::{QueryEngine, QueryError, Rows, SqlParams, Watch, WireSize};
+use super::transfer::{Op, Output};
+use super::{unexpected, Limits, QueryEngine, QueryError, Rows, SqlParams, WireSize};
 use crate::access::Access;
 use crate::health::DatabaseHealth;
 use crate::policy::Restrictions;
@@ -64,22 +65,42 @@ impl QueryEngine {
         wire: &'static dyn WireSize,
         cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<ExecuteOutput, QueryError> {
-        let restrictions = Arc::clone(restrictions);
-        let limits = PageLimits {
-            max_rows: self.limits.max_rows,
-            max_bytes: self.limits.max_bytes,
-            max_blob_bytes: self.limits.max_blob_bytes,
+        // A file already known to be gone: refuse before starting.
+        if let Some(fault) = self.pool().health().file_fault() {
+            return Err(fault.into());
+        }
+        let op = Op::Execute {
+            request,
+            format: wire.name().to_string(),
         };
-        let health = self.pool().health().clone();
-        self.run(cancel, move |conn, watch| {
-            conn.with_restrictions(&restrictions, |conn| {
-                conn.with_access(Access::Trusted, |conn| {
-                    write(conn, watch, &health, &request, limits, wire)
-                })
-            })?
-        })
-        .await
+        match self.call(cancel, restrictions, op).await? {
+            Output::Execute(output) => Ok(output),
+            other => Err(unexpected(other)),
+        }
     }
+}
+
+/// Runs an `execute` call in the worker, under the caller's restrictions;
+/// `may_commit` asks the server whether the call may still commit.
+pub(crate) fn run(
+    conn: &ManagedConnection,
+    restrictions: &Arc<Restrictions>,
+    health: &DatabaseHealth,
+    request: &ExecuteRequest,
+    limits: Limits,
+    wire: &dyn WireSize,
+    may_commit: &mut dyn FnMut() -> bool,
+) -> Result<ExecuteOutput, QueryError> {
+    let limits = PageLimits {
+        max_rows: limits.max_rows,
+        max_bytes: limits.max_bytes,
+        max_blob_bytes: limits.max_blob_bytes,
+    };
+    conn.with_restrictions(restrictions, |conn| {
+        conn.with_access(Access::Trusted, |conn| {
+            write(conn, may_commit, health, request, limits, wire)
+        })
+    })?
 }
 
 /// A failed write's error: a full disk, a read-only file or directory or an
@@ -100,7 +121,7 @@ fn write_error(health: &DatabaseHealth, err: rusqlite::Error) -> QueryError {
 
 fn write(
     conn: &ManagedConnection,
-    watch: &Watch,
+    may_commit: &mut dyn FnMut() -> bool,
     health: &DatabaseHealth,
     request: &ExecuteRequest,
     limits: PageLimits,
@@ -173,7 +194,7 @@ fn write(
     })();
     drop(stmt);
     match outcome {
-        Ok(_) if !watch.begin_commit() => {
+        Ok(_) if !may_commit() => {
             // The caller was told the call timed out: it must not commit.
             let _ = conn.execute_batch("ROLLBACK");
             Err(super::interrupted())

@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock};
 
 /// The tables a principal may not read at all and the `(table, column)`
 /// pairs it reads as NULL. Empty: no restriction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Restrictions {
     denied_tables: BTreeSet<String>,
     nulled_columns: BTreeSet<(String, String)>,

@@ -121,8 +121,8 @@ impl r2d2::HandleError<ConnectionFault> for PoolErrorLog {
             ConnectionFault::Superseded => {
                 tracing::debug!("reopened a connection on the replica's re-restored file")
             }
-            ConnectionFault::Unhealthy(err) => {
-                tracing::warn!(error = %err, "replaced a connection that failed its health check")
+            ConnectionFault::WorkerGone => {
+                tracing::warn!("replaced a connection whose worker process had exited")
             }
             ConnectionFault::Open(err) => {
                 tracing::error!(error = %err, "could not open a database connection")

@@ -1,33 +1,68 @@
-//! The r2d2 `ManageConnection` that gives r2d2 QueuePool semantics. It
-//! wraps r2d2_sqlite's manager (the connection factory, which opens the
-//! file and applies our PRAGMAs, see [`crate::connection::factory`]) and
-//! adds the rules: each connection carries its birth and expiry; a file
-//! replaced since startup is never opened; checkout checks age and health;
-//! return rolls back leaked transactions, retires expired connections and
-//! closes overflow connections when `pool_size` are already idle. On a read
-//! replica, whose follower may rename a new file over the path, each
+//! The r2d2 `ManageConnection` that gives r2d2 QueuePool semantics over
+//! workers: each pooled item is a worker process holding one SQLite
+//! connection ([`super::worker`]), opened in the worker through r2d2_sqlite
+//! with our PRAGMAs ([`super::local`]). The rules: each connection carries
+//! its birth and expiry; a file replaced since startup is never opened;
+//! checkout checks age and that the worker lives; return retires a worker
+//! that was killed, broken or left unsettled, retires expired connections
+//! and closes overflow connections when `pool_size` are already idle. On a
+//! read replica, whose follower may rename a new file over the path, each
 //! connection remembers the file it opened, and one left on a replaced file
 //! is recycled at checkout and on return.
 
-use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
 
 use super::counters::PoolCounters;
+use super::frames::{kind, Frame};
+use super::heap::SharedHeap;
 use super::observer::PoolObserver;
 use super::settings::PoolSettings;
-use crate::access::{self, Access, AccessLevel};
-use crate::connection::{self, ConnectError, ConnectionOptions};
-use crate::health::{DatabaseHealth, FileIdentity, WriteFault};
+use super::worker::{WorkerControl, WorkerProcess};
+use crate::connection::{ConnectError, ConnectionOptions};
+use crate::health::{DatabaseHealth, FileIdentity, HealthSetup, WriteFault};
 use crate::retry::RetryPolicy;
 
 /// Share of `max_age` by which a connection's expiry is brought forward at
 /// random, so connections opened together do not all expire together.
 const MAX_AGE_JITTER: f64 = 0.1;
+
+/// How long a worker may take to start, beyond SQLite's busy timeout.
+const WORKER_START_GRACE: Duration = Duration::from_secs(10);
+
+/// What a worker is told when it starts: how to open its connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkerSetup {
+    pub options: ConnectionOptions,
+    pub health: HealthSetup,
+    /// Its slot in the shared heap ceiling ([`super::heap`]), of `slots`;
+    /// `None` when the ceiling is the worker's own.
+    pub heap: Option<HeapShare>,
+}
+
+/// A worker's place in the shared heap ceiling.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct HeapShare {
+    pub slot: usize,
+    pub slots: usize,
+}
+
+/// A worker's first answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Ready {
+    /// The connection is open (on a replica: on this file); a file SQLite
+    /// could open only read-only is reported as a write fault.
+    Opened {
+        file: Option<FileIdentity>,
+        write_fault: Option<WriteFault>,
+    },
+    /// It could not be opened, for this reason.
+    Failed { message: String, transient: bool },
+}
 
 /// Why r2d2 should not hand out (or keep) a connection.
 #[derive(Debug, thiserror::Error)]
@@ -36,15 +71,11 @@ pub enum ConnectionFault {
     Open(#[from] ConnectError),
     #[error("connection reached its maximum age after {0:?}")]
     Expired(Duration),
-    #[error("connection failed its health check: {0}")]
-    Unhealthy(#[source] rusqlite::Error),
     #[error("connection reads a database file the replica's follower has since replaced")]
     Superseded,
+    #[error("the connection's worker process has exited")]
+    WorkerGone,
 }
-
-/// Attempts at opening a replica's file while its follower renames a new
-/// one over it (each attempt is two `stat`s and an open).
-const FOLLOW_OPEN_ATTEMPTS: u32 = 3;
 
 /// State the manager, the event handler and the pool share.
 pub(crate) struct Shared {
@@ -76,131 +107,40 @@ impl Shared {
     }
 }
 
-/// A pooled SQLite connection with its birth time. Dereferences to
-/// [`rusqlite::Connection`].
-pub struct ManagedConnection {
-    conn: Connection,
+/// A pooled connection: a worker process holding one SQLite connection
+/// ([`super::worker`]), with its birth and expiry. Statements reach it
+/// through [`Worker::process`]; the engine speaks to it.
+pub struct Worker {
+    process: WorkerProcess,
     born: Instant,
     expires_at: Instant,
     shared: Arc<Shared>,
-    access: AccessLevel,
     /// On a replica, the file this connection opened.
     file: Option<FileIdentity>,
-    /// Set when the connection could not be put back at rest; it is closed
-    /// on return.
-    unsettled: std::cell::Cell<bool>,
     /// Already taken off the `open` count by the return gate.
     retired: bool,
 }
 
-impl ManagedConnection {
+impl Worker {
     /// How long ago the connection was opened.
     pub fn age(&self) -> Duration {
         self.born.elapsed()
     }
 
-    /// The access level SQL prepared now runs under.
-    pub fn access(&self) -> Access {
-        self.access.get()
+    /// The worker process and its socket.
+    pub fn process(&mut self) -> &mut WorkerProcess {
+        &mut self.process
     }
 
-    /// Runs `work` with the connection at `access`, then puts it back at
-    /// rest (read-only, `query_only` on) whatever `work` did. Do not nest.
-    pub fn with_access<T>(
-        &self,
-        access: Access,
-        work: impl FnOnce(&ManagedConnection) -> T,
-    ) -> rusqlite::Result<T> {
-        if access == Access::ReadOnly {
-            // The resting state: nothing to switch or restore.
-            return Ok(work(self));
-        }
-        struct Rest<'a>(&'a ManagedConnection);
-        impl Drop for Rest<'_> {
-            fn drop(&mut self) {
-                let this = self.0;
-                this.access.set(Access::Trusted);
-                if this.conn.pragma_update(None, "query_only", true).is_err() {
-                    this.unsettled.set(true);
-                }
-                this.access.set(Access::ReadOnly);
-            }
-        }
-        let rest = Rest(self);
-        self.access.set(Access::Trusted);
-        self.conn.pragma_update(None, "query_only", false)?;
-        self.access.set(access);
-        let result = work(self);
-        drop(rest);
-        Ok(result)
+    /// The handle that interrupts or kills the worker from another thread.
+    pub fn control(&self) -> &Arc<WorkerControl> {
+        self.process.control()
     }
 
-    /// Runs `work` (agent SQL: preparing and stepping it) with the
-    /// authorizer withholding what `restrictions` deny, then takes them off
-    /// again whatever `work` did, also when it panics. Statements prepared
-    /// inside must not be cached: the verdicts are fixed at prepare time.
-    /// The server's own statements (the schema tools') never run under
-    /// restrictions; their answers are filtered instead.
-    pub fn with_restrictions<T>(
-        &self,
-        restrictions: &Arc<crate::policy::Restrictions>,
-        work: impl FnOnce(&ManagedConnection) -> T,
-    ) -> T {
-        if restrictions.is_empty() {
-            return work(self);
-        }
-        struct Lift<'a>(&'a ManagedConnection);
-        impl Drop for Lift<'_> {
-            fn drop(&mut self) {
-                let this = self.0;
-                this.access
-                    .set_restrictions(crate::policy::Restrictions::none());
-                access::set_covering_index_scans(&this.conn, true);
-            }
-        }
-        let lift = Lift(self);
-        access::set_covering_index_scans(&self.conn, false);
-        self.access.set_restrictions(Arc::clone(restrictions));
-        let result = work(self);
-        drop(lift);
-        result
-    }
-
-    /// What the authorizer withholds from untrusted SQL now.
-    pub fn restrictions(&self) -> Arc<crate::policy::Restrictions> {
-        self.access.restrictions()
-    }
-
-    /// Prepares untrusted SQL judged at `access` by the authorizer, whatever
-    /// level the connection is at (used inside a trusted transaction). The
-    /// statement cache is bypassed so no statement prepared at another
-    /// level is ever reused. SQL holding a NUL character is refused: SQLite
-    /// stops reading at the first NUL and would run only what comes before
-    /// it (`DELETE FROM t\0 WHERE id = 1` deletes every row).
-    pub fn prepare_untrusted(
-        &self,
-        access: Access,
-        sql: &str,
-    ) -> rusqlite::Result<rusqlite::Statement<'_>> {
-        if let Some(at) = memchr::memchr(0, sql.as_bytes()) {
-            return Err(rusqlite::Error::SqlInputError {
-                error: rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-                msg: "the SQL holds a NUL character, where SQLite would stop reading; \
-                      nothing was run"
-                    .into(),
-                sql: sql.into(),
-                offset: i32::try_from(at).unwrap_or(i32::MAX),
-            });
-        }
-        let previous = self.access.get();
-        let _ = self.access.take_refused_hidden();
-        self.access.set(access);
-        let stmt = self.conn.prepare(sql);
-        self.access.set(previous);
-        match (stmt, self.access.take_refused_hidden()) {
-            (Err(_), Some(table)) => Err(access::hidden_table_refusal(table)),
-            (stmt, _) => stmt,
-        }
+    /// The worker rolled back a transaction a call left open (counted as
+    /// the pool's rollbacks on return).
+    pub fn record_rollback(&self) {
+        PoolCounters::bump(&self.shared.counters.rollbacks);
     }
 
     fn is_expired(&self) -> bool {
@@ -222,28 +162,16 @@ impl ManagedConnection {
     }
 }
 
-impl std::fmt::Debug for ManagedConnection {
+impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ManagedConnection")
+        f.debug_struct("Worker")
             .field("age", &self.age())
+            .field("pid", &self.control().pid())
             .finish_non_exhaustive()
     }
 }
 
-impl Deref for ManagedConnection {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        &self.conn
-    }
-}
-
-impl DerefMut for ManagedConnection {
-    fn deref_mut(&mut self) -> &mut Connection {
-        &mut self.conn
-    }
-}
-
-impl Drop for ManagedConnection {
+impl Drop for Worker {
     fn drop(&mut self) {
         self.retire();
     }
@@ -251,9 +179,12 @@ impl Drop for ManagedConnection {
 
 /// Opens, checks and judges connections for r2d2. Built by [`super::Pool`].
 pub struct SqliteManager {
-    /// r2d2_sqlite's manager: opens the file and runs our setup.
-    factory: SqliteConnectionManager,
+    /// How each worker opens its connection (with its share of the heap).
     options: ConnectionOptions,
+    /// The heap ceiling all workers share, if it could be set up.
+    heap: Option<Arc<SharedHeap>>,
+    /// The program workers run.
+    program: PathBuf,
     max_age: Duration,
     health_check: bool,
     retry: RetryPolicy,
@@ -263,11 +194,13 @@ pub struct SqliteManager {
 impl SqliteManager {
     pub(crate) fn new(
         options: ConnectionOptions,
+        heap: Option<Arc<SharedHeap>>,
         settings: &PoolSettings,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
-            factory: connection::factory(&options),
+            heap,
+            program: super::worker::resolve_program(settings.worker_program.as_deref()),
             options,
             max_age: settings.connection_max_age,
             health_check: settings.health_check,
@@ -276,75 +209,51 @@ impl SqliteManager {
         }
     }
 
-    /// Opens a connection and installs its access controls. Once the file
-    /// is watched, a connection is opened only on the file recorded at
-    /// startup, never created, and a file that SQLite could open only
-    /// read-only is reported as such.
-    fn open_guarded(
-        &self,
-    ) -> Result<(Connection, AccessLevel, Option<FileIdentity>), ConnectError> {
-        let health = &self.shared.health;
-        if health.follows() {
-            return self.open_followed();
-        }
-        let not_the_file = || ConnectError::NotTheOpenedFile {
-            path: self.options.path.clone(),
+    /// Starts a worker and waits for it to open its connection.
+    fn spawn_worker(&self) -> Result<(WorkerProcess, Option<FileIdentity>), ConnectError> {
+        let slot = match &self.heap {
+            Some(heap) => Some(heap.claim().ok_or_else(|| ConnectError::Worker {
+                message: "every slot of the shared heap ceiling is taken".into(),
+                transient: true,
+            })?),
+            None => None,
         };
-        health.verify_file().map_err(|_| not_the_file())?;
-        connection::ensure_directory(&self.options)?;
-        let conn = r2d2::ManageConnection::connect(&self.factory)
-            .map_err(|err| ConnectError::from_factory(err, &self.options.path))
-            .inspect_err(|err| {
-                if matches!(err, ConnectError::NotTheOpenedFile { .. }) {
-                    // Records (and logs once) what happened to the file.
-                    let _ = health.verify_file();
-                }
+        let setup = WorkerSetup {
+            options: self.options.clone(),
+            health: self.shared.health.setup(),
+            heap: self.heap.as_ref().zip(slot.as_ref()).map(|(heap, slot)| HeapShare {
+                slot: slot.index(),
+                slots: heap.slots(),
+            }),
+        };
+        let heap = self.heap.as_ref().zip(slot).map(|(heap, slot)| (heap.fd(), slot));
+        let mut frame = Frame::new(kind::SETUP);
+        serde_json::to_writer(frame.payload(), &setup).expect("settings serialize");
+        // The worker's open may wait out SQLite's busy timeout.
+        let within = self.options.busy_timeout + WORKER_START_GRACE;
+        let (process, (kind, payload)) = WorkerProcess::spawn(&self.program, frame, within, heap)
+            .map_err(|err| ConnectError::Worker {
+                message: err.to_string(),
+                transient: false,
             })?;
-        if health.is_watched() && conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-            health.write_failed(WriteFault::ReadOnlyFile {
-                path: self.options.path.clone(),
-            });
-        }
-        self.install_access(conn)
-            .map(|(conn, level)| (conn, level, None))
-    }
-
-    /// Opens a replica's current file: the identity before and after the
-    /// open must agree, else the follower renamed a new file over the path
-    /// in between and the open is tried again on the new one.
-    fn open_followed(
-        &self,
-    ) -> Result<(Connection, AccessLevel, Option<FileIdentity>), ConnectError> {
-        let health = &self.shared.health;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            health.verify_file()?;
-            let before = health.identity();
-            let conn = r2d2::ManageConnection::connect(&self.factory)
-                .map_err(|err| ConnectError::from_factory(err, &self.options.path))?;
-            health.verify_file()?;
-            if health.identity() == before {
-                return self
-                    .install_access(conn)
-                    .map(|(conn, level)| (conn, level, before));
+        let ready: Result<Ready, _> = if kind == kind::READY {
+            serde_json::from_slice(&payload)
+        } else {
+            Err(serde::de::Error::custom(format!("unexpected frame kind {kind}")))
+        };
+        match ready {
+            Ok(Ready::Opened { file, write_fault }) => {
+                if let Some(fault) = write_fault {
+                    self.shared.health.write_failed(fault);
+                }
+                Ok((process, file))
             }
-            if attempt >= FOLLOW_OPEN_ATTEMPTS {
-                return Err(ConnectError::NotTheOpenedFile {
-                    path: self.options.path.clone(),
-                });
+            Ok(Ready::Failed { message, transient }) => {
+                Err(ConnectError::Worker { message, transient })
             }
-        }
-    }
-
-    fn install_access(&self, conn: Connection) -> Result<(Connection, AccessLevel), ConnectError> {
-        match access::install(&conn) {
-            Ok(level) => Ok((conn, level)),
-            Err(source) => Err(ConnectError::Setup {
-                path: self.options.path.clone(),
-                pragma: "query_only",
-                reason: "SQLite refused the access controls",
-                source,
+            Err(err) => Err(ConnectError::Worker {
+                message: format!("the worker process answered its setup with nonsense: {err}"),
+                transient: false,
             }),
         }
     }
@@ -356,35 +265,33 @@ impl SqliteManager {
 }
 
 impl r2d2::ManageConnection for SqliteManager {
-    type Connection = ManagedConnection;
+    type Connection = Worker;
     type Error = ConnectionFault;
 
-    fn connect(&self) -> Result<ManagedConnection, ConnectionFault> {
+    fn connect(&self) -> Result<Worker, ConnectionFault> {
         let counters = &self.shared.counters;
         let started = Instant::now();
         let opened = self.retry.run(
             ConnectError::is_transient,
             |_| PoolCounters::bump(&counters.retries),
             || {
-                self.open_guarded()
+                self.spawn_worker()
                     .inspect_err(|_| PoolCounters::bump(&counters.failed))
             },
         );
         match opened {
-            Ok((conn, access, file)) => {
+            Ok((process, file)) => {
                 self.shared.observer.connection_opened(started.elapsed());
                 PoolCounters::bump(&counters.created);
                 counters.open.fetch_add(1, Relaxed);
                 *self.shared.last_connect_failure.lock().unwrap() = None;
                 let born = Instant::now();
-                Ok(ManagedConnection {
-                    conn,
+                Ok(Worker {
+                    process,
                     born,
                     expires_at: self.expiry(born),
                     shared: Arc::clone(&self.shared),
-                    access,
                     file,
-                    unsettled: std::cell::Cell::new(false),
                     retired: false,
                 })
             }
@@ -396,7 +303,7 @@ impl r2d2::ManageConnection for SqliteManager {
         }
     }
 
-    fn is_valid(&self, conn: &mut ManagedConnection) -> Result<(), ConnectionFault> {
+    fn is_valid(&self, conn: &mut Worker) -> Result<(), ConnectionFault> {
         if conn.is_expired() {
             PoolCounters::bump(&self.shared.counters.recycled);
             return Err(ConnectionFault::Expired(conn.age()));
@@ -405,40 +312,25 @@ impl r2d2::ManageConnection for SqliteManager {
             PoolCounters::bump(&self.shared.counters.recycled);
             return Err(ConnectionFault::Superseded);
         }
-        if self.health_check {
-            let ping = conn
-                .prepare_cached("SELECT 1")
-                .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)));
-            if let Err(err) = ping {
-                PoolCounters::bump(&self.shared.counters.health_check_failures);
-                return Err(ConnectionFault::Unhealthy(err));
-            }
+        if self.health_check && (!conn.process.is_usable() || conn.control().has_exited()) {
+            PoolCounters::bump(&self.shared.counters.health_check_failures);
+            return Err(ConnectionFault::WorkerGone);
         }
         Ok(())
     }
 
-    fn has_broken(&self, conn: &mut ManagedConnection) -> bool {
+    fn has_broken(&self, conn: &mut Worker) -> bool {
         let counters = &self.shared.counters;
         let closing = self
             .shared
             .closed
             .load(std::sync::atomic::Ordering::Acquire);
-        if closing
-            || conn.unsettled.get()
-            || conn.access() != Access::ReadOnly
-            || !conn.restrictions().is_empty()
-        {
+        // A worker puts its own connection back at rest after each call
+        // (rolling back what a call left open) and is marked broken when
+        // it cannot; a killed one is gone.
+        if closing || !conn.process.is_usable() {
             conn.retire();
             return true;
-        }
-        if !conn.is_autocommit() {
-            // A caller returned the connection inside a transaction.
-            PoolCounters::bump(&counters.rollbacks);
-            let rolled_back = conn.with_access(Access::Trusted, |c| c.execute_batch("ROLLBACK"));
-            if !matches!(rolled_back, Ok(Ok(()))) || !conn.is_autocommit() {
-                conn.retire();
-                return true;
-            }
         }
         if conn.is_expired() || conn.is_superseded() {
             PoolCounters::bump(&counters.recycled);

@@ -15,17 +15,22 @@
 
 mod counters;
 mod events;
+pub mod frames;
+pub mod heap;
+pub mod local;
 mod maintenance;
 mod manager;
 mod observer;
 mod settings;
 mod slots;
+pub mod worker;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use counters::PoolStats;
-pub use manager::{ConnectionFault, ManagedConnection, SqliteManager};
+pub use local::ManagedConnection;
+pub use manager::{ConnectionFault, Ready, SqliteManager, Worker, WorkerSetup};
 pub use observer::{NoObserver, PoolObserver};
 pub use settings::PoolSettings;
 pub use slots::Slot;
@@ -38,6 +43,9 @@ use slots::Slots;
 
 use crate::connection::ConnectionOptions;
 use crate::health::DatabaseHealth;
+
+/// The least hard heap ceiling a worker gets, whatever the share.
+pub const WORKER_HEAP_FLOOR: u64 = 16 * 1024 * 1024;
 
 /// The longest [`Pool::close`] waits for a connection, and for readers to
 /// let the final checkpoint through.
@@ -73,14 +81,14 @@ impl std::fmt::Debug for PooledConnection {
 }
 
 impl std::ops::Deref for PooledConnection {
-    type Target = ManagedConnection;
-    fn deref(&self) -> &ManagedConnection {
+    type Target = Worker;
+    fn deref(&self) -> &Worker {
         &self.conn
     }
 }
 
 impl std::ops::DerefMut for PooledConnection {
-    fn deref_mut(&mut self) -> &mut ManagedConnection {
+    fn deref_mut(&mut self) -> &mut Worker {
         &mut self.conn
     }
 }
@@ -115,6 +123,32 @@ impl PoolError {
             PoolError::Exhausted { .. } | PoolError::Unavailable { .. }
         )
     }
+}
+
+/// What each worker opens with. The hard ceiling is the whole server's,
+/// kept in shared counters ([`heap`]) when `shared_ceiling`, so a worker's
+/// own is off; otherwise each worker gets a share of it, at least
+/// [`WORKER_HEAP_FLOOR`]. The soft limit, at which page caches shrink, is
+/// always split among the most workers that serve at once, so idle caches
+/// together stay within it and leave the ceiling to statements.
+pub fn worker_options(
+    options: &ConnectionOptions,
+    workers: u32,
+    shared_ceiling: bool,
+) -> ConnectionOptions {
+    const MIB: u64 = 1024 * 1024;
+    let workers = u64::from(workers.max(1));
+    let mut options = options.clone();
+    let ceiling = if shared_ceiling {
+        options.hard_heap_limit_bytes
+    } else {
+        (options.hard_heap_limit_bytes / workers).max(WORKER_HEAP_FLOOR)
+    };
+    options.hard_heap_limit_bytes = if shared_ceiling { 0 } else { ceiling };
+    options.soft_heap_limit_bytes = (options.soft_heap_limit_bytes / workers)
+        .max(MIB)
+        .min(ceiling / 2);
+    options
 }
 
 /// The QueuePool-style SQLite connection pool.
@@ -156,10 +190,13 @@ impl Pool {
         observer: Arc<dyn PoolObserver>,
         health: DatabaseHealth,
     ) -> Result<Self, PoolError> {
+        // This process's own connections (startup checks, the final
+        // checkpoint) share the whole ceiling; each worker gets its share.
         crate::connection::limit_sqlite_heap(
             connection.soft_heap_limit_bytes,
             connection.hard_heap_limit_bytes,
         );
+        let local = connection.clone();
         if health.follows() {
             // A replica's file changes identity by design: each connection
             // records the one it opened instead (see `SqliteManager`).
@@ -169,7 +206,23 @@ impl Pool {
             connection.identity = Some(identity);
         }
         let shared = Arc::new(Shared::new(settings.pool_size, observer, health));
-        let manager = SqliteManager::new(connection.clone(), settings, Arc::clone(&shared));
+        let workers = settings.max_connections() + settings.abandoned_reserve();
+        let heap = match heap::SharedHeap::new(connection.hard_heap_limit_bytes, workers as usize) {
+            Ok(heap) => Some(heap),
+            Err(err) => {
+                tracing::warn!(
+                    error = %err,
+                    "cannot share SQLite's heap ceiling between workers; each gets a share of it"
+                );
+                None
+            }
+        };
+        let manager = SqliteManager::new(
+            worker_options(&connection, settings.max_connections(), heap.is_some()),
+            heap,
+            settings,
+            Arc::clone(&shared),
+        );
         // r2d2 may open the abandoned reserve beyond the cap; the slots
         // keep what callers hold at the cap.
         let inner = r2d2::Pool::builder()
@@ -190,9 +243,16 @@ impl Pool {
             slots: Slots::new(settings.max_connections()),
             shared,
             settings: settings.clone(),
-            connection,
+            connection: local,
             maintenance: Mutex::new(None),
         })
+    }
+
+    /// Opens a connection in this process, outside the pool, as every
+    /// worker opens its own: for the server's trusted work (startup checks,
+    /// the final checkpoint, `eros-mcp check`), never for agent SQL.
+    pub fn open_local(&self) -> Result<ManagedConnection, crate::connection::ConnectError> {
+        local::open(&self.connection, &self.shared.health).map(|(conn, _)| conn)
     }
 
     /// Builds the pool, pre-warms it and starts background maintenance.
@@ -227,6 +287,11 @@ impl Pool {
     /// watched, the PRAGMAs' settings): what the readiness probe opens with.
     pub fn connection_options(&self) -> &ConnectionOptions {
         &self.connection
+    }
+
+    /// Most connections callers hold at once (`pool_size + max_overflow`).
+    pub fn max_connections(&self) -> u32 {
+        self.settings.max_connections()
     }
 
     /// How long a checkout waits at most.
@@ -410,12 +475,15 @@ impl Pool {
             }
             return Ok(());
         }
-        // Short waits: at shutdown every call has ended or been abandoned,
-        // and a statement still stuck in SQLite must not hold the exit up.
-        let conn = self.inner.get_timeout(CLOSE_WAIT);
+        // At shutdown every call has ended or its worker was killed: close
+        // the workers, then checkpoint from a connection of our own.
         self.shared
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
+        while let Some(idle) = self.take_idle() {
+            drop(idle);
+        }
+        let conn = self.open_local();
         let checkpointed = match conn {
             Ok(conn) => conn
                 .with_access(crate::access::Access::Trusted, |c| {

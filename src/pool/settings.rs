@@ -26,6 +26,9 @@ pub struct PoolSettings {
     pub maintenance_interval: Duration,
     /// Retries of a connection that could not be opened for a passing reason.
     pub connect_retry: RetryPolicy,
+    /// The program each connection's worker process runs: this server's
+    /// binary. `None` finds it (see [`super::worker::resolve_program`]).
+    pub worker_program: Option<std::path::PathBuf>,
 }
 
 impl PoolSettings {

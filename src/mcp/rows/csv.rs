@@ -49,6 +49,10 @@ const METADATA: &str = r#"{"row_count":,"truncated":false,"next_cursor":""}"#;
 const COUNT_DIGITS: usize = 20;
 
 impl WireSize for CsvRows {
+    fn name(&self) -> &'static str {
+        "csv"
+    }
+
     fn empty_answer(&self, columns: &[String]) -> usize {
         let names: usize = columns.iter().map(|name| text_len(name)).sum();
         let header = names + columns.len().saturating_sub(1) + 1;

@@ -40,6 +40,10 @@ const ENVELOPE: &str = r#"{"columns":,"next_cursor":"","row_count":,"rows":[],"t
 const COUNT_DIGITS: usize = 20;
 
 impl WireSize for JsonRows {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
     fn empty_answer(&self, columns: &[String]) -> usize {
         let names: usize = columns.iter().map(|name| string_len(name)).sum();
         let array = 2 + names + columns.len().saturating_sub(1);

@@ -41,6 +41,10 @@ pub fn encoder(format: RowFormat) -> &'static dyn RowEncoder {
     }
 }
 
+/// Every row format, as a worker process is started with them
+/// (`engine::host`).
+pub const FORMATS: [&dyn WireSize; 2] = [&CsvRows, &JsonRows];
+
 /// How RETURNING rows are counted: `execute` answers with structured JSON
 /// (its output schema) in either row format.
 pub const RETURNING: &dyn WireSize = &JsonRows;
