@@ -266,7 +266,15 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         metrics.replica(replication.max_lag);
     }
     let expected_version = config.database.migrate.then(migrations::latest_version);
-    let readiness = Arc::new(Readiness::new(expected_version, shutdown.clone()));
+    let limits = config.database.engine_settings().limits;
+    // Our own statements give the write lock back within the timeout and
+    // its grace (a worker is killed then); a holder past that is stuck.
+    let write_lock_patience = limits.query_timeout + limits.stop_slack();
+    let readiness = Arc::new(Readiness::new(
+        expected_version,
+        write_lock_patience,
+        shutdown.clone(),
+    ));
     let sidecar_stop = tokio_util::sync::CancellationToken::new();
     let sidecar = start_sidecar(&config, &metrics, &readiness, &sidecar_stop)?;
     let mut http = config.mcp.http_settings();

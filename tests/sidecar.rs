@@ -282,6 +282,7 @@ async fn probes_on_a_saturated_pool_leave_every_pool_counter_and_histogram_uncha
     metrics.watch(Arc::clone(&pool), || true);
     let readiness = Readiness::new(
         Some(eros_mcp::migrations::latest_version()),
+        Duration::from_secs(30),
         eros_mcp::shutdown::Shutdown::new(),
     );
     readiness.pool_ready(Arc::clone(&pool));
@@ -296,5 +297,40 @@ async fn probes_on_a_saturated_pool_leave_every_pool_counter_and_histogram_uncha
     assert_eq!(pool.stats(), stats, "a probe touched the pool's counters");
     assert_eq!(pool_series(&metrics.render()), series);
     drop(held);
+    pool.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_while_the_pool_cannot_serve_within_its_checkout_timeout() {
+    use eros_mcp::sidecar::Readiness;
+    let db = TestDb::new().with_demo_data();
+    let config = eros_mcp::config::DatabaseConfig {
+        pool_size: 1,
+        max_overflow: 0,
+        prewarm: 1,
+        checkout_timeout: Duration::from_millis(100),
+        ..db.config.clone()
+    };
+    let pool =
+        eros_mcp::database::open(&config, Arc::new(eros_mcp::pool::NoObserver)).unwrap();
+    let readiness = Readiness::new(
+        Some(eros_mcp::migrations::latest_version()),
+        Duration::from_secs(30),
+        eros_mcp::shutdown::Shutdown::new(),
+    );
+    readiness.pool_ready(Arc::clone(&pool));
+    let held = pool.get().unwrap();
+    // Saturated but not yet failing anyone: still ready.
+    assert!(readiness.check().await.ready);
+    assert!(pool.get().is_err(), "the checkout times out");
+    let status = readiness.check().await;
+    assert!(!status.ready, "{status:?}");
+    assert!(
+        status.reason.as_deref().unwrap().contains("EROS_DB_POOL_TIMEOUT"),
+        "{status:?}"
+    );
+    drop(held);
+    let status = readiness.check().await;
+    assert!(status.ready, "ready again once a connection is free: {status:?}");
     pool.close().unwrap();
 }

@@ -22,7 +22,7 @@ use crate::health::DatabaseHealth;
 use crate::policy::Restrictions;
 use crate::pool::frames::{self, kind, Frame};
 use crate::pool::worker::{stop_signal, WORKER_FD};
-use crate::pool::{local, ManagedConnection, Ready, WorkerSetup};
+use crate::pool::{local, Checkpointed, ManagedConnection, Ready, WorkerSetup};
 
 /// The call running now (0: none), for the stop signal's handler.
 static CURRENT_CALL: AtomicU64 = AtomicU64::new(0);
@@ -111,6 +111,18 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
             Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(err) => return Err(format!("cannot read a call: {err}")),
         };
+        if kind == kind::CHECKPOINT {
+            let wait = payload
+                .get(..4)
+                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            let outcome = final_checkpoint(&conn, std::time::Duration::from_millis(wait.into()));
+            let mut frame = Frame::new(kind::CHECKPOINTED);
+            serde_json::to_writer(frame.payload(), &outcome).expect("serializes");
+            frame
+                .send(&mut link.writer)
+                .map_err(|err| format!("cannot answer the checkpoint: {err}"))?;
+            continue;
+        }
         if kind != kind::CALL {
             return Err(format!("expected a call, got a frame of kind {kind}"));
         }
@@ -123,6 +135,25 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
         if !settled {
             return Err("the connection could not be put back at rest".into());
         }
+    }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`, waiting at most `wait` for readers.
+fn final_checkpoint(conn: &ManagedConnection, wait: std::time::Duration) -> Checkpointed {
+    let done = conn.with_access(crate::access::Access::Trusted, |c| {
+        c.busy_timeout(wait)?;
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    });
+    match done {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) | Err(err) => Err((
+            err.sqlite_error_code()
+                .map_or(rusqlite::ffi::SQLITE_ERROR, |_| match &err {
+                    rusqlite::Error::SqliteFailure(failure, _) => failure.extended_code,
+                    _ => rusqlite::ffi::SQLITE_ERROR,
+                }),
+            err.to_string(),
+        )),
     }
 }
 

@@ -18,6 +18,11 @@ pub mod kind {
     pub const MAY_COMMIT: u8 = 5;
     /// Server to worker: the answer to [`MAY_COMMIT`], one byte (1: yes).
     pub const VERDICT: u8 = 6;
+    /// Server to worker, at shutdown: checkpoint the WAL into the database
+    /// file and truncate it, waiting at most the given milliseconds (`u32`).
+    pub const CHECKPOINT: u8 = 7;
+    /// Worker to server: the checkpoint's outcome (JSON).
+    pub const CHECKPOINTED: u8 = 8;
 }
 
 /// Bytes before a frame's payload: its length and its kind.

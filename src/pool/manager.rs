@@ -51,6 +51,10 @@ pub struct HeapShare {
     pub slots: usize,
 }
 
+/// How a worker's final checkpoint went: SQLite's error code and message
+/// when it failed.
+pub type Checkpointed = Result<(), (i32, String)>;
+
 /// A worker's first answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Ready {
@@ -91,6 +95,8 @@ pub(crate) struct Shared {
     pub closed: std::sync::atomic::AtomicBool,
     /// The database file's identity, corruption and writability.
     pub health: DatabaseHealth,
+    /// When a checkout last timed out.
+    pub last_checkout_timeout: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -103,6 +109,7 @@ impl Shared {
             return_gate: Mutex::new(()),
             last_connect_failure: Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
+            last_checkout_timeout: Mutex::new(None),
         }
     }
 }
@@ -135,6 +142,34 @@ impl Worker {
     /// The handle that interrupts or kills the worker from another thread.
     pub fn control(&self) -> &Arc<WorkerControl> {
         self.process.control()
+    }
+
+    /// Has the worker checkpoint the WAL into the file its connection
+    /// opened and truncate it, waiting at most `wait` for readers: the
+    /// server's final checkpoint. Through a connection opened before any
+    /// fault, it lands in the file the server wrote, even if the path has
+    /// since been deleted, renamed or replaced.
+    pub fn checkpoint(&mut self, wait: Duration) -> rusqlite::Result<()> {
+        let millis = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+        let mut frame = Frame::new(kind::CHECKPOINT);
+        frame.payload().extend_from_slice(&millis.to_le_bytes());
+        let lost = |err: std::io::Error| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some(format!("the worker holding the connection did not answer: {err}")),
+            )
+        };
+        self.process.send(frame).map_err(lost)?;
+        let (kind, payload) = self.process.recv().map_err(lost)?;
+        let outcome: Checkpointed = if kind == kind::CHECKPOINTED {
+            serde_json::from_slice(&payload)
+                .unwrap_or_else(|err| Err((rusqlite::ffi::SQLITE_ERROR, err.to_string())))
+        } else {
+            Err((rusqlite::ffi::SQLITE_ERROR, format!("unexpected frame kind {kind}")))
+        };
+        outcome.map_err(|(code, message)| {
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(message))
+        })
     }
 
     /// The worker rolled back a transaction a call left open (counted as

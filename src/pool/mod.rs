@@ -30,7 +30,9 @@ use std::time::Duration;
 
 pub use counters::PoolStats;
 pub use local::ManagedConnection;
-pub use manager::{ConnectionFault, Ready, SqliteManager, Worker, WorkerSetup};
+pub use manager::{
+    Checkpointed, ConnectionFault, HeapShare, Ready, SqliteManager, Worker, WorkerSetup,
+};
 pub use observer::{NoObserver, PoolObserver};
 pub use settings::PoolSettings;
 pub use slots::Slot;
@@ -299,6 +301,28 @@ impl Pool {
         self.settings.checkout_timeout
     }
 
+    /// Why a new call cannot be served within the checkout timeout now, if
+    /// it cannot: every connection is in use, and a checkout has timed out
+    /// within the last checkout timeout (so waiting has not been enough).
+    pub fn exhausted(&self) -> Option<String> {
+        let stats = self.stats();
+        if stats.available > 0 || stats.active_connections < stats.max_connections {
+            return None;
+        }
+        let timeout = self.settings.checkout_timeout;
+        let last = (*self.shared.last_checkout_timeout.lock().unwrap())?;
+        (last.elapsed() <= timeout).then(|| {
+            format!(
+                "connection pool exhausted: all {} connections in use, {} calls waiting, and a \
+                 checkout timed out {:.1}s ago after waiting {:?} (EROS_DB_POOL_TIMEOUT)",
+                stats.active_connections,
+                stats.waiters,
+                last.elapsed().as_secs_f64(),
+                timeout
+            )
+        })
+    }
+
     /// Checks out a connection, waiting at most the checkout timeout.
     pub fn get(&self) -> Result<PooledConnection, PoolError> {
         self.get_timeout(self.settings.checkout_timeout)
@@ -326,6 +350,7 @@ impl Pool {
         PoolCounters::drop_one(&counters.waiters);
         result.ok_or_else(|| {
             PoolCounters::bump(&counters.checkout_timeouts);
+            *self.shared.last_checkout_timeout.lock().unwrap() = Some(std::time::Instant::now());
             self.explain_timeout(timeout)
         })
     }
@@ -475,21 +500,19 @@ impl Pool {
             }
             return Ok(());
         }
-        // At shutdown every call has ended or its worker was killed: close
-        // the workers, then checkpoint from a connection of our own.
+        // At shutdown every call has ended or its worker was killed. The
+        // checkpoint goes through a worker: its connection was opened on the
+        // file the server wrote, whatever has happened at the path since.
+        let conn = match self.take_idle() {
+            Some(conn) => Ok(conn),
+            None => self.inner.get_timeout(CLOSE_WAIT),
+        };
         self.shared
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
-        while let Some(idle) = self.take_idle() {
-            drop(idle);
-        }
-        let conn = self.open_local();
         let checkpointed = match conn {
-            Ok(conn) => conn
-                .with_access(crate::access::Access::Trusted, |c| {
-                    c.busy_timeout(CLOSE_WAIT)?;
-                    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                })?
+            Ok(mut conn) => conn
+                .checkpoint(CLOSE_WAIT)
                 .or_else(|err| self.checkpoint_failed(err)),
             Err(err) => {
                 tracing::warn!(error = %err, "no connection for the final WAL checkpoint");

@@ -434,6 +434,8 @@ struct PoolCollector {
     ready: IntGauge,
     overrunning: IntGauge,
     abandoned: IntCounter,
+    killed: IntCounter,
+    threads: IntGauge,
     file: FileHealthMetrics,
     descs: Vec<Desc>,
 }
@@ -605,11 +607,22 @@ impl PoolCollector {
         let ready = gauge("mcp_ready", "1 when the server can serve queries, else 0.");
         let overrunning = gauge(
             "mcp_db_statements_overrunning",
-            "Statements past their deadline still inside SQLite, each holding a connection.",
+            "Statements past their deadline whose worker is being killed, each holding a \
+             connection until the kill lands.",
         );
         let abandoned = counter(
             "mcp_db_statements_abandoned_total",
             "Statements whose caller was answered at the deadline before SQLite stopped.",
+        );
+        let killed = counter(
+            "mcp_db_statements_killed_total",
+            "Statements whose worker process was killed because SQLite did not return within \
+             the grace after their deadline (its connection, locks, memory and CPU came back).",
+        );
+        let threads = gauge(
+            "mcp_db_statement_threads",
+            "Statement threads alive: calls waiting for a connection or on their worker, and \
+             idle threads kept for the next call.",
         );
         let mut descs = Vec::new();
         for (g, _) in &gauges {
@@ -621,6 +634,8 @@ impl PoolCollector {
         descs.extend(ready.desc().into_iter().cloned());
         descs.extend(overrunning.desc().into_iter().cloned());
         descs.extend(abandoned.desc().into_iter().cloned());
+        descs.extend(killed.desc().into_iter().cloned());
+        descs.extend(threads.desc().into_iter().cloned());
         let file = FileHealthMetrics::new();
         descs.extend(file.descs());
         Self {
@@ -631,6 +646,8 @@ impl PoolCollector {
             ready,
             overrunning,
             abandoned,
+            killed,
+            threads,
             descs,
         }
     }
@@ -649,8 +666,13 @@ impl Collector for PoolCollector {
             self.overrunning.set(engine.overrunning() as i64);
             let delta = engine.abandoned().saturating_sub(self.abandoned.get());
             self.abandoned.inc_by(delta);
+            let delta = engine.killed().saturating_sub(self.killed.get());
+            self.killed.inc_by(delta);
+            self.threads.set(engine.threads() as i64);
             families.extend(self.overrunning.collect());
             families.extend(self.abandoned.collect());
+            families.extend(self.killed.collect());
+            families.extend(self.threads.collect());
         }
         let Some(pool) = self.source.pool.get() else {
             return families;

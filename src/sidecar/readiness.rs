@@ -10,8 +10,17 @@
 //! connection (opened without CREATE, on the file recorded at startup), so
 //! no probe counts as a checkout, a timeout or a wait in the pool's
 //! counters and histograms, and a saturated pool cannot make it wait. A
-//! pool whose every connection is busy is reported `ready (saturated)`:
-//! saturation is not unreadiness.
+//! pool whose every connection is busy is reported `ready (saturated)`;
+//! one that has also failed a checkout within the checkout timeout cannot
+//! serve a new call in time, and is not ready until a connection is free
+//! again ([`Pool::exhausted`]).
+//!
+//! On a server that takes writes, the probe also tries the write lock
+//! (`BEGIN IMMEDIATE` without waiting, then `ROLLBACK`, on a connection of
+//! its own). Held every time for longer than the call timeout and its
+//! grace (our own statements give it back by then, their worker killed if
+//! need be), it is stuck in another process: writes cannot succeed, and
+//! the server is not ready until it is released.
 //!
 //! A read replica is also not ready before its follower's first restore
 //! has produced the file, while no heartbeat has reached it, and while its
@@ -19,7 +28,7 @@
 //! its own thread keeps current, so the probe stays cheap).
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -84,17 +93,36 @@ pub struct Readiness {
     lag: OnceLock<Arc<ReplicaLag>>,
     /// The schema version the migrations lead to; `None` when migration is off.
     expected_version: Option<usize>,
+    /// The write-lock probe's connection and since when every probe found
+    /// the lock taken.
+    write_lock: Arc<Mutex<WriteLockProbe>>,
+    write_lock_patience: Duration,
     shutdown: Shutdown,
 }
 
+/// What the write-lock probe keeps between probes.
+#[derive(Default)]
+struct WriteLockProbe {
+    conn: Option<crate::pool::ManagedConnection>,
+    held_since: Option<Instant>,
+}
+
 impl Readiness {
-    pub fn new(expected_version: Option<usize>, shutdown: Shutdown) -> Self {
+    /// Readiness expecting the schema at `expected_version`; a write lock
+    /// held longer than `write_lock_patience` makes the server unready.
+    pub fn new(
+        expected_version: Option<usize>,
+        write_lock_patience: Duration,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             pool: OnceLock::new(),
             probe_conn: Arc::new(Mutex::new(None)),
             waiting: Mutex::new(None),
             lag: OnceLock::new(),
             expected_version,
+            write_lock: Arc::new(Mutex::new(WriteLockProbe::default())),
+            write_lock_patience,
             shutdown,
         }
     }
@@ -150,7 +178,21 @@ impl Readiness {
         };
         let expected = self.expected_version;
         let conn = Arc::clone(&self.probe_conn);
-        let probe = tokio::task::spawn_blocking(move || probe(&pool, &conn, expected));
+        let write_lock = Arc::clone(&self.write_lock);
+        let patience = self.write_lock_patience;
+        let probe = tokio::task::spawn_blocking(move || {
+            let status = probe(&pool, &conn, expected);
+            if !status.ready || status.write_blocker.is_some() {
+                return status;
+            }
+            if let Some(reason) = pool.exhausted() {
+                return ReadyStatus::not_ready(reason);
+            }
+            match probe_write_lock(&pool, &write_lock, patience) {
+                Some(reason) => ReadyStatus::not_ready(reason),
+                None => status,
+            }
+        });
         match tokio::time::timeout(Duration::from_millis(800), probe).await {
             Ok(Ok(status)) if status.ready => match self.lag_verdict() {
                 Ok(()) => status,
@@ -208,6 +250,50 @@ fn probe(
         *slot = None;
     }
     status
+}
+
+/// Why writes cannot succeed because the write lock has been held past
+/// `patience`, if so. Tries the lock without waiting on a connection of its
+/// own; a connection that fails is reopened next time.
+fn probe_write_lock(
+    pool: &Pool,
+    state: &Mutex<WriteLockProbe>,
+    patience: Duration,
+) -> Option<String> {
+    use crate::access::Access;
+    let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if state.conn.is_none() {
+        state.conn = pool.open_local().ok();
+    }
+    let conn = state.conn.as_ref()?;
+    let tried = conn.with_access(Access::Trusted, |c| {
+        c.busy_timeout(Duration::ZERO)?;
+        c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+    });
+    match tried {
+        Ok(Ok(())) => {
+            state.held_since = None;
+            None
+        }
+        Ok(Err(err)) if connection::is_busy(&err) => {
+            let _ = conn.with_access(Access::Trusted, |c| c.execute_batch("ROLLBACK"));
+            let since = *state.held_since.get_or_insert_with(Instant::now);
+            let held = since.elapsed();
+            (held > patience).then(|| {
+                format!(
+                    "the database's write lock has been held by another connection for {:.0}s, \
+                     longer than a call may take ({patience:?}): writes cannot succeed until it \
+                     is released (a process with an open write transaction?)",
+                    held.as_secs_f64()
+                )
+            })
+        }
+        // Not the lock: the file's other probes report what is wrong.
+        _ => {
+            state.conn = None;
+            None
+        }
+    }
 }
 
 fn probe_on(
