@@ -64,10 +64,12 @@ struct RequestLimits {
     observer: Arc<dyn TransportObserver>,
 }
 
-/// The axum router serving MCP at `/mcp`. `stop` ends open streams.
+/// The axum router serving MCP at `/mcp`. `stop` ends open streams;
+/// `in_flight` holds a permit per POST until its answer has been sent.
 fn router<S>(
     server: S,
     config: &HttpSettings,
+    in_flight: Arc<Semaphore>,
     auth: Option<Authenticator>,
     sessions: Arc<LimitedSessions>,
     observer: Arc<dyn TransportObserver>,
@@ -89,7 +91,7 @@ where
         http_config,
     );
     let limits = RequestLimits {
-        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+        in_flight,
         sessions,
         body_timeout: config.body_timeout,
         max_body_bytes: config.max_body_bytes,
@@ -436,9 +438,11 @@ where
     ));
     let expiry = sessions.spawn_expiry(stop.clone());
     let authenticated = auth.is_some();
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     let app = router(
         server,
         config,
+        Arc::clone(&in_flight),
         auth,
         sessions,
         Arc::clone(&observer),
@@ -457,9 +461,23 @@ where
         max_sessions = config.max_sessions,
         "serving MCP over HTTP at /mcp"
     );
+    let max_in_flight = u32::try_from(config.max_in_flight).unwrap_or(u32::MAX);
     accept::serve(listener, app, limits, observer, async move {
         shutdown.wait().await;
+        let started = tokio::time::Instant::now();
         calls.drain(grace).await;
+        // A call that has returned may not have been sent yet: its answer
+        // travels through rmcp's stream to the response body, and closing
+        // the streams now would drop it (a committed write answered with
+        // silence). Every POST holds an in-flight permit until its answer
+        // body has been sent, so wait for all of them, within the grace.
+        let left = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+        if tokio::time::timeout(left, in_flight.acquire_many(max_in_flight))
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace over with answers still being sent; closing them");
+        }
         stop.cancel();
     })
     .await;
