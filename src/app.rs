@@ -268,8 +268,10 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     let expected_version = config.database.migrate.then(migrations::latest_version);
     let limits = config.database.engine_settings().limits;
     // Our own statements give the write lock back within the timeout and
-    // its grace (a worker is killed then); a holder past that is stuck.
-    let write_lock_patience = limits.query_timeout + limits.stop_slack();
+    // its grace (a worker is killed then); a holder past that, and a second
+    // for the kill to land, is stuck.
+    let write_lock_patience =
+        limits.query_timeout + limits.stop_slack() + std::time::Duration::from_secs(1);
     let readiness = Arc::new(Readiness::new(
         expected_version,
         write_lock_patience,

@@ -188,11 +188,9 @@ impl DatabaseHealth {
     pub fn from_setup(setup: &HealthSetup) -> Self {
         match setup.watch {
             WatchSetup::None => Self::unwatched(&setup.path),
-            WatchSetup::Fixed(identity) => Self::build(
-                &setup.path,
-                Watch::Fixed(identity),
-                setup.writes_enabled,
-            ),
+            WatchSetup::Fixed(identity) => {
+                Self::build(&setup.path, Watch::Fixed(identity), setup.writes_enabled)
+            }
             WatchSetup::Follow => Self::follow(&setup.path),
         }
     }

@@ -441,7 +441,11 @@ fn a_connection_returns_to_read_only_after_a_write_scope() {
         .unwrap();
     let err = conn.execute_batch("INSERT INTO t VALUES (1)").unwrap_err();
     assert!(err.to_string().contains("not authorized"), "{err}");
-    assert_eq!(conn.settle(), (false, true), "the same connection, at rest again");
+    assert_eq!(
+        conn.settle(),
+        (false, true),
+        "the same connection, at rest again"
+    );
 }
 
 #[test]

@@ -311,8 +311,7 @@ async fn readiness_is_503_while_the_pool_cannot_serve_within_its_checkout_timeou
         checkout_timeout: Duration::from_millis(100),
         ..db.config.clone()
     };
-    let pool =
-        eros_mcp::database::open(&config, Arc::new(eros_mcp::pool::NoObserver)).unwrap();
+    let pool = eros_mcp::database::open(&config, Arc::new(eros_mcp::pool::NoObserver)).unwrap();
     let readiness = Readiness::new(
         Some(eros_mcp::migrations::latest_version()),
         Duration::from_secs(30),
@@ -326,11 +325,18 @@ async fn readiness_is_503_while_the_pool_cannot_serve_within_its_checkout_timeou
     let status = readiness.check().await;
     assert!(!status.ready, "{status:?}");
     assert!(
-        status.reason.as_deref().unwrap().contains("EROS_DB_POOL_TIMEOUT"),
+        status
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("EROS_DB_POOL_TIMEOUT"),
         "{status:?}"
     );
     drop(held);
     let status = readiness.check().await;
-    assert!(status.ready, "ready again once a connection is free: {status:?}");
+    assert!(
+        status.ready,
+        "ready again once a connection is free: {status:?}"
+    );
     pool.close().unwrap();
 }

@@ -126,7 +126,8 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
         if kind != kind::CALL {
             return Err(format!("expected a call, got a frame of kind {kind}"));
         }
-        let call = transfer::read_call(&payload).map_err(|err| format!("unreadable call: {err}"))?;
+        let call =
+            transfer::read_call(&payload).map_err(|err| format!("unreadable call: {err}"))?;
         let reply = handle(&conn, &health, formats, call, &mut link);
         let settled = !reply.unsettled;
         transfer::reply_frame(reply)
@@ -168,9 +169,7 @@ fn handle(
     STOPPED.store(false, SeqCst);
     COMMITTING.store(false, SeqCst);
     CURRENT_CALL.store(call.seq, SeqCst);
-    let restrictions = call
-        .restrictions
-        .map_or_else(Restrictions::none, Arc::new);
+    let restrictions = call.restrictions.map_or_else(Restrictions::none, Arc::new);
     let format = |name: &str| {
         formats
             .iter()
@@ -181,7 +180,10 @@ fn handle(
     let mut retries = 0;
     let mut wrote = false;
     let result = match call.op {
-        Op::Query { request, format: name } => format(&name).and_then(|wire| {
+        Op::Query {
+            request,
+            format: name,
+        } => format(&name).and_then(|wire| {
             read::run(
                 conn,
                 &restrictions,
@@ -193,7 +195,10 @@ fn handle(
             )
             .map(Output::Query)
         }),
-        Op::Execute { request, format: name } => {
+        Op::Execute {
+            request,
+            format: name,
+        } => {
             wrote = true;
             format(&name).and_then(|wire| {
                 let mut may_commit = || ask_to_commit(link);

@@ -440,7 +440,9 @@ fn call_blocking(
 
 /// A worker answered a call with another call's kind of output.
 fn unexpected(output: transfer::Output) -> QueryError {
-    QueryError::Internal(format!("a worker answered with the wrong output: {output:?}"))
+    QueryError::Internal(format!(
+        "a worker answered with the wrong output: {output:?}"
+    ))
 }
 
 /// What a statement stopped by the watch reports, before [`QueryEngine::run`]
@@ -497,14 +499,18 @@ mod tests {
     fn a_busy_read_is_retried_and_counted() {
         let (_dir, pool) = pool();
         let mut attempts = 0;
-        let result = QueryEngine::retry_read(POLICY, || pool.record_retry(), || {
-            attempts += 1;
-            if attempts < 3 {
-                Err(busy())
-            } else {
-                Ok(attempts)
-            }
-        });
+        let result = QueryEngine::retry_read(
+            POLICY,
+            || pool.record_retry(),
+            || {
+                attempts += 1;
+                if attempts < 3 {
+                    Err(busy())
+                } else {
+                    Ok(attempts)
+                }
+            },
+        );
         assert_eq!(result.unwrap(), 3);
         assert_eq!(pool.stats().retries, 2);
     }
@@ -512,10 +518,8 @@ mod tests {
     #[test]
     fn a_read_still_busy_after_its_retries_is_reported_as_busy() {
         let (_dir, pool) = pool();
-        let err = QueryEngine::retry_read(POLICY, || pool.record_retry(), || {
-            Err::<(), _>(busy())
-        })
-        .unwrap_err();
+        let err = QueryEngine::retry_read(POLICY, || pool.record_retry(), || Err::<(), _>(busy()))
+            .unwrap_err();
         assert!(matches!(err, QueryError::Busy { retries: 2 }), "{err:?}");
         assert!(err.is_retryable());
     }
@@ -523,9 +527,11 @@ mod tests {
     #[test]
     fn other_read_errors_are_not_retried() {
         let (_dir, pool) = pool();
-        let err = QueryEngine::retry_read(POLICY, || pool.record_retry(), || {
-            Err::<(), _>(QueryError::Denied("no".into()))
-        })
+        let err = QueryEngine::retry_read(
+            POLICY,
+            || pool.record_retry(),
+            || Err::<(), _>(QueryError::Denied("no".into())),
+        )
         .unwrap_err();
         assert!(matches!(err, QueryError::Denied(_)));
         assert_eq!(pool.stats().retries, 0);

@@ -166,9 +166,9 @@ mod tests {
     struct Plain;
 
     impl WireSize for Plain {
-    fn name(&self) -> &'static str {
-        "plain"
-    }
+        fn name(&self) -> &'static str {
+            "plain"
+        }
 
         fn empty_answer(&self, _: &[String]) -> usize {
             0

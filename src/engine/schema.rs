@@ -209,7 +209,10 @@ impl QueryEngine {
         restrictions: &Arc<Restrictions>,
         table: String,
     ) -> Result<TableDescription, QueryError> {
-        match self.call(None, restrictions, Op::DescribeTable { table }).await? {
+        match self
+            .call(None, restrictions, Op::DescribeTable { table })
+            .await?
+        {
             Output::Description(output) => Ok(output),
             other => Err(unexpected(other)),
         }
@@ -246,7 +249,10 @@ impl QueryEngine {
         sql: String,
         params: Option<SqlParams>,
     ) -> Result<ExplainOutput, QueryError> {
-        match self.call(None, restrictions, Op::Explain { sql, params }).await? {
+        match self
+            .call(None, restrictions, Op::Explain { sql, params })
+            .await?
+        {
             Output::Explain(output) => Ok(output),
             other => Err(unexpected(other)),
         }

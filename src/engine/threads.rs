@@ -213,10 +213,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        assert_eq!(
-            threads.spawn(|| ()).unwrap_err(),
-            Saturated { threads: 2 }
-        );
+        assert_eq!(threads.spawn(|| ()).unwrap_err(), Saturated { threads: 2 });
         drop(release_tx);
     }
 }

@@ -118,7 +118,6 @@ pub struct ManagedConnection {
 }
 
 impl ManagedConnection {
-
     /// The access level SQL prepared now runs under.
     pub fn access(&self) -> Access {
         self.access.get()
@@ -266,4 +265,3 @@ impl DerefMut for ManagedConnection {
         &mut self.conn
     }
 }
-

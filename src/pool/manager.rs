@@ -156,7 +156,9 @@ impl Worker {
         let lost = |err: std::io::Error| {
             rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                Some(format!("the worker holding the connection did not answer: {err}")),
+                Some(format!(
+                    "the worker holding the connection did not answer: {err}"
+                )),
             )
         };
         self.process.send(frame).map_err(lost)?;
@@ -165,7 +167,10 @@ impl Worker {
             serde_json::from_slice(&payload)
                 .unwrap_or_else(|err| Err((rusqlite::ffi::SQLITE_ERROR, err.to_string())))
         } else {
-            Err((rusqlite::ffi::SQLITE_ERROR, format!("unexpected frame kind {kind}")))
+            Err((
+                rusqlite::ffi::SQLITE_ERROR,
+                format!("unexpected frame kind {kind}"),
+            ))
         };
         outcome.map_err(|(code, message)| {
             rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(message))
@@ -256,25 +261,35 @@ impl SqliteManager {
         let setup = WorkerSetup {
             options: self.options.clone(),
             health: self.shared.health.setup(),
-            heap: self.heap.as_ref().zip(slot.as_ref()).map(|(heap, slot)| HeapShare {
-                slot: slot.index(),
-                slots: heap.slots(),
-            }),
+            heap: self
+                .heap
+                .as_ref()
+                .zip(slot.as_ref())
+                .map(|(heap, slot)| HeapShare {
+                    slot: slot.index(),
+                    slots: heap.slots(),
+                }),
         };
-        let heap = self.heap.as_ref().zip(slot).map(|(heap, slot)| (heap.fd(), slot));
+        let heap = self
+            .heap
+            .as_ref()
+            .zip(slot)
+            .map(|(heap, slot)| (heap.fd(), slot));
         let mut frame = Frame::new(kind::SETUP);
         serde_json::to_writer(frame.payload(), &setup).expect("settings serialize");
         // The worker's open may wait out SQLite's busy timeout.
         let within = self.options.busy_timeout + WORKER_START_GRACE;
         let (process, (kind, payload)) = WorkerProcess::spawn(&self.program, frame, within, heap)
             .map_err(|err| ConnectError::Worker {
-                message: err.to_string(),
-                transient: false,
-            })?;
+            message: err.to_string(),
+            transient: false,
+        })?;
         let ready: Result<Ready, _> = if kind == kind::READY {
             serde_json::from_slice(&payload)
         } else {
-            Err(serde::de::Error::custom(format!("unexpected frame kind {kind}")))
+            Err(serde::de::Error::custom(format!(
+                "unexpected frame kind {kind}"
+            )))
         };
         match ready {
             Ok(Ready::Opened { file, write_fault }) => {

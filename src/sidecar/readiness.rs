@@ -261,7 +261,9 @@ fn probe_write_lock(
     patience: Duration,
 ) -> Option<String> {
     use crate::access::Access;
-    let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut state = state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if state.conn.is_none() {
         state.conn = pool.open_local().ok();
     }

@@ -471,7 +471,9 @@ where
         // the streams now would drop it (a committed write answered with
         // silence). Every POST holds an in-flight permit until its answer
         // body has been sent, so wait for all of them, within the grace.
-        let left = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+        let left = grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
         if tokio::time::timeout(left, in_flight.acquire_many(max_in_flight))
             .await
             .is_err()
