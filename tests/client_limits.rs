@@ -29,15 +29,9 @@ fn query_call(id: u64, sql: &str) -> String {
     .to_string()
 }
 
-/// Resident memory of a process in MB, from /proc.
+/// Memory of the server and its workers in MB (see `common::memory`).
 fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    common::memory::with_workers_mb(pid)
 }
 
 /// GETs a sidecar path and asserts it answered 200 within a second.
@@ -483,4 +477,72 @@ fn a_request_over_the_in_flight_cap_gets_503_with_retry_after() {
     // The slot is free again.
     let after = post(port, &headers, &query_call(3, "SELECT 1"));
     assert_eq!(after.status, 200, "{}", after.body);
+}
+
+#[test]
+fn a_stdio_client_sending_megabytes_of_meta_and_never_reading_stays_within_its_budget() {
+    // Requests the server holds a while (each runs to the 2 s deadline),
+    // each carrying 15 MiB of junk in `_meta`, written without pause and
+    // never read: what requests in flight hold is bounded by the stdio
+    // byte budget, not by EROS_MCP_MAX_IN_FLIGHT times the line limit.
+    const JUNK_BYTES: usize = 15 * 1024 * 1024;
+    let (_dir, db) = fresh_db();
+    let metrics_port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eros-mcp"))
+        .arg("serve")
+        .arg("--db")
+        .arg(&db)
+        .current_dir(db.parent().unwrap())
+        .env_clear()
+        .env("EROS_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+        .env("EROS_LOG", "error")
+        .env("EROS_DB_QUERY_TIMEOUT", "2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn eros-mcp");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    writeln!(stdin, "{INITIALIZE}").unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    writeln!(stdin, "{INITIALIZED}").unwrap();
+    wait_for("the sidecar", Duration::from_secs(30), || {
+        http_get(metrics_port, "/livez").0 == 200
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let baseline = rss_mb(pid);
+    let junk = "j".repeat(JUNK_BYTES);
+    let writer = std::thread::spawn(move || {
+        for id in 1..=200u64 {
+            let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "query", "arguments": {"sql": RUNAWAY},
+                           "_meta": {"junk": junk}}});
+            if writeln!(stdin, "{call}").is_err() {
+                break;
+            }
+        }
+        stdin
+    });
+    let mut peak = baseline;
+    let flood = Instant::now();
+    while flood.elapsed() < Duration::from_secs(10) {
+        peak = peak.max(rss_mb(pid));
+        assert_probe_answers(metrics_port, "/livez");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Two requests' worth of budget, each as read and parsed, the one read
+    // and waiting, the reader's buffer: about 100 MB. Without the budget,
+    // 32 requests in flight held half a gigabyte.
+    eprintln!("_meta flood: {baseline:.1} MB at rest, peak {peak:.1} MB");
+    assert!(peak - baseline < 140.0, "grew from {baseline:.1} MB to {peak:.1} MB");
+    assert!(
+        metric(metrics_port, "mcp_stdio_backpressure_waits_total") >= 1.0,
+        "the transport never held back"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(writer.join());
 }

@@ -274,32 +274,8 @@ async fn a_burst_over_stdio_is_followed_by_a_hundred_paced_calls_that_all_succee
     }
 }
 
-/// Resident memory of `pid` and its children (the workers), proportional
-/// share of shared pages, in bytes.
 fn tree_pss(pid: u32) -> u64 {
-    let mut pids = vec![pid];
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            pids.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
-        }
-    }
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
-        .flat_map(|rollup| {
-            rollup
-                .lines()
-                .filter_map(|l| l.strip_prefix("Pss:"))
-                .filter_map(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum::<u64>()
-        * 1024
+    common::memory::with_workers(pid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

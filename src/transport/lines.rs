@@ -76,6 +76,9 @@ pub struct JsonLines<R> {
     /// drops `receive` whenever another branch of its `select!` is ready.
     refusal: Option<Vec<u8>>,
     in_flight: InFlightIds,
+    /// The length of the last message read, for the byte budget of
+    /// requests in flight ([`super::stdio`]).
+    last_read_bytes: usize,
     /// The length of the last line sent: the next one serde writes goes into
     /// a buffer a quarter larger (up to [`MAX_PRESIZE`]), so a small answer
     /// is not copied at each doubling of a buffer grown from nothing.
@@ -94,6 +97,7 @@ impl<R: AsyncRead + Unpin + Send> JsonLines<R> {
             max_line_bytes: MAX_LINE_BYTES,
             outbox: Some(outbox),
             refusal: None,
+            last_read_bytes: 0,
             last_len: 0,
             in_flight: Arc::default(),
         }
@@ -217,6 +221,14 @@ fn closed() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the stdio output is closed")
 }
 
+impl<R> JsonLines<R> {
+    /// The length in bytes of the message [`Transport::receive`] last
+    /// returned.
+    pub fn last_read_bytes(&self) -> usize {
+        self.last_read_bytes
+    }
+}
+
 impl<R: AsyncRead + Unpin + Send + 'static> Transport<RoleServer> for JsonLines<R> {
     type Error = std::io::Error;
 
@@ -284,6 +296,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> Transport<RoleServer> for JsonLines<
                 self.line.clear();
                 continue;
             }
+            self.last_read_bytes = text.len();
             let screened = jsonrpc::screen(text);
             self.line.clear();
             match screened {

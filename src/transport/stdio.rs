@@ -4,8 +4,11 @@
 //!
 //! Backpressure: [`Backpressured`] stops reading stdin while
 //! `EROS_MCP_MAX_IN_FLIGHT` requests are being served or their answers are
-//! not yet written, so a client that writes calls and never reads the
-//! answers holds the server at a bounded size instead of growing it.
+//! not yet written, or while the requests in flight together take
+//! [`REQUEST_BYTES_IN_FLIGHT`] (a request keeps everything it was sent,
+//! `_meta` and unused fields included, until it is answered), so a client
+//! that writes calls and never reads the answers holds the server at a
+//! bounded size instead of growing it.
 //! Framing, malformed lines and duplicate ids are [`super::lines`]' work.
 
 use std::collections::HashMap;
@@ -79,9 +82,33 @@ pub async fn serve(
     Ok(())
 }
 
+/// Bytes of request messages that may be in flight at once: two of the
+/// largest message a line may carry ([`super::lines::MAX_LINE_BYTES`]).
+/// A request larger than what is left waits, and stdin is not read
+/// meanwhile.
+pub const REQUEST_BYTES_IN_FLIGHT: usize = 2 * super::lines::MAX_LINE_BYTES;
+
+/// The byte budget counts in units of this many bytes.
+const BYTES_PER_PERMIT: usize = 1024;
+
+/// What a request in flight holds until its answer is written: its place
+/// among the requests and its share of the byte budget.
+type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
 /// Permits held by requests until their answers are written, by request id
 /// (a list: a careless client may reuse an id).
-type HeldPermits = Arc<Mutex<HashMap<RequestId, Vec<OwnedSemaphorePermit>>>>;
+type HeldPermits = Arc<Mutex<HashMap<RequestId, Vec<Held>>>>;
+
+/// A transport that says how large the message it last returned was.
+pub trait MessageBytes {
+    fn last_message_bytes(&self) -> usize;
+}
+
+impl<R> MessageBytes for JsonLines<R> {
+    fn last_message_bytes(&self) -> usize {
+        self.last_read_bytes()
+    }
+}
 
 /// A server transport that reads the next message only with a free permit:
 /// a request keeps its permit until the answer carrying its id has been
@@ -97,6 +124,11 @@ pub struct Backpressured<T> {
     /// dropped and restarted `receive` counts one wait once.
     wait_counted: bool,
     held: HeldPermits,
+    /// The byte budget of requests in flight, in [`BYTES_PER_PERMIT`] units.
+    bytes: Arc<Semaphore>,
+    /// A message read whose bytes wait for room in the budget (kept here
+    /// for the same reason as `next`), and the units it needs.
+    pending: Option<(RxJsonRpcMessage<RoleServer>, u32)>,
     observer: Arc<dyn TransportObserver>,
 }
 
@@ -108,6 +140,8 @@ impl<T> Backpressured<T> {
             next: None,
             wait_counted: false,
             held: Arc::default(),
+            bytes: Arc::new(Semaphore::new(REQUEST_BYTES_IN_FLIGHT / BYTES_PER_PERMIT)),
+            pending: None,
             observer,
         }
     }
@@ -145,7 +179,7 @@ fn release(held: &HeldPermits, id: &RequestId) {
 
 impl<T> Transport<RoleServer> for Backpressured<T>
 where
-    T: Transport<RoleServer>,
+    T: Transport<RoleServer> + MessageBytes,
 {
     type Error = T::Error;
 
@@ -172,8 +206,28 @@ where
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
-        self.permit().await?;
-        let message = self.inner.receive().await?;
+        if self.pending.is_none() {
+            self.permit().await?;
+            let message = self.inner.receive().await?;
+            let units = self
+                .inner
+                .last_message_bytes()
+                .div_ceil(BYTES_PER_PERMIT)
+                .clamp(1, REQUEST_BYTES_IN_FLIGHT / BYTES_PER_PERMIT);
+            self.pending = Some((message, units as u32));
+        }
+        let units = self.pending.as_ref().map_or(1, |(_, units)| *units);
+        let bytes = match Arc::clone(&self.bytes).try_acquire_many_owned(units) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                self.observer.stdio_backpressure_waited();
+                Arc::clone(&self.bytes)
+                    .acquire_many_owned(units)
+                    .await
+                    .ok()?
+            }
+        };
+        let (message, _) = self.pending.take()?;
         match &message {
             JsonRpcMessage::Request(request) => {
                 if let Some(permit) = self.next.take() {
@@ -182,7 +236,7 @@ where
                         .unwrap_or_else(|poison| poison.into_inner())
                         .entry(request.id.clone())
                         .or_default()
-                        .push(permit);
+                        .push((permit, bytes));
                 }
             }
             // rmcp drops the answer of a cancelled request: its permit

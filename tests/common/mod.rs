@@ -6,6 +6,7 @@ pub mod attacks;
 pub mod csv;
 pub mod litestream;
 pub mod mcp;
+pub mod memory;
 pub mod oauth;
 pub mod ops;
 pub mod writes;
