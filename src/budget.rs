@@ -70,7 +70,9 @@ impl MemoryBudget {
                 REQUEST_COPIES * crate::transport::stdio::REQUEST_BYTES_IN_FLIGHT as u64
                     + 2 * crate::transport::lines::MAX_LINE_BYTES as u64
             }
-            Transport::Http => REQUEST_COPIES * mcp.max_in_flight as u64 * mcp.max_body_bytes as u64,
+            Transport::Http => {
+                REQUEST_COPIES * mcp.max_in_flight as u64 * mcp.max_body_bytes as u64
+            }
         };
         Self {
             base: BASE_BYTES,

@@ -481,10 +481,11 @@ fn a_request_over_the_in_flight_cap_gets_503_with_retry_after() {
 
 #[test]
 fn a_stdio_client_sending_megabytes_of_meta_and_never_reading_stays_within_its_budget() {
-    // Requests the server holds a while (each runs to the 2 s deadline),
-    // each carrying 15 MiB of junk in `_meta`, written without pause and
-    // never read: what requests in flight hold is bounded by the stdio
-    // byte budget, not by EROS_MCP_MAX_IN_FLIGHT times the line limit.
+    // A client that never reads, writing without pause requests the
+    // server holds for ten seconds (each runs to its deadline), each
+    // carrying 15 MiB of junk in `_meta`. What requests in flight hold is
+    // bounded by the stdio byte budget, not by EROS_MCP_MAX_IN_FLIGHT times
+    // the line limit.
     const JUNK_BYTES: usize = 15 * 1024 * 1024;
     let (_dir, db) = fresh_db();
     let metrics_port = free_port();
@@ -496,7 +497,7 @@ fn a_stdio_client_sending_megabytes_of_meta_and_never_reading_stays_within_its_b
         .env_clear()
         .env("EROS_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
         .env("EROS_LOG", "error")
-        .env("EROS_DB_QUERY_TIMEOUT", "2")
+        .env("EROS_DB_QUERY_TIMEOUT", "10")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -516,7 +517,7 @@ fn a_stdio_client_sending_megabytes_of_meta_and_never_reading_stays_within_its_b
     let baseline = rss_mb(pid);
     let junk = "j".repeat(JUNK_BYTES);
     let writer = std::thread::spawn(move || {
-        for id in 1..=200u64 {
+        for id in 1..=100u64 {
             let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                 "params": {"name": "query", "arguments": {"sql": RUNAWAY},
                            "_meta": {"junk": junk}}});
@@ -534,10 +535,13 @@ fn a_stdio_client_sending_megabytes_of_meta_and_never_reading_stays_within_its_b
         std::thread::sleep(Duration::from_millis(100));
     }
     // Two requests' worth of budget, each as read and parsed, the one read
-    // and waiting, the reader's buffer: about 100 MB. Without the budget,
-    // 32 requests in flight held half a gigabyte.
+    // and waiting, the reader's buffer: under 100 MB. Without the budget,
+    // the in-flight cap let 32 such requests hold half a gigabyte.
     eprintln!("_meta flood: {baseline:.1} MB at rest, peak {peak:.1} MB");
-    assert!(peak - baseline < 140.0, "grew from {baseline:.1} MB to {peak:.1} MB");
+    assert!(
+        peak - baseline < 140.0,
+        "grew from {baseline:.1} MB to {peak:.1} MB"
+    );
     assert!(
         metric(metrics_port, "mcp_stdio_backpressure_waits_total") >= 1.0,
         "the transport never held back"

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::mcp::{call, http_get, stdio_client, text, HttpServer, ERAS};
+use common::mcp::{call, http_get, text, HttpServer, ERAS};
 use common::TestDb;
 use serde_json::json;
 
@@ -237,40 +237,113 @@ async fn an_uninterruptible_write_gives_the_write_lock_back_within_the_grace() {
     assert_eq!(integrity, "ok");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_over_stdio_is_followed_by_a_hundred_paced_calls_that_all_succeed() {
-    let db = TestDb::new().with_demo_data();
-    let client = Arc::new(stdio_client(db.path(), &env(&[]), &ERAS[0]).await);
-    let first = call(&client, "query", json!({ "sql": "SELECT 1" })).await;
-    assert_ne!(first.is_error, Some(true));
-    // Fifteen uninterruptible calls written at once, as one client can.
-    let burst: Vec<_> = (0..15)
-        .map(|_| {
-            let client = Arc::clone(&client);
-            tokio::spawn(async move {
-                call(&client, "query", json!({ "sql": json_patch(25_000) })).await
-            })
-        })
-        .collect();
-    for call in burst {
-        let result = call.await.unwrap();
-        assert!(text(&result).contains("TIMEOUT"), "{}", text(&result));
-    }
-    for i in 0..100 {
-        let started = Instant::now();
-        let result = call(
-            &client,
-            "query",
-            json!({ "sql": "SELECT ?1 AS i", "params": [i] }),
+/// The raw stdio server: lines in, lines out, as a client of any make
+/// writes them (the burst below is one write).
+struct RawStdio {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl RawStdio {
+    fn start(db: &std::path::Path) -> Self {
+        use std::io::{BufRead, Write};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"))
+            .arg("serve")
+            .arg("--db")
+            .arg(db)
+            .env_clear()
+            .env("EROS_METRICS_ADDR", "off")
+            .env("EROS_LOG", "error")
+            .env("EROS_DB_QUERY_TIMEOUT", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let hello = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"}}});
+        writeln!(stdin, "{hello}").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
         )
-        .await;
-        assert_ne!(result.is_error, Some(true), "call {i}: {}", text(&result));
+        .unwrap();
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn call_line(id: u64, sql: &str) -> String {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "query", "arguments": {"sql": sql}}})
+        .to_string()
+            + "\n"
+    }
+
+    fn write(&mut self, text: &str) {
+        use std::io::Write;
+        self.stdin.write_all(text.as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next answer: its id and text.
+    fn answer(&mut self) -> (u64, String) {
+        use std::io::BufRead;
+        let mut line = String::new();
+        assert!(
+            self.stdout.read_line(&mut line).unwrap() > 0,
+            "the server left"
+        );
+        let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+        (answer["id"].as_u64().unwrap(), line)
+    }
+}
+
+impl Drop for RawStdio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_burst_over_stdio_is_followed_by_a_hundred_paced_calls_that_all_succeed() {
+    let db = TestDb::new().with_demo_data();
+    let mut server = RawStdio::start(db.path());
+    // One call: its statement thread is idle when the burst comes.
+    server.write(&RawStdio::call_line(1, "SELECT 1"));
+    assert!(server.answer().1.contains("\"isError\":false"));
+    std::thread::sleep(Duration::from_millis(50));
+    // Fifteen uninterruptible calls in a single write.
+    let burst: String = (2..17)
+        .map(|id| RawStdio::call_line(id, &json_patch(25_000)))
+        .collect();
+    server.write(&burst);
+    for _ in 2..17 {
+        let (id, line) = server.answer();
+        assert!(line.contains("TIMEOUT"), "call {id}: {line}");
+    }
+    // Then an agent calling one query at a time.
+    for id in 100..200 {
+        let started = Instant::now();
+        server.write(&RawStdio::call_line(id, "SELECT 1"));
+        let (answered, line) = server.answer();
+        assert_eq!(answered, id);
+        assert!(line.contains("\"isError\":false"), "call {id}: {line}");
         assert!(
             started.elapsed() < TIMEOUT,
-            "call {i} took {:?}",
+            "call {id} took {:?}",
             started.elapsed()
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
