@@ -781,7 +781,12 @@ impl Watch {
         if pid == 0 {
             return None;
         }
-        let rss = resident_bytes(pid, self.hwm_resets.load(Ordering::SeqCst));
+        // The server's own, and each worker's share: statements run there.
+        let rss = resident_bytes(pid, self.hwm_resets.load(Ordering::SeqCst))
+            + common::memory::children(pid)
+                .into_iter()
+                .map(common::memory::pss)
+                .sum::<u64>();
         let temp = temp_bytes(&self.temp, pid);
         let mut window = self.window.lock().unwrap();
         window.peak_rss = window.peak_rss.max(rss);
@@ -878,7 +883,9 @@ fn temp_bytes(dir: &Path, pid: u32) -> u64 {
     let mut seen = HashSet::new();
     let mut total = 0;
     walk(dir, &mut seen, &mut total);
-    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+    // The server and its workers (which hold the statements' files).
+    let processes = std::iter::once(pid).chain(common::memory::children(pid));
+    for fds in processes.filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok()) {
         for fd in fds.flatten() {
             let open_under_dir =
                 std::fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(dir));
