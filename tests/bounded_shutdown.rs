@@ -113,9 +113,11 @@ fn assert_answers_match_the_file(
         );
     }
     assert!(
-        attempts.iter().any(|(_, started, ended, told)| *started < sigterm_at
-            && *ended > sigterm_at
-            && *told == Told::Committed),
+        attempts
+            .iter()
+            .any(|(_, started, ended, told)| *started < sigterm_at
+                && *ended > sigterm_at
+                && *told == Told::Committed),
         "no write running at SIGTERM was answered: {attempts:?}"
     );
 }

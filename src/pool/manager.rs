@@ -22,7 +22,7 @@ use super::frames::{kind, Frame};
 use super::heap::SharedHeap;
 use super::observer::PoolObserver;
 use super::settings::PoolSettings;
-use super::worker::{WorkerControl, WorkerProcess};
+use super::worker::{Reaper, WorkerControl, WorkerProcess};
 use crate::connection::{ConnectError, ConnectionOptions};
 use crate::health::{DatabaseHealth, FileIdentity, HealthSetup, WriteFault};
 use crate::retry::RetryPolicy;
@@ -223,6 +223,8 @@ pub struct SqliteManager {
     options: ConnectionOptions,
     /// The heap ceiling all workers share, if it could be set up.
     heap: Option<Arc<SharedHeap>>,
+    /// Waits for the workers the pool lets go.
+    reaper: Reaper,
     /// The program workers run.
     program: PathBuf,
     max_age: Duration,
@@ -235,11 +237,13 @@ impl SqliteManager {
     pub(crate) fn new(
         options: ConnectionOptions,
         heap: Option<Arc<SharedHeap>>,
+        reaper: Reaper,
         settings: &PoolSettings,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
             heap,
+            reaper,
             program: super::worker::resolve_program(settings.worker_program.as_deref()),
             options,
             max_age: settings.connection_max_age,
@@ -279,11 +283,13 @@ impl SqliteManager {
         serde_json::to_writer(frame.payload(), &setup).expect("settings serialize");
         // The worker's open may wait out SQLite's busy timeout.
         let within = self.options.busy_timeout + WORKER_START_GRACE;
-        let (process, (kind, payload)) = WorkerProcess::spawn(&self.program, frame, within, heap)
-            .map_err(|err| ConnectError::Worker {
-            message: err.to_string(),
-            transient: false,
-        })?;
+        let (process, (kind, payload)) =
+            WorkerProcess::spawn(&self.program, frame, within, heap, self.reaper.clone()).map_err(
+                |err| ConnectError::Worker {
+                    message: err.to_string(),
+                    transient: false,
+                },
+            )?;
         let ready: Result<Ready, _> = if kind == kind::READY {
             serde_json::from_slice(&payload)
         } else {

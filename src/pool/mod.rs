@@ -160,6 +160,7 @@ pub struct Pool {
     shared: Arc<Shared>,
     settings: PoolSettings,
     connection: ConnectionOptions,
+    reaper: worker::Reaper,
     maintenance: Mutex<Option<Maintenance>>,
 }
 
@@ -219,9 +220,11 @@ impl Pool {
                 None
             }
         };
+        let reaper = worker::Reaper::start();
         let manager = SqliteManager::new(
             worker_options(&connection, settings.max_connections(), heap.is_some()),
             heap,
+            reaper.clone(),
             settings,
             Arc::clone(&shared),
         );
@@ -246,6 +249,7 @@ impl Pool {
             shared,
             settings: settings.clone(),
             connection: local,
+            reaper,
             maintenance: Mutex::new(None),
         })
     }
@@ -498,6 +502,7 @@ impl Pool {
             while let Some(idle) = self.take_idle() {
                 drop(idle);
             }
+            self.reaper.wait_until_reaped(CLOSE_WAIT);
             return Ok(());
         }
         // At shutdown every call has ended or its worker was killed. The
@@ -523,6 +528,9 @@ impl Pool {
         while let Some(idle) = self.take_idle() {
             drop(idle);
         }
+        // Their workers close their connections (the last one removes the
+        // WAL) and exit.
+        self.reaper.wait_until_reaped(CLOSE_WAIT);
         checkpointed
     }
 }

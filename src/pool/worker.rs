@@ -142,9 +142,10 @@ pub struct WorkerProcess {
     control: Arc<WorkerControl>,
     /// The socket failed or the stream is out of step: never used again.
     broken: bool,
-    /// Its count of SQLite's heap, zeroed once the process is reaped (this
-    /// field drops after `drop` has waited for it).
-    _heap: Option<HeapSlot>,
+    /// Its count of SQLite's heap, zeroed once the process is reaped.
+    heap_slot: Option<HeapSlot>,
+    /// Who waits for the process once it is let go.
+    reaper: Reaper,
 }
 
 impl WorkerProcess {
@@ -155,6 +156,7 @@ impl WorkerProcess {
         setup: Frame,
         within: Duration,
         heap: Option<(RawFd, HeapSlot)>,
+        reaper: Reaper,
     ) -> Result<(Self, (u8, Vec<u8>)), SpawnError> {
         let start_failed = |source| SpawnError::Start {
             program: program.to_path_buf(),
@@ -213,7 +215,8 @@ impl WorkerProcess {
             writer,
             control,
             broken: false,
-            _heap: heap.map(|(_, slot)| slot),
+            heap_slot: heap.map(|(_, slot)| slot),
+            reaper,
         };
         worker
             .writer
@@ -258,21 +261,86 @@ impl WorkerProcess {
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         // An idle worker exits on its own when its socket closes; one that
-        // is not idle (broken, killed, stuck) is killed. Either way it is
-        // reaped here, so no zombie is left behind.
+        // is not idle (broken, killed, stuck) is killed now. The reaper
+        // waits for it, so whoever drops a worker (a call returning its
+        // connection) does not.
         let _ = self.writer.shutdown(std::net::Shutdown::Both);
-        let mut child = self.control.child.lock().unwrap();
         if self.broken || self.control.was_killed() {
-            let _ = child.kill();
-        } else {
-            for _ in 0..100 {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let _ = child.kill();
+            self.control.kill();
         }
-        let _ = child.wait();
+        self.reaper
+            .reap(Arc::clone(&self.control), self.heap_slot.take());
+    }
+}
+
+/// Waits for workers that were let go, on a thread of its own, so that no
+/// exited worker is left a zombie and none that will not exit lingers: an
+/// idle worker gets [`EXIT_WAIT`] to close its connection and exit, then is
+/// killed. Its heap slot is freed once it is reaped.
+#[derive(Debug, Clone)]
+pub struct Reaper {
+    tx: std::sync::mpsc::Sender<(Arc<WorkerControl>, Option<HeapSlot>)>,
+    /// Workers sent and not yet reaped.
+    pending: Arc<(Mutex<usize>, std::sync::Condvar)>,
+}
+
+/// How long an idle worker let go may take to exit on its own.
+const EXIT_WAIT: Duration = Duration::from_millis(500);
+
+impl Reaper {
+    /// Starts the reaper's thread; it ends when the last handle is dropped
+    /// and every worker sent to it is reaped.
+    pub fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<(Arc<WorkerControl>, Option<HeapSlot>)>();
+        let pending = Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
+        let spawned = std::thread::Builder::new()
+            .name("eros-reaper".into())
+            .spawn({
+                let pending = Arc::clone(&pending);
+                move || {
+                    for (control, slot) in rx {
+                        reap(&control);
+                        drop(slot);
+                        *pending.0.lock().unwrap() -= 1;
+                        pending.1.notify_all();
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the worker reaper; reaping in place");
+        }
+        Self { tx, pending }
+    }
+
+    fn reap(&self, control: Arc<WorkerControl>, slot: Option<HeapSlot>) {
+        *self.pending.0.lock().unwrap() += 1;
+        if let Err(std::sync::mpsc::SendError((control, slot))) = self.tx.send((control, slot)) {
+            reap(&control);
+            drop(slot);
+            *self.pending.0.lock().unwrap() -= 1;
+        }
+    }
+
+    /// Waits at most `timeout` until every worker let go has exited.
+    pub fn wait_until_reaped(&self, timeout: Duration) {
+        let (count, reaped) = &*self.pending;
+        let count = count.lock().unwrap();
+        let _ = reaped.wait_timeout_while(count, timeout, |pending| *pending > 0);
+    }
+}
+
+/// Waits for a worker to exit, killing it after [`EXIT_WAIT`].
+fn reap(control: &WorkerControl) {
+    let started = std::time::Instant::now();
+    let mut child = control.child.lock().unwrap();
+    while matches!(child.try_wait(), Ok(None)) {
+        if started.elapsed() >= EXIT_WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        drop(child);
+        std::thread::sleep(Duration::from_millis(2));
+        child = control.child.lock().unwrap();
     }
 }
