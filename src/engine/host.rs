@@ -74,6 +74,7 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
         setup.options.soft_heap_limit_bytes,
         setup.options.hard_heap_limit_bytes,
     );
+    let soft_limit = setup.heap.map(|_| setup.options.soft_heap_limit_bytes);
     let health = DatabaseHealth::from_setup(&setup.health);
     let opened = local::open(&setup.options, &health);
     let ready = match &opened {
@@ -128,6 +129,9 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
         }
         let call =
             transfer::read_call(&payload).map_err(|err| format!("unreadable call: {err}"))?;
+        if let Some(soft) = soft_limit {
+            share_soft_limit(soft);
+        }
         let reply = handle(&conn, &health, formats, call, &mut link);
         let settled = !reply.unsettled;
         transfer::reply_frame(reply)
@@ -137,6 +141,19 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
             return Err("the connection could not be put back at rest".into());
         }
     }
+}
+
+/// The least a worker's page cache may keep, whatever the others hold.
+const LEAST_SOFT_LIMIT: u64 = 1024 * 1024;
+
+/// Sets this worker's soft heap limit to what the other workers leave of
+/// the server's `soft` limit: caches shrink when they together hold more,
+/// as they did when every connection was in one process.
+fn share_soft_limit(soft: u64) {
+    let others = crate::pool::heap::others_bytes().unwrap_or(0);
+    let mine = soft.saturating_sub(others).max(LEAST_SOFT_LIMIT);
+    // SAFETY: thread-safe, any value.
+    unsafe { rusqlite::ffi::sqlite3_soft_heap_limit64(i64::try_from(mine).unwrap_or(i64::MAX)) };
 }
 
 /// `PRAGMA wal_checkpoint(TRUNCATE)`, waiting at most `wait` for readers.

@@ -81,8 +81,13 @@ pub fn read(from: &mut impl Read) -> io::Result<(u8, Vec<u8>)> {
             format!("a frame announced {len} bytes, more than {MAX_PAYLOAD}"),
         ));
     }
-    let mut payload = vec![0u8; len];
-    from.read_exact(&mut payload)?;
+    // Read into fresh capacity, not a zeroed buffer: a page of rows is
+    // hundreds of KB, and zeroing it first was a pass over it for nothing.
+    let mut payload = Vec::with_capacity(len);
+    from.take(len as u64).read_to_end(&mut payload)?;
+    if payload.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok((header[4], payload))
 }
 

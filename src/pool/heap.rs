@@ -260,6 +260,16 @@ unsafe extern "C" fn default_shutdown(app: *mut libc::c_void) {
     unsafe { default().xShutdown.expect("xShutdown")(app) }
 }
 
+/// In a worker with the shared page installed: bytes SQLite holds in the
+/// other workers now.
+pub fn others_bytes() -> Option<u64> {
+    if COUNTERS.load(Relaxed).is_null() {
+        return None;
+    }
+    let (counters, mine) = shared();
+    Some((total(counters) - mine.load(Relaxed)).max(0) as u64)
+}
+
 /// In a worker, before SQLite starts: maps the page at [`HEAP_FD`] and
 /// counts SQLite's allocations in `slot` of its `slots`.
 pub fn install(slot: usize, slots: usize) -> Result<(), String> {

@@ -129,24 +129,26 @@ impl PoolError {
 
 /// What each worker opens with. The hard ceiling is the whole server's,
 /// kept in shared counters ([`heap`]) when `shared_ceiling`, so a worker's
-/// own is off; otherwise each worker gets a share of it, at least
-/// [`WORKER_HEAP_FLOOR`]. The soft limit, at which page caches shrink, is
-/// always split among the most workers that serve at once, so idle caches
-/// together stay within it and leave the ceiling to statements.
+/// own is off, and so is the soft limit at which page caches shrink: the
+/// worker sets it before each call to what the other workers leave of the
+/// server's (see `engine::host`), so one busy connection may cache as much
+/// as one connection could in a single process. Without shared counters
+/// each worker gets a share of both, the ceiling at least
+/// [`WORKER_HEAP_FLOOR`].
 pub fn worker_options(
     options: &ConnectionOptions,
     workers: u32,
     shared_ceiling: bool,
 ) -> ConnectionOptions {
     const MIB: u64 = 1024 * 1024;
-    let workers = u64::from(workers.max(1));
     let mut options = options.clone();
-    let ceiling = if shared_ceiling {
-        options.hard_heap_limit_bytes
-    } else {
-        (options.hard_heap_limit_bytes / workers).max(WORKER_HEAP_FLOOR)
-    };
-    options.hard_heap_limit_bytes = if shared_ceiling { 0 } else { ceiling };
+    if shared_ceiling {
+        options.hard_heap_limit_bytes = 0;
+        return options;
+    }
+    let workers = u64::from(workers.max(1));
+    let ceiling = (options.hard_heap_limit_bytes / workers).max(WORKER_HEAP_FLOOR);
+    options.hard_heap_limit_bytes = ceiling;
     options.soft_heap_limit_bytes = (options.soft_heap_limit_bytes / workers)
         .max(MIB)
         .min(ceiling / 2);
