@@ -105,6 +105,9 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
         Some(|| STOPPED.load(SeqCst) && !COMMITTING.load(SeqCst)),
     )
     .map_err(|err| format!("cannot install the progress handler: {err}"))?;
+    // The answer's buffer, kept from call to call: a page of rows is a few
+    // hundred KB, which glibc would otherwise map and fault in every time.
+    let mut out = Vec::new();
     loop {
         let (kind, payload) = match frames::read(&mut link.reader) {
             Ok(frame) => frame,
@@ -134,8 +137,9 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
         }
         let reply = handle(&conn, &health, formats, call, &mut link);
         let settled = !reply.unsettled;
-        transfer::reply_frame(reply)
-            .send(&mut link.writer)
+        let frame = transfer::reply_frame(reply, std::mem::take(&mut out));
+        out = frame
+            .send_reusing(&mut link.writer)
             .map_err(|err| format!("cannot answer a call: {err}"))?;
         if !settled {
             return Err("the connection could not be put back at rest".into());

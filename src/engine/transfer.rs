@@ -199,8 +199,8 @@ pub fn read_call(payload: &[u8]) -> Result<Call, serde_json::Error> {
     serde_json::from_slice(payload)
 }
 
-/// The frame for `reply`.
-pub fn reply_frame(reply: Reply) -> Frame {
+/// The frame for `reply`, written into `buffer` (whose capacity is kept).
+pub fn reply_frame(reply: Reply, buffer: Vec<u8>) -> Frame {
     let (head, rows, cell_bytes) = match reply.result {
         Ok(Output::Query(out)) => (
             Ok(Head::Query {
@@ -237,8 +237,9 @@ pub fn reply_frame(reply: Reply) -> Frame {
         unsettled: reply.unsettled,
     };
     let rows_bytes = rows.as_ref().map_or(0, encoded_len) + cell_bytes.len() * 4;
-    let mut frame = Frame::with_capacity(kind::REPLY, 256 + rows_bytes);
+    let mut frame = Frame::reusing(kind::REPLY, buffer);
     let out = frame.payload();
+    out.reserve(256 + rows_bytes);
     let at = out.len();
     out.put_u32_le(0);
     serde_json::to_writer(&mut *out, &header).expect("a reply header serializes");
@@ -428,14 +429,17 @@ mod tests {
     use super::*;
 
     fn round_trip(result: Result<Output, QueryError>) -> Reply {
-        let frame = reply_frame(Reply {
-            seq: 9,
-            result,
-            write: Some(WriteEvent::Succeeded),
-            retries: 2,
-            rolled_back: false,
-            unsettled: false,
-        });
+        let frame = reply_frame(
+            Reply {
+                seq: 9,
+                result,
+                write: Some(WriteEvent::Succeeded),
+                retries: 2,
+                rolled_back: false,
+                unsettled: false,
+            },
+            Vec::new(),
+        );
         let mut wire = Vec::new();
         frame.send(&mut wire).unwrap();
         let (kind, payload) = crate::pool::frames::read(&mut &wire[..]).unwrap();
@@ -499,21 +503,24 @@ mod tests {
 
     #[test]
     fn a_truncated_reply_is_refused_not_read_past_its_end() {
-        let frame = reply_frame(Reply {
-            seq: 1,
-            result: Ok(Output::Query(QueryOutput {
-                columns: vec!["a".into()],
-                rows: Rows::from_rows(vec![vec![Cell::text("abcdef")]]),
-                row_count: 1,
-                truncated: false,
-                next_cursor: None,
-                cell_bytes: Vec::new(),
-            })),
-            write: None,
-            retries: 0,
-            rolled_back: false,
-            unsettled: false,
-        });
+        let frame = reply_frame(
+            Reply {
+                seq: 1,
+                result: Ok(Output::Query(QueryOutput {
+                    columns: vec!["a".into()],
+                    rows: Rows::from_rows(vec![vec![Cell::text("abcdef")]]),
+                    row_count: 1,
+                    truncated: false,
+                    next_cursor: None,
+                    cell_bytes: Vec::new(),
+                })),
+                write: None,
+                retries: 0,
+                rolled_back: false,
+                unsettled: false,
+            },
+            Vec::new(),
+        );
         let mut wire = Vec::new();
         frame.send(&mut wire).unwrap();
         let (_, mut payload) = crate::pool::frames::read(&mut &wire[..]).unwrap();

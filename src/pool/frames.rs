@@ -50,13 +50,36 @@ impl Frame {
         Self { bytes }
     }
 
+    /// A frame written into `buffer` (its contents dropped, its capacity
+    /// kept): see [`Frame::send_reusing`].
+    pub fn reusing(kind: u8, mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        buffer.extend_from_slice(&[0, 0, 0, 0, kind]);
+        Self { bytes: buffer }
+    }
+
     /// The payload so far, to append to.
     pub fn payload(&mut self) -> &mut Vec<u8> {
         &mut self.bytes
     }
 
+    /// Writes the frame whole and gives its buffer back for the next one.
+    pub fn send_reusing(mut self, to: &mut impl Write) -> io::Result<Vec<u8>> {
+        self.finish()?;
+        to.write_all(&self.bytes)?;
+        to.flush()?;
+        Ok(self.bytes)
+    }
+
     /// Writes the frame whole.
     pub fn send(mut self, to: &mut impl Write) -> io::Result<()> {
+        self.finish()?;
+        to.write_all(&self.bytes)?;
+        to.flush()
+    }
+
+    /// Writes the payload's length into the header.
+    fn finish(&mut self) -> io::Result<()> {
         let len = self.bytes.len() - HEADER_BYTES;
         if len > MAX_PAYLOAD {
             return Err(io::Error::new(
@@ -65,8 +88,7 @@ impl Frame {
             ));
         }
         self.bytes[..4].copy_from_slice(&(len as u32).to_le_bytes());
-        to.write_all(&self.bytes)?;
-        to.flush()
+        Ok(())
     }
 }
 
