@@ -195,6 +195,12 @@ impl WorkerProcess {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                     return Err(io::Error::last_os_error());
                 }
+                // A terminal's Ctrl-C or a signal to the process group is
+                // the server's to handle: a worker ends when the server lets
+                // it go (its socket closes) or dies (the death signal).
+                for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                    libc::signal(signal, libc::SIG_IGN);
+                }
                 Ok(())
             });
         }
