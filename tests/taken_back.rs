@@ -435,3 +435,96 @@ async fn readiness_is_503_while_another_process_holds_the_write_lock_and_200_aft
     );
     assert!(released_at > TIMEOUT, "{released_at:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_statement_threads_are_refused_at_once_and_named() {
+    // One connection, so four statement threads; a hundred calls may be in
+    // flight, so the threads are the bound that speaks.
+    let db = TestDb::new().with_demo_data();
+    let server = HttpServer::start_observed(
+        db.path(),
+        &env(&[
+            ("EROS_DB_POOL_SIZE", "1"),
+            ("EROS_DB_POOL_OVERFLOW", "0"),
+            ("EROS_DB_POOL_PREWARM", "1"),
+            ("EROS_MCP_MAX_IN_FLIGHT", "100"),
+        ]),
+    );
+    let client = Arc::new(server.client(None, &ERAS[0]).await);
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = call(&client, "query", json!({ "sql": json_patch(25_000) })).await;
+                (started.elapsed(), text(&result))
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for call in calls {
+        let (took, answer) = call.await.unwrap();
+        if answer.contains("OVERLOADED") {
+            refused += 1;
+            assert!(answer.contains("retry"), "{answer}");
+            assert!(took < GRACE + SLACK, "refused after {took:?}, not at once");
+        } else {
+            assert!(
+                answer.contains("TIMEOUT") || answer.contains("POOL_EXHAUSTED"),
+                "{answer}"
+            );
+        }
+    }
+    assert!(refused >= 6, "only {refused} of 10 refused past 4 threads");
+    let result = call(&client, "query", json!({ "sql": "SELECT 1" })).await;
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_while_the_pool_cannot_serve_in_time_and_200_once_the_worker_is_killed() {
+    let db = TestDb::new().with_demo_data();
+    let server = HttpServer::start_observed(
+        db.path(),
+        &env(&[
+            ("EROS_DB_POOL_SIZE", "1"),
+            ("EROS_DB_POOL_OVERFLOW", "0"),
+            ("EROS_DB_POOL_PREWARM", "1"),
+            ("EROS_DB_POOL_TIMEOUT", "0.3"),
+        ]),
+    );
+    let readyz = ReadyzWatch::start(server.metrics_port.unwrap());
+    let client = Arc::new(server.client(None, &ERAS[0]).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The only connection, held by a statement SQLite cannot interrupt.
+    let stuck = {
+        let client = Arc::clone(&client);
+        tokio::spawn(
+            async move { call(&client, "query", json!({ "sql": json_patch(25_000) })).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waited = call(&client, "query", json!({ "sql": "SELECT 1" })).await;
+    assert!(
+        text(&waited).contains("POOL_EXHAUSTED"),
+        "{}",
+        text(&waited)
+    );
+    assert!(text(&stuck.await.unwrap()).contains("TIMEOUT"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = call(&client, "query", json!({ "sql": "SELECT 1" })).await;
+    assert_ne!(after.is_error, Some(true), "{}", text(&after));
+    let probes = readyz.finish();
+    let unready: Vec<_> = probes
+        .iter()
+        .filter(|(_, status, _)| *status == 503)
+        .collect();
+    assert!(!unready.is_empty(), "never 503: {probes:?}");
+    assert!(
+        unready
+            .iter()
+            .all(|(_, _, body)| body.contains("EROS_DB_POOL_TIMEOUT")),
+        "{unready:?}"
+    );
+    let (_, last, body) = probes.last().unwrap();
+    assert_eq!(*last, 200, "{body}");
+}

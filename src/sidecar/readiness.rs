@@ -182,11 +182,15 @@ impl Readiness {
         let patience = self.write_lock_patience;
         let probe = tokio::task::spawn_blocking(move || {
             let status = probe(&pool, &conn, expected);
-            if !status.ready || status.write_blocker.is_some() {
+            if !status.ready {
                 return status;
             }
             if let Some(reason) = pool.exhausted() {
                 return ReadyStatus::not_ready(reason);
+            }
+            // Only where writes are possible at all is the lock worth a try.
+            if status.write_blocker.is_some() {
+                return status;
             }
             match probe_write_lock(&pool, &write_lock, patience) {
                 Some(reason) => ReadyStatus::not_ready(reason),
