@@ -1,6 +1,8 @@
 //! What the server process costs, read from `/proc` with the `procfs` crate
 //! (which asks the system for its clock-tick rate instead of assuming 100):
-//! CPU time, peak and current resident memory, open file descriptors.
+//! CPU time, peak and current resident memory, open file descriptors, of
+//! the process and the worker processes it runs (a server that runs its
+//! statements in child processes is charged for them).
 
 use procfs::process::Process;
 
@@ -16,19 +18,67 @@ pub struct ProcessSample {
     pub open_fds: u64,
 }
 
-/// Reads `/proc/<pid>`; `None` when the process is gone or not readable.
+/// Reads `/proc/<pid>` and its children's; `None` when the process is gone
+/// or not readable. CPU counts the children, live (read directly) and
+/// reaped (through the process's cutime and cstime); memory adds each
+/// child's proportional set size (its code pages are the parent's, counted
+/// once); open descriptors add the children's.
 pub fn sample(pid: u32) -> Option<ProcessSample> {
     let process = Process::new(i32::try_from(pid).ok()?).ok()?;
     let stat = process.stat().ok()?;
     let status = process.status().ok()?;
     let ticks = procfs::ticks_per_second() as f64;
-    Some(ProcessSample {
-        cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+    let cpu_ticks = |stat: &procfs::process::Stat| {
+        stat.utime as f64 + stat.stime as f64 + stat.cutime as f64 + stat.cstime as f64
+    };
+    let mut sample = ProcessSample {
+        cpu_seconds: cpu_ticks(&stat) / ticks,
         // status reports these in KiB.
         peak_rss_bytes: status.vmhwm.unwrap_or(0) * 1024,
         rss_bytes: status.vmrss.unwrap_or(0) * 1024,
         open_fds: process.fd_count().map_or(0, |n| n as u64),
-    })
+    };
+    for child in children(pid) {
+        let Ok(process) = Process::new(child) else {
+            continue;
+        };
+        if let Ok(stat) = process.stat() {
+            sample.cpu_seconds += cpu_ticks(&stat) / ticks;
+        }
+        let pss = proportional_set_bytes(child);
+        sample.rss_bytes += pss;
+        sample.peak_rss_bytes += pss;
+        sample.open_fds += process.fd_count().map_or(0, |n| n as u64);
+    }
+    Some(sample)
+}
+
+/// The children of `pid` (of any of its threads).
+fn children(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|task| {
+            std::fs::read_to_string(task.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// `Pss` of `/proc/<pid>/smaps_rollup`, in bytes (0 when unreadable).
+fn proportional_set_bytes(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 #[cfg(test)]
@@ -50,6 +100,31 @@ mod tests {
             "{me:?}"
         );
         assert!(me.open_fds >= 3, "{me:?}");
+    }
+
+    #[test]
+    fn a_childs_cpu_and_descriptors_are_counted_with_its_parents() {
+        let before = sample(std::process::id()).unwrap();
+        // A child that burns CPU for a while, then sleeps, still alive.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 5",
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let during = sample(std::process::id()).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            during.cpu_seconds >= before.cpu_seconds + 0.05,
+            "{before:?} then {during:?}"
+        );
+        assert!(
+            during.open_fds > before.open_fds,
+            "{before:?} then {during:?}"
+        );
     }
 
     #[test]
