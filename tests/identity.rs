@@ -263,3 +263,113 @@ async fn sighup_rereads_the_tokens_file_so_tokens_rotate_without_a_restart() {
         "SIGHUP stopped the server"
     );
 }
+
+/// A raw request to `/mcp` in a 2025-11-25 session: `method` with `body`,
+/// `token` as the bearer, `session` as `Mcp-Session-Id`. (status, session
+/// id answered, body).
+async fn raw(
+    server: &HttpServer,
+    method: reqwest::Method,
+    token: &str,
+    session: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, Option<String>, String) {
+    let mut request = reqwest::Client::new()
+        .request(method, server.url())
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("authorization", format!("Bearer {token}"));
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, session, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_belongs_to_the_principal_that_opened_it() {
+    let db = TestDb::new().with_demo_data();
+    let server = server(&db);
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "owner", "version": "0"}}});
+    let (status, session, _) = raw(
+        &server,
+        reqwest::Method::POST,
+        WRITER,
+        None,
+        Some(initialize),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let session = session.expect("a session id");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    // The control: its owner uses it.
+    raw(
+        &server,
+        reqwest::Method::POST,
+        WRITER,
+        Some(&session),
+        Some(initialized),
+    )
+    .await;
+    let (status, _, body) = raw(
+        &server,
+        reqwest::Method::POST,
+        WRITER,
+        Some(&session),
+        Some(list.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("execute"), "{body}");
+    // Another principal holding the id: no such session, for calls and DELETE.
+    let (status, _, body) = raw(
+        &server,
+        reqwest::Method::POST,
+        READER,
+        Some(&session),
+        Some(list.clone()),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = raw(
+        &server,
+        reqwest::Method::DELETE,
+        READER,
+        Some(&session),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    // The owner's session is untouched.
+    let (status, _, body) = raw(
+        &server,
+        reqwest::Method::POST,
+        WRITER,
+        Some(&session),
+        Some(list),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = raw(
+        &server,
+        reqwest::Method::DELETE,
+        WRITER,
+        Some(&session),
+        None,
+    )
+    .await;
+    assert!(status == 200 || status == 204, "{status}");
+}

@@ -90,6 +90,19 @@ impl Principal {
         })
     }
 
+    /// Who this is, as one string that differs between any two principals
+    /// (how it was proven, its name, subject and client): what a session is
+    /// bound to.
+    pub fn identity_key(&self) -> String {
+        format!(
+            "{:?}\u{0}{}\u{0}{}\u{0}{}",
+            self.proof,
+            self.name,
+            self.subject.as_deref().unwrap_or_default(),
+            self.client_id.as_deref().unwrap_or_default()
+        )
+    }
+
     /// An HTTP caller when authentication is off (allowed on loopback only).
     pub fn anonymous() -> Arc<Self> {
         Arc::new(Self {

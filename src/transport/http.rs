@@ -38,9 +38,10 @@ use super::auth::{authenticate, require_scope, Authenticator, Operation};
 use super::jsonrpc::{self, ErrorAnswer, Screened};
 use super::observer::{Rejection, TransportObserver};
 use super::rebinding::{refuse_rebinding, RebindingGuard};
-use super::sessions::LimitedSessions;
+use super::sessions::{LimitedSessions, SessionAccess};
 use super::settings::HttpSettings;
 use super::TransportError;
+use crate::identity::Principal;
 use crate::mcp::CallTracker;
 use crate::shutdown::Shutdown;
 
@@ -78,6 +79,7 @@ fn router<S>(
 where
     S: rmcp::ServerHandler + Clone + Send + Sync + 'static,
 {
+    let owners = Arc::clone(&sessions);
     let http_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(!config.stateless)
         .with_json_response(config.stateless)
@@ -115,7 +117,8 @@ where
             limits.clone(),
             limit_in_flight,
         ))
-        .layer(axum::middleware::from_fn_with_state(limits, read_body));
+        .layer(axum::middleware::from_fn_with_state(limits, read_body))
+        .layer(axum::middleware::from_fn_with_state(owners, bind_sessions));
     let mcp = match &auth {
         Some(auth) => mcp.layer(axum::middleware::from_fn_with_state(
             auth.clone(),
@@ -144,6 +147,42 @@ where
         Arc::new(guard),
         refuse_rebinding,
     ))
+}
+
+/// A session belongs to the principal that opened it: a request (or a
+/// `DELETE`) naming another principal's session is answered 404, as if the
+/// session did not exist, and never reaches it. Without authentication
+/// there is one principal and nothing to check.
+async fn bind_sessions(
+    State(sessions): State<Arc<LimitedSessions>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(principal) = request.extensions().get::<Arc<Principal>>() else {
+        return next.run(request).await;
+    };
+    let key = principal.identity_key();
+    let named = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    if let Some(id) = &named {
+        if sessions.access(id, &key) == SessionAccess::Unknown {
+            return (StatusCode::NOT_FOUND, "session not found").into_response();
+        }
+    }
+    let response = next.run(request).await;
+    if named.is_none() {
+        if let Some(id) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|value| value.to_str().ok())
+        {
+            sessions.claim(id, &key);
+        }
+    }
+    response
 }
 
 /// `503 Service Unavailable` with `Retry-After: 1`.

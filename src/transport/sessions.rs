@@ -41,12 +41,15 @@ pub enum SessionLimitError {
 }
 
 /// When a session last had a request, how many answers it is streaming,
-/// and the ids of the requests it has in flight.
+/// the ids of the requests it has in flight, and who opened it.
 #[derive(Debug, Clone)]
 struct Activity {
     last: Instant,
     answering: usize,
     requests: HashSet<RequestId>,
+    /// The principal that opened the session (see [`LimitedSessions::claim`]);
+    /// `None` until claimed, and always on a server without auth.
+    owner: Option<String>,
 }
 
 impl Activity {
@@ -55,8 +58,18 @@ impl Activity {
             last: Instant::now(),
             answering: 0,
             requests: HashSet::new(),
+            owner: None,
         }
     }
+}
+
+/// Whether a principal may use a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAccess {
+    /// No such session (or another principal's: told apart from none).
+    Unknown,
+    /// The session is the principal's own.
+    Own,
 }
 
 type ActivityMap = Arc<Mutex<HashMap<SessionId, Activity>>>;
@@ -88,6 +101,24 @@ impl LimitedSessions {
             idle_timeout,
             activity: Arc::default(),
             observer,
+        }
+    }
+
+    /// Records `owner` as the principal that opened session `id`; a
+    /// session already claimed keeps its owner.
+    pub fn claim(&self, id: &str, owner: &str) {
+        if let Some(activity) = lock(&self.activity).get_mut(id) {
+            activity.owner.get_or_insert_with(|| owner.to_string());
+        }
+    }
+
+    /// Whether `principal` may use session `id`: a session another
+    /// principal opened is, to it, a session that does not exist. A
+    /// session nobody claimed (none of this server's own) is left to rmcp.
+    pub fn access(&self, id: &str, principal: &str) -> SessionAccess {
+        match lock(&self.activity).get(id).map(|a| a.owner.as_deref()) {
+            Some(Some(owner)) if owner != principal => SessionAccess::Unknown,
+            _ => SessionAccess::Own,
         }
     }
 
