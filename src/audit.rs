@@ -241,23 +241,51 @@ fn lock(file: &Mutex<Arc<File>>) -> std::sync::MutexGuard<'_, Arc<File>> {
 }
 
 /// Opens `path` for appending, creating it readable by its owner only:
-/// the lines name principals and may carry SQL.
+/// the lines name principals and may carry SQL. A symbolic link at the path
+/// is refused (`O_NOFOLLOW`): the lines would go wherever it points, under
+/// that file's permissions.
 fn open_append(path: &Path) -> Result<File, AuditError> {
     std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|source| AuditError::Open {
             path: path.to_path_buf(),
-            source,
+            source: if source.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::other(
+                    "it is a symbolic link; name the log file itself (EROS_AUDIT_LOG)",
+                )
+            } else {
+                source
+            },
         })
 }
 
-/// A line's JSON followed by a newline.
+/// A line's JSON followed by a newline. JSON allows U+2028, U+2029 and
+/// U+0085 raw inside strings, but readers that split lines on Unicode line
+/// breaks would cut the record there: they are written escaped.
 fn line(record: &impl Serialize) -> Vec<u8> {
     // A struct of strings and numbers always serializes.
-    let mut line = serde_json::to_vec(record).expect("an audit line serializes");
+    let json = serde_json::to_vec(record).expect("an audit line serializes");
+    let mut line = Vec::with_capacity(json.len() + 1);
+    let mut rest = &json[..];
+    // Each is two or three UTF-8 bytes starting 0xC2 (U+0085) or 0xE2
+    // (U+2028, U+2029); anything else is copied as it is.
+    while let Some(at) = memchr::memchr2(0xC2, 0xE2, rest) {
+        line.extend_from_slice(&rest[..at]);
+        let tail = &rest[at..];
+        let (escape, taken): (&[u8], usize) = match tail {
+            [0xC2, 0x85, ..] => (b"\\u0085", 2),
+            [0xE2, 0x80, 0xA8, ..] => (b"\\u2028", 3),
+            [0xE2, 0x80, 0xA9, ..] => (b"\\u2029", 3),
+            _ => (&tail[..1], 1),
+        };
+        line.extend_from_slice(escape);
+        rest = &tail[taken..];
+    }
+    line.extend_from_slice(rest);
     line.push(b'\n');
     line
 }
@@ -540,6 +568,40 @@ mod tests {
         assert!(log.wants_param_values());
         log.tool_called(&call(&caller));
         assert_eq!(lines(&on)[0]["param_values"], json!([7]));
+    }
+
+    #[test]
+    fn unicode_line_breaks_are_escaped_and_read_back_the_same() {
+        let text = "a\u{2028}b\u{2029}c\u{85}d é 中";
+        let written = line(&json!({ "sql": text }));
+        for raw in ["\u{2028}", "\u{2029}", "\u{85}"] {
+            assert!(
+                !String::from_utf8_lossy(&written).contains(raw),
+                "{raw:?} written raw"
+            );
+        }
+        assert_eq!(written.iter().filter(|&&b| b == b'\n').count(), 1);
+        let parsed: Value = serde_json::from_slice(&written).unwrap();
+        assert_eq!(parsed["sql"], text);
+    }
+
+    #[test]
+    fn a_symbolic_link_at_the_audit_path_is_refused_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere.log");
+        std::fs::write(&target, b"").unwrap();
+        let link = dir.path().join("audit.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = open_append(&link).unwrap_err().to_string();
+        assert!(
+            err.contains("audit.log") && err.contains("symbolic link"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            b"",
+            "nothing went through the link"
+        );
     }
 
     #[test]

@@ -446,3 +446,57 @@ async fn every_reads_line_is_in_the_file_after_sigterm() {
     let expected: Vec<Value> = (0..20).map(|n| json!(format!("SELECT {n}"))).collect();
     assert_eq!(sql, expected);
 }
+
+#[test]
+fn a_symbolic_link_at_the_audit_path_stops_startup_naming_it() {
+    let db = TestDb::new();
+    let target = db.file("elsewhere.log");
+    std::fs::write(&target, b"").unwrap();
+    let log = db.file("audit.log");
+    std::os::unix::fs::symlink(&target, &log).unwrap();
+    let mut command = common::mcp::http_command(
+        db.path(),
+        &[("EROS_AUDIT_LOG", log.to_str().unwrap())],
+        common::mcp::free_port(),
+        None,
+    );
+    let output = command
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot open the audit log {}", log.display()))
+            && stderr.contains("symbolic link"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        b"",
+        "a line went through the link"
+    );
+}
+
+#[tokio::test]
+async fn unicode_line_breaks_in_the_sql_are_escaped_so_each_record_is_one_line() {
+    let db = TestDb::new().with_demo_data();
+    let (server, log) = start(&db, &[], false);
+    let reader = client(&server, READER).await;
+    let sql = "SELECT 1 /* \u{2028} \u{2029} \u{85} */";
+    call(&reader, "query", json!({ "sql": sql })).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    for raw in ['\u{2028}', '\u{2029}', '\u{85}'] {
+        assert!(!text.contains(raw), "{raw:?} written raw: {text}");
+    }
+    // Split as a Unicode-aware reader would: still whole records.
+    let records: Vec<&str> = text
+        .split(['\n', '\u{2028}', '\u{2029}', '\u{85}'])
+        .filter(|l| !l.is_empty())
+        .collect();
+    let parsed: Vec<Value> = records
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(parsed.iter().any(|r| r["sql"] == sql), "{parsed:?}");
+}
