@@ -460,10 +460,20 @@ fn a_symbolic_link_at_the_audit_path_stops_startup_naming_it() {
         common::mcp::free_port(),
         None,
     );
-    let output = command
+    let mut child = command
         .stderr(std::process::Stdio::piped())
-        .output()
+        .spawn()
         .unwrap();
+    // A server that followed the link would start and serve: not for long.
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("the server started with a symbolic link at its audit path");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
