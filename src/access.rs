@@ -257,7 +257,7 @@ pub fn restricted(
             table_name,
             column_name,
         } => {
-            if restrictions.denies_table(table_name) {
+            if restrictions.denies_table(table_name) || is_statistics_table(table_name) {
                 Some(Authorization::Deny)
             } else if restrictions.nulls_column(table_name, column_name) {
                 Some(if access == Access::ReadOnly {
@@ -285,6 +285,25 @@ pub fn restricted(
             _ => None,
         },
     }
+}
+
+/// Tables that describe other tables' contents: `ANALYZE`'s statistics
+/// (`sqlite_stat4` keeps sampled index keys in clear, `sqlite_stat1` row
+/// counts) and the virtual tables that read the file's pages (`dbstat`
+/// counts a table's cells, `sqlite_dbpage` is the raw pages). Under any
+/// restriction they would show what the restriction withholds: no
+/// restricted caller reads them.
+fn is_statistics_table(table: &str) -> bool {
+    [
+        "sqlite_stat1",
+        "sqlite_stat2",
+        "sqlite_stat3",
+        "sqlite_stat4",
+        "dbstat",
+        "sqlite_dbpage",
+    ]
+    .iter()
+    .any(|name| table.eq_ignore_ascii_case(name))
 }
 
 /// The replication table (one of [`crate::replication::HIDDEN_TABLES`],

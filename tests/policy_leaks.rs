@@ -121,6 +121,11 @@ const TABLE_ROUTES: &[(&str, &str)] = &[
     ("denied_pragma_function_upper", "SELECT name, dflt_value FROM pragma_table_info('PAYOUTS')"),
     ("denied_pragma_function_schema", "SELECT * FROM pragma_table_xinfo('payouts', 'main')"),
     ("denied_pragma_function_index", "SELECT * FROM pragma_index_list('payouts')"),
+    // ANALYZE's samples hold index keys in clear; dbstat counts cells.
+    ("denied_stat4_samples", "SELECT CAST(sample AS TEXT) FROM sqlite_stat4"),
+    ("denied_stat4_hex", "SELECT hex(sample) FROM sqlite_stat4"),
+    ("denied_stat1_counts", "SELECT * FROM sqlite_stat1 WHERE tbl = 'payouts'"),
+    ("denied_dbstat", "SELECT name, ncell FROM dbstat WHERE name = 'payouts'"),
     ("sqlite_master_text", "SELECT name, sql FROM sqlite_master"),
     ("sqlite_schema_star", "SELECT * FROM sqlite_schema WHERE tbl_name = 'payouts'"),
     ("sqlite_schema_group", "SELECT group_concat(sql, ';') FROM main.sqlite_schema"),
@@ -142,6 +147,7 @@ fn start() -> (TestDb, HttpServer) {
          CREATE INDEX creators_lower_email ON creators (lower(email));
          CREATE VIEW creator_contacts AS SELECT handle, email AS contact FROM creators;
          CREATE VIEW payout_notes AS SELECT note FROM payouts;
+         ANALYZE;
          PRAGMA wal_checkpoint(TRUNCATE);"
     ))
     .unwrap();
@@ -381,6 +387,12 @@ async fn a_principal_with_the_scopes_reads_everything() {
             "SELECT dflt_value FROM pragma_table_info('payouts')",
             DDL_MARKER,
         ),
+        // The statistics routes' control: the samples hold the markers.
+        (
+            "SELECT CAST(sample AS TEXT) FROM sqlite_stat4",
+            EMAIL_MARKER,
+        ),
+        ("SELECT CAST(sample AS TEXT) FROM sqlite_stat4", ROW_MARKER),
     ] {
         let answer = everything(&call(&lead, "query", json!({ "sql": sql })).await);
         assert!(answer.contains(marker), "{sql}: {answer}");
