@@ -32,7 +32,7 @@ const EMAIL_EXPR: &str = "'aaaa-secret-' || 'email-7f3a@leak.test'";
 
 const POLICY: &str = r#"
 [scopes."eros:pii"]
-null_columns = ["creators.email", "subscribers.email"]
+null_columns = ["creators.email", "subscribers.email", "contacts.email"]
 [scopes."eros:finance"]
 deny_tables = ["payouts"]
 "#;
@@ -95,6 +95,12 @@ const COLUMN_ROUTES: &[(&str, &str)] = &[
     ("group_by_having", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators GROUP BY email HAVING email LIKE 'aaaa%'"),
     ("join_on", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators AS a JOIN creators AS b ON a.email = b.email AND a.email LIKE 'aaaa%'"),
     ("indexed_by_unique", "SELECT email FROM creators INDEXED BY sqlite_autoindex_creators_2"),
+    // Generated columns, computed from the nulled one without the
+    // authorizer being asked about it.
+    ("generated_virtual", "SELECT email_shown FROM creators"),
+    ("generated_virtual_where", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM creators WHERE email_shown LIKE 'shown:aaaa%'"),
+    ("generated_stored", "SELECT email_kept FROM contacts"),
+    ("generated_stored_where", "SELECT 'aaaa-secret-' || 'email-7f3a@leak.test' FROM contacts WHERE email_kept LIKE 'aaaa%'"),
 ];
 
 /// `(name, sql)`: routes to the denied table. Each must be refused or
@@ -147,6 +153,10 @@ fn start() -> (TestDb, HttpServer) {
          CREATE INDEX creators_lower_email ON creators (lower(email));
          CREATE VIEW creator_contacts AS SELECT handle, email AS contact FROM creators;
          CREATE VIEW payout_notes AS SELECT note FROM payouts;
+         ALTER TABLE creators ADD COLUMN email_shown TEXT AS ('shown:' || email);
+         CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT,
+                                email_kept TEXT GENERATED ALWAYS AS (email) STORED);
+         INSERT INTO contacts (email) VALUES ('{EMAIL_MARKER}');
          ANALYZE;
          PRAGMA wal_checkpoint(TRUNCATE);"
     ))
@@ -387,6 +397,9 @@ async fn a_principal_with_the_scopes_reads_everything() {
             "SELECT dflt_value FROM pragma_table_info('payouts')",
             DDL_MARKER,
         ),
+        // The generated columns' control.
+        ("SELECT email_shown FROM creators", EMAIL_MARKER),
+        ("SELECT email_kept FROM contacts", EMAIL_MARKER),
         // The statistics routes' control: the samples hold the markers.
         (
             "SELECT CAST(sample AS TEXT) FROM sqlite_stat4",

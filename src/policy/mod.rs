@@ -174,6 +174,14 @@ impl Policy {
                     ));
                 }
                 restrictions.null_column(table, column);
+                // SQLite computes a generated column from its sources
+                // without asking the authorizer about them: one of this
+                // table's could show the nulled value, so each reads as
+                // NULL too (which of them use the column, SQLite does not
+                // tell).
+                for generated in generated_columns(conn, table).map_err(db)? {
+                    restrictions.null_column(table, &generated);
+                }
             }
             by_scope.insert(scope, restrictions);
         }
@@ -243,6 +251,15 @@ fn shadow_tables(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>
         "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow' \
          AND substr(name, 1, length(?1) + 1) = ?1 || '_' COLLATE NOCASE",
     )?;
+    let names = stmt.query_map([table], |row| row.get(0))?;
+    names.collect()
+}
+
+/// The generated columns of `table`, virtual and stored (`hidden` 2 and 3
+/// in `PRAGMA table_xinfo`).
+fn generated_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden IN (2, 3)")?;
     let names = stmt.query_map([table], |row| row.get(0))?;
     names.collect()
 }
