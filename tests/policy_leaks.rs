@@ -463,3 +463,71 @@ fn a_policy_naming_an_unknown_column_stops_the_server() {
         assert!(stderr.contains(part), "{part} missing from: {stderr}");
     }
 }
+
+/// Starts the server on `db` with `policy` for a restricted principal;
+/// returns its exit output if it stopped, `None` if it kept serving.
+fn start_with_policy(db: &TestDb, policy: &str) -> Option<std::process::Output> {
+    let policy_file = db.file("policy.toml");
+    std::fs::write(&policy_file, policy).unwrap();
+    let tokens = db.file("tokens.toml");
+    std::fs::write(
+        &tokens,
+        token_entry("contractor", RESTRICTED, &["eros:read"]),
+    )
+    .unwrap();
+    let mut child = common::mcp::http_command(
+        db.path(),
+        &[
+            ("EROS_AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
+            ("EROS_AUTH_POLICY_FILE", policy_file.to_str().unwrap()),
+        ],
+        common::mcp::free_port(),
+        None,
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(4) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_policy_nulling_a_tables_own_key_stops_the_server_naming_the_fix() {
+    // A table stored in the order of the nulled column: every scan would
+    // walk the hidden values in order, whatever the plan.
+    let db = TestDb::new().with_demo_data();
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE accounts (name TEXT PRIMARY KEY, plan TEXT) WITHOUT ROWID;
+         CREATE TABLE badges (code INTEGER PRIMARY KEY, label TEXT);
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .unwrap();
+    drop(conn);
+    for (entry, words) in [
+        ("accounts.name", "WITHOUT ROWID"),
+        ("badges.code", "INTEGER PRIMARY KEY"),
+    ] {
+        let policy = format!("[scopes.\"eros:pii\"]\nnull_columns = [\"{entry}\"]\n");
+        let output = start_with_policy(&db, &policy).expect("the server started");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for part in [entry, words, "Deny the table"] {
+            assert!(stderr.contains(part), "{part} missing from: {stderr}");
+        }
+    }
+    // The control: a column that orders nothing is accepted.
+    let policy = "[scopes.\"eros:pii\"]\nnull_columns = [\"accounts.plan\"]\n";
+    assert!(
+        start_with_policy(&db, policy).is_none(),
+        "the server stopped"
+    );
+}

@@ -173,6 +173,9 @@ impl Policy {
                         ),
                     ));
                 }
+                if let Some(why) = own_key(conn, table, column).map_err(db)? {
+                    return Err(refuse("null_columns", column_entry, why));
+                }
                 restrictions.null_column(table, column);
                 // SQLite computes a generated column from its sources
                 // without asking the authorizer about them: one of this
@@ -253,6 +256,43 @@ fn shadow_tables(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>
     )?;
     let names = stmt.query_map([table], |row| row.get(0))?;
     names.collect()
+}
+
+/// Why `column` cannot be nulled if it orders `table` itself: the
+/// `INTEGER PRIMARY KEY` of a rowid table (the rowid), or a primary key
+/// column of a `WITHOUT ROWID` table. Every scan walks the table in that
+/// order, so the order of any answer would show the values read as NULL;
+/// no check on the plan can avoid that.
+fn own_key(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<Option<String>> {
+    let without_rowid: bool = conn
+        .prepare_cached(
+            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1 COLLATE NOCASE",
+        )?
+        .query_row([table], |row| row.get::<_, i64>(0))
+        .optional()?
+        .is_some_and(|wr| wr == 1);
+    let keys: Vec<(String, String)> = conn
+        .prepare_cached("SELECT name, type FROM pragma_table_info(?1) WHERE pk > 0")?
+        .query_map([table], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let is_key = keys
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case(column));
+    let rowid_alias =
+        !without_rowid && keys.len() == 1 && keys[0].1.eq_ignore_ascii_case("INTEGER");
+    Ok(match (is_key, without_rowid, rowid_alias) {
+        (true, true, _) => Some(format!(
+            "{table:?} is a WITHOUT ROWID table stored in the order of its primary key, which \
+             holds {column:?}: every read would walk the hidden values in order. Deny the table \
+             instead"
+        )),
+        (true, false, true) => Some(format!(
+            "{column:?} is {table:?}'s INTEGER PRIMARY KEY (its rowid), the order the table is \
+             stored and read in: every read would walk the hidden values in order. Deny the \
+             table, or keep the key visible and null other columns"
+        )),
+        _ => None,
+    })
 }
 
 /// The generated columns of `table`, virtual and stored (`hidden` 2 and 3
