@@ -783,9 +783,9 @@ impl Watch {
         }
         // The server's own, and each worker's share: statements run there.
         let rss = resident_bytes(pid, self.hwm_resets.load(Ordering::SeqCst))
-            + common::memory::children(pid)
+            + eros_bench::procfs::children(pid)
                 .into_iter()
-                .map(common::memory::pss)
+                .map(eros_bench::procfs::proportional_set_bytes)
                 .sum::<u64>();
         let temp = temp_bytes(&self.temp, pid);
         let mut window = self.window.lock().unwrap();
@@ -884,7 +884,7 @@ fn temp_bytes(dir: &Path, pid: u32) -> u64 {
     let mut total = 0;
     walk(dir, &mut seen, &mut total);
     // The server and its workers (which hold the statements' files).
-    let processes = std::iter::once(pid).chain(common::memory::children(pid));
+    let processes = std::iter::once(pid).chain(eros_bench::procfs::children(pid));
     for fds in processes.filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok()) {
         for fd in fds.flatten() {
             let open_under_dir =

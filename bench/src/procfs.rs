@@ -39,7 +39,7 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
         open_fds: process.fd_count().map_or(0, |n| n as u64),
     };
     for child in children(pid) {
-        let Ok(process) = Process::new(child) else {
+        let Ok(process) = Process::new(child as i32) else {
             continue;
         };
         if let Ok(stat) = process.stat() {
@@ -53,8 +53,8 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
     Some(sample)
 }
 
-/// The children of `pid` (of any of its threads).
-fn children(pid: u32) -> Vec<i32> {
+/// The children of `pid` (of any of its threads): a server's workers.
+pub fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -65,13 +65,13 @@ fn children(pid: u32) -> Vec<i32> {
                 .unwrap_or_default()
                 .split_whitespace()
                 .filter_map(|c| c.parse().ok())
-                .collect::<Vec<i32>>()
+                .collect::<Vec<u32>>()
         })
         .collect()
 }
 
 /// `Pss` of `/proc/<pid>/smaps_rollup`, in bytes (0 when unreadable).
-fn proportional_set_bytes(pid: i32) -> u64 {
+pub fn proportional_set_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .unwrap_or_default()
         .lines()
