@@ -106,6 +106,23 @@ impl ReadyzWatch {
         }
     }
 
+    /// Stops, and asserts `/readyz` said 503 at least once, each time
+    /// naming `reason`, and 200 at the end.
+    fn finish_unready_then_ready(self, reason: &str) {
+        let probes = self.finish();
+        let unready: Vec<_> = probes
+            .iter()
+            .filter(|(_, status, _)| *status == 503)
+            .collect();
+        assert!(!unready.is_empty(), "never 503: {probes:?}");
+        assert!(
+            unready.iter().all(|(_, _, body)| body.contains(reason)),
+            "{unready:?}"
+        );
+        let (_, last, body) = probes.last().unwrap();
+        assert_eq!(*last, 200, "not ready again: {body}");
+    }
+
     fn finish(mut self) -> Vec<(Duration, u16, String)> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap();
@@ -416,23 +433,7 @@ async fn readiness_is_503_while_another_process_holds_the_write_lock_and_200_aft
     holder.execute_batch("ROLLBACK").unwrap();
     let released_at = held_at.elapsed();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let probes = readyz.finish();
-    let unready: Vec<_> = probes
-        .iter()
-        .filter(|(_, status, _)| *status == 503)
-        .collect();
-    assert!(!unready.is_empty(), "never 503: {probes:?}");
-    assert!(
-        unready
-            .iter()
-            .all(|(_, _, body)| body.contains("write lock")),
-        "{unready:?}"
-    );
-    let (_, last_status, last_body) = probes.last().unwrap();
-    assert_eq!(
-        *last_status, 200,
-        "not ready again after the release: {last_body}"
-    );
+    readyz.finish_unready_then_ready("write lock");
     assert!(released_at > TIMEOUT, "{released_at:?}");
 }
 
@@ -513,18 +514,5 @@ async fn readiness_is_503_while_the_pool_cannot_serve_in_time_and_200_once_the_w
     tokio::time::sleep(Duration::from_millis(600)).await;
     let after = call(&client, "query", json!({ "sql": "SELECT 1" })).await;
     assert_ne!(after.is_error, Some(true), "{}", text(&after));
-    let probes = readyz.finish();
-    let unready: Vec<_> = probes
-        .iter()
-        .filter(|(_, status, _)| *status == 503)
-        .collect();
-    assert!(!unready.is_empty(), "never 503: {probes:?}");
-    assert!(
-        unready
-            .iter()
-            .all(|(_, _, body)| body.contains("EROS_DB_POOL_TIMEOUT")),
-        "{unready:?}"
-    );
-    let (_, last, body) = probes.last().unwrap();
-    assert_eq!(*last, 200, "{body}");
+    readyz.finish_unready_then_ready("EROS_DB_POOL_TIMEOUT");
 }
