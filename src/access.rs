@@ -54,12 +54,12 @@ impl Access {
 }
 
 /// The access level of one connection, shared with its authorizer, and
-/// the replication table its authorizer last refused (SQLite's own error
-/// says only "not authorized").
+/// why its authorizer last refused, when the reason is more than SQLite's
+/// own "not authorized" (a replication table, a policy).
 #[derive(Debug, Clone)]
 pub struct AccessLevel {
     level: Arc<AtomicU8>,
-    refused_hidden: Arc<Mutex<Option<&'static str>>>,
+    refusal: Arc<Mutex<Option<String>>>,
     /// What the caller of the running call may not read; empty at rest.
     restrictions: Arc<Mutex<Arc<Restrictions>>>,
 }
@@ -83,22 +83,74 @@ impl AccessLevel {
         *self.restrictions.lock().unwrap() = restrictions;
     }
 
-    /// The replication table the authorizer refused since the last call,
-    /// if it refused one.
-    pub fn take_refused_hidden(&self) -> Option<&'static str> {
-        self.refused_hidden.lock().unwrap().take()
+    /// Why the authorizer refused since the last call, if it said.
+    pub fn take_refusal(&self) -> Option<String> {
+        self.refusal.lock().unwrap().take()
     }
 }
 
-/// The error for a statement refused because it would change `table`, one
-/// of replication's: SQLite's `SQLITE_AUTH`, with the reason in words.
-pub fn hidden_table_refusal(table: &str) -> rusqlite::Error {
+/// The error for a statement the authorizer refused for `reason`:
+/// SQLite's `SQLITE_AUTH`, with the reason in words.
+pub fn refusal_error(reason: String) -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_AUTH),
-        Some(format!(
+        Some(reason),
+    )
+}
+
+/// Why `ctx` was refused, in words, when it is more than "not
+/// authorized": it would change a replication table, or the caller's
+/// restrictions keep it from changing the schema or a table.
+fn refusal_reason(restrictions: &Restrictions, ctx: &AuthContext<'_>) -> Option<String> {
+    if let Some(table) = changed_hidden_table(ctx) {
+        return Some(format!(
             "not authorized: {table} belongs to replication (Litestream's bookkeeping or the \
              primary's heartbeat); it may be read but not written, altered, indexed or dropped"
-        )),
+        ));
+    }
+    if restrictions.is_empty() {
+        return None;
+    }
+    let table = changed_table(ctx)?;
+    if restrictions.denies_table(table) {
+        None
+    } else if changes_schema(ctx) {
+        Some(format!(
+            "not authorized: a principal under a column or table policy changes no schema \
+             ({table}): a trigger, view, index or key it defined would run in other \
+             principals' statements or reach values it may not read. Ask for every scope of \
+             the policy"
+        ))
+    } else if restrictions.keeps_read_only(table) {
+        Some(format!(
+            "not authorized: {table} may be read but not written by this principal: it holds \
+             a column the policy hides from it, or a foreign key to one or to a denied table, \
+             and a constraint error would tell a hidden value"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Whether `ctx` creates, changes or drops a schema object (or its
+/// statistics).
+fn changes_schema(ctx: &AuthContext<'_>) -> bool {
+    use AuthAction::*;
+    matches!(
+        ctx.action,
+        CreateTable { .. }
+            | CreateIndex { .. }
+            | CreateView { .. }
+            | CreateTrigger { .. }
+            | CreateVtable { .. }
+            | DropTable { .. }
+            | DropIndex { .. }
+            | DropView { .. }
+            | DropTrigger { .. }
+            | DropVtable { .. }
+            | AlterTable { .. }
+            | Reindex { .. }
+            | Analyze { .. }
     )
 }
 
@@ -107,24 +159,23 @@ pub fn hidden_table_refusal(table: &str) -> rusqlite::Error {
 pub fn install(conn: &Connection) -> rusqlite::Result<AccessLevel> {
     let level = AccessLevel {
         level: Arc::new(AtomicU8::new(Access::Trusted as u8)),
-        refused_hidden: Arc::new(Mutex::new(None)),
+        refusal: Arc::new(Mutex::new(None)),
         restrictions: Arc::new(Mutex::new(Restrictions::none())),
     };
     let seen = level.clone();
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
         let access = seen.get();
-        let verdict = if access == Access::Trusted {
-            Authorization::Allow
-        } else {
-            let restrictions = seen.restrictions.lock().unwrap();
-            match restricted(access, &restrictions, &ctx) {
-                Some(verdict) => verdict,
-                None => authorize(access, &ctx),
-            }
+        if access == Access::Trusted {
+            return Authorization::Allow;
+        }
+        let restrictions = seen.restrictions();
+        let verdict = match restricted(access, &restrictions, &ctx) {
+            Some(verdict) => verdict,
+            None => authorize(access, &ctx),
         };
-        if verdict == Authorization::Deny && access != Access::Trusted {
-            if let Some(table) = changed_hidden_table(&ctx) {
-                *seen.refused_hidden.lock().unwrap() = Some(table);
+        if verdict == Authorization::Deny {
+            if let Some(reason) = refusal_reason(&restrictions, &ctx) {
+                *seen.refusal.lock().unwrap() = Some(reason);
             }
         }
         verdict
@@ -280,6 +331,17 @@ pub fn restricted(
             pragma_value: Some(value),
             ..
         } if restrictions.denies_table(value.trim()) => Some(Authorization::Deny),
+        // Schema changes: a trigger or view would run in a more privileged
+        // principal's statements, a foreign key or generated column would
+        // reach hidden values, and none of them is in the policy checked
+        // at startup.
+        _ if changes_schema(ctx) => Some(Authorization::Deny),
+        Insert { table_name } | Delete { table_name } | Update { table_name, .. }
+            if restrictions.denies_table(table_name)
+                || restrictions.keeps_read_only(table_name) =>
+        {
+            Some(Authorization::Deny)
+        }
         _ => match changed_table(ctx) {
             Some(table) if restrictions.denies_table(table) => Some(Authorization::Deny),
             _ => None,
@@ -487,5 +549,41 @@ mod restriction_tests {
             read(&conn, "SELECT email FROM creators").unwrap(),
             [Some("marker@x".to_string())]
         );
+    }
+
+    #[test]
+    fn a_restricted_writer_changes_no_schema_and_no_table_it_cannot_read_whole() {
+        let (conn, level) = restricted_conn();
+        level.set(Access::Trusted);
+        conn.execute_batch(
+            "PRAGMA query_only = off; CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+        )
+        .unwrap();
+        level.set(Access::ReadWrite);
+        for sql in [
+            "CREATE TABLE loot (v TEXT)",
+            "CREATE VIEW v AS SELECT 1",
+            "CREATE INDEX notes_body ON notes (body)",
+            "CREATE TRIGGER t AFTER INSERT ON notes BEGIN SELECT 1; END",
+            "ALTER TABLE notes ADD COLUMN e TEXT",
+            "DROP TABLE notes",
+            "INSERT INTO creators (email) VALUES ('guess')",
+            "UPDATE creators SET id = id",
+            "DELETE FROM creators",
+        ] {
+            let err = conn
+                .prepare(sql)
+                .err()
+                .unwrap_or_else(|| panic!("{sql} was prepared"));
+            assert!(err.to_string().contains("not authorized"), "{sql}: {err}");
+            assert!(level.take_refusal().is_some(), "{sql}: no reason given");
+        }
+        conn.prepare("INSERT INTO notes (body) VALUES ('fine')")
+            .unwrap();
+        // The control: the same statements are prepared without restrictions.
+        level.set_restrictions(Restrictions::none());
+        conn.prepare("CREATE TABLE loot (v TEXT)").unwrap();
+        conn.prepare("INSERT INTO creators (email) VALUES ('guess')")
+            .unwrap();
     }
 }

@@ -17,6 +17,8 @@ use rmcp::model::{
 use serde_json::json;
 
 const RESTRICTED: &str = "restricted-token-0123456789";
+/// eros:read and eros:write, without the policy's scopes.
+const RESTRICTED_WRITER: &str = "restricted-writer-token-0123456789";
 const TRUSTED: &str = "trusted-token-0123456789";
 
 /// A creator's email (it sorts first, so ORDER BY would betray it).
@@ -157,6 +159,9 @@ fn start() -> (TestDb, HttpServer) {
          CREATE TABLE contacts (id INTEGER PRIMARY KEY, email TEXT,
                                 email_kept TEXT GENERATED ALWAYS AS (email) STORED);
          INSERT INTO contacts (email) VALUES ('{EMAIL_MARKER}');
+         CREATE TABLE loot (v TEXT);
+         CREATE TABLE mentions (id INTEGER PRIMARY KEY, email TEXT REFERENCES creators (email));
+         CREATE TABLE payout_refs (id INTEGER PRIMARY KEY, payout INTEGER REFERENCES payouts (id));
          ANALYZE;
          PRAGMA wal_checkpoint(TRUNCATE);"
     ))
@@ -167,9 +172,14 @@ fn start() -> (TestDb, HttpServer) {
         &tokens,
         token_entry("contractor", RESTRICTED, &["eros:read"])
             + &token_entry(
+                "etl-contractor",
+                RESTRICTED_WRITER,
+                &["eros:read", "eros:write"],
+            )
+            + &token_entry(
                 "finance-lead",
                 TRUSTED,
-                &["eros:read", "eros:pii", "eros:finance"],
+                &["eros:read", "eros:write", "eros:pii", "eros:finance"],
             ),
     )
     .unwrap();
@@ -180,6 +190,7 @@ fn start() -> (TestDb, HttpServer) {
     let server = HttpServer::start(
         db.path(),
         &[
+            ("EROS_DB_READ_ONLY", "false"),
             ("EROS_AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
             ("EROS_AUTH_POLICY_FILE", policy.to_str().unwrap()),
             ("EROS_MCP_TOOLS_FILE", tools.to_str().unwrap()),
@@ -422,6 +433,127 @@ async fn a_principal_with_the_scopes_reads_everything() {
         .unwrap();
     let schema = serde_json::to_string(&schema).unwrap().to_lowercase();
     assert!(schema.contains("create table payouts"), "{schema}");
+    lead.cancel().await.unwrap();
+}
+
+/// `(name, sql)`: schema a writer without the scopes could plant for a
+/// more privileged principal's statements to run, or to reach hidden
+/// values through later.
+const PLANTED: &[(&str, &str)] = &[
+    ("trigger_copying_a_nulled_column", "CREATE TRIGGER plant_copy AFTER UPDATE ON creators BEGIN INSERT INTO loot VALUES (new.email); END"),
+    ("trigger_reading_a_denied_table", "CREATE TRIGGER plant_read AFTER UPDATE ON creators BEGIN INSERT INTO loot SELECT note FROM payouts; END"),
+    ("trigger_deleting_a_denied_table", "CREATE TRIGGER plant_delete AFTER INSERT ON loot BEGIN DELETE FROM payouts; END"),
+    ("view", "CREATE VIEW plant_view AS SELECT email FROM creators"),
+    ("index", "CREATE INDEX plant_index ON loot (v)"),
+    ("foreign_key", "CREATE TABLE plant_fk (e TEXT REFERENCES creators (email))"),
+    ("generated_column", "ALTER TABLE loot ADD COLUMN shown TEXT AS ('shown:' || v)"),
+    ("drop", "DROP TABLE loot"),
+];
+
+/// `(name, sql with {guess})`: writes whose constraint error would answer
+/// whether `{guess}` is a hidden value.
+const GUESSES: &[(&str, &str)] = &[
+    (
+        "unique_update",
+        "UPDATE creators SET email = {guess} WHERE id = 1",
+    ),
+    (
+        "unique_insert",
+        "INSERT INTO creators (handle, display_name, email) VALUES ('guesser', 'G', {guess})",
+    ),
+    (
+        "foreign_key_to_a_nulled_column",
+        "INSERT INTO mentions (email) VALUES ({guess})",
+    ),
+    (
+        "foreign_key_to_a_denied_table",
+        "INSERT INTO payout_refs (payout) VALUES ({id})",
+    ),
+];
+
+/// Each guess with a right value and a wrong one (a wrong one of its
+/// own, so no guess meets another's).
+fn guesses(route: &str, sql: &str) -> [String; 2] {
+    [
+        sql.replace("{guess}", EMAIL_EXPR).replace("{id}", "1"),
+        sql.replace("{guess}", &format!("'nobody-{route}@nowhere.test'"))
+            .replace("{id}", "999"),
+    ]
+}
+
+#[tokio::test]
+async fn a_writer_without_the_scopes_plants_no_schema_and_guesses_nothing_through_a_constraint() {
+    let (_db, server) = start();
+    let writer = client(&server, RESTRICTED_WRITER).await;
+    let lead = client(&server, TRUSTED).await;
+    for (route, sql) in PLANTED {
+        let result = call(&writer, "execute", json!({ "sql": sql })).await;
+        assert_eq!(result.is_error, Some(true), "{route} was run");
+        assert!(
+            text(&result).contains("changes no schema"),
+            "{route}: {}",
+            text(&result)
+        );
+    }
+    for (route, sql) in GUESSES {
+        let [right, wrong] = guesses(route, sql);
+        let right = call(&writer, "execute", json!({ "sql": right })).await;
+        let wrong = call(&writer, "execute", json!({ "sql": wrong })).await;
+        assert_eq!(right.is_error, Some(true), "{route} was run");
+        assert_eq!(text(&right), text(&wrong), "{route} told the guesses apart");
+        assert!(
+            text(&right).contains("may be read but not written"),
+            "{route}: {}",
+            text(&right)
+        );
+    }
+    // The writer still writes what it can read whole.
+    let fine = call(
+        &writer,
+        "execute",
+        json!({ "sql": "INSERT INTO loot VALUES ('fine')" }),
+    )
+    .await;
+    assert_ne!(fine.is_error, Some(true), "{}", text(&fine));
+    // A privileged write fires whatever the writer could plant.
+    let fired = call(
+        &lead,
+        "execute",
+        json!({ "sql": "UPDATE creators SET status = status" }),
+    )
+    .await;
+    assert_ne!(fired.is_error, Some(true), "{}", text(&fired));
+    let loot = everything(&call(&writer, "query", json!({ "sql": "SELECT * FROM loot" })).await);
+    assert_no_marker("loot", &loot);
+    let denied_rows =
+        everything(&call(&lead, "query", json!({ "sql": "SELECT note FROM payouts" })).await);
+    assert!(denied_rows.contains(ROW_MARKER), "{denied_rows}");
+
+    // The control: the same SQL, from a principal holding every scope,
+    // plants a working trigger and tells the guesses apart.
+    for (route, sql) in GUESSES {
+        let [right, wrong] = guesses(route, sql);
+        let right = call(&lead, "execute", json!({ "sql": right })).await;
+        let wrong = call(&lead, "execute", json!({ "sql": wrong })).await;
+        assert_ne!(
+            right.is_error,
+            wrong.is_error,
+            "{route} is no oracle: {} / {}",
+            text(&right),
+            text(&wrong)
+        );
+    }
+    let planted = call(&lead, "execute", json!({ "sql": PLANTED[0].1 })).await;
+    assert_ne!(planted.is_error, Some(true), "{}", text(&planted));
+    call(
+        &lead,
+        "execute",
+        json!({ "sql": "UPDATE creators SET status = status" }),
+    )
+    .await;
+    let loot = everything(&call(&lead, "query", json!({ "sql": "SELECT * FROM loot" })).await);
+    assert!(loot.contains(EMAIL_MARKER), "{loot}");
+    writer.cancel().await.unwrap();
     lead.cancel().await.unwrap();
 }
 

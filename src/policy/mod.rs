@@ -186,6 +186,7 @@ impl Policy {
                     restrictions.null_column(table, &generated);
                 }
             }
+            keep_linked_tables_read_only(conn, &mut restrictions).map_err(db)?;
             by_scope.insert(scope, restrictions);
         }
         Ok(Self {
@@ -302,6 +303,47 @@ fn generated_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<Str
         conn.prepare_cached("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden IN (2, 3)")?;
     let names = stmt.query_map([table], |row| row.get(0))?;
     names.collect()
+}
+
+/// Keeps read-only both tables of every foreign key that reaches what
+/// `restrictions` hide: a denied table on either side, or a nulled column
+/// among its keys. SQLite checks a foreign key against the other table's
+/// rows, so an INSERT, UPDATE or DELETE that fails with a constraint
+/// error would answer whether a hidden value exists.
+fn keep_linked_tables_read_only(
+    conn: &Connection,
+    restrictions: &mut Restrictions,
+) -> rusqlite::Result<()> {
+    let links: Vec<(String, String, String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT m.name, f.\"table\", f.\"from\", f.\"to\" FROM sqlite_schema AS m, \
+             pragma_foreign_key_list(m.name) AS f WHERE m.type = 'table'",
+        )?
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (child, parent, from, to) in links {
+        // A key written without columns is the parent's primary key.
+        let parent_keys = match to {
+            Some(to) => vec![to],
+            None => conn
+                .prepare_cached("SELECT name FROM pragma_table_info(?1) WHERE pk > 0")?
+                .query_map([&parent], |row| row.get(0))?
+                .collect::<Result<_, _>>()?,
+        };
+        let hidden = restrictions.denies_table(&child)
+            || restrictions.denies_table(&parent)
+            || restrictions.nulls_column(&child, &from)
+            || parent_keys
+                .iter()
+                .any(|key| restrictions.nulls_column(&parent, key));
+        if hidden {
+            restrictions.keep_read_only(&child);
+            restrictions.keep_read_only(&parent);
+        }
+    }
+    Ok(())
 }
 
 fn column_exists(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
@@ -422,6 +464,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("deny the table instead"), "{err}");
+    }
+
+    #[test]
+    fn tables_linked_by_a_foreign_key_to_hidden_values_are_kept_read_only() {
+        let conn = db();
+        conn.execute_batch(
+            "CREATE TABLE mentions (id INTEGER PRIMARY KEY, email TEXT REFERENCES creators (email));
+             CREATE TABLE refunds (id INTEGER PRIMARY KEY, tx INTEGER REFERENCES transactions);
+             CREATE TABLE follows (id INTEGER PRIMARY KEY, creator INTEGER REFERENCES creators (id));",
+        )
+        .unwrap();
+        let policy = Policy::parse(Path::new("policy.toml"), EXAMPLE, &conn).unwrap();
+        let nobody = policy.restrictions_for(&Scopes::of(["eros:read"]));
+        for table in ["creators", "mentions", "refunds", "transactions"] {
+            assert!(nobody.keeps_read_only(table), "{table} is writable");
+        }
+        // A key of visible values links nothing hidden.
+        assert!(!nobody.keeps_read_only("follows"));
+        let all = policy.restrictions_for(&Scopes::of(["eros:pii", "eros:finance"]));
+        assert!(!all.keeps_read_only("mentions"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What one principal may not read: the tables it is denied and the
 //! columns it reads as NULL, lowercased (SQLite compares identifiers
-//! without regard to ASCII case). Computed from the policy file
+//! without regard to ASCII case), and the tables it may read but not
+//! write because a write would be checked against values it cannot see. Computed from the policy file
 //! ([`super::Policy`]) once per distinct set of scopes, handed to the
 //! engine per call, and read by the authorizer ([`crate::access`]).
 
@@ -13,6 +14,10 @@ use std::sync::{Arc, LazyLock};
 pub struct Restrictions {
     denied_tables: BTreeSet<String>,
     nulled_columns: BTreeSet<(String, String)>,
+    /// Tables whose writes SQLite checks against hidden values (a UNIQUE
+    /// index, a CHECK, a foreign key): a constraint error would answer a
+    /// guess, so no write reaches them.
+    read_only_tables: BTreeSet<String>,
 }
 
 static NONE: LazyLock<Arc<Restrictions>> = LazyLock::new(|| Arc::new(Restrictions::default()));
@@ -43,9 +48,19 @@ impl Restrictions {
         self.denied_tables.insert(table.to_ascii_lowercase());
     }
 
+    /// Nulls `table.column`, and keeps `table` read-only: an INSERT or
+    /// UPDATE would be checked against the hidden values (a UNIQUE index,
+    /// a CHECK, a generated column), and SQLite's authorizer does not say
+    /// which columns an INSERT sets. A principal writes only tables it
+    /// can read whole.
     pub(crate) fn null_column(&mut self, table: &str, column: &str) {
         self.nulled_columns
             .insert((table.to_ascii_lowercase(), column.to_ascii_lowercase()));
+        self.keep_read_only(table);
+    }
+
+    pub(crate) fn keep_read_only(&mut self, table: &str) {
+        self.read_only_tables.insert(table.to_ascii_lowercase());
     }
 
     /// Adds what `other` restricts (a principal lacking two scopes gets
@@ -55,10 +70,20 @@ impl Restrictions {
             .extend(other.denied_tables.iter().cloned());
         self.nulled_columns
             .extend(other.nulled_columns.iter().cloned());
+        self.read_only_tables
+            .extend(other.read_only_tables.iter().cloned());
     }
 
     pub fn is_empty(&self) -> bool {
-        self.denied_tables.is_empty() && self.nulled_columns.is_empty()
+        self.denied_tables.is_empty()
+            && self.nulled_columns.is_empty()
+            && self.read_only_tables.is_empty()
+    }
+
+    /// Whether `table` (any case) may be read but not written.
+    pub fn keeps_read_only(&self, table: &str) -> bool {
+        !self.read_only_tables.is_empty()
+            && self.read_only_tables.contains(&table.to_ascii_lowercase())
     }
 
     /// Whether `table` (any case) may not be read at all.

@@ -212,12 +212,12 @@ impl ManagedConnection {
             });
         }
         let previous = self.access.get();
-        let _ = self.access.take_refused_hidden();
+        let _ = self.access.take_refusal();
         self.access.set(access);
         let stmt = self.conn.prepare(sql);
         self.access.set(previous);
-        match (stmt, self.access.take_refused_hidden()) {
-            (Err(_), Some(table)) => Err(access::hidden_table_refusal(table)),
+        match (stmt, self.access.take_refusal()) {
+            (Err(_), Some(reason)) => Err(access::refusal_error(reason)),
             (stmt, _) => stmt,
         }
     }
