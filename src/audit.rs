@@ -7,14 +7,21 @@
 //!   and reopened by [`AuditLog::reopen`] (on SIGHUP, see [`crate::app`])
 //!   so an external tool can rotate it: rename, signal, and the next line
 //!   goes to a new file at the configured path.
-//! - A write's line (the `execute` tool, a declared write tool) is written
-//!   and `sync_data`'d before the MCP server returns the write's result,
-//!   because the server calls [`ToolObserver::tool_called`] synchronously.
-//!   Every other line is written with one `write(2)` at once (so a crash of
-//!   the process loses nothing the kernel has) and synced at shutdown by
-//!   [`AuditLog::sync`].
+//! - A write (the `execute` tool, a declared write tool) gets a `write`
+//!   record, written and `sync_data`'d before it commits
+//!   ([`ToolObserver::write_committing`], asked on the statement's thread).
+//!   When that record cannot be made durable the write is rolled back and
+//!   refused (`AUDIT_UNAVAILABLE`, retryable) unless the operator chose
+//!   `EROS_AUDIT_FAIL_CLOSED=false`: no acknowledged write is missing from
+//!   the log. Its `tool_call` line, with the outcome, follows like any
+//!   other.
+//! - Every other line is written at once (so a crash of the process loses
+//!   nothing the kernel has) and synced at shutdown by [`AuditLog::sync`].
+//! - Each record is one append under a lock. After a failed or partial
+//!   append the next record starts with a newline, so a record torn by a
+//!   full disk never joins the next one.
 //! - A line that cannot be written is logged with `tracing` and counted
-//!   ([`AuditLog::write_failures`]); it never fails the call or the server.
+//!   ([`AuditLog::write_failures`]); only a write's record fails its call.
 //!
 //! No token material ever reaches a line: a refused authentication is
 //! recorded by its reason only.
@@ -31,7 +38,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::identity::Principal;
-use crate::mcp::{ToolCall, ToolObserver};
+use crate::mcp::{Caller, ToolCall, ToolObserver};
 use crate::transport::auth::Operation;
 use crate::transport::TransportObserver;
 
@@ -60,6 +67,8 @@ pub struct AuditSettings {
     pub sql: SqlInAudit,
     /// Whether parameter values are written, not only their number.
     pub param_values: bool,
+    /// Whether a write whose record cannot be made durable is refused.
+    pub fail_closed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +87,11 @@ pub struct AuditLog {
     target: Target,
     sql: SqlInAudit,
     param_values: bool,
+    fail_closed: bool,
     write_failures: AtomicU64,
+    /// The last append failed, perhaps part way: the next record starts
+    /// on a line of its own.
+    torn: std::sync::atomic::AtomicBool,
 }
 
 enum Target {
@@ -107,7 +120,9 @@ impl AuditLog {
             target,
             sql: settings.sql,
             param_values: settings.param_values,
+            fail_closed: settings.fail_closed,
             write_failures: AtomicU64::new(0),
+            torn: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -155,17 +170,22 @@ impl AuditLog {
         }
     }
 
-    /// Writes `line` (newline-terminated) with one `write_all`; on disk
-    /// before returning when `durable`.
-    fn append(&self, line: &[u8], durable: bool) {
+    /// Writes `line` (newline-terminated) in one append; on disk before
+    /// returning when `durable`. A failure is logged and counted, and
+    /// returned for the caller that must act on it.
+    fn append(&self, line: &[u8], durable: bool) -> std::io::Result<()> {
         let result = match &self.target {
-            Target::Stderr => std::io::stderr().lock().write_all(line),
+            Target::Stderr => {
+                let mut stderr = std::io::stderr().lock();
+                self.append_to(&mut stderr, line)
+            }
             Target::File { file, .. } => {
                 // The lock keeps concurrent lines whole; the sync runs
                 // outside it so one write's fsync does not hold up reads.
                 let written = {
                     let file = lock(file);
-                    (&**file).write_all(line).map(|()| Arc::clone(&file))
+                    self.append_to(&mut &**file, line)
+                        .map(|()| Arc::clone(&file))
                 };
                 match written {
                     Ok(file) if durable => sync_data(&file),
@@ -173,9 +193,25 @@ impl AuditLog {
                 }
             }
         };
-        if let Err(err) = result {
-            self.failed(&err);
+        if let Err(err) = &result {
+            self.failed(err);
         }
+        result
+    }
+
+    /// One record into `out`, on a line of its own even after a torn one.
+    fn append_to(&self, out: &mut impl Write, line: &[u8]) -> std::io::Result<()> {
+        let torn = self.torn.load(Ordering::Relaxed);
+        let written = if torn {
+            let mut record = Vec::with_capacity(line.len() + 1);
+            record.push(b'\n');
+            record.extend_from_slice(line);
+            out.write_all(&record)
+        } else {
+            out.write_all(line)
+        };
+        self.torn.store(written.is_err(), Ordering::Relaxed);
+        written
     }
 
     fn failed(&self, err: &std::io::Error) {
@@ -188,29 +224,47 @@ impl AuditLog {
         );
     }
 
-    /// The line of one finished tool call, newline-terminated.
-    fn tool_call_line(&self, call: &ToolCall<'_>, now: SystemTime) -> Vec<u8> {
-        let caller = call.caller;
+    /// What a line says of the call's SQL and parameters.
+    fn statement<'c>(&self, caller: &'c Caller) -> Statement<'c> {
         let sql = caller.sql.as_deref();
         let (sql_text, sql_sha256) = match self.sql {
             SqlInAudit::Text => (sql, None),
             SqlInAudit::Hash => (None, sql.map(|sql| hex::encode(Sha256::digest(sql)))),
         };
-        let param_values = if self.param_values {
-            caller.param_values.as_ref()
-        } else {
-            None
-        };
+        Statement {
+            sql: sql_text,
+            sql_sha256,
+            params: caller.params,
+            param_values: if self.param_values {
+                caller.param_values.as_ref()
+            } else {
+                None
+            },
+        }
+    }
+
+    /// The record of a write about to commit, newline-terminated.
+    fn write_line(&self, tool: &str, caller: &Caller, now: SystemTime) -> Vec<u8> {
+        line(&WriteLine {
+            time: rfc3339_millis(now),
+            event: "write",
+            who: Who::of(&caller.principal),
+            session: caller.session.as_deref(),
+            tool,
+            statement: self.statement(caller),
+        })
+    }
+
+    /// The line of one finished tool call, newline-terminated.
+    fn tool_call_line(&self, call: &ToolCall<'_>, now: SystemTime) -> Vec<u8> {
+        let caller = call.caller;
         line(&ToolCallLine {
             time: rfc3339_millis(now),
             event: "tool_call",
             who: Who::of(&caller.principal),
             session: caller.session.as_deref(),
             tool: call.tool,
-            sql: sql_text,
-            sql_sha256,
-            params: caller.params,
-            param_values,
+            statement: self.statement(caller),
             outcome: call.outcome.as_str(),
             rows: call.rows,
             bytes: call.bytes,
@@ -320,6 +374,17 @@ struct ToolCallLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<&'a str>,
     tool: &'a str,
+    #[serde(flatten)]
+    statement: Statement<'a>,
+    outcome: &'static str,
+    rows: u64,
+    bytes: u64,
+    duration_ms: f64,
+}
+
+/// The SQL and parameters of a line.
+#[derive(Serialize)]
+struct Statement<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sql: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -327,10 +392,20 @@ struct ToolCallLine<'a> {
     params: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     param_values: Option<&'a serde_json::Value>,
-    outcome: &'static str,
-    rows: u64,
-    bytes: u64,
-    duration_ms: f64,
+}
+
+/// `event: "write"`: a write about to commit.
+#[derive(Serialize)]
+struct WriteLine<'a> {
+    time: String,
+    event: &'static str,
+    #[serde(flatten)]
+    who: Who<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<&'a str>,
+    tool: &'a str,
+    #[serde(flatten)]
+    statement: Statement<'a>,
 }
 
 /// `event: "authentication_failed"`: the reason only, never the token.
@@ -361,7 +436,23 @@ impl ToolObserver for AuditLog {
 
     fn tool_called(&self, call: &ToolCall<'_>) {
         let line = self.tool_call_line(call, SystemTime::now());
-        self.append(&line, call.caller.writes);
+        // A write's durable record is its `write` line, before it
+        // committed; the outcome goes out like every other line.
+        let _ = self.append(&line, false);
+    }
+
+    fn write_committing(&self, tool: &str, caller: &Caller) -> Result<(), String> {
+        let line = self.write_line(tool, caller, SystemTime::now());
+        match self.append(&line, true) {
+            Ok(()) => Ok(()),
+            Err(err) if self.fail_closed => Err(format!(
+                "the audit log {} cannot record it ({err})",
+                self.describe()
+            )),
+            // Counted and logged by `append`; the operator chose writes
+            // over their records.
+            Err(_) => Ok(()),
+        }
     }
 }
 
@@ -372,7 +463,7 @@ impl TransportObserver for AuditLog {
             event: "authentication_failed",
             reason,
         });
-        self.append(&line, false);
+        let _ = self.append(&line, false);
     }
 
     fn scope_refused(&self, principal: &Principal, operation: &Operation, scope: &str) {
@@ -384,7 +475,7 @@ impl TransportObserver for AuditLog {
             tool: operation.tool.as_deref(),
             scope,
         });
-        self.append(&line, false);
+        let _ = self.append(&line, false);
     }
 }
 
@@ -443,7 +534,69 @@ mod tests {
             sink: AuditSink::File(path.to_path_buf()),
             sql,
             param_values,
+            fail_closed: true,
         }
+    }
+
+    /// A sink that takes `room` bytes and then fails like a full disk.
+    struct FillingUp {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for FillingUp {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.room);
+            if n == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.room -= n;
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn after_a_torn_record_the_next_one_starts_on_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(settings(&dir.path().join("a.log"), SqlInAudit::Text, false))
+            .unwrap();
+        let mut disk = FillingUp {
+            taken: Vec::new(),
+            room: 10,
+        };
+        assert!(log
+            .append_to(&mut disk, b"{\"first\":\"record\"}\n")
+            .is_err());
+        disk.room = 1000;
+        log.append_to(&mut disk, b"{\"second\":1}\n").unwrap();
+        log.append_to(&mut disk, b"{\"third\":1}\n").unwrap();
+        let text = String::from_utf8(disk.taken).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, ["{\"first\":\"", "{\"second\":1}", "{\"third\":1}"]);
+        assert!(serde_json::from_str::<Value>(lines[1]).is_ok());
+    }
+
+    #[test]
+    fn a_write_whose_record_cannot_be_synced_is_refused_only_when_failing_closed() {
+        let full = |fail_closed| {
+            AuditLog::open(AuditSettings {
+                sink: AuditSink::File(PathBuf::from("/dev/full")),
+                sql: SqlInAudit::Text,
+                param_values: false,
+                fail_closed,
+            })
+            .unwrap()
+        };
+        let caller = Caller::new(oauth_principal());
+        let refused = full(true).write_committing("execute", &caller).unwrap_err();
+        assert!(refused.contains("/dev/full"), "{refused}");
+        let open = full(false);
+        assert_eq!(open.write_committing("execute", &caller), Ok(()));
+        assert_eq!(open.write_failures(), 1);
     }
 
     fn oauth_principal() -> Arc<Principal> {

@@ -21,6 +21,9 @@ settings! {
     sql <- sql: Parsed<SqlInAudit> = "text", "text or hash";
     /// Whether parameter values are written (otherwise only their number).
     params <- params: Parsed<bool> = "false", "true or false";
+    /// Whether a write whose audit record cannot be written and synced is
+    /// refused (rolled back) rather than committed and counted.
+    fail_closed <- fail_closed: Parsed<bool> = "true", "true or false";
 }
 
 impl AuditConfig {
@@ -39,6 +42,7 @@ impl AuditConfig {
             sink,
             sql: self.sql,
             param_values: self.params,
+            fail_closed: self.fail_closed,
         })
     }
 }
@@ -75,6 +79,7 @@ mod tests {
                 sink: AuditSink::File("/var/log/eros/audit.log".into()),
                 sql: SqlInAudit::Hash,
                 param_values: true,
+                fail_closed: true,
             }
         );
         let stderr = config(&[("EROS_AUDIT_LOG", "stderr")])

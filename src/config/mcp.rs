@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::transport::stdio::StdioOptions;
+use crate::transport::unauthenticated::UnauthenticatedLimits;
 use crate::transport::{HttpSettings, TransportObserver};
 
 use super::setting::{named, settings, ConfigError, List, OptionalPath, Parsed, Seconds, Secret};
@@ -85,6 +86,10 @@ settings! {
     /// Open HTTP sessions; a new one beyond it gets 503.
     max_sessions <- max_sessions: Parsed<usize> = "256", "a whole number from 1 to 1000000",
         if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
+    /// Open HTTP sessions of one principal; its next one gets 503.
+    max_sessions_per_principal <- max_sessions_per_principal: Parsed<usize> = "32",
+        "a whole number from 1 to 1000000",
+        if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
     /// An HTTP session with no request for this long is closed.
     session_idle_timeout <- session_idle_timeout: Seconds = "300",
         "a number of seconds from 1 to 86400 (fractions allowed)",
@@ -93,6 +98,20 @@ settings! {
     /// limit allows, see [`crate::transport::accept`]).
     max_connections <- max_connections: Parsed<usize> = "512", "a whole number from 1 to 1000000",
         if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
+    /// With authentication: TCP connections open that have not yet
+    /// authenticated, from every address together (within the cap above).
+    max_unauthenticated <- max_unauthenticated: Parsed<usize> = "64",
+        "a whole number from 1 to 1000000",
+        if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
+    /// With authentication: connections not yet authenticated from one
+    /// source address.
+    max_unauthenticated_per_address <- max_unauthenticated_per_address: Parsed<usize> = "8",
+        "a whole number from 1 to 1000000",
+        if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
+    /// With authentication: time a connection has to authenticate.
+    auth_timeout <- auth_timeout: Seconds = "10",
+        "a number of seconds from 0.1 to 86400 (fractions allowed)",
+        if |d| d.as_secs_f64() >= 0.1;
     /// Time a client has to send a request's headers.
     header_timeout <- header_timeout: Seconds = "10",
         "a number of seconds from 0.1 to 86400 (fractions allowed)",
@@ -145,10 +164,16 @@ impl McpConfig {
             shutdown_grace: self.shutdown_grace,
             max_in_flight: self.max_in_flight,
             max_sessions: self.max_sessions,
+            max_sessions_per_principal: self.max_sessions_per_principal,
             session_idle_timeout: self.session_idle_timeout,
             max_connections: self.max_connections,
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
+            unauthenticated: UnauthenticatedLimits {
+                max_connections: self.max_unauthenticated,
+                per_address: self.max_unauthenticated_per_address,
+                timeout: self.auth_timeout,
+            },
         }
     }
 

@@ -57,6 +57,14 @@ pub enum QueryError {
          connection; retry shortly"
     )]
     Overloaded { waiting: usize },
+    /// The write's record (the audit log's line) could not be made
+    /// durable, and the operator wants no write without one: it was
+    /// rolled back.
+    #[error(
+        "the write was rolled back, nothing was changed: {0}. The server records every write \
+         before it commits (EROS_AUDIT_FAIL_CLOSED); retry once the audit log can be written"
+    )]
+    NotRecorded(String),
     /// The caller lacks the scope the tool needs; nothing ran.
     #[error("the caller may not use {tool}: it needs the scope {scope}")]
     Forbidden { tool: String, scope: String },
@@ -112,7 +120,8 @@ impl QueryError {
             QueryError::Sql { .. }
             | QueryError::Internal(_)
             | QueryError::FileChanged(_)
-            | QueryError::NotWritable { .. } => Outcome::SqlError,
+            | QueryError::NotWritable { .. }
+            | QueryError::NotRecorded(_) => Outcome::SqlError,
             QueryError::Denied(_) => Outcome::Denied,
             QueryError::Timeout(_) => Outcome::Timeout,
             QueryError::Cancelled => Outcome::Cancelled,
@@ -129,9 +138,10 @@ impl QueryError {
     /// Whether the same call may succeed if the agent tries again later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            QueryError::Busy { .. } | QueryError::ShuttingDown | QueryError::Overloaded { .. } => {
-                true
-            }
+            QueryError::Busy { .. }
+            | QueryError::ShuttingDown
+            | QueryError::Overloaded { .. }
+            | QueryError::NotRecorded(_) => true,
             QueryError::Pool(err) => err.is_retryable(),
             _ => false,
         }
@@ -154,6 +164,7 @@ impl QueryError {
             QueryError::ShuttingDown => "SHUTTING_DOWN",
             QueryError::Overloaded { .. } => "OVERLOADED",
             QueryError::Forbidden { .. } => "FORBIDDEN",
+            QueryError::NotRecorded(_) => "AUDIT_UNAVAILABLE",
             QueryError::Internal(_) => "INTERNAL",
         };
         Cow::Borrowed(kind)

@@ -7,6 +7,7 @@
 //! how a piece of blocking work is run.
 
 mod cell;
+mod commit_gate;
 mod cursor;
 mod deadlines;
 mod error;
@@ -30,6 +31,7 @@ use rusqlite::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
 pub use cell::{Cell, Text};
+pub use commit_gate::{AlwaysCommit, CommitGate};
 pub use cursor::TOKEN_LEN as CURSOR_LEN;
 pub use error::{Outcome, QueryError, SqliteCode};
 pub use read::{QueryOutput, QueryRequest};
@@ -184,6 +186,7 @@ impl QueryEngine {
         cancel: Option<&CancellationToken>,
         restrictions: &Arc<Restrictions>,
         op: transfer::Op,
+        gate: Arc<dyn CommitGate>,
     ) -> Result<transfer::Output, QueryError> {
         // Kept by the engine's deadline thread, not a Tokio timer per call
         // (see [`deadlines`]).
@@ -205,7 +208,7 @@ impl QueryEngine {
                 let overrunning = Arc::clone(&self.overrunning);
                 let deadline = armed.deadline();
                 move || {
-                    let result = call_blocking(&pool, &watch, deadline, seq, frame);
+                    let result = call_blocking(&pool, &watch, deadline, seq, frame, &*gate);
                     if watch.finish() {
                         overrunning.fetch_sub(1, Ordering::Relaxed);
                     }
@@ -349,6 +352,7 @@ fn call_blocking(
     deadline: Instant,
     seq: u64,
     frame: Frame,
+    gate: &dyn CommitGate,
 ) -> Result<transfer::Output, QueryError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() || watch.is_stopped() {
@@ -378,6 +382,8 @@ fn call_blocking(
     if let Err(err) = worker.send(frame) {
         return Err(lost(err, worker));
     }
+    // Why the commit gate refused the write, which then rolled back.
+    let mut refused = None;
     loop {
         let (kind, payload) = match worker.recv() {
             Ok(frame) => frame,
@@ -385,8 +391,17 @@ fn call_blocking(
         };
         match kind {
             frames::kind::MAY_COMMIT => {
+                // The gate first: once the watch says committing, nothing
+                // may stop the write.
+                let granted = match gate.may_commit() {
+                    Ok(()) => watch.begin_commit(),
+                    Err(reason) => {
+                        refused = Some(reason);
+                        false
+                    }
+                };
                 let mut verdict = Frame::new(frames::kind::VERDICT);
-                verdict.payload().push(u8::from(watch.begin_commit()));
+                verdict.payload().push(u8::from(granted));
                 if let Err(err) = worker.send(verdict) {
                     return Err(lost(err, worker));
                 }
@@ -425,6 +440,9 @@ fn call_blocking(
                 if let Err(QueryError::FileChanged(_)) = &reply.result {
                     // Records the fault here too, for readiness.
                     let _ = pool.health().verify_file();
+                }
+                if let (Some(reason), Err(_)) = (refused, &reply.result) {
+                    return Err(QueryError::NotRecorded(reason));
                 }
                 return reply.result;
             }

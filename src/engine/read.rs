@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::page::{read_page, PageLimits};
 use super::transfer::{Op, Output};
-use super::{cursor, unexpected, Limits, QueryEngine, QueryError, Rows, SqlParams, WireSize};
+use super::{
+    cursor, unexpected, AlwaysCommit, Limits, QueryEngine, QueryError, Rows, SqlParams, WireSize,
+};
 use crate::access::Access;
 use crate::policy::Restrictions;
 use crate::pool::ManagedConnection;
@@ -86,7 +88,7 @@ impl QueryEngine {
             request,
             format: wire.name().to_string(),
         };
-        match self.call(cancel, restrictions, op).await? {
+        match self.call(cancel, restrictions, op, Arc::new(AlwaysCommit)).await? {
             Output::Query(output) => Ok(output),
             other => Err(unexpected(other)),
         }

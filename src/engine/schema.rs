@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use super::read::prepare_read;
 use super::transfer::{Op, Output};
-use super::{unexpected, QueryEngine, QueryError, SqlParams};
+use super::{unexpected, AlwaysCommit, QueryEngine, QueryError, SqlParams};
 use crate::policy::Restrictions;
 use crate::pool::ManagedConnection;
 
@@ -185,7 +185,7 @@ impl QueryEngine {
             column,
             detail,
         };
-        match self.call(None, restrictions, op).await? {
+        match self.call(None, restrictions, op, Arc::new(AlwaysCommit)).await? {
             Output::Tables(output) => Ok(output),
             other => Err(unexpected(other)),
         }
@@ -210,7 +210,12 @@ impl QueryEngine {
         table: String,
     ) -> Result<TableDescription, QueryError> {
         match self
-            .call(None, restrictions, Op::DescribeTable { table })
+            .call(
+                None,
+                restrictions,
+                Op::DescribeTable { table },
+                Arc::new(AlwaysCommit),
+            )
             .await?
         {
             Output::Description(output) => Ok(output),
@@ -230,7 +235,10 @@ impl QueryEngine {
         &self,
         restrictions: &Arc<Restrictions>,
     ) -> Result<String, QueryError> {
-        match self.call(None, restrictions, Op::SchemaDdl).await? {
+        match self
+            .call(None, restrictions, Op::SchemaDdl, Arc::new(AlwaysCommit))
+            .await?
+        {
             Output::Ddl(output) => Ok(output),
             other => Err(unexpected(other)),
         }
@@ -250,7 +258,12 @@ impl QueryEngine {
         params: Option<SqlParams>,
     ) -> Result<ExplainOutput, QueryError> {
         match self
-            .call(None, restrictions, Op::Explain { sql, params })
+            .call(
+                None,
+                restrictions,
+                Op::Explain { sql, params },
+                Arc::new(AlwaysCommit),
+            )
             .await?
         {
             Output::Explain(output) => Ok(output),

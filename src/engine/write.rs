@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::page::{read_page, PageLimits};
 use super::transfer::{Op, Output};
-use super::{unexpected, Limits, QueryEngine, QueryError, Rows, SqlParams, WireSize};
+use super::{
+    unexpected, AlwaysCommit, CommitGate, Limits, QueryEngine, QueryError, Rows, SqlParams,
+    WireSize,
+};
 use crate::access::Access;
 use crate::health::DatabaseHealth;
 use crate::policy::Restrictions;
@@ -52,18 +55,26 @@ impl QueryEngine {
         wire: &'static dyn WireSize,
         cancel: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<ExecuteOutput, QueryError> {
-        self.execute_for(&Restrictions::none(), request, wire, cancel)
-            .await
+        self.execute_for(
+            &Restrictions::none(),
+            request,
+            wire,
+            cancel,
+            Arc::new(AlwaysCommit),
+        )
+        .await
     }
 
     /// As [`QueryEngine::execute`], for a caller who may not read what
-    /// `restrictions` withhold (nor write a denied table).
+    /// `restrictions` withhold (nor write a denied table), with `gate`
+    /// asked before the write commits.
     pub async fn execute_for(
         &self,
         restrictions: &Arc<Restrictions>,
         request: ExecuteRequest,
         wire: &'static dyn WireSize,
         cancel: Option<&tokio_util::sync::CancellationToken>,
+        gate: Arc<dyn CommitGate>,
     ) -> Result<ExecuteOutput, QueryError> {
         // A file already known to be gone: refuse before starting.
         if let Some(fault) = self.pool().health().file_fault() {
@@ -73,7 +84,7 @@ impl QueryEngine {
             request,
             format: wire.name().to_string(),
         };
-        match self.call(cancel, restrictions, op).await? {
+        match self.call(cancel, restrictions, op, gate).await? {
             Output::Execute(output) => Ok(output),
             other => Err(unexpected(other)),
         }

@@ -527,7 +527,7 @@ pub(crate) fn route(
                         .call(
                             &tool.name,
                             &context,
-                            |engine, restrictions, cancel| async move {
+                            |engine, restrictions, cancel, _| async move {
                                 let request = QueryRequest {
                                     sql,
                                     params: Some(params),
@@ -545,7 +545,7 @@ pub(crate) fn route(
                         .call(
                             &tool.name,
                             &context,
-                            |engine, restrictions, cancel| async move {
+                            |engine, restrictions, cancel, gate| async move {
                                 engine
                                     .execute_for(
                                         &restrictions,
@@ -555,6 +555,7 @@ pub(crate) fn route(
                                         },
                                         rows::RETURNING,
                                         Some(&cancel),
+                                        gate,
                                     )
                                     .await
                             },

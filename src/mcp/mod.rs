@@ -36,7 +36,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RowFormat;
-use crate::engine::{QueryEngine, QueryError};
+use crate::engine::{AlwaysCommit, CommitGate, QueryEngine, QueryError};
 use crate::identity::{self, Principal};
 use crate::policy::{Policy, Restrictions};
 pub use calls::CallTracker;
@@ -213,7 +213,7 @@ impl ErosServer {
     ) -> CallToolResult
     where
         T: Serialize + ToolOutput,
-        F: FnOnce(Arc<QueryEngine>, Arc<Restrictions>, CancellationToken) -> Fut,
+        F: FnOnce(Arc<QueryEngine>, Arc<Restrictions>, CancellationToken, Arc<dyn CommitGate>) -> Fut,
         Fut: Future<Output = Result<T, QueryError>>,
     {
         let started = Instant::now();
@@ -229,7 +229,21 @@ impl ErosServer {
         };
         let cancel = self.inner.calls.abort_token().child_token();
         let restrictions = self.inner.policy.restrictions_for(&caller.principal.scopes);
-        let work = work(Arc::clone(&self.inner.engine), restrictions, cancel.clone());
+        let gate: Arc<dyn CommitGate> = if caller.writes {
+            Arc::new(observer::RecordedWrite {
+                tool: tool.to_string(),
+                caller: caller.clone(),
+                observer: Arc::clone(&self.inner.observer),
+            })
+        } else {
+            Arc::new(AlwaysCommit)
+        };
+        let work = work(
+            Arc::clone(&self.inner.engine),
+            restrictions,
+            cancel.clone(),
+            gate,
+        );
         tokio::pin!(work);
         let result = tokio::select! {
             result = &mut work => result,
@@ -340,14 +354,18 @@ impl ErosServer {
     }
 }
 
+/// The HTTP session a request was served in, as the transport found it
+/// among the sessions it assigned (never the header as the client sent it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignedSession(pub String);
+
 /// The request's HTTP session id, when it has one.
 fn session_id(context: &RequestContext<RoleServer>) -> Option<String> {
     context
         .extensions
         .get::<axum::http::request::Parts>()
-        .and_then(|parts| parts.headers.get("mcp-session-id"))
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string)
+        .and_then(|parts| parts.extensions.get::<AssignedSession>())
+        .map(|session| session.0.clone())
 }
 
 impl ServerHandler for ErosServer {

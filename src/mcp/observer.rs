@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::Outcome;
+use crate::engine::{CommitGate, Outcome};
 use crate::identity::Principal;
 
 /// Who made a call and what it asked to run, for observers that keep a
@@ -61,6 +61,13 @@ pub struct ToolCall<'a> {
 /// returned. The default records nothing.
 pub trait ToolObserver: Send + Sync + 'static {
     fn tool_called(&self, _call: &ToolCall<'_>) {}
+    /// A write (`execute`, a declared write tool) is about to commit, on
+    /// the statement's thread: `Err(reason)` rolls it back, so an observer
+    /// that must hold a record of every write (the audit log, fail closed)
+    /// writes it here.
+    fn write_committing(&self, _tool: &str, _caller: &Caller) -> Result<(), String> {
+        Ok(())
+    }
     /// Whether [`Caller::param_values`] should be filled (a copy of the
     /// arguments per call, so only when someone reads them).
     fn wants_param_values(&self) -> bool {
@@ -77,8 +84,27 @@ impl ToolObserver for ToolObservers {
             observer.tool_called(call);
         }
     }
+    fn write_committing(&self, tool: &str, caller: &Caller) -> Result<(), String> {
+        self.0
+            .iter()
+            .try_for_each(|observer| observer.write_committing(tool, caller))
+    }
     fn wants_param_values(&self) -> bool {
         self.0.iter().any(|observer| observer.wants_param_values())
+    }
+}
+
+/// The engine's [`CommitGate`] for one write: asks the observers, who
+/// record it before it commits.
+pub struct RecordedWrite {
+    pub tool: String,
+    pub caller: Caller,
+    pub observer: Arc<dyn ToolObserver>,
+}
+
+impl CommitGate for RecordedWrite {
+    fn may_commit(&self) -> Result<(), String> {
+        self.observer.write_committing(&self.tool, &self.caller)
     }
 }
 

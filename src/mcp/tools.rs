@@ -65,7 +65,7 @@ impl ErosServer {
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let rows = self.inner.rows;
-        self.call("query", &ctx, |engine, restrictions, cancel| async move {
+        self.call("query", &ctx, |engine, restrictions, cancel, _gate| async move {
             engine
                 .query_for(&restrictions, request, rows, Some(&cancel))
                 .await
@@ -84,7 +84,7 @@ column name (column).",
         Parameters(request): Parameters<ListTablesRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("list_tables", &ctx, |engine, restrictions, _| async move {
+        self.call("list_tables", &ctx, |engine, restrictions, _, _| async move {
             engine
                 .list_tables_for(
                     &restrictions,
@@ -111,7 +111,7 @@ indexes.",
         self.call(
             "describe_table",
             &ctx,
-            |engine, restrictions, _| async move {
+            |engine, restrictions, _, _| async move {
                 engine
                     .describe_table_for(&restrictions, request.table)
                     .await
@@ -134,7 +134,7 @@ tables it scans.",
         self.call(
             "explain_query",
             &ctx,
-            |engine, restrictions, _| async move {
+            |engine, restrictions, _, _| async move {
                 engine
                     .explain_for(&restrictions, request.sql, request.params)
                     .await
@@ -156,9 +156,15 @@ and commit it. Returns changes and last_insert_rowid (and rows of a RETURNING cl
         Parameters(request): Parameters<ExecuteRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("execute", &ctx, |engine, restrictions, cancel| async move {
+        self.call("execute", &ctx, |engine, restrictions, cancel, gate| async move {
             engine
-                .execute_for(&restrictions, request, rows::RETURNING, Some(&cancel))
+                .execute_for(
+                    &restrictions,
+                    request,
+                    rows::RETURNING,
+                    Some(&cancel),
+                    gate,
+                )
                 .await
         })
         .await
@@ -175,7 +181,7 @@ created and failed.",
         Parameters(_): Parameters<NoArguments>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("pool_stats", &ctx, |engine, _, _| async move {
+        self.call("pool_stats", &ctx, |engine, _, _, _| async move {
             Ok(engine.pool().stats())
         })
         .await

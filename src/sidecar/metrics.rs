@@ -876,6 +876,7 @@ mod tests {
                 sink: AuditSink::File(PathBuf::from("/dev/full")),
                 sql: SqlInAudit::Text,
                 param_values: false,
+                fail_closed: true,
             })
             .unwrap(),
         );

@@ -135,6 +135,7 @@ impl Sidecar {
                     let limits = ConnectionLimits {
                         max_connections: MAX_CONNECTIONS,
                         header_timeout: HEADER_TIMEOUT,
+                        unauthenticated: None,
                     };
                     accept::serve(
                         listener,

@@ -1,8 +1,9 @@
 //! The hardened HTTP accept loop both HTTP servers use (MCP at `/mcp` and
 //! the operations sidecar): a cap on open connections (one more is answered
-//! `503` with `Retry-After: 1` and closed at once), a deadline for a
-//! request's headers (idle and half-sent connections are closed), and
-//! `TCP_NODELAY`. Also the open-file arithmetic that keeps descriptors in
+//! `503` with `Retry-After: 1` and closed at once), a separate budget for
+//! connections that have not authenticated ([`super::unauthenticated`]), a
+//! deadline for a request's headers (idle and half-sent connections are
+//! closed), and `TCP_NODELAY`. Also the open-file arithmetic that keeps descriptors in
 //! reserve for the database and the sidecar.
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::observer::{Rejection, TransportObserver};
+use super::unauthenticated::{UnauthenticatedBudget, UnauthenticatedLimits};
 
 /// What one server allows its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub struct ConnectionLimits {
     /// Time a client has to send a request's headers, counted from the
     /// moment the connection is ready for the next request.
     pub header_timeout: Duration,
+    /// What connections without a token may take; `None` where nobody
+    /// authenticates (the sidecar, HTTP without authentication).
+    pub unauthenticated: Option<UnauthenticatedLimits>,
 }
 
 /// The whole answer to a connection over the cap: written in one
@@ -49,21 +54,35 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let unauthenticated = limits.unauthenticated.map(UnauthenticatedBudget::new);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     pause_after_accept_error(&err).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        // A connection without a token first takes a place in its own
+        // budget, so it never takes one authenticated clients need.
+        let gate = match &unauthenticated {
+            Some(budget) => match budget.admit(peer.ip()) {
+                Some(gate) => Some(gate),
+                None => {
+                    observer.request_rejected(Rejection::Unauthenticated);
+                    refuse(stream);
+                    continue;
+                }
+            },
+            None => None,
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             observer.request_rejected(Rejection::Connections);
@@ -74,14 +93,46 @@ pub async fn serve(
         // Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         observer.connection_opened();
-        let connection = graceful.watch(
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone())),
-        );
+        let io = TokioIo::new(stream);
+        let connection = match &gate {
+            // Each request carries the gate, for authentication to open.
+            Some(gate) => {
+                let gate = gate.clone();
+                let service = tower::ServiceBuilder::new()
+                    .map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(gate.clone());
+                        request
+                    })
+                    .service(app.clone());
+                tokio_util::either::Either::Left(graceful.watch(
+                    http.serve_connection(io, TowerToHyperService::new(service)),
+                ))
+            }
+            None => tokio_util::either::Either::Right(graceful.watch(
+                http.serve_connection(io, TowerToHyperService::new(app.clone())),
+            )),
+        };
         let observer = Arc::clone(&observer);
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "HTTP connection ended with an error");
+            let expired = async {
+                match &gate {
+                    Some(gate) => gate.expired().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ended = connection => {
+                    if let Err(err) = ended {
+                        tracing::debug!(error = %err, "HTTP connection ended with an error");
+                    }
+                }
+                () = expired => {
+                    // Dropping the connection closes it.
+                    observer.request_rejected(Rejection::Unauthenticated);
+                    tracing::debug!(%peer, "closed a connection that did not authenticate in time");
+                }
             }
+            drop(gate);
             drop(permit);
             observer.connection_closed();
         });

@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::observer::TransportObserver;
+use super::unauthenticated::ConnectionGate;
 use crate::auth::{TokenClaims, TokenValidator};
 use crate::identity::tokens::StaticTokens;
 use crate::identity::{self, Principal, Proof, Scopes};
@@ -243,6 +244,10 @@ pub async fn authenticate(
     };
     match auth.principal(token).await {
         Ok(principal) => {
+            // The connection leaves the unauthenticated budget.
+            if let Some(gate) = request.extensions().get::<ConnectionGate>() {
+                gate.authenticated();
+            }
             // The token goes no further than this layer.
             request.headers_mut().remove(header::AUTHORIZATION);
             request.extensions_mut().insert(Arc::new(principal));

@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
+use rmcp::transport::streamable_http_server::session::{SessionId, SessionManager};
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -42,7 +43,7 @@ use super::sessions::{LimitedSessions, SessionAccess};
 use super::settings::HttpSettings;
 use super::TransportError;
 use crate::identity::Principal;
-use crate::mcp::CallTracker;
+use crate::mcp::{AssignedSession, CallTracker};
 use crate::shutdown::Shutdown;
 
 /// Binds the MCP port; fails fast with a clear error if it is taken.
@@ -155,23 +156,35 @@ where
 /// there is one principal and nothing to check.
 async fn bind_sessions(
     State(sessions): State<Arc<LimitedSessions>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(principal) = request.extensions().get::<Arc<Principal>>() else {
-        return next.run(request).await;
-    };
-    let key = principal.identity_key();
+    let owner = request
+        .extensions()
+        .get::<Arc<Principal>>()
+        .map(|principal| principal.identity_key());
     let named = request
         .headers()
         .get("mcp-session-id")
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
     if let Some(id) = &named {
-        if sessions.access(id, &key) == SessionAccess::Unknown {
-            return (StatusCode::NOT_FOUND, "session not found").into_response();
+        if let Some(owner) = &owner {
+            if sessions.access(id, owner) == SessionAccess::Unknown {
+                return (StatusCode::NOT_FOUND, "session not found").into_response();
+            }
+        }
+        // Only a session this server assigned is the call's session (the
+        // audit log's); a header naming none is a client's say-so.
+        if sessions.is_open(id) {
+            request
+                .extensions_mut()
+                .insert(AssignedSession(id.clone()));
         }
     }
+    let Some(owner) = owner else {
+        return next.run(request).await;
+    };
     let response = next.run(request).await;
     if named.is_none() {
         if let Some(id) = response
@@ -179,11 +192,22 @@ async fn bind_sessions(
             .get("mcp-session-id")
             .and_then(|value| value.to_str().ok())
         {
-            sessions.claim(id, &key);
+            if !sessions.claim(id, &owner) {
+                // Two opened at once past the principal's cap: the later
+                // one is closed before its id is handed out.
+                let id = SessionId::from(id);
+                let _ = sessions.close_session(&id).await;
+                return unavailable(TOO_MANY_SESSIONS_OF_PRINCIPAL);
+            }
         }
     }
     response
 }
+
+/// The 503 for a principal at `EROS_MCP_MAX_SESSIONS_PER_PRINCIPAL`.
+const TOO_MANY_SESSIONS_OF_PRINCIPAL: &str =
+    "this principal has as many sessions open as one may (EROS_MCP_MAX_SESSIONS_PER_PRINCIPAL); \
+     end one (DELETE /mcp) or wait for one to expire";
 
 /// `503 Service Unavailable` with `Retry-After: 1`.
 fn unavailable(message: &'static str) -> Response {
@@ -237,9 +261,19 @@ async fn read_body(State(limits): State<RequestLimits>, request: Request, next: 
         }
     }
     let new_session = !parts.headers.contains_key("mcp-session-id");
-    if new_session && limits.sessions.is_full() && is_initialize(&bytes) {
-        limits.observer.session_rejected();
-        return unavailable("too many open sessions (EROS_MCP_MAX_SESSIONS)");
+    if new_session && is_initialize(&bytes) {
+        if limits.sessions.is_full() {
+            limits.observer.session_rejected();
+            return unavailable("too many open sessions (EROS_MCP_MAX_SESSIONS)");
+        }
+        let owner = parts
+            .extensions
+            .get::<Arc<Principal>>()
+            .map(|principal| principal.identity_key());
+        if owner.is_some_and(|owner| limits.sessions.principal_is_full(&owner)) {
+            limits.observer.session_rejected();
+            return unavailable(TOO_MANY_SESSIONS_OF_PRINCIPAL);
+        }
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
@@ -472,6 +506,7 @@ where
     let stop = tokio_util::sync::CancellationToken::new();
     let sessions = Arc::new(LimitedSessions::new(
         config.max_sessions,
+        config.max_sessions_per_principal,
         config.session_idle_timeout,
         Arc::clone(&observer),
     ));
@@ -491,6 +526,8 @@ where
     let limits = ConnectionLimits {
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
+        // Without authentication every connection is as good as any other.
+        unauthenticated: authenticated.then_some(config.unauthenticated),
     };
     tracing::info!(
         addr = %config.http_addr,

@@ -2,7 +2,8 @@
 //! lines framed by [`lines`], on the [`pipes`] the client spawned us with,
 //! tool answers written by `answer_line`), [`http`] for streamable HTTP at `/mcp` (with
 //! [`auth`] in front, served by the hardened [`accept`] loop, with
-//! [`sessions`] capped and expiring). Both judge what arrives with
+//! [`sessions`] capped and expiring, and connections without a token held
+//! to their own [`unauthenticated`] budget). Both judge what arrives with
 //! [`jsonrpc`] before rmcp sees it.
 //! Both stop the same way: refuse new calls, let running ones finish within
 //! the grace period, then close. Both bound what a client that does not
@@ -20,6 +21,7 @@ pub mod rebinding;
 pub mod sessions;
 pub mod settings;
 pub mod stdio;
+pub mod unauthenticated;
 
 pub use observer::{NoTransportObserver, Rejection, TransportObserver, TransportObservers};
 pub use settings::HttpSettings;

@@ -11,16 +11,25 @@ pub enum Rejection {
     InFlight,
     /// `EROS_MCP_MAX_CONNECTIONS` connections were already open.
     Connections,
+    /// A connection without a token over the unauthenticated budget (in
+    /// total or from its address), or closed for not authenticating in
+    /// time.
+    Unauthenticated,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 2] = [Rejection::InFlight, Rejection::Connections];
+    pub const ALL: [Rejection; 3] = [
+        Rejection::InFlight,
+        Rejection::Connections,
+        Rejection::Unauthenticated,
+    ];
 
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Rejection::InFlight => "in_flight",
             Rejection::Connections => "connections",
+            Rejection::Unauthenticated => "unauthenticated",
         }
     }
 }

@@ -82,6 +82,7 @@ fn lock(map: &ActivityMap) -> std::sync::MutexGuard<'_, HashMap<SessionId, Activ
 pub struct LimitedSessions {
     inner: LocalSessionManager,
     max_sessions: usize,
+    max_per_principal: usize,
     idle_timeout: Duration,
     activity: ActivityMap,
     observer: Arc<dyn TransportObserver>,
@@ -90,6 +91,7 @@ pub struct LimitedSessions {
 impl LimitedSessions {
     pub fn new(
         max_sessions: usize,
+        max_per_principal: usize,
         idle_timeout: Duration,
         observer: Arc<dyn TransportObserver>,
     ) -> Self {
@@ -98,6 +100,7 @@ impl LimitedSessions {
         Self {
             inner,
             max_sessions,
+            max_per_principal,
             idle_timeout,
             activity: Arc::default(),
             observer,
@@ -105,11 +108,43 @@ impl LimitedSessions {
     }
 
     /// Records `owner` as the principal that opened session `id`; a
-    /// session already claimed keeps its owner.
-    pub fn claim(&self, id: &str, owner: &str) {
-        if let Some(activity) = lock(&self.activity).get_mut(id) {
-            activity.owner.get_or_insert_with(|| owner.to_string());
+    /// session already claimed keeps its owner. False when `owner`
+    /// already has its most sessions: the caller closes the new one.
+    pub fn claim(&self, id: &str, owner: &str) -> bool {
+        let mut activity = lock(&self.activity);
+        let owned = activity
+            .values()
+            .filter(|a| a.owner.as_deref() == Some(owner))
+            .count();
+        match activity.get_mut(id) {
+            Some(session) if session.owner.is_none() => {
+                if owned >= self.max_per_principal {
+                    return false;
+                }
+                session.owner = Some(owner.to_string());
+                true
+            }
+            _ => true,
         }
+    }
+
+    /// Whether `owner` has as many sessions open as one principal may.
+    pub fn principal_is_full(&self, owner: &str) -> bool {
+        lock(&self.activity)
+            .values()
+            .filter(|a| a.owner.as_deref() == Some(owner))
+            .count()
+            >= self.max_per_principal
+    }
+
+    /// The most sessions one principal may have open.
+    pub fn max_per_principal(&self) -> usize {
+        self.max_per_principal
+    }
+
+    /// Whether session `id` is open (one this server assigned).
+    pub fn is_open(&self, id: &str) -> bool {
+        lock(&self.activity).contains_key(id)
     }
 
     /// Whether `principal` may use session `id`: a session another

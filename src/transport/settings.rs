@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::unauthenticated::UnauthenticatedLimits;
+
 /// The HTTP transport's settings.
 #[derive(Clone, PartialEq)]
 pub struct HttpSettings {
@@ -24,6 +26,8 @@ pub struct HttpSettings {
     pub max_in_flight: usize,
     /// Open sessions; a new one beyond it gets 503.
     pub max_sessions: usize,
+    /// Open sessions of one principal; its next one gets 503.
+    pub max_sessions_per_principal: usize,
     /// A session with no request for this long is closed.
     pub session_idle_timeout: Duration,
     /// Open TCP connections (already lowered to fit the open-file limit).
@@ -32,6 +36,8 @@ pub struct HttpSettings {
     pub header_timeout: Duration,
     /// Time a client has to send a request's body.
     pub body_timeout: Duration,
+    /// What connections without a token may take (with authentication).
+    pub unauthenticated: UnauthenticatedLimits,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -43,7 +49,9 @@ impl std::fmt::Debug for HttpSettings {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_sessions", &self.max_sessions)
+            .field("max_sessions_per_principal", &self.max_sessions_per_principal)
             .field("max_connections", &self.max_connections)
+            .field("unauthenticated", &self.unauthenticated)
             .finish_non_exhaustive()
     }
 }
