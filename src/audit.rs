@@ -441,6 +441,22 @@ impl ToolObserver for AuditLog {
         let _ = self.append(&line, false);
     }
 
+    fn unknown_tool_called(&self, name: &str, caller: &Caller) {
+        let line = self.tool_call_line(
+            &ToolCall {
+                tool: name,
+                caller,
+                outcome: crate::engine::Outcome::Invalid,
+                duration: std::time::Duration::ZERO,
+                rows: 0,
+                bytes: 0,
+                truncated: false,
+            },
+            SystemTime::now(),
+        );
+        let _ = self.append(&line, false);
+    }
+
     fn write_committing(&self, tool: &str, caller: &Caller) -> Result<(), String> {
         let line = self.write_line(tool, caller, SystemTime::now());
         match self.append(&line, true) {
@@ -562,8 +578,8 @@ mod tests {
     #[test]
     fn after_a_torn_record_the_next_one_starts_on_a_line_of_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(settings(&dir.path().join("a.log"), SqlInAudit::Text, false))
-            .unwrap();
+        let log =
+            AuditLog::open(settings(&dir.path().join("a.log"), SqlInAudit::Text, false)).unwrap();
         let mut disk = FillingUp {
             taken: Vec::new(),
             room: 10,

@@ -510,3 +510,245 @@ async fn unicode_line_breaks_in_the_sql_are_escaped_so_each_record_is_one_line()
         .collect();
     assert!(parsed.iter().any(|r| r["sql"] == sql), "{parsed:?}");
 }
+
+#[tokio::test]
+async fn every_tools_call_is_recorded_also_one_refused_for_its_arguments_or_naming_no_tool() {
+    let db = TestDb::new().with_demo_data();
+    let (server, log) = start(&db, &[], false);
+    let reader = client(&server, READER).await;
+    for arguments in [
+        json!({ "sql": 5 }),
+        json!({ "sql": "SELECT 1", "params": "not a list" }),
+        json!({}),
+    ] {
+        let result = call(&reader, "query", arguments.clone()).await;
+        assert_eq!(result.is_error, Some(true), "{arguments} was run");
+    }
+    let bare = reader
+        .call_tool(rmcp::model::CallToolRequestParams::new("query"))
+        .await;
+    assert!(
+        bare.map_or(true, |result| result.is_error == Some(true)),
+        "a call with no arguments was run"
+    );
+    let unknown = reader
+        .call_tool(rmcp::model::CallToolRequestParams::new("drop_everything"))
+        .await;
+    assert!(
+        unknown.map_or(true, |result| result.is_error == Some(true)),
+        "an unknown tool was run"
+    );
+    let refused: Vec<Value> = events(&log, "tool_call", Some("query"))
+        .into_iter()
+        .filter(|line| line["outcome"] == "invalid")
+        .collect();
+    assert_eq!(refused.len(), 4, "{:?}", lines(&log));
+    for line in &refused {
+        assert_eq!(line["principal"], "reporting-agent", "{line}");
+    }
+    let [named] = &events(&log, "tool_call", Some("drop_everything"))[..] else {
+        panic!("no line for the unknown tool: {:?}", lines(&log));
+    };
+    assert_eq!(named["outcome"], "invalid");
+    assert_eq!(named["principal"], "reporting-agent");
+    // The control: a call that is run is recorded as run.
+    creator_count(&reader).await;
+    assert_eq!(
+        events(&log, "tool_call", Some("query"))
+            .iter()
+            .filter(|line| line["outcome"] == "ok")
+            .count(),
+        1
+    );
+    reader.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_call_naming_a_session_the_server_did_not_assign_is_recorded_without_it() {
+    let db = TestDb::new().with_demo_data();
+    let (server, log) = start(&db, &[], false);
+    let answer = reqwest::Client::new()
+        .post(server.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-session-id", "someone-elses-session")
+        .header("authorization", format!("Bearer {READER}"))
+        .body(common::mcp::tools_call("query", json!({ "sql": "SELECT 1" })).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let text = answer.text().await.unwrap();
+    let recorded = events(&log, "tool_call", Some("query"));
+    if status == 200 {
+        let [line] = &recorded[..] else {
+            panic!("{status} {text}: {:?}", lines(&log));
+        };
+        assert!(line.get("session").is_none(), "{line}");
+    } else {
+        assert!(recorded.is_empty(), "{status}: {recorded:?}");
+    }
+    // The control: a call in a session the server assigned names it.
+    let reader = client(&server, READER).await;
+    creator_count(&reader).await;
+    let in_session = events(&log, "tool_call", Some("query"));
+    let last = in_session.last().unwrap();
+    assert!(
+        last["session"].as_str().is_some_and(|s| !s.is_empty()),
+        "{last}"
+    );
+    reader.cancel().await.unwrap();
+}
+
+/// A tmpfs of `size` on a new directory, unmounted on drop; `None` where
+/// mounting is not allowed.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            .then_some(Self(dir))
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.path().join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0xa5u8; 512];
+        while file.write_all(&chunk).is_ok() {}
+        let mut byte = [0u8; 1];
+        while file.write_all(&byte).is_ok() {
+            byte[0] = byte[0].wrapping_add(1);
+        }
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// The display names of creators 1 to 40, in order.
+async fn names(client: &Client) -> Vec<Value> {
+    rows(
+        &call(
+            client,
+            "query",
+            json!({ "sql": "SELECT display_name FROM creators WHERE id <= 40 ORDER BY id" }),
+        )
+        .await,
+    )["rows"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_full_disk_no_write_is_acknowledged_without_its_record_and_no_records_join() {
+    let Some(disk) = SmallDisk::mount("256k") else {
+        panic!("cannot mount a tmpfs here (not root?): this test needs one to fill the audit disk");
+    };
+    let log = disk.0.path().join("audit.log");
+    for fail_closed in [true, false] {
+        let _ = std::fs::remove_file(&log);
+        let db = TestDb::new().with_demo_data();
+        let (server, _) = start(
+            &db,
+            &[
+                ("EROS_AUDIT_LOG", log.to_str().unwrap()),
+                (
+                    "EROS_AUDIT_FAIL_CLOSED",
+                    if fail_closed { "true" } else { "false" },
+                ),
+            ],
+            false,
+        );
+        let writer = client(&server, WRITER).await;
+        let before = names(&writer).await;
+        let filler = disk.fill();
+        // The log's last page still has room for a few records; 40
+        // writes run past it.
+        let mut acknowledged = Vec::new();
+        for id in 1..=40 {
+            let sql =
+                format!("UPDATE creators SET display_name = 'unrecorded-{id}' WHERE id = {id}");
+            let result = call(&writer, "execute", json!({ "sql": sql })).await;
+            if result.is_error == Some(true) {
+                assert!(
+                    text(&result).contains("AUDIT_UNAVAILABLE"),
+                    "{}",
+                    text(&result)
+                );
+            } else {
+                acknowledged.push((id, sql));
+            }
+        }
+        let after = names(&writer).await;
+        // The write records that are whole lines (a torn one is not).
+        let records: Vec<Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line: &Value| line["event"] == "write")
+            .collect();
+        let unrecorded = acknowledged
+            .iter()
+            .filter(|(_, sql)| !records.iter().any(|record| record["sql"] == sql.as_str()))
+            .count();
+        if fail_closed {
+            assert!(
+                acknowledged.len() < 40,
+                "no write was refused on a full disk"
+            );
+            assert_eq!(unrecorded, 0, "a write was acknowledged without its record");
+            for id in 1..=40usize {
+                let committed = after[id - 1] != before[id - 1];
+                let acked = acknowledged.iter().any(|(a, _)| *a == id);
+                assert_eq!(
+                    committed, acked,
+                    "creator {id}: committed {committed}, acknowledged {acked}"
+                );
+            }
+        } else {
+            // The control: the same writes on the same full disk commit
+            // when the operator chose writes over their records, and some
+            // then have none.
+            assert_eq!(acknowledged.len(), 40);
+            assert!(unrecorded > 0, "the disk never filled up");
+        }
+        std::fs::remove_file(filler).unwrap();
+        let sql = "UPDATE creators SET display_name = 'recorded' WHERE id = 1";
+        let result = call(&writer, "execute", json!({ "sql": sql })).await;
+        assert_ne!(result.is_error, Some(true), "{}", text(&result));
+        let text = std::fs::read_to_string(&log).unwrap();
+        for line in text.lines() {
+            assert!(
+                line.matches("{\"time\"").count() <= 1,
+                "two records joined on one line: {line}"
+            );
+        }
+        // Whole records once the disk has room again.
+        let last: Vec<Value> = text
+            .lines()
+            .rev()
+            .take(2)
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(last[0]["event"], "tool_call", "{text}");
+        assert_eq!(last[1]["event"], "write", "{text}");
+        assert_eq!(last[1]["sql"], sql);
+        writer.cancel().await.unwrap();
+    }
+}

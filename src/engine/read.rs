@@ -88,7 +88,10 @@ impl QueryEngine {
             request,
             format: wire.name().to_string(),
         };
-        match self.call(cancel, restrictions, op, Arc::new(AlwaysCommit)).await? {
+        match self
+            .call(cancel, restrictions, op, Arc::new(AlwaysCommit))
+            .await?
+        {
             Output::Query(output) => Ok(output),
             other => Err(unexpected(other)),
         }

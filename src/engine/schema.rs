@@ -185,7 +185,10 @@ impl QueryEngine {
             column,
             detail,
         };
-        match self.call(None, restrictions, op, Arc::new(AlwaysCommit)).await? {
+        match self
+            .call(None, restrictions, op, Arc::new(AlwaysCommit))
+            .await?
+        {
             Output::Tables(output) => Ok(output),
             other => Err(unexpected(other)),
         }

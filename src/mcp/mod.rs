@@ -213,7 +213,12 @@ impl ErosServer {
     ) -> CallToolResult
     where
         T: Serialize + ToolOutput,
-        F: FnOnce(Arc<QueryEngine>, Arc<Restrictions>, CancellationToken, Arc<dyn CommitGate>) -> Fut,
+        F: FnOnce(
+            Arc<QueryEngine>,
+            Arc<Restrictions>,
+            CancellationToken,
+            Arc<dyn CommitGate>,
+        ) -> Fut,
         Fut: Future<Output = Result<T, QueryError>>,
     {
         let started = Instant::now();
@@ -415,6 +420,13 @@ impl ServerHandler for ErosServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.clone();
         if !self.inner.router.has_route(&name) {
+            let mut cut = name.len().min(observer::MAX_UNKNOWN_TOOL_NAME);
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.inner
+                .observer
+                .unknown_tool_called(&name[..cut], &self.caller(&context, &request));
             // rmcp's own answer ("tool not found") does not say which.
             return Err(ErrorData::invalid_params(
                 format!("no tool named {name:?}; tools/list names this server's tools"),
@@ -444,6 +456,19 @@ impl ServerHandler for ErosServer {
             // report them as a tool error it can read, and count them.
             Err(err) if err.code == ErrorCode::INVALID_PARAMS => {
                 let invalid = QueryError::InvalidArgument(err.message.to_string());
+                Ok(respond::refuse(&name, &caller, invalid, &*self.inner.observer).into())
+            }
+            // rmcp answered without running the tool (arguments it could
+            // not read into the tool's type): every call is on the record.
+            Ok(CallToolResponse::Complete(result))
+                if !caller.reported.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let why = result
+                    .content
+                    .iter()
+                    .find_map(|block| block.as_text().map(|text| text.text.clone()))
+                    .unwrap_or_else(|| "the arguments do not fit the tool".into());
+                let invalid = QueryError::InvalidArgument(why);
                 Ok(respond::refuse(&name, &caller, invalid, &*self.inner.observer).into())
             }
             other => other,

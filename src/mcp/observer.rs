@@ -27,6 +27,10 @@ pub struct Caller {
     /// Whether the tool writes (`execute`, a declared write tool): its
     /// observers must have recorded it before the result is returned.
     pub writes: bool,
+    /// Set once the call has been reported to the observers (shared by
+    /// the caller's clones): a call rmcp refused before its handler ran
+    /// is reported by the server instead.
+    pub reported: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Caller {
@@ -39,6 +43,7 @@ impl Caller {
             params: 0,
             param_values: None,
             writes: false,
+            reported: Arc::default(),
         }
     }
 }
@@ -57,10 +62,17 @@ pub struct ToolCall<'a> {
     pub truncated: bool,
 }
 
+/// The longest unknown tool name an observer is handed: the rest of a
+/// name a client made up is not worth a record's bytes.
+pub const MAX_UNKNOWN_TOOL_NAME: usize = 128;
+
 /// Receives every finished tool call, synchronously, before its result is
 /// returned. The default records nothing.
 pub trait ToolObserver: Send + Sync + 'static {
     fn tool_called(&self, _call: &ToolCall<'_>) {}
+    /// A `tools/call` named no tool this server has (`name` as sent, cut
+    /// to [`MAX_UNKNOWN_TOOL_NAME`] bytes); it was refused.
+    fn unknown_tool_called(&self, _name: &str, _caller: &Caller) {}
     /// A write (`execute`, a declared write tool) is about to commit, on
     /// the statement's thread: `Err(reason)` rolls it back, so an observer
     /// that must hold a record of every write (the audit log, fail closed)
@@ -82,6 +94,11 @@ impl ToolObserver for ToolObservers {
     fn tool_called(&self, call: &ToolCall<'_>) {
         for observer in &self.0 {
             observer.tool_called(call);
+        }
+    }
+    fn unknown_tool_called(&self, name: &str, caller: &Caller) {
+        for observer in &self.0 {
+            observer.unknown_tool_called(name, caller);
         }
     }
     fn write_committing(&self, tool: &str, caller: &Caller) -> Result<(), String> {

@@ -103,6 +103,9 @@ pub fn respond<T: ToolOutput>(
             (response, err.outcome(), 0, bytes, false)
         }
     };
+    caller
+        .reported
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     observer.tool_called(&ToolCall {
         tool,
         caller,

@@ -65,11 +65,15 @@ impl ErosServer {
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
         let rows = self.inner.rows;
-        self.call("query", &ctx, |engine, restrictions, cancel, _gate| async move {
-            engine
-                .query_for(&restrictions, request, rows, Some(&cancel))
-                .await
-        })
+        self.call(
+            "query",
+            &ctx,
+            |engine, restrictions, cancel, _gate| async move {
+                engine
+                    .query_for(&restrictions, request, rows, Some(&cancel))
+                    .await
+            },
+        )
         .await
     }
 
@@ -84,16 +88,20 @@ column name (column).",
         Parameters(request): Parameters<ListTablesRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("list_tables", &ctx, |engine, restrictions, _, _| async move {
-            engine
-                .list_tables_for(
-                    &restrictions,
-                    request.pattern,
-                    request.column,
-                    request.detail.unwrap_or_default(),
-                )
-                .await
-        })
+        self.call(
+            "list_tables",
+            &ctx,
+            |engine, restrictions, _, _| async move {
+                engine
+                    .list_tables_for(
+                        &restrictions,
+                        request.pattern,
+                        request.column,
+                        request.detail.unwrap_or_default(),
+                    )
+                    .await
+            },
+        )
         .await
     }
 
@@ -156,17 +164,15 @@ and commit it. Returns changes and last_insert_rowid (and rows of a RETURNING cl
         Parameters(request): Parameters<ExecuteRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("execute", &ctx, |engine, restrictions, cancel, gate| async move {
-            engine
-                .execute_for(
-                    &restrictions,
-                    request,
-                    rows::RETURNING,
-                    Some(&cancel),
-                    gate,
-                )
-                .await
-        })
+        self.call(
+            "execute",
+            &ctx,
+            |engine, restrictions, cancel, gate| async move {
+                engine
+                    .execute_for(&restrictions, request, rows::RETURNING, Some(&cancel), gate)
+                    .await
+            },
+        )
         .await
     }
 

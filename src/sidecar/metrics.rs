@@ -359,6 +359,13 @@ impl PoolObserver for Metrics {
 }
 
 impl ToolObserver for Metrics {
+    fn unknown_tool_called(&self, _name: &str, _caller: &crate::mcp::Caller) {
+        // One label for every name a client made up: labels stay bounded.
+        self.tool_calls
+            .with_label_values(&["unknown", Outcome::Invalid.as_str()])
+            .inc();
+    }
+
     fn tool_called(&self, call: &ToolCall<'_>) {
         self.tool_calls
             .with_label_values(&[call.tool, call.outcome.as_str()])

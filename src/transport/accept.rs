@@ -99,18 +99,20 @@ pub async fn serve(
             Some(gate) => {
                 let gate = gate.clone();
                 let service = tower::ServiceBuilder::new()
-                    .map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                        request.extensions_mut().insert(gate.clone());
-                        request
-                    })
+                    .map_request(
+                        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                            request.extensions_mut().insert(gate.clone());
+                            request
+                        },
+                    )
                     .service(app.clone());
-                tokio_util::either::Either::Left(graceful.watch(
-                    http.serve_connection(io, TowerToHyperService::new(service)),
-                ))
+                tokio_util::either::Either::Left(
+                    graceful.watch(http.serve_connection(io, TowerToHyperService::new(service))),
+                )
             }
-            None => tokio_util::either::Either::Right(graceful.watch(
-                http.serve_connection(io, TowerToHyperService::new(app.clone())),
-            )),
+            None => tokio_util::either::Either::Right(
+                graceful.watch(http.serve_connection(io, TowerToHyperService::new(app.clone()))),
+            ),
         };
         let observer = Arc::clone(&observer);
         tokio::spawn(async move {

@@ -177,9 +177,7 @@ async fn bind_sessions(
         // Only a session this server assigned is the call's session (the
         // audit log's); a header naming none is a client's say-so.
         if sessions.is_open(id) {
-            request
-                .extensions_mut()
-                .insert(AssignedSession(id.clone()));
+            request.extensions_mut().insert(AssignedSession(id.clone()));
         }
     }
     let Some(owner) = owner else {

@@ -49,7 +49,10 @@ impl std::fmt::Debug for HttpSettings {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_sessions", &self.max_sessions)
-            .field("max_sessions_per_principal", &self.max_sessions_per_principal)
+            .field(
+                "max_sessions_per_principal",
+                &self.max_sessions_per_principal,
+            )
             .field("max_connections", &self.max_connections)
             .field("unauthenticated", &self.unauthenticated)
             .finish_non_exhaustive()

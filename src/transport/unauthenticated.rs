@@ -59,8 +59,7 @@ impl UnauthenticatedBudget {
         let address = address.to_canonical();
         let mut counts = self.lock();
         let from_address = counts.by_address.get(&address).copied().unwrap_or(0);
-        if counts.total >= self.limits.max_connections || from_address >= self.limits.per_address
-        {
+        if counts.total >= self.limits.max_connections || from_address >= self.limits.per_address {
             return None;
         }
         counts.total += 1;
@@ -176,6 +175,10 @@ mod tests {
         assert_eq!(budget.unauthenticated(), 1);
         let _third = budget.admit(a).unwrap();
         drop(gate);
-        assert_eq!(budget.unauthenticated(), 2, "counted once, not again at close");
+        assert_eq!(
+            budget.unauthenticated(),
+            2,
+            "counted once, not again at close"
+        );
     }
 }
