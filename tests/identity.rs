@@ -39,6 +39,10 @@ fn server_observed(db: &TestDb) -> HttpServer {
 }
 
 fn start(db: &TestDb, observed: bool) -> HttpServer {
+    start_with(db, observed, &[])
+}
+
+fn start_with(db: &TestDb, observed: bool, extra: &[(&str, &str)]) -> HttpServer {
     let tokens = db.file("tokens.toml");
     std::fs::write(
         &tokens,
@@ -49,11 +53,12 @@ fn start(db: &TestDb, observed: bool) -> HttpServer {
     .unwrap();
     let tools = db.file("tools.toml");
     std::fs::write(&tools, PII_TOOL).unwrap();
-    let env = [
+    let mut env = vec![
         ("EROS_DB_READ_ONLY", "false"),
         ("EROS_AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
         ("EROS_MCP_TOOLS_FILE", tools.to_str().unwrap()),
     ];
+    env.extend_from_slice(extra);
     if observed {
         HttpServer::start_observed(db.path(), &env)
     } else {
@@ -372,4 +377,201 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
     )
     .await;
     assert!(status == 200 || status == 204, "{status}");
+}
+
+fn initialize() -> serde_json::Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "opener", "version": "0"}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_cannot_take_every_session() {
+    let db = TestDb::new().with_demo_data();
+    let server = start_with(
+        &db,
+        false,
+        &[
+            ("EROS_MCP_MAX_SESSIONS", "8"),
+            ("EROS_MCP_MAX_SESSIONS_PER_PRINCIPAL", "3"),
+            ("EROS_MCP_MAX_UNAUTHENTICATED_PER_ADDRESS", "64"),
+        ],
+    );
+    // Twelve at once, so the cap holds against a race, not only in turn.
+    let opened = futures::future::join_all((0..12).map(|_| {
+        raw(
+            &server,
+            reqwest::Method::POST,
+            READER,
+            None,
+            Some(initialize()),
+        )
+    }))
+    .await;
+    let sessions: Vec<String> = opened
+        .iter()
+        .filter(|(status, _, _)| *status == 200)
+        .filter_map(|(_, session, _)| session.clone())
+        .collect();
+    assert_eq!(sessions.len(), 3, "{opened:?}");
+    for (status, _, body) in &opened {
+        assert!(*status == 200 || *status == 503, "{status} {body}");
+        if *status == 503 {
+            assert!(
+                body.contains("EROS_MCP_MAX_SESSIONS_PER_PRINCIPAL"),
+                "{body}"
+            );
+        }
+    }
+    // Every session handed out is open and usable.
+    for session in &sessions {
+        let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+        let (status, _, body) = raw(
+            &server,
+            reqwest::Method::POST,
+            READER,
+            Some(session),
+            Some(list),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Other principals still open sessions.
+    let (status, session, body) = raw(
+        &server,
+        reqwest::Method::POST,
+        WRITER,
+        None,
+        Some(initialize()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(session.is_some());
+    // Ending one of its sessions gives the principal one back.
+    let (status, _, _) = raw(
+        &server,
+        reqwest::Method::DELETE,
+        READER,
+        Some(&sessions[0]),
+        None,
+    )
+    .await;
+    assert!(status == 200 || status == 204, "{status}");
+    let (status, _, body) = raw(
+        &server,
+        reqwest::Method::POST,
+        READER,
+        None,
+        Some(initialize()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Opens idle TCP connections to `port` from `source` (a loopback address)
+/// and opens them again as the server closes them, until `stop`.
+fn flood(
+    port: u16,
+    source: std::net::Ipv4Addr,
+    connections: usize,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut opened = 0;
+        let mut held = Vec::new();
+        while !stop.is_cancelled() {
+            held.retain(|stream: &tokio::net::TcpStream| {
+                let mut byte = [0u8; 1];
+                // Closed by the server (EOF or a 503 already read): reopen.
+                !matches!(stream.try_read(&mut byte), Ok(_))
+            });
+            while held.len() < connections {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket
+                    .bind(std::net::SocketAddr::from((source, 0)))
+                    .unwrap();
+                match socket
+                    .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+                    .await
+                {
+                    Ok(stream) => {
+                        opened += 1;
+                        held.push(stream);
+                    }
+                    Err(_) => break,
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        opened
+    })
+}
+
+/// A 2026-07-28 `tools/call`, served without a session.
+fn stateless_call() -> serde_json::Value {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+    "name": "query", "arguments": {"sql": "SELECT 1"},
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    }}})
+}
+
+/// A `tools/call` on a connection of its own from 127.0.0.1: its status,
+/// 0 when the connection was refused before the request was answered (the
+/// server's 503 arrives before the request is sent).
+async fn fresh_connection_call(server: &HttpServer) -> u16 {
+    let body = stateless_call();
+    let answer = reqwest::Client::new()
+        .post(server.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "query")
+        .header("authorization", format!("Bearer {READER}"))
+        .body(body.to_string())
+        .send()
+        .await;
+    answer.map_or(0, |answer| answer.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_token_cannot_crowd_out_authenticated_clients() {
+    let db = TestDb::new().with_demo_data();
+    let server = start_with(
+        &db,
+        false,
+        &[
+            ("EROS_MCP_MAX_CONNECTIONS", "64"),
+            ("EROS_MCP_MAX_UNAUTHENTICATED", "32"),
+            ("EROS_MCP_MAX_UNAUTHENTICATED_PER_ADDRESS", "8"),
+            ("EROS_MCP_AUTH_TIMEOUT", "1"),
+        ],
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Another address opens five hundred connections and reopens them.
+    let attacker = flood(server.port, [127, 0, 0, 2].into(), 500, stop.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(fresh_connection_call(&server).await);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // The control: the same flood from the clients' own address takes the
+    // budget they need too, so the flood is real.
+    let same = flood(server.port, [127, 0, 0, 1].into(), 500, stop.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut crowded = Vec::new();
+    for _ in 0..10 {
+        crowded.push(fresh_connection_call(&server).await);
+    }
+    stop.cancel();
+    assert!(
+        attacker.await.unwrap() > 500,
+        "the server never closed a flood connection"
+    );
+    same.await.unwrap();
+    assert!(crowded.iter().any(|status| *status != 200), "{crowded:?}");
 }

@@ -100,12 +100,12 @@ settings! {
         if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
     /// With authentication: TCP connections open that have not yet
     /// authenticated, from every address together (within the cap above).
-    max_unauthenticated <- max_unauthenticated: Parsed<usize> = "64",
+    max_unauthenticated <- max_unauthenticated: Parsed<usize> = "128",
         "a whole number from 1 to 1000000",
         if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
     /// With authentication: connections not yet authenticated from one
     /// source address.
-    max_unauthenticated_per_address <- max_unauthenticated_per_address: Parsed<usize> = "8",
+    max_unauthenticated_per_address <- max_unauthenticated_per_address: Parsed<usize> = "16",
         "a whole number from 1 to 1000000",
         if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
     /// With authentication: time a connection has to authenticate.

@@ -286,6 +286,11 @@ pub async fn post_json(server: &HttpServer, token: Option<&str>, body: &Value) -
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", body["method"].as_str().unwrap_or_default())
+        .header(
+            "mcp-name",
+            body["params"]["name"].as_str().unwrap_or_default(),
+        )
         .body(body.to_string());
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
