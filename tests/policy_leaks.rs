@@ -557,6 +557,58 @@ async fn a_writer_without_the_scopes_plants_no_schema_and_guesses_nothing_throug
     lead.cancel().await.unwrap();
 }
 
+#[tokio::test]
+async fn schema_added_after_startup_by_a_principal_free_to_change_it_is_covered_at_once() {
+    let (_db, server) = start();
+    let writer = client(&server, RESTRICTED_WRITER).await;
+    let lead = client(&server, TRUSTED).await;
+    for sql in [
+        "ALTER TABLE creators ADD COLUMN email_later TEXT AS ('later:' || email)",
+        "CREATE TABLE later_mentions (id INTEGER PRIMARY KEY, email TEXT REFERENCES creators (email))",
+        "CREATE TABLE later_refs (id INTEGER PRIMARY KEY, payout INTEGER REFERENCES payouts (id))",
+    ] {
+        let result = call(&lead, "execute", json!({ "sql": sql })).await;
+        assert_ne!(result.is_error, Some(true), "{sql}: {}", text(&result));
+    }
+    let read = everything(
+        &call(
+            &writer,
+            "query",
+            json!({ "sql": "SELECT email_later FROM creators" }),
+        )
+        .await,
+    );
+    assert_no_marker("generated_after_startup", &read);
+    for (route, sql) in [
+        (
+            "foreign_key_after_startup",
+            "INSERT INTO later_mentions (email) VALUES ({guess})",
+        ),
+        (
+            "denied_key_after_startup",
+            "INSERT INTO later_refs (payout) VALUES ({id})",
+        ),
+    ] {
+        let [right, wrong] = guesses(route, sql);
+        let right = call(&writer, "execute", json!({ "sql": right })).await;
+        let wrong = call(&writer, "execute", json!({ "sql": wrong })).await;
+        assert_eq!(right.is_error, Some(true), "{route} was run");
+        assert_eq!(text(&right), text(&wrong), "{route} told the guesses apart");
+    }
+    // The control: the principal with the scopes sees what was added.
+    let seen = everything(
+        &call(
+            &lead,
+            "query",
+            json!({ "sql": "SELECT email_later FROM creators" }),
+        )
+        .await,
+    );
+    assert!(seen.contains(EMAIL_MARKER), "{seen}");
+    writer.cancel().await.unwrap();
+    lead.cancel().await.unwrap();
+}
+
 #[test]
 fn a_policy_naming_an_unknown_column_stops_the_server() {
     let db = TestDb::new().with_demo_data();

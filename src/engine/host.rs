@@ -14,12 +14,11 @@ use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
 
 use super::transfer::{self, Call, Op, Output, Reply, WriteEvent};
 use super::{read, schema, write, QueryError, WireSize, PROGRESS_STEPS};
 use crate::health::DatabaseHealth;
-use crate::policy::Restrictions;
+use crate::policy::{Restrictions, SchemaBound};
 use crate::pool::frames::{self, kind, Frame};
 use crate::pool::worker::{stop_signal, WORKER_FD};
 use crate::pool::{local, Checkpointed, ManagedConnection, Ready, WorkerSetup};
@@ -108,6 +107,8 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
     // The answer's buffer, kept from call to call: a page of rows is a few
     // hundred KB, which glibc would otherwise map and fault in every time.
     let mut out = Vec::new();
+    // Each principal's restrictions, bound to the schema as it is.
+    let mut bound = SchemaBound::default();
     loop {
         let (kind, payload) = match frames::read(&mut link.reader) {
             Ok(frame) => frame,
@@ -135,7 +136,7 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
         if let Some(soft) = soft_limit {
             share_soft_limit(soft);
         }
-        let reply = handle(&conn, &health, formats, call, &mut link);
+        let reply = handle(&conn, &health, formats, call, &mut link, &mut bound);
         let settled = !reply.unsettled;
         let frame = transfer::reply_frame(reply, std::mem::take(&mut out));
         out = frame
@@ -186,11 +187,28 @@ fn handle(
     formats: &[&'static dyn WireSize],
     call: Call,
     link: &mut Link,
+    bound: &mut SchemaBound,
 ) -> Reply {
     STOPPED.store(false, SeqCst);
     COMMITTING.store(false, SeqCst);
     CURRENT_CALL.store(call.seq, SeqCst);
-    let restrictions = call.restrictions.map_or_else(Restrictions::none, Arc::new);
+    let restrictions = match call.restrictions {
+        None => Restrictions::none(),
+        Some(given) => match bound.bind(conn, given) {
+            Ok(restrictions) => restrictions,
+            // Restrictions that cannot be bound are not enforced partly.
+            Err(err) => {
+                return Reply {
+                    seq: call.seq,
+                    result: Err(err.into()),
+                    write: None,
+                    retries: 0,
+                    rolled_back: false,
+                    unsettled: false,
+                }
+            }
+        },
+    };
     let format = |name: &str| {
         formats
             .iter()

@@ -177,16 +177,8 @@ impl Policy {
                     return Err(refuse("null_columns", column_entry, why));
                 }
                 restrictions.null_column(table, column);
-                // SQLite computes a generated column from its sources
-                // without asking the authorizer about them: one of this
-                // table's could show the nulled value, so each reads as
-                // NULL too (which of them use the column, SQLite does not
-                // tell).
-                for generated in generated_columns(conn, table).map_err(db)? {
-                    restrictions.null_column(table, &generated);
-                }
             }
-            keep_linked_tables_read_only(conn, &mut restrictions).map_err(db)?;
+            let restrictions = in_schema(conn, &restrictions).map_err(db)?;
             by_scope.insert(scope, restrictions);
         }
         Ok(Self {
@@ -303,6 +295,67 @@ fn generated_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<Str
         conn.prepare_cached("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden IN (2, 3)")?;
     let names = stmt.query_map([table], |row| row.get(0))?;
     names.collect()
+}
+
+/// What `given` withholds in the schema as it is now: besides what it
+/// names, every generated column of a table with a nulled column (SQLite
+/// computes one from its sources without asking the authorizer about
+/// them, and does not say which it uses), the whole of a table whose own
+/// order a nulled column sets (its `INTEGER PRIMARY KEY` or `WITHOUT
+/// ROWID` key: every scan would walk the hidden values in order), and no
+/// writes to a table a foreign key links to hidden values.
+///
+/// Checked at startup for the policy file, and again by each worker
+/// whenever the schema has changed since ([`SchemaBound`]): a table
+/// recreated, or a generated column or a foreign key added, by a
+/// principal free to change the schema is covered from its next call.
+pub fn in_schema(conn: &Connection, given: &Restrictions) -> rusqlite::Result<Restrictions> {
+    let mut bound = given.clone();
+    for (table, column) in given.nulled_columns() {
+        if own_key(conn, table, column)?.is_some() {
+            bound.deny_table(table);
+        }
+        for generated in generated_columns(conn, table)? {
+            bound.null_column(table, &generated);
+        }
+    }
+    keep_linked_tables_read_only(conn, &mut bound)?;
+    Ok(bound)
+}
+
+/// A worker's [`in_schema`] answers, kept while the schema does not
+/// change (`PRAGMA schema_version`); a few distinct principals' worth.
+#[derive(Debug, Default)]
+pub struct SchemaBound {
+    entries: Vec<(i64, Restrictions, Arc<Restrictions>)>,
+}
+
+/// Distinct restrictions a worker keeps bound at once.
+const BOUND_KEPT: usize = 8;
+
+impl SchemaBound {
+    /// `given`, bound to the schema on `conn` now.
+    pub fn bind(
+        &mut self,
+        conn: &Connection,
+        given: Restrictions,
+    ) -> rusqlite::Result<Arc<Restrictions>> {
+        let version: i64 = conn.query_row("PRAGMA schema_version", [], |row| row.get(0))?;
+        if let Some((_, _, bound)) = self
+            .entries
+            .iter()
+            .find(|(v, g, _)| *v == version && *g == given)
+        {
+            return Ok(Arc::clone(bound));
+        }
+        let bound = Arc::new(in_schema(conn, &given)?);
+        self.entries.retain(|(v, _, _)| *v == version);
+        if self.entries.len() >= BOUND_KEPT {
+            self.entries.remove(0);
+        }
+        self.entries.push((version, given, Arc::clone(&bound)));
+        Ok(bound)
+    }
 }
 
 /// Keeps read-only both tables of every foreign key that reaches what
