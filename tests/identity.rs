@@ -483,7 +483,7 @@ fn flood(
             held.retain(|stream: &tokio::net::TcpStream| {
                 let mut byte = [0u8; 1];
                 // Closed by the server (EOF or a 503 already read): reopen.
-                !matches!(stream.try_read(&mut byte), Ok(_))
+                stream.try_read(&mut byte).is_err()
             });
             while held.len() < connections {
                 let socket = tokio::net::TcpSocket::new_v4().unwrap();
