@@ -15,7 +15,7 @@
 
 use crate::config::{Config, Transport};
 
-const MIB: u64 = 1024 * 1024;
+use crate::config::setting::MIB;
 
 /// The process before any call: code, the runtimes, thread stacks in use,
 /// the allocator's own slack (measured idle at 14 to 22 MiB).

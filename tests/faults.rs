@@ -39,6 +39,8 @@ struct Served {
     server: HttpServer,
     log: PathBuf,
     _logs: tempfile::TempDir,
+    /// The copy of the binary an unprivileged server runs, when it does.
+    _program: Option<tempfile::TempDir>,
 }
 
 impl Served {
@@ -61,9 +63,30 @@ impl Served {
             ("EROS_DB_HEALTH_CHECK_INTERVAL", "1"),
         ];
         all.extend_from_slice(env);
-        let mut cmd = http_command(db, &all, port, Some(metrics_port));
+        let unprivileged = unprivileged && is_root();
+        // The build's binary may sit in a directory only its owner can
+        // enter (a clone in a home directory): the unprivileged user runs
+        // a copy from a directory anyone may enter.
+        let program = unprivileged.then(|| {
+            let dir = tempfile::tempdir().unwrap();
+            set_mode(dir.path(), 0o755);
+            let copy = dir.path().join("eros-mcp");
+            std::fs::copy(env!("CARGO_BIN_EXE_eros-mcp"), &copy).unwrap();
+            set_mode(&copy, 0o755);
+            dir
+        });
+        let mut cmd = match &program {
+            Some(dir) => common::mcp::http_command_of(
+                &dir.path().join("eros-mcp"),
+                db,
+                &all,
+                port,
+                Some(metrics_port),
+            ),
+            None => http_command(db, &all, port, Some(metrics_port)),
+        };
         cmd.stderr(std::fs::File::create(&log).unwrap());
-        if unprivileged && is_root() {
+        if unprivileged {
             // SAFETY: only async-signal-safe calls between fork and exec.
             unsafe {
                 cmd.pre_exec(|| {
@@ -83,6 +106,7 @@ impl Served {
             },
             log,
             _logs: logs,
+            _program: program,
         }
     }
 
@@ -591,8 +615,10 @@ fn database_on_small_disk() -> Option<(SmallDisk, PathBuf)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_writes_clearly_and_they_succeed_again_when_there_is_room() {
     let Some((disk, db)) = database_on_small_disk() else {
-        assert!(!is_root(), "root can mount a tmpfs");
-        return;
+        panic!(
+            "this test fills a small tmpfs and cannot mount one here: run the tests as root \
+             (CI does), or in a container with CAP_SYS_ADMIN"
+        );
     };
     let served = Served::start(&db, &[], false);
     let workload = Workload::start(&served, "full", 2, INSERT_WIDE).await;
@@ -631,8 +657,10 @@ async fn a_full_disk_fails_writes_clearly_and_they_succeed_again_when_there_is_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_disk_is_full_exits_with_the_reason_and_loses_nothing() {
     let Some((disk, db)) = database_on_small_disk() else {
-        assert!(!is_root(), "root can mount a tmpfs");
-        return;
+        panic!(
+            "this test fills a small tmpfs and cannot mount one here: run the tests as root \
+             (CI does), or in a container with CAP_SYS_ADMIN"
+        );
     };
     let served = Served::start(&db, &[], false);
     let workload = Workload::start(&served, "term", 2, INSERT_WIDE).await;

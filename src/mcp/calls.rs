@@ -47,10 +47,6 @@ impl CallTracker {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
     /// A token cancelled when the grace period ends; calls derive theirs from it.
     pub fn abort_token(&self) -> &CancellationToken {
         &self.abort

@@ -140,7 +140,6 @@ pub fn worker_options(
     workers: u32,
     shared_ceiling: bool,
 ) -> ConnectionOptions {
-    const MIB: u64 = 1024 * 1024;
     let mut options = options.clone();
     if shared_ceiling {
         options.hard_heap_limit_bytes = 0;
@@ -150,7 +149,8 @@ pub fn worker_options(
     let ceiling = (options.hard_heap_limit_bytes / workers).max(WORKER_HEAP_FLOOR);
     options.hard_heap_limit_bytes = ceiling;
     options.soft_heap_limit_bytes = (options.soft_heap_limit_bytes / workers)
-        .max(MIB)
+        // At least a mebibyte of page cache each.
+        .max(1 << 20)
         .min(ceiling / 2);
     options
 }

@@ -39,7 +39,7 @@ use super::auth::{authenticate, require_scope, Authenticator, Operation};
 use super::jsonrpc::{self, ErrorAnswer, Screened};
 use super::observer::{Rejection, TransportObserver};
 use super::rebinding::{refuse_rebinding, RebindingGuard};
-use super::sessions::{LimitedSessions, SessionAccess};
+use super::sessions::{LimitedSessions, OpeningSession, SessionAccess};
 use super::settings::HttpSettings;
 use super::TransportError;
 use crate::identity::Principal;
@@ -183,6 +183,10 @@ async fn bind_sessions(
     let Some(owner) = owner else {
         return next.run(request).await;
     };
+    // Where the body's reader leaves the place of a session being opened,
+    // kept until the session is claimed below.
+    let opening = OpeningHolder::default();
+    request.extensions_mut().insert(opening.clone());
     let response = next.run(request).await;
     if named.is_none() {
         if let Some(id) = response
@@ -199,8 +203,14 @@ async fn bind_sessions(
             }
         }
     }
+    drop(opening);
     response
 }
+
+/// The [`OpeningSession`] of a request that opens a session, between the
+/// layer that reads its body and the one that claims the session.
+#[derive(Debug, Clone, Default)]
+struct OpeningHolder(Arc<std::sync::Mutex<Option<OpeningSession>>>);
 
 /// The 503 for a principal at `EROS_MCP_MAX_SESSIONS_PER_PRINCIPAL`.
 const TOO_MANY_SESSIONS_OF_PRINCIPAL: &str =
@@ -268,9 +278,14 @@ async fn read_body(State(limits): State<RequestLimits>, request: Request, next: 
             .extensions
             .get::<Arc<Principal>>()
             .map(|principal| principal.identity_key());
-        if owner.is_some_and(|owner| limits.sessions.principal_is_full(&owner)) {
-            limits.observer.session_rejected();
-            return unavailable(TOO_MANY_SESSIONS_OF_PRINCIPAL);
+        if let (Some(owner), Some(holder)) = (owner, parts.extensions.get::<OpeningHolder>()) {
+            match limits.sessions.open_for(&owner) {
+                Some(place) => *holder.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(place),
+                None => {
+                    limits.observer.session_rejected();
+                    return unavailable(TOO_MANY_SESSIONS_OF_PRINCIPAL);
+                }
+            }
         }
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))

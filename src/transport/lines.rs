@@ -103,12 +103,6 @@ impl<R: AsyncRead + Unpin + Send> JsonLines<R> {
         }
     }
 
-    /// A lower line limit (tests).
-    pub fn with_max_line_bytes(mut self, max_line_bytes: usize) -> Self {
-        self.max_line_bytes = max_line_bytes;
-        self
-    }
-
     fn refuse(&mut self, answer: &ErrorAnswer) {
         tracing::debug!(
             code = answer.error.code.0,

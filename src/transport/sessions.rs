@@ -85,7 +85,30 @@ pub struct LimitedSessions {
     max_per_principal: usize,
     idle_timeout: Duration,
     activity: ActivityMap,
+    /// Per principal, sessions being opened and not yet claimed.
+    opening: Arc<Mutex<HashMap<String, usize>>>,
     observer: Arc<dyn TransportObserver>,
+}
+
+/// A principal's place for one session being opened, held from the moment
+/// its `initialize` is read until the session is claimed (or refused), so
+/// that sessions opened at once count against the principal's cap too.
+#[derive(Debug)]
+pub struct OpeningSession {
+    opening: Arc<Mutex<HashMap<String, usize>>>,
+    owner: String,
+}
+
+impl Drop for OpeningSession {
+    fn drop(&mut self) {
+        let mut opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = opening.get_mut(&self.owner) {
+            *count -= 1;
+            if *count == 0 {
+                opening.remove(&self.owner);
+            }
+        }
+    }
 }
 
 impl LimitedSessions {
@@ -103,6 +126,7 @@ impl LimitedSessions {
             max_per_principal,
             idle_timeout,
             activity: Arc::default(),
+            opening: Arc::default(),
             observer,
         }
     }
@@ -128,13 +152,26 @@ impl LimitedSessions {
         }
     }
 
-    /// Whether `owner` has as many sessions open as one principal may.
-    pub fn principal_is_full(&self, owner: &str) -> bool {
-        lock(&self.activity)
+    /// A place for a session `owner` is opening, or `None` when its open
+    /// and opening sessions already reach the principal's cap.
+    pub fn open_for(&self, owner: &str) -> Option<OpeningSession> {
+        let owned = lock(&self.activity)
             .values()
             .filter(|a| a.owner.as_deref() == Some(owner))
-            .count()
-            >= self.max_per_principal
+            .count();
+        let mut opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = opening.entry(owner.to_string()).or_insert(0);
+        if owned + *pending >= self.max_per_principal {
+            if *pending == 0 {
+                opening.remove(owner);
+            }
+            return None;
+        }
+        *pending += 1;
+        Some(OpeningSession {
+            opening: Arc::clone(&self.opening),
+            owner: owner.to_string(),
+        })
     }
 
     /// The most sessions one principal may have open.

@@ -58,7 +58,24 @@ pub fn http_command(
     port: u16,
     metrics_port: Option<u16>,
 ) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"));
+    http_command_of(
+        Path::new(env!("CARGO_BIN_EXE_eros-mcp")),
+        db,
+        env,
+        port,
+        metrics_port,
+    )
+}
+
+/// As [`http_command`], running `program` (a copy of the binary).
+pub fn http_command_of(
+    program: &Path,
+    db: &Path,
+    env: &[(&str, &str)],
+    port: u16,
+    metrics_port: Option<u16>,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
     cmd.arg("serve")
         .arg("--db")
         .arg(db)
