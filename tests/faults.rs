@@ -164,7 +164,12 @@ impl Served {
 
     /// SIGTERM, then the exit status and the whole log.
     fn terminate(self) -> (std::process::ExitStatus, String) {
-        let Served { server, log, _logs } = self;
+        let Served {
+            server,
+            log,
+            _logs,
+            _program,
+        } = self;
         let status = server.terminate();
         (status, std::fs::read_to_string(&log).unwrap_or_default())
     }
