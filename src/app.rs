@@ -93,6 +93,16 @@ pub async fn build(
     config: &Config,
     observers: &Observers,
     calls: Arc<CallTracker>,
+) -> Result<ErosServer, AppError> {
+    build_following(config, observers, calls, None).await
+}
+
+/// [`build`] for a replica whose follower the server runs: its copy is
+/// served only while `follower` lets it.
+pub async fn build_following(
+    config: &Config,
+    observers: &Observers,
+    calls: Arc<CallTracker>,
     follower: Option<FollowerGate>,
 ) -> Result<ErosServer, AppError> {
     let db_config = config.database.clone();
@@ -322,6 +332,9 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         _ => None,
     };
     let gate = follower.as_ref().map(|follower| follower.gate().clone());
+    if let Some(gate) = &gate {
+        metrics.watch_follower(gate.clone());
+    }
     if !first_restore(&config, &readiness, &shutdown, gate.as_ref()).await {
         if let Some(follower) = follower {
             tokio::task::spawn_blocking(move || follower.stop())
@@ -335,7 +348,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         tracing::info!("eros-mcp stopped before the first restore arrived");
         return Ok(());
     }
-    let server = build(&config, &observers, Arc::clone(&calls), gate).await?;
+    let server = build_following(&config, &observers, Arc::clone(&calls), gate).await?;
     let auth = auth.map(|auth| auth.with_tool_scopes(server.tool_scopes()));
     let pool = Arc::clone(server.engine().pool());
     let background = Background::start(&replication, &pool, &readiness, &metrics)?;

@@ -20,6 +20,10 @@
 //! "reopen": its identity becomes the current one, connections opened on
 //! the old file are recycled at checkout (see [`crate::pool`]), and a path
 //! with no file is a passing fault (not ready) rather than a lasting one.
+//! When the server runs the follower itself, its gate
+//! ([`crate::replication::follower::FollowerGate`]) comes first: while it is
+//! closed the file is at fault whatever is at the path, and every call is
+//! refused ([`DatabaseHealth::admit`]).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -53,6 +53,16 @@ fn modified(path: &Path) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// `mcp_replica_follower_restarts_total` on the replica's sidecar.
+fn follower_restarts(replica: &common::litestream::Replica) -> u64 {
+    let (_, exposition) = replica.sidecar("/metrics");
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix("mcp_replica_follower_restarts_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no mcp_replica_follower_restarts_total in {exposition}"))
+}
+
 /// One query a reader made: when it was sent, and what came back (the rows,
 /// or the error's text).
 #[derive(Debug)]
@@ -92,6 +102,7 @@ async fn a_follower_killed_mid_apply_never_has_its_copy_served_and_a_fresh_resto
     let follower = replica
         .supervised_follower()
         .expect("the replica server runs its follower");
+    let restarts_before = follower_restarts(replica);
 
     // Readers query the replica from now until the fresh copy is served.
     let stop = Arc::new(AtomicBool::new(false));
@@ -169,6 +180,10 @@ async fn a_follower_killed_mid_apply_never_has_its_copy_served_and_a_fresh_resto
     let ready_at = Instant::now();
     let restarted = replica.supervised_follower().expect("a new follower runs");
     assert_ne!(restarted, follower);
+    assert!(
+        follower_restarts(replica) > restarts_before,
+        "mcp_replica_follower_restarts_total did not count the restart"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
