@@ -25,6 +25,7 @@ use crate::mcp::{
 use crate::migrations;
 use crate::policy::{Policy, PolicyError};
 use crate::pool::{NoObserver, Pool, PoolObserver};
+use crate::replication::follower::{Follower, FollowerGate, FollowerSettings};
 use crate::replication::heartbeat::HeartbeatWriter;
 use crate::replication::lag::{LagMonitor, ReplicaLag};
 use crate::replication::restore::{self, RestoreError};
@@ -93,6 +94,17 @@ pub async fn build(
     observers: &Observers,
     calls: Arc<CallTracker>,
 ) -> Result<ErosServer, AppError> {
+    build_following(config, observers, calls, None).await
+}
+
+/// [`build`] for a replica whose follower the server runs: its copy is
+/// served only while `follower` lets it.
+pub async fn build_following(
+    config: &Config,
+    observers: &Observers,
+    calls: Arc<CallTracker>,
+    follower: Option<FollowerGate>,
+) -> Result<ErosServer, AppError> {
     let db_config = config.database.clone();
     let replication = config.database.replication_settings();
     let engine_settings = config.database.engine_settings();
@@ -105,7 +117,7 @@ pub async fn build(
             // Before anything creates the file: an empty volume gets the
             // replicated state, not a blank database.
             restore::before_serving(&replication, &db_config.path)?;
-            let pool = database::open(&db_config, pool_observer)?;
+            let pool = database::open_following(&db_config, pool_observer, follower)?;
             let declared = match &tools_file {
                 Some(path) => {
                     let conn = pool.open_local().map_err(StartupError::from)?;
@@ -307,7 +319,28 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         tokens: tokens.filter(|tokens| tokens.has_file()),
         audit: audit.clone(),
     });
-    if !first_restore(&config, &readiness, &shutdown).await {
+    // A replica runs its follower before anything waits for its restore.
+    let follower = match (replication.follow, &replication.replica_url) {
+        (true, Some(url)) => Some(
+            Follower::start(FollowerSettings {
+                litestream_bin: replication.litestream_bin.clone(),
+                replica_url: url.clone(),
+                path: config.database.path.clone(),
+            })
+            .map_err(|err| AppError::Thread("follower", err))?,
+        ),
+        _ => None,
+    };
+    let gate = follower.as_ref().map(|follower| follower.gate().clone());
+    if let Some(gate) = &gate {
+        metrics.watch_follower(gate.clone());
+    }
+    if !first_restore(&config, &readiness, &shutdown, gate.as_ref()).await {
+        if let Some(follower) = follower {
+            tokio::task::spawn_blocking(move || follower.stop())
+                .await
+                .ok();
+        }
         sidecar_stop.cancel();
         if let Some(sidecar) = sidecar {
             let _ = tokio::task::spawn_blocking(move || sidecar.join()).await;
@@ -315,7 +348,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         tracing::info!("eros-mcp stopped before the first restore arrived");
         return Ok(());
     }
-    let server = build(&config, &observers, Arc::clone(&calls)).await?;
+    let server = build_following(&config, &observers, Arc::clone(&calls), gate).await?;
     let auth = auth.map(|auth| auth.with_tool_scopes(server.tool_scopes()));
     let pool = Arc::clone(server.engine().pool());
     let background = Background::start(&replication, &pool, &readiness, &metrics)?;
@@ -355,7 +388,11 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     }
     let closed = tokio::task::spawn_blocking(move || {
         background.stop();
-        pool.close()
+        let closed = pool.close();
+        if let Some(follower) = follower {
+            follower.stop();
+        }
+        closed
     })
     .await
     .map_err(|err| AppError::Task(err.to_string()))?;
@@ -372,9 +409,19 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
 /// On a replica, waits (serving probes: `/readyz` says why) until the
 /// follower's first restore has produced the database file. False when
 /// shutdown came first.
-async fn first_restore(config: &Config, readiness: &Readiness, shutdown: &Shutdown) -> bool {
+async fn first_restore(
+    config: &Config,
+    readiness: &Readiness,
+    shutdown: &Shutdown,
+    follower: Option<&FollowerGate>,
+) -> bool {
     let path = &config.database.path;
-    if config.database.role != Role::Replica || path.exists() {
+    // A follower the server runs restores afresh, over whatever is there.
+    let restored = || match follower {
+        Some(gate) => gate.restored(),
+        None => path.exists(),
+    };
+    if config.database.role != Role::Replica || restored() {
         return true;
     }
     let waiting = FileFault::AwaitingRestore { path: path.clone() }.to_string();
@@ -384,7 +431,7 @@ async fn first_restore(config: &Config, readiness: &Readiness, shutdown: &Shutdo
         tokio::select! {
             () = shutdown.wait() => return false,
             () = tokio::time::sleep(RESTORE_POLL) => {
-                if path.exists() {
+                if restored() {
                     return true;
                 }
             }

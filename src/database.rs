@@ -12,6 +12,7 @@ use crate::connection::{self, ConnectError};
 use crate::health::DatabaseHealth;
 use crate::migrations::{self, MigrationError};
 use crate::pool::{Pool, PoolError, PoolObserver};
+use crate::replication::follower::FollowerGate;
 use crate::replication::Role;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,16 @@ pub fn open(
     config: &DatabaseConfig,
     observer: Arc<dyn PoolObserver>,
 ) -> Result<Arc<Pool>, StartupError> {
+    open_following(config, observer, None)
+}
+
+/// [`open`] for a replica whose follower the server runs: its copy is
+/// served only while `follower` lets it (see [`crate::replication::follower`]).
+pub fn open_following(
+    config: &DatabaseConfig,
+    observer: Arc<dyn PoolObserver>,
+    follower: Option<FollowerGate>,
+) -> Result<Arc<Pool>, StartupError> {
     let health = match config.role {
         Role::Primary => {
             prepare_schema(config)?;
@@ -78,7 +89,10 @@ pub fn open(
         // A replica's file is its follower's: never migrated, followed
         // when the follower replaces it; its setup reads the schema.
         Role::Replica => {
-            let health = DatabaseHealth::follow(&config.path);
+            let health = match follower {
+                Some(gate) => DatabaseHealth::follow_supervised(&config.path, gate),
+                None => DatabaseHealth::follow(&config.path),
+            };
             health.verify_file().map_err(ConnectError::from)?;
             health
         }

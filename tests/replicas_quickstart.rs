@@ -1,8 +1,8 @@
 //! `scripts/replicas-quickstart`, run as a person would: it starts a
-//! primary, `litestream replicate`, two followers and two replicas, prints
-//! their URLs; a write through the primary's `execute` (a real MCP client
-//! over HTTP) shows up on both replicas; SIGINT stops every process it
-//! started. The real binary and the real `litestream`.
+//! primary, `litestream replicate` and two replicas (each running its
+//! follower), prints their URLs; a write through the primary's `execute` (a
+//! real MCP client over HTTP) shows up on both replicas; SIGINT stops every
+//! process it started, followers included. The real binary and the real `litestream`.
 
 mod common;
 
@@ -171,7 +171,8 @@ fn the_quickstart_replicates_a_write_to_both_replicas_and_stops_everything_on_si
         );
     }
 
-    // The six processes it runs are its own children.
+    // The four processes it runs are its own children, and each replica
+    // runs its follower as its own.
     quickstart.children = children_of(quickstart.script.id())
         .into_iter()
         .filter(|(_, comm)| comm == "eros-mcp" || comm == "litestream")
@@ -179,10 +180,28 @@ fn the_quickstart_replicates_a_write_to_both_replicas_and_stops_everything_on_si
         .collect();
     assert_eq!(
         quickstart.children.len(),
-        6,
-        "a primary, litestream, two followers and two replicas: {:?}",
+        4,
+        "a primary, litestream and two replicas: {:?}",
         children_of(quickstart.script.id())
     );
+    let followers: Vec<u32> = quickstart
+        .children
+        .iter()
+        .flat_map(|pid| children_of(*pid))
+        .filter(|(_, comm)| comm == "litestream")
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(
+        followers.len(),
+        2,
+        "a follower per replica: {:?}",
+        quickstart
+            .children
+            .iter()
+            .map(|pid| children_of(*pid))
+            .collect::<Vec<_>>()
+    );
+    quickstart.children.extend(&followers);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

@@ -552,6 +552,8 @@ async fn measure(
                 &[
                     ("EROS_DB_PATH", db.display().to_string()),
                     ("EROS_DB_ROLE", "replica".into()),
+                    // The bench runs and times the followers itself.
+                    ("EROS_DB_REPLICA_FOLLOW", "false".into()),
                     ("EROS_DB_READ_ONLY", "true".into()),
                 ],
             ),

@@ -103,6 +103,10 @@ settings! {
         "a Litestream replica URL such as file:///backups/db or s3://bucket/db";
     /// The `litestream` binary restores run (a name on PATH, or a path).
     litestream_bin <- litestream_bin: FilePath = "litestream", "a path or a command name";
+    /// On a replica: run the follower (`litestream restore -f`) as a child
+    /// the server supervises, so a copy its dead follower left is never
+    /// served; `false` when another process follows (no such guarantee).
+    replica_follow <- replica_follow: Parsed<bool> = "true", "true or false";
     /// How often a replicated primary writes its heartbeat row.
     heartbeat_interval <- heartbeat_interval: Seconds = "5",
         "a number of seconds from 0.1 to 86400 (fractions allowed)",
@@ -173,6 +177,18 @@ impl DatabaseConfig {
                 ));
             }
             self.migrate = false;
+            if self.replica_follow && self.replica_url.is_none() {
+                let setting = &vars::replica_url;
+                return Err(setting.invalid_because(
+                    "",
+                    format!(
+                        "{} (required on a replica that runs its follower, \
+                         EROS_DB_REPLICA_FOLLOW=true; set EROS_DB_REPLICA_FOLLOW=false when \
+                         another process follows)",
+                        setting.allowed
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -185,6 +201,7 @@ impl DatabaseConfig {
             role: self.role,
             replica_url: self.replica_url.clone(),
             litestream_bin: self.litestream_bin.clone(),
+            follow: self.role == Role::Replica && self.replica_follow,
             heartbeat_interval: self.heartbeat_interval,
             max_lag: self.replica_max_lag,
         }
@@ -366,7 +383,11 @@ mod tests {
 
     #[test]
     fn a_replica_is_never_migrated_and_refuses_writes() {
-        let config = parse(&[("EROS_DB_ROLE", "replica")]).unwrap();
+        let config = parse(&[
+            ("EROS_DB_ROLE", "replica"),
+            ("EROS_DB_REPLICA_URL", "file:///backups/db"),
+        ])
+        .unwrap();
         assert!(!config.migrate);
         assert_eq!(config.connection_options().mode, FileMode::Replica);
         assert_eq!(config.replication_settings().role, Role::Replica);
@@ -378,6 +399,27 @@ mod tests {
         );
         let err = parse(&[("EROS_DB_ROLE", "replica"), ("EROS_DB_MIGRATE", "true")]).unwrap_err();
         assert!(err.starts_with("invalid EROS_DB_MIGRATE=\"true\""), "{err}");
+    }
+
+    #[test]
+    fn a_replica_runs_its_follower_from_the_replica_url_unless_told_another_process_follows() {
+        let err = parse(&[("EROS_DB_ROLE", "replica")]).unwrap_err();
+        assert!(err.starts_with("invalid EROS_DB_REPLICA_URL=\"\""), "{err}");
+        assert!(err.contains("EROS_DB_REPLICA_FOLLOW=false"), "{err}");
+        let config = parse(&[
+            ("EROS_DB_ROLE", "replica"),
+            ("EROS_DB_REPLICA_URL", "file:///backups/db"),
+        ])
+        .unwrap();
+        assert!(config.replication_settings().follow);
+        let config = parse(&[
+            ("EROS_DB_ROLE", "replica"),
+            ("EROS_DB_REPLICA_FOLLOW", "false"),
+        ])
+        .unwrap();
+        assert!(!config.replication_settings().follow);
+        // A primary never follows.
+        assert!(!parse(&[]).unwrap().replication_settings().follow);
     }
 
     #[test]

@@ -39,7 +39,9 @@ pub enum QueryError {
     Busy { retries: u32 },
     #[error(transparent)]
     Pool(#[from] PoolError),
-    /// The database file was deleted, renamed or replaced: writes are refused.
+    /// The database file was deleted, renamed or replaced: writes are
+    /// refused. On a replica, also: its copy cannot be served now (no
+    /// restore yet, or its follower stopped), which passes.
     #[error(transparent)]
     FileChanged(#[from] FileFault),
     /// A write failed for a reason of the file or disk (full, read-only,
@@ -117,6 +119,7 @@ impl Outcome {
 impl QueryError {
     pub fn outcome(&self) -> Outcome {
         match self {
+            QueryError::FileChanged(fault) if fault.is_passing() => Outcome::Busy,
             QueryError::Sql { .. }
             | QueryError::Internal(_)
             | QueryError::FileChanged(_)
@@ -143,6 +146,7 @@ impl QueryError {
             | QueryError::Overloaded { .. }
             | QueryError::NotRecorded(_) => true,
             QueryError::Pool(err) => err.is_retryable(),
+            QueryError::FileChanged(fault) => fault.is_passing(),
             _ => false,
         }
     }
@@ -153,6 +157,7 @@ impl QueryError {
             QueryError::Sql { code, .. }
             | QueryError::Limit { code, .. }
             | QueryError::NotWritable { code, .. } => return code.name(),
+            QueryError::FileChanged(fault) if fault.is_passing() => "REPLICA_RESTORING",
             QueryError::FileChanged(_) => "DATABASE_FILE_CHANGED",
             QueryError::Denied(_) => "DENIED",
             QueryError::Timeout(_) => "TIMEOUT",

@@ -358,6 +358,10 @@ fn call_blocking(
     if left.is_zero() || watch.is_stopped() {
         return Err(interrupted());
     }
+    // A replica whose follower stopped serves nothing from its copy: the
+    // call is refused here, and its answer again below if the follower
+    // stopped while it read.
+    let admitted = pool.health().admit()?;
     let mut conn = pool.get_timeout(pool.checkout_timeout().min(left))?;
     let slot = conn.take_slot();
     if !watch.start(conn.control(), seq, slot) {
@@ -443,6 +447,9 @@ fn call_blocking(
                 }
                 if let (Some(reason), Err(_)) = (refused, &reply.result) {
                     return Err(QueryError::NotRecorded(reason));
+                }
+                if let Some(admitted) = admitted {
+                    admitted.confirm()?;
                 }
                 return reply.result;
             }

@@ -7,6 +7,7 @@
 //! the typed settings the other layers are handed, and the parts of the
 //! server that cooperate with it.
 
+pub mod follower;
 pub mod heartbeat;
 pub mod lag;
 pub mod replica_vfs;
@@ -52,6 +53,9 @@ pub struct ReplicationSettings {
     pub replica_url: Option<String>,
     /// The `litestream` binary the restore runs.
     pub litestream_bin: PathBuf,
+    /// A replica that runs its follower itself ([`follower`]), from
+    /// `replica_url`.
+    pub follow: bool,
     /// How often the primary writes its heartbeat row.
     pub heartbeat_interval: Duration,
     /// A replica whose newest heartbeat is older than this is not ready.

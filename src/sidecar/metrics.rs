@@ -18,6 +18,7 @@ use prometheus::{
 use crate::engine::{Outcome, QueryEngine};
 use crate::mcp::{ToolCall, ToolObserver};
 use crate::pool::{Pool, PoolObserver, PoolStats};
+use crate::replication::follower::FollowerGate;
 use crate::replication::lag::ReplicaLag;
 use crate::transport::{Rejection, TransportObserver};
 
@@ -298,6 +299,12 @@ impl Metrics {
     /// (`mcp_audit_write_failures_total`).
     pub fn watch_audit(&self, audit: Arc<crate::audit::AuditLog>) {
         let _ = self.audit.set(audit);
+    }
+
+    /// Starts reporting the restarts of the follower a replica runs
+    /// (`mcp_replica_follower_restarts_total`).
+    pub fn watch_follower(&self, follower: FollowerGate) {
+        let _ = self.replica.follower.set(follower);
     }
 
     /// Starts reporting a replica's lag (`mcp_db_replica_lag_seconds`).
@@ -788,11 +795,13 @@ impl Collector for AuditCollector {
 }
 
 /// What a read replica reports: the most it may lag, known from startup,
-/// and its lag, once its lag thread runs. Both unset on a primary.
+/// its lag, once its lag thread runs, and the restarts of the follower it
+/// runs, if it runs one. All unset on a primary.
 #[derive(Default)]
 struct ReplicaSource {
     max_lag: OnceLock<Duration>,
     lag: OnceLock<Arc<ReplicaLag>>,
+    follower: OnceLock<FollowerGate>,
 }
 
 /// A replica's lag, read at scrape time from what its lag thread last
@@ -805,6 +814,7 @@ struct ReplicaLagCollector {
     source: Arc<ReplicaSource>,
     gauge: prometheus::Gauge,
     max_gauge: prometheus::Gauge,
+    follower_restarts: IntCounter,
     descs: Vec<Desc>,
 }
 
@@ -823,16 +833,24 @@ impl ReplicaLagCollector {
              present from startup, before the first restore.",
         )
         .expect("valid gauge");
+        let follower_restarts = IntCounter::new(
+            "mcp_replica_follower_restarts_total",
+            "Read replicas running their follower: followers started again after one stopped \
+             (each time, queries were refused until a fresh restore was in place).",
+        )
+        .expect("valid counter");
         let descs = gauge
             .desc()
             .into_iter()
             .chain(max_gauge.desc())
+            .chain(follower_restarts.desc())
             .cloned()
             .collect();
         Self {
             source,
             gauge,
             max_gauge,
+            follower_restarts,
             descs,
         }
     }
@@ -852,6 +870,13 @@ impl Collector for ReplicaLagCollector {
         if let Some(lag) = self.source.lag.get().and_then(|lag| lag.lag()) {
             self.gauge.set(lag.as_secs_f64());
             families.extend(self.gauge.collect());
+        }
+        if let Some(follower) = self.source.follower.get() {
+            let delta = follower
+                .restarts()
+                .saturating_sub(self.follower_restarts.get());
+            self.follower_restarts.inc_by(delta);
+            families.extend(self.follower_restarts.collect());
         }
         families
     }

@@ -262,8 +262,29 @@ pub struct Replica {
 
 impl Replica {
     /// Starts the replica server on `copy` (it waits for the first
-    /// restore), without a follower; `extra` adds settings.
+    /// restore), without a follower (`EROS_DB_REPLICA_FOLLOW=false`: the
+    /// test runs it, [`Replica::start_follower`]); `extra` adds settings.
     pub fn serve(copy: &Path, target: &Target, extra: &[(&str, &str)]) -> Self {
+        let mut env = vec![("EROS_DB_REPLICA_FOLLOW", "false")];
+        env.extend_from_slice(extra);
+        Self::launch(copy, target, &env)
+    }
+
+    /// Starts the replica server on `copy` running its own follower from
+    /// `target` (`EROS_DB_REPLICA_FOLLOW`, the default); `extra` adds
+    /// settings.
+    pub fn supervising(copy: &Path, target: &Target, extra: &[(&str, &str)]) -> Self {
+        let bin = litestream();
+        let mut env = vec![
+            ("EROS_DB_REPLICA_URL", target.url.as_str()),
+            ("EROS_DB_LITESTREAM_BIN", bin.as_str()),
+        ];
+        env.extend(target.env());
+        env.extend_from_slice(extra);
+        Self::launch(copy, target, &env)
+    }
+
+    fn launch(copy: &Path, target: &Target, extra: &[(&str, &str)]) -> Self {
         let port = free_port();
         let metrics_port = free_port();
         let mut env = vec![
@@ -310,6 +331,26 @@ impl Replica {
             }
         }
         self.start_follower();
+    }
+
+    /// The pid of the follower the replica server runs as its child
+    /// (`litestream`), if one runs now.
+    pub fn supervised_follower(&self) -> Option<i32> {
+        let server = self.server.0.id();
+        let tasks = std::fs::read_dir(format!("/proc/{server}/task")).ok()?;
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|children| {
+                children
+                    .split_whitespace()
+                    .filter_map(|pid| pid.parse::<i32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "litestream")
+            })
     }
 
     /// Kills the follower with SIGKILL.
@@ -378,6 +419,39 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let target = Target::directory(&dir.path().join("replica"));
         Self::launch(dir, target, n, &[], &[], Some(interval)).await
+    }
+
+    /// As [`Cluster::start_with`], each replica server running its own
+    /// follower (the default, `EROS_DB_REPLICA_FOLLOW=true`).
+    pub async fn start_supervising(
+        n: usize,
+        primary_env: &[(&str, &str)],
+        replica_env: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::directory(&dir.path().join("replica"));
+        let db = dir.path().join("primary.db");
+        let primary = primary(&db, &target, primary_env);
+        let replicate = replicate(&db, &target);
+        let replicas: Vec<Replica> = (0..n)
+            .map(|i| {
+                let copy = dir.path().join(format!("copy-{i}/replica.db"));
+                Replica::supervising(&copy, &target, replica_env)
+            })
+            .collect();
+        for (i, replica) in replicas.iter().enumerate() {
+            eventually(&format!("replica {i} to be ready"), async || {
+                replica.ready()
+            })
+            .await;
+        }
+        Self {
+            replicas,
+            replicate,
+            primary,
+            target,
+            dir,
+        }
     }
 
     /// As [`Cluster::start_with`], replicating to `target`.
