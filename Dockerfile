@@ -8,8 +8,8 @@
 #
 # The image carries the litestream binary (the same release as the sidecar and
 # follower images in deploy/kubernetes/) so that `eros-mcp restore` can run
-# it: a fresh primary restores its replica before serving (README, "Backups
-# and read replicas").
+# it: a fresh primary restores its replica before serving (docs/replication.md,
+# "Backups and read replicas").
 #
 # The image defaults to the MCP HTTP transport on 0.0.0.0:8080 (/mcp) with the
 # metrics sidecar on 0.0.0.0:9090, so EROS_MCP_AUTH_TOKEN is required: eros-mcp

@@ -1,6 +1,6 @@
 //! The memory budget: the most resident memory the server should reach
 //! under its settings, whatever calls it gets, as a formula an operator
-//! can size a container by (README, "Memory budget").
+//! can size a container by (docs/operations.md, "Memory budget").
 //!
 //! Each term is bounded by a mechanism, not by what calls happen to do:
 //! SQLite's allocations (page caches, statements, sorts, temporary tables)

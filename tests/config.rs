@@ -313,3 +313,67 @@ fn client_limits_out_of_range_are_refused_naming_the_variable() {
 fn env_example_documents_every_audit_variable_with_its_default() {
     assert_documented(AuditConfig::SETTINGS);
 }
+
+fn read_doc(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+/// Every declared setting has a row in docs/configuration.md,
+/// `| `VARIABLE` | `default` | allowed | meaning |` (`empty` for an empty
+/// default), and every row there names a declared variable.
+#[test]
+fn every_setting_is_in_the_configuration_reference_with_its_default() {
+    let reference = read_doc("docs/configuration.md");
+    for setting in Config::settings() {
+        let variable = setting.variable();
+        let row = reference
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{variable}` |")))
+            .unwrap_or_else(|| panic!("{variable} has no row in docs/configuration.md"));
+        let documented = row.split('|').nth(2).unwrap().trim();
+        let expected = match setting.default {
+            "" => "empty".to_string(),
+            default => format!("`{default}`"),
+        };
+        assert_eq!(
+            documented, expected,
+            "{variable}: docs/configuration.md says {documented}, the default is {expected}"
+        );
+    }
+    let logging = ["EROS_LOG", "EROS_LOG_FORMAT"];
+    for row in reference.lines().filter(|line| line.starts_with("| `EROS_")) {
+        let variable = row.split('`').nth(1).unwrap();
+        assert!(
+            logging.contains(&variable) || Config::settings().any(|s| s.variable() == variable),
+            "{variable} is in docs/configuration.md but not declared"
+        );
+    }
+}
+
+/// The README stays an overview: at most 250 lines, and the defaults are
+/// stated once, in docs/configuration.md, never in the README.
+#[test]
+fn the_readme_states_no_default_and_stays_short() {
+    let readme = read_doc("README.md");
+    let lines = readme.lines().count();
+    assert!(lines <= 250, "README.md has {lines} lines, more than 250");
+    assert!(
+        !readme.to_lowercase().contains("by default"),
+        "README.md says \"by default\": defaults belong in docs/configuration.md"
+    );
+    for setting in Config::settings().filter(|s| !s.default.is_empty()) {
+        let variable = setting.variable();
+        let default = setting.default;
+        for stated in [
+            format!("{variable}={default}"),
+            format!("`{variable}` ({default}"),
+            format!("`{variable}` (default"),
+        ] {
+            assert!(
+                !readme.contains(&stated),
+                "README.md states {variable}'s default ({stated:?}); say it in docs/configuration.md"
+            );
+        }
+    }
+}

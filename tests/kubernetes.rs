@@ -885,7 +885,7 @@ fn the_primary_runs_litestream_replicate_as_a_native_sidecar() {
 #[test]
 fn each_replica_server_runs_its_follower_from_the_replica_secret() {
     // No follower container: eros-mcp runs `litestream restore -f` itself
-    // (README, "Backups and read replicas"), so it knows at once when the
+    // (docs/replication.md), so it knows at once when the
     // follower stops and never serves the copy it may have torn.
     let litestreams: Vec<String> = init_containers(REPLICA)
         .into_iter()

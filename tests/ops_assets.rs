@@ -1,7 +1,7 @@
 //! The operations assets checked offline, one behaviour per test: the
 //! Prometheus alert rules (promtool's own checks and unit tests, and what
 //! operators rely on in each alert), the Grafana dashboard (loads by file
-//! provisioning, scoped to its instance variable, shows what the README
+//! provisioning, scoped to its instance variable, shows what docs/operations.md
 //! promises, and every expression parses in promtool), the Grafana
 //! provisioning files, the Dockerfile, and that CI runs the README's test
 //! command. The Kubernetes manifests are checked in tests/kubernetes.rs.
@@ -36,8 +36,8 @@ fn assert_no_problems(what: &str, problems: Vec<String>) {
 
 // ---------------------------------------------------------------- alert rules
 
-/// Each alert operators are told about (README, "Grafana, alerts,
-/// Kubernetes"): the metric its expression must use and its `for`.
+/// Each alert operators are told about (docs/operations.md, "Grafana,
+/// alerts, Kubernetes"): the metric its expression must use and its `for`.
 const ALERTS: [(&str, &str, Option<&str>); 10] = [
     (
         "EROSPoolUtilizationHigh",
