@@ -8,17 +8,17 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use eros_bench::dataset;
-use eros_mcp::access;
 use eros_mcp::config::DatabaseConfig;
-use eros_mcp::config::RowFormat;
-use eros_mcp::connection;
 use eros_mcp::database;
 use eros_mcp::engine::{QueryEngine, QueryRequest};
 use eros_mcp::identity::Principal;
 use eros_mcp::mcp::respond::respond;
 use eros_mcp::mcp::rows;
+use eros_mcp::mcp::rows::RowFormat;
 use eros_mcp::mcp::{Caller, NoToolObserver};
 use eros_mcp::pool::{NoObserver, Pool};
+use eros_mcp::sqlite::access;
+use eros_mcp::sqlite::connection;
 
 const ROWS: u64 = 100_000;
 const POINT: &str = "SELECT * FROM bench_items WHERE id = ?1";

@@ -16,13 +16,11 @@ use crate::auth::{TokenValidator, ValidatorError};
 use crate::config::{Config, Transport};
 use crate::database::{self, StartupError};
 use crate::engine::QueryEngine;
-use crate::health::FileFault;
 use crate::identity::tokens::{StaticTokens, TokensFileError};
 use crate::mcp::{
     CallTracker, DeclaredTools, DeclaredToolsError, ErosServer, NoToolObserver, ToolObserver,
     ToolObservers,
 };
-use crate::migrations;
 use crate::policy::{Policy, PolicyError};
 use crate::pool::{NoObserver, Pool, PoolObserver};
 use crate::replication::follower::{Follower, FollowerGate, FollowerSettings};
@@ -32,6 +30,8 @@ use crate::replication::restore::{self, RestoreError};
 use crate::replication::{Replication, ReplicationSettings, Role};
 use crate::shutdown::Shutdown;
 use crate::sidecar::{Metrics, Readiness, Sidecar, SidecarBindError, SidecarState};
+use crate::sqlite::health::FileFault;
+use crate::sqlite::migrations;
 use crate::transport::accept::{raise_open_file_limit, FileBudget};
 use crate::transport::auth::{Authenticator, OAuth};
 use crate::transport::{

@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::identity::Principal;
 use crate::mcp::{Caller, ToolCall, ToolObserver};
-use crate::transport::auth::Operation;
+use crate::transport::operation::Operation;
 use crate::transport::TransportObserver;
 
 /// How a call's SQL appears in its line.

@@ -8,12 +8,12 @@
 use std::sync::Arc;
 
 use crate::config::DatabaseConfig;
-use crate::connection::{self, ConnectError};
-use crate::health::DatabaseHealth;
-use crate::migrations::{self, MigrationError};
 use crate::pool::{Pool, PoolError, PoolObserver};
 use crate::replication::follower::FollowerGate;
 use crate::replication::Role;
+use crate::sqlite::connection::{self, ConnectError};
+use crate::sqlite::health::DatabaseHealth;
+use crate::sqlite::migrations::{self, MigrationError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

@@ -10,38 +10,31 @@
 //! - [`config`]: typed settings read once from the environment.
 //! - [`budget`]: the peak memory the settings allow, as a formula.
 //! - [`identity`]: who is calling: principals, scopes, static tokens.
-//! - [`health`]: the database file's identity, corruption and writability, shared.
 //! - [`database`]: opening the served database: migrations, then the pool.
 //! - [`mcp`]: the MCP server: tools, declared tools, the schema resource.
 //! - [`engine`]: the query engine the tools call: reads, schema, writes.
 //! - [`pool`]: the QueuePool-style r2d2 connection pool and its counters.
-//! - [`access`]: what SQL a connection may run (the authorizer and `query_only`).
-//! - [`connection`]: opening one SQLite connection with its PRAGMAs, hardening and limits.
-//! - [`bounded_functions`]: SQLite built-ins replaced so no single call runs unbounded.
-//! - [`migrations`]: the versioned schema of the default database, and demo data.
+//! - [`sqlite`]: everything that talks to SQLite directly: opening a connection, the
+//!   authorizer, bounded built-ins, the replica's VFS, the file's health, migrations.
 //! - [`policy`]: column and table policies: what a principal lacking a scope may not read.
 //! - [`replication`]: cooperating with Litestream: the primary's checkpoints and heartbeat, replicas.
 //! - [`retry`]: backoff for transient SQLite failures.
 //! - [`shutdown`]: the signal that tells every part to stop.
 
-pub mod access;
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod bounded_functions;
 pub mod budget;
 pub mod config;
-pub mod connection;
 pub mod database;
 pub mod engine;
-pub mod health;
 pub mod identity;
 pub mod mcp;
-pub mod migrations;
 pub mod policy;
 pub mod pool;
 pub mod replication;
 pub mod retry;
 pub mod shutdown;
 pub mod sidecar;
+pub mod sqlite;
 pub mod transport;

@@ -11,11 +11,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use eros_mcp::budget::MemoryBudget;
 use eros_mcp::config::{Config, DatabaseConfig, Transport};
+use eros_mcp::database;
 use eros_mcp::pool::worker::WORKER_ARG;
 use eros_mcp::pool::NoObserver;
 use eros_mcp::replication::restore::{self as restoring, Restored, Timestamp};
 use eros_mcp::shutdown::Shutdown;
-use eros_mcp::{database, migrations};
+use eros_mcp::sqlite::migrations;
 
 /// A production SQLite database server for AI agents, over MCP.
 ///
@@ -217,7 +218,7 @@ fn check(config: Config) -> anyhow::Result<()> {
     {
         // Every page is read: a corrupt table fails `check`, not a query later.
         let conn = pool.open_local()?;
-        conn.with_access(eros_mcp::access::Access::Trusted, |conn| {
+        conn.with_access(eros_mcp::sqlite::access::Access::Trusted, |conn| {
             database::quick_check(conn, &config.path, QUICK_CHECK_TIMEOUT)
         })??;
         println!("quick_check = ok");

@@ -6,9 +6,9 @@ mod common;
 
 use common::attacks::{fingerprint, ALLOWED_READS, ATTACKS};
 use common::TestDb;
-use eros_mcp::access::Access;
 use eros_mcp::engine::{Cell, QueryEngine, QueryError, QueryRequest};
 use eros_mcp::mcp::rows::JsonRows;
+use eros_mcp::sqlite::access::Access;
 
 fn prepared_db() -> (TestDb, QueryEngine) {
     let db = TestDb::new();

@@ -94,7 +94,7 @@ fn demo_data_then_migrate_reports_the_schema_version() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let latest = eros_mcp::migrations::latest_version();
+    let latest = eros_mcp::sqlite::migrations::latest_version();
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         format!("demo.db: schema version {latest} -> {latest}")

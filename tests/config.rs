@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use eros_mcp::mcp::rows::RowFormat;
+
 use eros_mcp::config::{
-    AuditConfig, AuthConfig, Config, DatabaseConfig, McpConfig, MetricsConfig, RowFormat, Setting,
+    AuditConfig, AuthConfig, Config, DatabaseConfig, McpConfig, MetricsConfig, Setting,
 };
 
 fn config(vars: &[(&str, &str)]) -> Result<DatabaseConfig, String> {
@@ -342,7 +344,10 @@ fn every_setting_is_in_the_configuration_reference_with_its_default() {
         );
     }
     let logging = ["EROS_LOG", "EROS_LOG_FORMAT"];
-    for row in reference.lines().filter(|line| line.starts_with("| `EROS_")) {
+    for row in reference
+        .lines()
+        .filter(|line| line.starts_with("| `EROS_"))
+    {
         let variable = row.split('`').nth(1).unwrap();
         assert!(
             logging.contains(&variable) || Config::settings().any(|s| s.variable() == variable),

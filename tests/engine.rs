@@ -693,7 +693,7 @@ async fn a_sort_larger_than_the_page_cache_runs_in_memory() {
     // TMPDIR too.
     let conn = engine.pool().open_local().unwrap();
     let temp_store: i64 = conn
-        .with_access(eros_mcp::access::Access::Trusted, |c| {
+        .with_access(eros_mcp::sqlite::access::Access::Trusted, |c| {
             c.query_row("PRAGMA temp_store", [], |row| row.get(0))
         })
         .unwrap()

@@ -420,7 +420,7 @@ async fn replacing_the_file_refuses_writes_and_leaves_both_files_intact() {
     let other = TestDb::new();
     {
         let mut conn = eros_mcp::database::open_direct(&other.config).unwrap();
-        eros_mcp::migrations::migrate(&mut conn).unwrap();
+        eros_mcp::sqlite::migrations::migrate(&mut conn).unwrap();
         conn.execute(
             "INSERT INTO creators (handle, display_name, email) VALUES ('other', 'O', 'o@x')",
             [],
@@ -612,7 +612,7 @@ fn database_on_small_disk() -> Option<(SmallDisk, PathBuf)> {
         ..Default::default()
     };
     let mut conn = eros_mcp::database::open_direct(&config).unwrap();
-    eros_mcp::migrations::migrate(&mut conn).unwrap();
+    eros_mcp::sqlite::migrations::migrate(&mut conn).unwrap();
     drop(conn);
     Some((disk, db))
 }

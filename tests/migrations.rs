@@ -4,7 +4,7 @@ mod common;
 
 use common::TestDb;
 use eros_mcp::database;
-use eros_mcp::migrations::{self, MigrationError};
+use eros_mcp::sqlite::migrations::{self, MigrationError};
 
 #[test]
 fn a_new_database_is_migrated_to_the_latest_version() {

@@ -9,8 +9,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use eros_mcp::access::Access;
 use eros_mcp::pool::{ManagedConnection, Pool, PoolError};
+use eros_mcp::sqlite::access::Access;
 use rusqlite::limits::Limit;
 
 /// Runs the server's own SQL (not an agent's) on a connection.

@@ -281,7 +281,7 @@ async fn probes_on_a_saturated_pool_leave_every_pool_counter_and_histogram_uncha
         eros_mcp::database::open(&config, Arc::clone(&metrics) as Arc<dyn PoolObserver>).unwrap();
     metrics.watch(Arc::clone(&pool), || true);
     let readiness = Readiness::new(
-        Some(eros_mcp::migrations::latest_version()),
+        Some(eros_mcp::sqlite::migrations::latest_version()),
         Duration::from_secs(30),
         eros_mcp::shutdown::Shutdown::new(),
     );
@@ -313,7 +313,7 @@ async fn readiness_is_503_while_the_pool_cannot_serve_within_its_checkout_timeou
     };
     let pool = eros_mcp::database::open(&config, Arc::new(eros_mcp::pool::NoObserver)).unwrap();
     let readiness = Readiness::new(
-        Some(eros_mcp::migrations::latest_version()),
+        Some(eros_mcp::sqlite::migrations::latest_version()),
         Duration::from_secs(30),
         eros_mcp::shutdown::Shutdown::new(),
     );

@@ -2,13 +2,18 @@
 //! limits, declared once; and the typed settings each of those layers is
 //! handed (built once, at the edge, by [`crate::app`] and `main`).
 
-use crate::connection::{ConnectionOptions, FileMode};
 use crate::engine::{EngineSettings, Limits};
 use crate::pool::PoolSettings;
 use crate::replication::{Replication, ReplicationSettings, Role};
 use crate::retry::RetryPolicy;
+use crate::sqlite::connection::{ConnectionOptions, FileMode};
 
-use super::setting::{settings, ConfigError, FilePath, Mib, OptionalText, Parsed, Seconds, MIB};
+use super::setting::{
+    named, settings, ConfigError, FilePath, Mib, OptionalText, Parsed, Seconds, MIB,
+};
+
+named!(Replication { None = "none", Litestream = "litestream" });
+named!(Role { Primary = "primary", Replica = "replica" });
 
 /// Most connections the pool may keep: a typo must not become an outage.
 const MAX_POOL_SIZE: u32 = 1000;

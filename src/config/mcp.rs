@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mcp::rows::RowFormat;
 use crate::transport::stdio::StdioOptions;
 use crate::transport::unauthenticated::UnauthenticatedLimits;
 use crate::transport::{HttpSettings, TransportObserver};
@@ -20,19 +21,6 @@ pub enum Transport {
     Stdio,
     /// Streamable HTTP at `/mcp`.
     Http,
-}
-
-/// How query rows are sent to agents.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RowFormat {
-    /// One text block of typed CSV plus a line of metadata: one copy of the
-    /// rows, read by every client (see [`crate::mcp::rows::csv`]).
-    #[default]
-    Csv,
-    /// `structuredContent` with an output schema, and the same JSON again
-    /// as text for clients that read only text: for programs, not models.
-    Json,
 }
 
 named!(Transport { Stdio = "stdio", Http = "http" });

@@ -20,7 +20,7 @@ pub mod setting;
 pub use audit::{AuditConfig, AuditEnv};
 pub use auth::{AuthConfig, AuthEnv};
 pub use database::{DatabaseConfig, DatabaseEnv};
-pub use mcp::{McpConfig, McpEnv, RowFormat, Transport};
+pub use mcp::{McpConfig, McpEnv, Transport};
 pub use metrics::{MetricsConfig, MetricsEnv};
 pub use setting::{ConfigError, Setting};
 

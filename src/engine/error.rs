@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rusqlite::{ffi, ErrorCode};
 
-use crate::health::FileFault;
 use crate::pool::PoolError;
+use crate::sqlite::health::FileFault;
 
 /// A failed query or tool call.
 #[derive(Debug, thiserror::Error)]

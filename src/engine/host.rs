@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::SeqCst};
 
 use super::transfer::{self, Call, Op, Output, Reply, WriteEvent};
 use super::{read, schema, write, QueryError, WireSize, PROGRESS_STEPS};
-use crate::health::DatabaseHealth;
 use crate::policy::{Restrictions, SchemaBound};
 use crate::pool::frames::{self, kind, Frame};
 use crate::pool::worker::{stop_signal, WORKER_FD};
 use crate::pool::{local, Checkpointed, ManagedConnection, Ready, WorkerSetup};
+use crate::sqlite::health::DatabaseHealth;
 
 /// The call running now (0: none), for the stop signal's handler.
 static CURRENT_CALL: AtomicU64 = AtomicU64::new(0);
@@ -69,7 +69,7 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
     if let Some(share) = setup.heap {
         crate::pool::heap::install(share.slot, share.slots)?;
     }
-    crate::connection::limit_sqlite_heap(
+    crate::sqlite::connection::limit_sqlite_heap(
         setup.options.soft_heap_limit_bytes,
         setup.options.hard_heap_limit_bytes,
     );
@@ -163,7 +163,7 @@ fn share_soft_limit(soft: u64) {
 
 /// `PRAGMA wal_checkpoint(TRUNCATE)`, waiting at most `wait` for readers.
 fn final_checkpoint(conn: &ManagedConnection, wait: std::time::Duration) -> Checkpointed {
-    let done = conn.with_access(crate::access::Access::Trusted, |c| {
+    let done = conn.with_access(crate::sqlite::access::Access::Trusted, |c| {
         c.busy_timeout(wait)?;
         c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
     });

@@ -15,9 +15,9 @@ use super::transfer::{Op, Output};
 use super::{
     cursor, unexpected, AlwaysCommit, Limits, QueryEngine, QueryError, Rows, SqlParams, WireSize,
 };
-use crate::access::Access;
 use crate::policy::Restrictions;
 use crate::pool::ManagedConnection;
+use crate::sqlite::access::Access;
 use std::sync::Arc;
 
 /// Arguments of the `query` tool.
@@ -142,7 +142,7 @@ pub(crate) fn prepare_read<'c>(
 /// out of an index in its order, so the order of the answer, and which
 /// rows a LIMIT keeps, would show the values the caller reads as NULL.
 /// (Full scans through a covering index are off under restrictions, see
-/// [`crate::access::set_covering_index_scans`]; this catches searches, such
+/// [`crate::sqlite::access::set_covering_index_scans`]; this catches searches, such
 /// as `WHERE status = ?` on an index of `(status, email)`, and the scans
 /// that remain, such as `count(*)` over the smallest index: refused too,
 /// with the way around it, `NOT INDEXED`.)

@@ -4,7 +4,7 @@
 //!
 //! Every schema view reads `sqlite_schema` through [`VISIBLE`], the one
 //! filter that keeps replication's tables
-//! ([`crate::replication::HIDDEN_TABLES`]) and their indexes and triggers
+//! ([`crate::sqlite::access::HIDDEN_TABLES`]) and their indexes and triggers
 //! out of what agents see.
 //!
 //! A caller's [`Restrictions`] (the policy file) filter these answers here,
@@ -128,7 +128,7 @@ pub struct PlanStep {
 /// table's indexes and triggers go with it). Names compare as SQLite
 /// compares identifiers, without regard to ASCII case.
 static VISIBLE: LazyLock<String> = LazyLock::new(|| {
-    let hidden = crate::replication::HIDDEN_TABLES
+    let hidden = crate::sqlite::access::HIDDEN_TABLES
         .iter()
         .map(|name| {
             // Constants of ours; a quote in one would break this SQL.

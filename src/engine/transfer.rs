@@ -17,10 +17,10 @@ use super::{
     Cell, ExecuteOutput, ExecuteRequest, ExplainOutput, Limits, QueryError, QueryOutput,
     QueryRequest, Rows, SqlParams, SqliteCode, TableDescription, TableDetail, TableList, Text,
 };
-use crate::health::{FileFault, WriteFault};
 use crate::policy::Restrictions;
 use crate::pool::frames::{kind, Frame};
 use crate::retry::RetryPolicy;
+use crate::sqlite::health::{FileFault, WriteFault};
 
 /// One call to a worker.
 #[derive(Debug, Serialize, Deserialize)]

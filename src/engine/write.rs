@@ -12,10 +12,10 @@ use super::{
     unexpected, AlwaysCommit, CommitGate, Limits, QueryEngine, QueryError, Rows, SqlParams,
     WireSize,
 };
-use crate::access::Access;
-use crate::health::DatabaseHealth;
 use crate::policy::Restrictions;
 use crate::pool::ManagedConnection;
+use crate::sqlite::access::Access;
+use crate::sqlite::health::DatabaseHealth;
 use std::sync::Arc;
 
 /// Arguments of the `execute` tool.

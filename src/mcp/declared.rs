@@ -34,9 +34,9 @@ use serde_json::{json, Value as Json};
 
 use super::rows::{self, RowEncoder};
 use super::ErosServer;
-use crate::access::Access;
 use crate::engine::{ExecuteOutput, ExecuteRequest, QueryRequest, SqlParam, SqlParams};
 use crate::pool::ManagedConnection;
+use crate::sqlite::access::Access;
 
 /// Why a tools file was refused.
 #[derive(Debug, thiserror::Error)]

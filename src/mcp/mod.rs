@@ -35,7 +35,6 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RowFormat;
 use crate::engine::{AlwaysCommit, CommitGate, QueryEngine, QueryError};
 use crate::identity::{self, Principal};
 use crate::policy::{Policy, Restrictions};
@@ -44,6 +43,7 @@ pub use declared::{DeclaredTool, DeclaredTools, DeclaredToolsError};
 pub use observer::{Caller, NoToolObserver, ToolCall, ToolObserver, ToolObservers};
 use respond::{respond, ToolOutput};
 use rows::RowEncoder;
+use rows::RowFormat;
 
 /// URI of the resource holding the database's DDL.
 pub const SCHEMA_RESOURCE: &str = "schema://main";

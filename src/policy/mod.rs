@@ -5,7 +5,7 @@
 //! startup; each principal's [`Restrictions`] are the union over the
 //! scopes it lacks, computed once per distinct set of scopes.
 //!
-//! Enforcement is SQLite's authorizer ([`crate::access`]) for agent SQL,
+//! Enforcement is SQLite's authorizer ([`crate::sqlite::access`]) for agent SQL,
 //! and the engine's schema answers filtered by the same restrictions.
 //!
 //! - [`restrictions`]: what one principal may not read.

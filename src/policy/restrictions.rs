@@ -3,7 +3,7 @@
 //! without regard to ASCII case), and the tables it may read but not
 //! write because a write would be checked against values it cannot see. Computed from the policy file
 //! ([`super::Policy`]) once per distinct set of scopes, handed to the
-//! engine per call, and read by the authorizer ([`crate::access`]).
+//! engine per call, and read by the authorizer ([`crate::sqlite::access`]).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};

@@ -141,7 +141,7 @@ mod tests {
             Arc::new(Shared::new(
                 8,
                 Arc::new(NoObserver),
-                crate::health::DatabaseHealth::unwatched(std::path::Path::new("t.db")),
+                crate::sqlite::health::DatabaseHealth::unwatched(std::path::Path::new("t.db")),
             )),
             10,
         )

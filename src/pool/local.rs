@@ -5,7 +5,7 @@
 //!
 //! Every connection, here or in a worker, is opened the same way: through
 //! r2d2_sqlite's manager with our PRAGMAs (see
-//! [`crate::connection::factory`]). Once the file is watched, only the file
+//! [`crate::sqlite::connection::factory`]). Once the file is watched, only the file
 //! recorded at startup is opened, never created; on a read replica, whose
 //! follower may rename a new file over the path, the open is retried until
 //! the identity before and after it agree.
@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use crate::access::{self, Access, AccessLevel};
-use crate::connection::{self, ConnectError, ConnectionOptions};
-use crate::health::{DatabaseHealth, FileIdentity, WriteFault};
+use crate::sqlite::access::{self, Access, AccessLevel};
+use crate::sqlite::connection::{self, ConnectError, ConnectionOptions};
+use crate::sqlite::health::{DatabaseHealth, FileIdentity, WriteFault};
 
 /// Attempts at opening a replica's file while its follower renames a new
 /// one over it (each attempt is two `stat`s and an open).

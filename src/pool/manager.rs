@@ -23,9 +23,9 @@ use super::heap::SharedHeap;
 use super::observer::PoolObserver;
 use super::settings::PoolSettings;
 use super::worker::{Reaper, WorkerControl, WorkerProcess};
-use crate::connection::{ConnectError, ConnectionOptions};
-use crate::health::{DatabaseHealth, FileIdentity, HealthSetup, WriteFault};
 use crate::retry::RetryPolicy;
+use crate::sqlite::connection::{ConnectError, ConnectionOptions};
+use crate::sqlite::health::{DatabaseHealth, FileIdentity, HealthSetup, WriteFault};
 
 /// Share of `max_age` by which a connection's expiry is brought forward at
 /// random, so connections opened together do not all expire together.

@@ -9,7 +9,7 @@
 //! which opens each connection), the exact counters in [`counters`], the
 //! background work in [`maintenance`]. The pool is handed its own
 //! [`PoolSettings`] and the connection factory's
-//! [`ConnectionOptions`](crate::connection::ConnectionOptions), nothing more.
+//! [`ConnectionOptions`](crate::sqlite::connection::ConnectionOptions), nothing more.
 //!
 //! `Pool::get` blocks: call it from a blocking thread, never an async worker.
 
@@ -43,8 +43,8 @@ use maintenance::Maintenance;
 use manager::Shared;
 use slots::Slots;
 
-use crate::connection::ConnectionOptions;
-use crate::health::DatabaseHealth;
+use crate::sqlite::connection::ConnectionOptions;
+use crate::sqlite::health::DatabaseHealth;
 
 /// The least hard heap ceiling a worker gets, whatever the share.
 pub const WORKER_HEAP_FLOOR: u64 = 16 * 1024 * 1024;
@@ -197,7 +197,7 @@ impl Pool {
     ) -> Result<Self, PoolError> {
         // This process's own connections (startup checks, the final
         // checkpoint) share the whole ceiling; each worker gets its share.
-        crate::connection::limit_sqlite_heap(
+        crate::sqlite::connection::limit_sqlite_heap(
             connection.soft_heap_limit_bytes,
             connection.hard_heap_limit_bytes,
         );
@@ -259,7 +259,7 @@ impl Pool {
     /// Opens a connection in this process, outside the pool, as every
     /// worker opens its own: for the server's trusted work (startup checks,
     /// the final checkpoint, `eros-mcp check`), never for agent SQL.
-    pub fn open_local(&self) -> Result<ManagedConnection, crate::connection::ConnectError> {
+    pub fn open_local(&self) -> Result<ManagedConnection, crate::sqlite::connection::ConnectError> {
         local::open(&self.connection, &self.shared.health).map(|(conn, _)| conn)
     }
 
@@ -490,7 +490,7 @@ impl Pool {
     /// removes the WAL file.
     ///
     /// A file the server does not checkpoint itself
-    /// ([`crate::connection::FileMode::server_checkpoints`]: Litestream
+    /// ([`crate::sqlite::connection::FileMode::server_checkpoints`]: Litestream
     /// replicates it, or it is a replica) is closed without any checkpoint:
     /// the WAL stays as it is, for Litestream to checkpoint.
     pub fn close(&self) -> Result<(), rusqlite::Error> {

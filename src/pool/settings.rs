@@ -1,7 +1,7 @@
 //! What the pool is built with: its sizes, waits, recycling and upkeep.
 //! Built once from the configuration at the edge; how each connection is
 //! opened is the connection factory's, not the pool's (see
-//! [`crate::connection::ConnectionOptions`]).
+//! [`crate::sqlite::connection::ConnectionOptions`]).
 
 use std::time::Duration;
 

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::HEARTBEAT_TABLE;
-use crate::connection::{self, ConnectError, ConnectionOptions};
+use crate::sqlite::connection::{self, ConnectError, ConnectionOptions};
 
 /// Why one heartbeat could not be written.
 #[derive(Debug, thiserror::Error)]

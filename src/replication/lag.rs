@@ -17,8 +17,8 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::heartbeat;
-use crate::connection::{self, ConnectionOptions};
-use crate::health::{DatabaseHealth, FileIdentity};
+use crate::sqlite::connection::{self, ConnectionOptions};
+use crate::sqlite::health::{DatabaseHealth, FileIdentity};
 
 /// Longest pause between two reads of the heartbeat.
 const MAX_POLL: Duration = Duration::from_secs(1);

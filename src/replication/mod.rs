@@ -10,7 +10,6 @@
 pub mod follower;
 pub mod heartbeat;
 pub mod lag;
-pub mod replica_vfs;
 pub mod restore;
 
 use std::path::PathBuf;
@@ -39,9 +38,6 @@ pub enum Role {
     Replica,
 }
 
-crate::config::setting::named!(Replication { None = "none", Litestream = "litestream" });
-crate::config::setting::named!(Role { Primary = "primary", Replica = "replica" });
-
 /// What the replication parts of the server are handed (built once in
 /// [`crate::config::DatabaseConfig::replication_settings`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -62,18 +58,6 @@ pub struct ReplicationSettings {
     pub max_lag: Duration,
 }
 
-impl Default for ReplicationSettings {
-    fn default() -> Self {
-        crate::config::DatabaseConfig::default().replication_settings()
-    }
-}
-
-/// The table a replicated primary writes its heartbeat to: one row,
-/// `(id = 1, written_at)` in Unix seconds (fractions allowed), so a replica
-/// can tell "nothing was written" from "my follower is dead".
-pub const HEARTBEAT_TABLE: &str = "_eros_heartbeat";
-
-/// Tables that belong to replication, not to the served schema: Litestream's
-/// own and the heartbeat. They are kept out of every schema view, and agents
-/// may not write them.
-pub const HIDDEN_TABLES: &[&str] = &["_litestream_seq", "_litestream_lock", HEARTBEAT_TABLE];
+/// The replication tables the schema views hide and agents may not write
+/// (owned by the authorizer, [`crate::sqlite::access`]).
+pub use crate::sqlite::access::{HEARTBEAT_TABLE, HIDDEN_TABLES};

@@ -518,15 +518,25 @@ mod tests {
         assert!(matches!(contents(&db).unwrap(), Contents::Data));
     }
 
+    /// Settings for a primary replicating to `replica_url`.
+    fn replicated_to(replica_url: &str) -> ReplicationSettings {
+        ReplicationSettings {
+            replication: crate::replication::Replication::Litestream,
+            role: crate::replication::Role::Primary,
+            replica_url: Some(replica_url.into()),
+            litestream_bin: "litestream".into(),
+            follow: false,
+            heartbeat_interval: std::time::Duration::from_secs(1),
+            max_lag: std::time::Duration::from_secs(30),
+        }
+    }
+
     #[test]
     fn a_wal_without_its_database_is_refused_not_restored_beside() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db.sqlite");
         std::fs::write(sibling(&db, "-wal"), b"frames").unwrap();
-        let settings = ReplicationSettings {
-            replica_url: Some("file:///nowhere".into()),
-            ..ReplicationSettings::default()
-        };
+        let settings = replicated_to("file:///nowhere");
         let err = restore_if_empty(&settings, &db).unwrap_err();
         assert!(matches!(err, RestoreError::StrayWal { .. }), "{err}");
         assert!(err.to_string().contains("db.sqlite-wal"), "{err}");
@@ -545,9 +555,8 @@ mod tests {
     fn a_missing_litestream_binary_is_named_with_the_setting() {
         let dir = tempfile::tempdir().unwrap();
         let settings = ReplicationSettings {
-            replica_url: Some("file:///nowhere".into()),
             litestream_bin: dir.path().join("no-such-litestream"),
-            ..ReplicationSettings::default()
+            ..replicated_to("file:///nowhere")
         };
         let err = restore_if_empty(&settings, &dir.path().join("db.sqlite")).unwrap_err();
         assert!(matches!(err, RestoreError::Spawn { .. }), "{err}");

@@ -430,7 +430,7 @@ impl TransportObserver for Metrics {
     fn scope_refused(
         &self,
         _principal: &crate::identity::Principal,
-        _operation: &crate::transport::auth::Operation,
+        _operation: &crate::transport::operation::Operation,
         scope: &str,
     ) {
         self.auth.scope_refusals.with_label_values(&[scope]).inc();
@@ -454,7 +454,7 @@ struct PoolCollector {
     descs: Vec<Desc>,
 }
 
-/// The database file's health (see [`crate::health`]), read at scrape time.
+/// The database file's health (see [`crate::sqlite::health`]), read at scrape time.
 struct FileHealthMetrics {
     writable: IntGauge,
     file_changed: IntGauge,
@@ -502,7 +502,7 @@ impl FileHealthMetrics {
         .collect()
     }
 
-    fn collect(&self, health: &crate::health::DatabaseHealth) -> Vec<MetricFamily> {
+    fn collect(&self, health: &crate::sqlite::health::DatabaseHealth) -> Vec<MetricFamily> {
         self.writable
             .set(i64::from(health.write_blocker().is_none()));
         self.file_changed

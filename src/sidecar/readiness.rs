@@ -32,11 +32,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::connection;
-use crate::health::FileIdentity;
 use crate::pool::Pool;
 use crate::replication::lag::ReplicaLag;
 use crate::shutdown::Shutdown;
+use crate::sqlite::connection;
+use crate::sqlite::health::FileIdentity;
 
 /// The longest a `quick_check` after reported corruption may take in a probe.
 const QUICK_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
@@ -264,7 +264,7 @@ fn probe_write_lock(
     state: &Mutex<WriteLockProbe>,
     patience: Duration,
 ) -> Option<String> {
-    use crate::access::Access;
+    use crate::sqlite::access::Access;
     let mut state = state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -312,7 +312,7 @@ fn probe_on(
         return ReadyStatus::not_ready(format!("SELECT 1 failed: {err}"));
     }
     if let Some(expected) = expected_version {
-        match crate::migrations::current_version(conn) {
+        match crate::sqlite::migrations::current_version(conn) {
             Ok(version) if version == expected => {}
             Ok(version) => {
                 return ReadyStatus::not_ready(format!(

@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::observer::TransportObserver;
+use super::operation::Operation;
 use super::unauthenticated::ConnectionGate;
 use crate::auth::{TokenClaims, TokenValidator};
 use crate::identity::tokens::StaticTokens;
@@ -191,34 +192,6 @@ impl Authenticator {
             "resources/read" | "prompts/get" => Some(identity::READ),
             _ => None,
         }
-    }
-}
-
-/// What a JSON-RPC request asks for, read once from its body by the
-/// transport for the layers inside it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Operation {
-    pub method: String,
-    /// The tool of a `tools/call`.
-    pub tool: Option<String>,
-}
-
-impl Operation {
-    /// The operation of a request message; `None` for responses and
-    /// notifications.
-    pub fn of(message: &rmcp::model::ClientJsonRpcMessage) -> Option<Self> {
-        use rmcp::model::{ClientRequest, JsonRpcMessage};
-        let JsonRpcMessage::Request(request) = message else {
-            return None;
-        };
-        let tool = match &request.request {
-            ClientRequest::CallToolRequest(call) => Some(call.params.name.to_string()),
-            _ => None,
-        };
-        Some(Self {
-            method: request.request.method().to_string(),
-            tool,
-        })
     }
 }
 

@@ -35,9 +35,10 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::accept::{self, ConnectionLimits};
-use super::auth::{authenticate, require_scope, Authenticator, Operation};
+use super::auth::{authenticate, require_scope, Authenticator};
 use super::jsonrpc::{self, ErrorAnswer, Screened};
 use super::observer::{Rejection, TransportObserver};
+use super::operation::Operation;
 use super::rebinding::{refuse_rebinding, RebindingGuard};
 use super::sessions::{LimitedSessions, OpeningSession, SessionAccess};
 use super::settings::HttpSettings;

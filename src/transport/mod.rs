@@ -16,6 +16,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod lines;
 pub mod observer;
+pub mod operation;
 pub mod pipes;
 pub mod rebinding;
 pub mod sessions;

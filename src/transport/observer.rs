@@ -61,7 +61,7 @@ pub trait TransportObserver: Send + Sync + 'static {
     fn scope_refused(
         &self,
         _principal: &crate::identity::Principal,
-        _operation: &super::auth::Operation,
+        _operation: &super::operation::Operation,
         _scope: &str,
     ) {
     }
@@ -107,7 +107,7 @@ impl TransportObserver for TransportObservers {
     fn scope_refused(
         &self,
         principal: &crate::identity::Principal,
-        operation: &super::auth::Operation,
+        operation: &super::operation::Operation,
         scope: &str,
     ) {
         self.0

@@ -69,8 +69,8 @@ impl TestDb {
     /// Migrates the database and loads the demo data.
     pub fn with_demo_data(self) -> Self {
         let mut conn = eros_mcp::database::open_direct(&self.config).unwrap();
-        eros_mcp::migrations::migrate(&mut conn).unwrap();
-        eros_mcp::migrations::load_demo_data(&mut conn).unwrap();
+        eros_mcp::sqlite::migrations::migrate(&mut conn).unwrap();
+        eros_mcp::sqlite::migrations::load_demo_data(&mut conn).unwrap();
         self
     }
 }

@@ -17,7 +17,6 @@ use rmcp::model::{CallToolResult, JsonObject};
 
 pub use self::csv::CsvRows;
 pub use self::json::JsonRows;
-use crate::config::RowFormat;
 use crate::engine::{QueryOutput, WireSize};
 
 /// One row format.
@@ -31,6 +30,19 @@ pub trait RowEncoder: WireSize {
     fn instructions(&self) -> &'static str;
     /// The output schema of a tool returning rows; none when the rows are text.
     fn output_schema(&self) -> Option<Arc<JsonObject>>;
+}
+
+/// How query rows are sent to agents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowFormat {
+    /// One text block of typed CSV plus a line of metadata: one copy of the
+    /// rows, read by every client (see [`crate::mcp::rows::csv`]).
+    #[default]
+    Csv,
+    /// `structuredContent` with an output schema, and the same JSON again
+    /// as text for clients that read only text: for programs, not models.
+    Json,
 }
 
 /// The encoder for `format`.

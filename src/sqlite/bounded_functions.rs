@@ -17,7 +17,7 @@
 //!
 //! `LIKE` and `GLOB` stay SQLite's (the planner's LIKE optimization needs
 //! the built-in); their pattern length is capped instead (see
-//! [`crate::connection::MAX_LIKE_PATTERN_LENGTH`]).
+//! [`crate::sqlite::connection::MAX_LIKE_PATTERN_LENGTH`]).
 
 use std::ffi::{c_int, c_void, CStr};
 

@@ -30,6 +30,17 @@ use rusqlite::Connection;
 
 use crate::policy::Restrictions;
 
+/// The table a replicated primary writes its heartbeat to: one row,
+/// `(id = 1, written_at)` in Unix seconds (fractions allowed), so a replica
+/// can tell "nothing was written" from "my follower is dead" (see
+/// [`crate::replication::heartbeat`]).
+pub const HEARTBEAT_TABLE: &str = "_eros_heartbeat";
+
+/// Tables that belong to replication, not to the served schema: Litestream's
+/// own and the heartbeat. They are kept out of every schema view, and agents
+/// may not write them.
+pub const HIDDEN_TABLES: &[&str] = &["_litestream_seq", "_litestream_lock", HEARTBEAT_TABLE];
+
 /// What the SQL being prepared may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -373,7 +384,7 @@ fn is_statistics_table(table: &str) -> bool {
 /// trigger on; `None` for reads and for every other table.
 pub fn changed_hidden_table(ctx: &AuthContext<'_>) -> Option<&'static str> {
     let table = changed_table(ctx)?;
-    crate::replication::HIDDEN_TABLES
+    HIDDEN_TABLES
         .iter()
         .copied()
         .find(|hidden| table.eq_ignore_ascii_case(hidden))

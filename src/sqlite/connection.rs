@@ -22,7 +22,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::limits::Limit;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::health::FileIdentity;
+use crate::sqlite::health::FileIdentity;
 
 /// Why a connection could not be opened, in words a person can act on.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub enum ConnectError {
     NotTheOpenedFile { path: PathBuf },
     /// A replica's file is not there (yet, or while its follower re-restores).
     #[error(transparent)]
-    ReplicaFile(#[from] crate::health::FileFault),
+    ReplicaFile(#[from] crate::sqlite::health::FileFault),
     /// The worker process that holds the connection could not start, or
     /// reported this failure (its words, and whether it may pass).
     #[error("{message}")]
@@ -201,13 +201,13 @@ pub fn factory(options: &ConnectionOptions) -> SqliteConnectionManager {
 }
 
 /// What SQLite is asked to open: the path, or for a replica the URI that
-/// reads the follower's copy through [`crate::replication::replica_vfs`]
+/// reads the follower's copy through [`crate::sqlite::replica_vfs`]
 /// (registered here, once; should that fail, the open fails naming the VFS).
 fn target(options: &ConnectionOptions) -> PathBuf {
     match options.mode {
         FileMode::Replica => {
-            let _ = crate::replication::replica_vfs::register();
-            PathBuf::from(crate::replication::replica_vfs::uri(&options.path))
+            let _ = crate::sqlite::replica_vfs::register();
+            PathBuf::from(crate::sqlite::replica_vfs::uri(&options.path))
         }
         FileMode::Primary | FileMode::Replicated => options.path.clone(),
     }
@@ -336,7 +336,7 @@ fn set_up(
     harden(conn, options).map_err(setup("defensive"))?;
     let writes_file = purpose == Purpose::Pool && options.mode != FileMode::Replica;
     if purpose == Purpose::Pool {
-        crate::bounded_functions::install(conn).map_err(setup("functions"))?;
+        crate::sqlite::bounded_functions::install(conn).map_err(setup("functions"))?;
         if writes_file {
             enable_wal(conn, path)?;
         } else {
