@@ -218,23 +218,16 @@ impl OnHangup {
     }
 }
 
-/// Calls `on_hangup` on every SIGHUP (which never stops the server: see
-/// [`Shutdown::trigger_on_signals`]). With nothing to re-read there is
-/// nothing to listen for.
-fn reload_on_hangup(on_hangup: OnHangup) {
-    use tokio::signal::unix::{signal, SignalKind};
+/// Calls `on_hangup` on every SIGHUP [`Shutdown`] hands on (which never
+/// stops the server: see [`Shutdown::trigger_on_signals`]). With nothing
+/// to re-read there is nothing to wait for.
+fn reload_on_hangup(on_hangup: OnHangup, shutdown: &Shutdown) {
     if on_hangup.tokens.is_none() && on_hangup.audit.is_none() {
         return;
     }
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGHUP: the tokens file will not be re-read, nor the audit log reopened");
-            return;
-        }
-    };
+    let mut hangups = shutdown.hangups();
     tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
+        while hangups.changed().await.is_ok() {
             on_hangup.reload();
         }
     });
@@ -315,10 +308,13 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         Transport::Http => authenticator(&config, &observers.transport)?,
         Transport::Stdio => (None, None),
     };
-    reload_on_hangup(OnHangup {
-        tokens: tokens.filter(|tokens| tokens.has_file()),
-        audit: audit.clone(),
-    });
+    reload_on_hangup(
+        OnHangup {
+            tokens: tokens.filter(|tokens| tokens.has_file()),
+            audit: audit.clone(),
+        },
+        &shutdown,
+    );
     // A replica runs its follower before anything waits for its restore.
     let follower = match (replication.follow, &replication.replica_url) {
         (true, Some(url)) => Some(

@@ -1,14 +1,29 @@
 //! The shutdown signal: one [`Shutdown`] is created at startup, every part
 //! that must stop holds a clone and awaits [`Shutdown::wait`]. Also the
-//! process's signal handling: SIGTERM and SIGINT trigger it, SIGHUP is
-//! logged (what is re-read on SIGHUP listens for it itself).
+//! one owner of the process's signals: SIGTERM and SIGINT trigger it, and
+//! each SIGHUP is counted for whatever re-reads its files then
+//! ([`Shutdown::hangups`]).
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// A cloneable handle that is triggered once, by a signal or by a caller.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Shutdown {
     token: CancellationToken,
+    /// SIGHUPs received so far.
+    hangups: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            token: CancellationToken::new(),
+            hangups: Arc::new(watch::Sender::new(0)),
+        }
+    }
 }
 
 impl Shutdown {
@@ -30,14 +45,24 @@ impl Shutdown {
         self.token.cancelled().await
     }
 
+    /// Changes on every SIGHUP (see [`Shutdown::trigger_on_signals`]).
+    pub fn hangups(&self) -> watch::Receiver<u64> {
+        self.hangups.subscribe()
+    }
+
+    /// Records a SIGHUP for every [`Shutdown::hangups`] receiver.
+    pub fn hang_up(&self) {
+        self.hangups.send_modify(|count| *count += 1);
+    }
+
     /// The underlying token, for libraries that take one (rmcp, axum).
     pub fn token(&self) -> CancellationToken {
         self.token.clone()
     }
 
     /// Triggers shutdown on SIGTERM or SIGINT (Ctrl-C), in whatever state
-    /// the server is; logs and ignores SIGHUP, whose default action would
-    /// kill the process without the drain. The handlers are installed
+    /// the server is; hands SIGHUP, whose default action would kill the
+    /// process without the drain, to [`Shutdown::hangups`]. The handlers are installed
     /// before this returns, so no signal slips past them.
     pub fn trigger_on_signals(&self) -> std::io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
@@ -59,9 +84,8 @@ impl Shutdown {
                         this.trigger();
                     }
                     Some(()) = hangup.recv() => {
-                        // Files that are re-read on SIGHUP (the tokens
-                        // file) listen for it themselves.
                         tracing::info!("SIGHUP received: not a shutdown");
+                        this.hang_up();
                     }
                     else => return,
                 }

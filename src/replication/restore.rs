@@ -115,51 +115,16 @@ impl FromStr for Timestamp {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` with each field in range.
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` with each field in
+/// range, as Go's `time.RFC3339` (Litestream's parser) reads it: chrono's
+/// parser, held to an upper-case `T` and `Z` (chrono also takes a space).
 fn rfc3339(text: &[u8]) -> bool {
-    let number = |at: usize, len: usize| -> Option<u32> {
-        let digits = text.get(at..at + len)?;
-        digits
-            .iter()
-            .all(u8::is_ascii_digit)
-            .then(|| std::str::from_utf8(digits).ok()?.parse().ok())?
-    };
-    let at = |i: usize, c: u8| text.get(i) == Some(&c);
-    let fields = (|| {
-        let date = (number(0, 4)?, number(5, 2)?, number(8, 2)?);
-        let time = (number(11, 2)?, number(14, 2)?, number(17, 2)?);
-        Some((date, time))
-    })();
-    let Some(((_, month, day), (hour, minute, second))) = fields else {
+    let Ok(text) = std::str::from_utf8(text) else {
         return false;
     };
-    let separators = at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':');
-    let in_range = (1..=12).contains(&month)
-        && (1..=31).contains(&day)
-        && hour < 24
-        && minute < 60
-        && second <= 60;
-    let mut rest = 19;
-    if at(rest, b'.') {
-        let digits = text[rest + 1..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        if digits == 0 {
-            return false;
-        }
-        rest += 1 + digits;
-    }
-    let zone = match &text[rest.min(text.len())..] {
-        b"Z" => true,
-        [sign, ..] if (*sign == b'+' || *sign == b'-') && text.len() == rest + 6 => {
-            number(rest + 1, 2).is_some_and(|h| h < 24)
-                && at(rest + 3, b':')
-                && number(rest + 4, 2).is_some_and(|m| m < 60)
-        }
-        _ => false,
-    };
-    separators && in_range && zone
+    text.as_bytes().get(10) == Some(&b'T')
+        && !text.ends_with('z')
+        && chrono::DateTime::parse_from_rfc3339(text).is_ok()
 }
 
 /// At `serve` startup: a primary that Litestream replicates restores the
