@@ -502,6 +502,35 @@ impl http_body::Body for PermitBody {
     }
 }
 
+/// The router [`serve`] serves at `/mcp`, on its own: its sessions, its
+/// in-flight cap, no accept loop. For driving the HTTP layer in-process
+/// (`tower::ServiceExt::oneshot`); its sessions expire only with it.
+pub fn mcp_router<S>(
+    server: S,
+    config: &HttpSettings,
+    auth: Option<Authenticator>,
+    observer: Arc<dyn TransportObserver>,
+) -> Router
+where
+    S: rmcp::ServerHandler + Clone + Send + Sync + 'static,
+{
+    let sessions = Arc::new(LimitedSessions::new(
+        config.max_sessions,
+        config.max_sessions_per_principal,
+        config.session_idle_timeout,
+        Arc::clone(&observer),
+    ));
+    router(
+        server,
+        config,
+        Arc::new(Semaphore::new(config.max_in_flight)),
+        auth,
+        sessions,
+        observer,
+        tokio_util::sync::CancellationToken::new(),
+    )
+}
+
 /// Serves until shutdown: then refuses new calls, lets running ones finish
 /// within the grace period, closes open streams and returns.
 /// `config.max_connections` is the cap that fits the open-file limit.

@@ -43,8 +43,25 @@ pub async fn serve(
     options: StdioOptions,
 ) -> Result<(), TransportError> {
     let (stdin, stdout) = super::pipes::stdio();
+    serve_on(server, calls, shutdown, options, stdin, stdout).await
+}
+
+/// As [`serve`], on any byte streams: the process's pipes, or an in-memory
+/// duplex stream in tests.
+pub async fn serve_on<R, W>(
+    server: ErosServer,
+    calls: Arc<CallTracker>,
+    shutdown: Shutdown,
+    options: StdioOptions,
+    input: R,
+    output: W,
+) -> Result<(), TransportError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let transport = Backpressured::new(
-        JsonLines::new(stdin, stdout),
+        JsonLines::new(input, output),
         options.max_in_flight,
         options.observer,
     );
