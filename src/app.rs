@@ -345,7 +345,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         return Ok(());
     }
     let server = build_following(&config, &observers, Arc::clone(&calls), gate).await?;
-    let auth = auth.map(|auth| auth.with_tool_scopes(server.tool_scopes()));
+    let auth = auth.map(|auth| auth.with_scope_rules(server.scope_rules()));
     let pool = Arc::clone(server.engine().pool());
     let background = Background::start(&replication, &pool, &readiness, &metrics)?;
     metrics.register_tools(&server.tool_names());

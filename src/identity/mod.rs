@@ -6,7 +6,10 @@
 //!
 //! - [`tokens`]: static bearer tokens as named principals, from a file.
 
+pub mod scope_rules;
 pub mod tokens;
+
+pub use scope_rules::ScopeRules;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -36,7 +36,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{AlwaysCommit, CommitGate, QueryEngine, QueryError};
-use crate::identity::{self, Principal};
+use crate::identity::{self, Principal, ScopeRules};
 use crate::policy::{Policy, Restrictions};
 pub use calls::CallTracker;
 pub use declared::{DeclaredTool, DeclaredTools, DeclaredToolsError};
@@ -60,10 +60,9 @@ fn instructions(rows: &dyn RowEncoder) -> String {
     )
 }
 
-/// What a tool asks of its callers.
+/// What a tool asks of its callers (the scope it needs is in the
+/// server's [`ScopeRules`]).
 struct ToolRule {
-    /// The scope a principal needs to see and call it.
-    scope: String,
     /// A declared tool's statement (built-in tools take the agent's SQL).
     sql: Option<String>,
     /// Whether it writes (`execute`, a declared tool with access = "write").
@@ -74,6 +73,9 @@ struct Inner {
     engine: Arc<QueryEngine>,
     router: ToolRouter<ErosServer>,
     rules: HashMap<String, ToolRule>,
+    /// The scope each tool needs: the one rule, shared with the HTTP
+    /// transport.
+    scopes: ScopeRules,
     /// Over stdio: the user who started the process.
     local: Arc<Principal>,
     /// Over HTTP with authentication off.
@@ -111,30 +113,24 @@ impl ErosServer {
             router.remove_route("execute");
         }
         tools::describe_query(&mut router, rows);
-        let mut rules: HashMap<String, ToolRule> = router
-            .list_all()
-            .into_iter()
-            .map(|tool| {
-                let writes = tool.name == "execute";
-                let scope = if writes {
-                    identity::WRITE
-                } else {
-                    identity::READ
-                };
-                let rule = ToolRule {
-                    scope: scope.to_string(),
-                    sql: None,
-                    writes,
-                };
-                (tool.name.into_owned(), rule)
-            })
-            .collect();
+        let mut rules: HashMap<String, ToolRule> = HashMap::new();
+        let mut scopes: HashMap<String, String> = HashMap::new();
+        for tool in router.list_all() {
+            let writes = tool.name == "execute";
+            let scope = if writes {
+                identity::WRITE
+            } else {
+                identity::READ
+            };
+            scopes.insert(tool.name.to_string(), scope.to_string());
+            rules.insert(tool.name.into_owned(), ToolRule { sql: None, writes });
+        }
         for tool in declared.into_tools() {
             let rule = ToolRule {
-                scope: tool.scope.clone(),
                 sql: Some(tool.sql.clone()),
                 writes: tool.access == declared::ToolAccess::Write,
             };
+            scopes.insert(tool.name.clone(), tool.scope.clone());
             rules.insert(tool.name.clone(), rule);
             router.add_route(declared::route(Arc::new(tool), rows));
         }
@@ -150,6 +146,7 @@ impl ErosServer {
                 engine,
                 router,
                 rules,
+                scopes: ScopeRules::new(scopes),
                 local: Principal::local(),
                 anonymous: Principal::anonymous(),
                 copy_param_values: observer.wants_param_values(),
@@ -181,14 +178,10 @@ impl ErosServer {
         &self.inner.engine
     }
 
-    /// The scope each tool needs, by tool name (for the HTTP transport's
-    /// 403 before a call reaches the server).
-    pub fn tool_scopes(&self) -> HashMap<String, String> {
-        self.inner
-            .rules
-            .iter()
-            .map(|(tool, rule)| (tool.clone(), rule.scope.clone()))
-            .collect()
+    /// The scope each request needs (for the HTTP transport's 403 before
+    /// a call reaches the server).
+    pub fn scope_rules(&self) -> ScopeRules {
+        self.inner.scopes.clone()
     }
 
     /// Names of the tools this server offers.
@@ -341,19 +334,22 @@ impl ErosServer {
 
     /// Whether `principal` may see and call `tool`.
     fn permits(&self, principal: &Principal, tool: &str) -> bool {
-        self.inner
-            .rules
-            .get(tool)
-            .is_none_or(|rule| principal.may(&rule.scope))
+        self.inner.scopes.permits(principal, tool)
     }
 
     /// Refuses a resource or prompt request from a principal without `eros:read`.
     fn require_read(&self, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
-        if self.principal(context).may(identity::READ) {
+        // Listing them needs what reading them needs (the one rule).
+        let scope = self
+            .inner
+            .scopes
+            .for_request("resources/read", None)
+            .unwrap_or(identity::READ);
+        if self.principal(context).may(scope) {
             return Ok(());
         }
         Err(ErrorData::invalid_request(
-            format!("the caller needs the scope {} for this", identity::READ),
+            format!("the caller needs the scope {scope} for this"),
             None,
         ))
     }
@@ -434,11 +430,11 @@ impl ServerHandler for ErosServer {
             ));
         }
         let caller = self.caller(&context, &request);
-        if let Some(rule) = self.inner.rules.get(name.as_ref()) {
-            if !caller.principal.may(&rule.scope) {
+        if let Some(scope) = self.inner.scopes.for_tool(&name) {
+            if !caller.principal.may(scope) {
                 let forbidden = QueryError::Forbidden {
                     tool: name.to_string(),
-                    scope: rule.scope.clone(),
+                    scope: scope.to_string(),
                 };
                 return Ok(
                     respond::refuse(&name, &caller, forbidden, &*self.inner.observer).into(),

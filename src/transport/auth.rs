@@ -10,7 +10,6 @@
 //! before anything runs. A refusal says nothing more, and no token is ever
 //! logged or passed on.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -23,7 +22,7 @@ use super::operation::Operation;
 use super::unauthenticated::ConnectionGate;
 use crate::auth::{TokenClaims, TokenValidator};
 use crate::identity::tokens::StaticTokens;
-use crate::identity::{self, Principal, Proof, Scopes};
+use crate::identity::{Principal, Proof, ScopeRules, Scopes};
 
 /// The path of the Protected Resource Metadata (RFC 9728).
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -109,7 +108,7 @@ pub struct Authenticator {
     tokens: Arc<StaticTokens>,
     oauth: Option<OAuth>,
     /// The scope each tool needs, from the MCP server.
-    tool_scopes: Arc<HashMap<String, String>>,
+    scope_rules: ScopeRules,
     observer: Arc<dyn TransportObserver>,
 }
 
@@ -122,7 +121,7 @@ impl Authenticator {
         Self {
             tokens,
             oauth,
-            tool_scopes: Arc::default(),
+            scope_rules: ScopeRules::default(),
             observer,
         }
     }
@@ -134,11 +133,7 @@ impl Authenticator {
 
     /// Every scope a principal could need here, for the metadata.
     pub fn scopes_supported(&self) -> Vec<String> {
-        let mut scopes: Vec<String> = self.tool_scopes.values().cloned().collect();
-        scopes.push(identity::READ.to_string());
-        scopes.sort();
-        scopes.dedup();
-        scopes
+        self.scope_rules.scopes()
     }
 
     /// The principal `token` names, or why it names none.
@@ -175,23 +170,16 @@ impl Authenticator {
         HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer"))
     }
 
-    /// Checks tool calls against `tool_scopes` (tool name to scope).
-    pub fn with_tool_scopes(mut self, tool_scopes: HashMap<String, String>) -> Self {
-        self.tool_scopes = Arc::new(tool_scopes);
+    /// Checks requests against the MCP server's `scope_rules`.
+    pub fn with_scope_rules(mut self, scope_rules: ScopeRules) -> Self {
+        self.scope_rules = scope_rules;
         self
     }
 
     /// The scope `operation` needs, if any.
     fn required_scope<'a>(&'a self, operation: &'a Operation) -> Option<&'a str> {
-        match operation.method.as_str() {
-            "tools/call" => operation
-                .tool
-                .as_deref()
-                .and_then(|tool| self.tool_scopes.get(tool))
-                .map(String::as_str),
-            "resources/read" | "prompts/get" => Some(identity::READ),
-            _ => None,
-        }
+        self.scope_rules
+            .for_request(&operation.method, operation.tool.as_deref())
     }
 }
 
@@ -281,6 +269,7 @@ pub async fn require_scope(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity;
 
     fn headers(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

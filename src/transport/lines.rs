@@ -12,11 +12,8 @@
 //! interleave, and a client that stops reading stops the reader (the queue
 //! fills), so refusals cost bounded memory just as answers do.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 
-use rmcp::model::{ClientNotification, JsonRpcMessage, RequestId};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use rmcp::RoleServer;
@@ -25,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::answer_line;
 use super::jsonrpc::{self, ErrorAnswer, Screened};
+use super::request_ids::RequestIds;
 
 /// The longest line read; a longer one is discarded and refused. rmcp's
 /// own limit, kept so clients see the same bound.
@@ -55,13 +53,6 @@ enum LineRead {
     Io(std::io::Error),
 }
 
-/// The ids of requests read and not yet answered.
-type InFlightIds = Arc<Mutex<HashSet<RequestId>>>;
-
-fn lock(ids: &InFlightIds) -> std::sync::MutexGuard<'_, HashSet<RequestId>> {
-    ids.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
 /// A server transport reading JSON-RPC lines from `R` and writing them to
 /// the writer given to [`JsonLines::new`].
 pub struct JsonLines<R> {
@@ -75,7 +66,8 @@ pub struct JsonLines<R> {
     /// A refusal not yet queued. Kept here, not in a local, because rmcp
     /// drops `receive` whenever another branch of its `select!` is ready.
     refusal: Option<Vec<u8>>,
-    in_flight: InFlightIds,
+    /// The ids of requests read and not yet answered.
+    in_flight: RequestIds,
     /// The length of the last message read, for the byte budget of
     /// requests in flight ([`super::stdio`]).
     last_read_bytes: usize,
@@ -99,7 +91,7 @@ impl<R: AsyncRead + Unpin + Send> JsonLines<R> {
             refusal: None,
             last_read_bytes: 0,
             last_len: 0,
-            in_flight: Arc::default(),
+            in_flight: RequestIds::default(),
         }
     }
 
@@ -117,28 +109,7 @@ impl<R: AsyncRead + Unpin + Send> JsonLines<R> {
 
     /// Records a request as in flight, or refuses it when its id already is.
     fn claim(&self, message: &RxJsonRpcMessage<RoleServer>) -> Option<ErrorAnswer> {
-        match message {
-            JsonRpcMessage::Request(request) => {
-                let mut in_flight = lock(&self.in_flight);
-                if in_flight.contains(&request.id) {
-                    return Some(ErrorAnswer::duplicate_id(request.id.clone()));
-                }
-                in_flight.insert(request.id.clone());
-                None
-            }
-            // rmcp drops the answer of a cancelled request.
-            JsonRpcMessage::Notification(notification) => {
-                if let ClientNotification::CancelledNotification(cancelled) =
-                    &notification.notification
-                {
-                    if let Some(id) = &cancelled.params.request_id {
-                        lock(&self.in_flight).remove(id);
-                    }
-                }
-                None
-            }
-            JsonRpcMessage::Response(_) | JsonRpcMessage::Error(_) => None,
-        }
+        self.in_flight.received(message).err()
     }
 
     /// Queues the pending refusal, if any; `None` when the writer is gone.
@@ -232,14 +203,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> Transport<RoleServer> for JsonLines<
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         // Released before the answer is written, so a client that reads
         // it and reuses the id at once is never refused.
-        let answered = match &item {
-            JsonRpcMessage::Response(response) => Some(&response.id),
-            JsonRpcMessage::Error(error) => error.id.as_ref(),
-            JsonRpcMessage::Request(_) | JsonRpcMessage::Notification(_) => None,
-        };
-        if let Some(id) = answered {
-            lock(&self.in_flight).remove(id);
-        }
+        self.in_flight.sending(&item);
         let mut bytes = Vec::new();
         let written = if answer_line::write_tool_answer(&item, &mut bytes) {
             Ok(())

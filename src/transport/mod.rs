@@ -19,6 +19,7 @@ pub mod observer;
 pub mod operation;
 pub mod pipes;
 pub mod rebinding;
+pub mod request_ids;
 pub mod sessions;
 pub mod settings;
 pub mod stdio;

@@ -10,16 +10,14 @@
 //! refused with `-32600` and not run: rmcp would run both and route one
 //! answer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, JsonRpcMessage, RequestId, ServerJsonRpcMessage,
-};
+use rmcp::model::{ClientJsonRpcMessage, JsonRpcMessage, RequestId, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError,
 };
@@ -30,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::ErrorAnswer;
 use super::observer::TransportObserver;
+use super::request_ids::{answered, RequestIds};
 
 /// Why a session operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +45,7 @@ pub enum SessionLimitError {
 struct Activity {
     last: Instant,
     answering: usize,
-    requests: HashSet<RequestId>,
+    requests: RequestIds,
     /// The principal that opened the session (see [`LimitedSessions::claim`]);
     /// `None` until claimed, and always on a server without auth.
     owner: Option<String>,
@@ -57,7 +56,7 @@ impl Activity {
         Self {
             last: Instant::now(),
             answering: 0,
-            requests: HashSet::new(),
+            requests: RequestIds::default(),
             owner: None,
         }
     }
@@ -251,35 +250,29 @@ impl LimitedSessions {
         &self,
         id: &SessionId,
         request: Option<RequestId>,
-    ) -> Result<Answering, RequestId> {
+    ) -> Result<Answering, ErrorAnswer> {
+        let mut requests = None;
         if let Some(activity) = lock(&self.activity).get_mut(id) {
             if let Some(request) = &request {
-                if !activity.requests.insert(request.clone()) {
-                    return Err(request.clone());
-                }
+                activity.requests.begin(request)?;
             }
             activity.answering += 1;
             activity.last = Instant::now();
+            requests = Some(activity.requests.clone());
         }
         Ok(Answering {
             activity: Arc::clone(&self.activity),
             id: id.clone(),
             request,
+            requests,
         })
     }
 
     /// A cancelled request's answer is never sent: its id is free again.
     fn forget_cancelled(&self, id: &SessionId, message: &ClientJsonRpcMessage) {
-        let JsonRpcMessage::Notification(notification) = message else {
-            return;
-        };
-        let ClientNotification::CancelledNotification(cancelled) = &notification.notification
-        else {
-            return;
-        };
-        if let Some(request) = &cancelled.params.request_id {
-            if let Some(activity) = lock(&self.activity).get_mut(id) {
-                activity.requests.remove(request);
+        if matches!(message, JsonRpcMessage::Notification(_)) {
+            if let Some(activity) = lock(&self.activity).get(id) {
+                let _ = activity.requests.received(message);
             }
         }
     }
@@ -302,26 +295,22 @@ struct Answering {
     activity: ActivityMap,
     id: SessionId,
     request: Option<RequestId>,
+    /// The session's ids in flight (none for a session already gone).
+    requests: Option<RequestIds>,
 }
 
 impl Answering {
     /// Frees the request's id. Called as its answer leaves the stream,
     /// before the client can read it and reuse the id.
     fn answered(&mut self) {
-        if let Some(request) = self.request.take() {
-            if let Some(activity) = lock(&self.activity).get_mut(&self.id) {
-                activity.requests.remove(&request);
-            }
+        if let (Some(request), Some(requests)) = (self.request.take(), &self.requests) {
+            requests.end(&request);
         }
     }
 
     /// Whether `message` is the answer to this request.
     fn is_answer(&self, message: &ServerJsonRpcMessage) -> bool {
-        let answered = match message {
-            JsonRpcMessage::Response(response) => Some(&response.id),
-            JsonRpcMessage::Error(error) => error.id.as_ref(),
-            JsonRpcMessage::Request(_) | JsonRpcMessage::Notification(_) => None,
-        };
+        let answered = answered(message);
         answered.is_some() && answered == self.request.as_ref()
     }
 }
@@ -431,8 +420,7 @@ impl SessionManager for LimitedSessions {
         };
         let answering = match self.answering(id, request) {
             Ok(answering) => answering,
-            Err(duplicate) => {
-                let refusal = ErrorAnswer::duplicate_id(duplicate);
+            Err(refusal) => {
                 tracing::debug!(session = %id, "{}", refusal.error.message);
                 let refusal = ServerJsonRpcMessage::error(refusal.error, refusal.id);
                 return Ok(AnswerStream::Refused(Some(ServerSseMessage::from_message(
