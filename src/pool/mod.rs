@@ -526,13 +526,16 @@ impl Pool {
                 Ok(())
             }
         };
-        // Returned connections are discarded now that the pool is closed.
+        // Returned connections are discarded now that the pool is closed,
+        // one at a time: each worker closes its connection and exits before
+        // the next is let go. SQLite removes the WAL only when the
+        // connection closing sees no other open, and two closing at once
+        // each see the other.
+        self.reaper.wait_until_reaped(CLOSE_WAIT);
         while let Some(idle) = self.take_idle() {
             drop(idle);
+            self.reaper.wait_until_reaped(CLOSE_WAIT);
         }
-        // Their workers close their connections (the last one removes the
-        // WAL) and exit.
-        self.reaper.wait_until_reaped(CLOSE_WAIT);
         checkpointed
     }
 }
