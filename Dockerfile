@@ -23,7 +23,7 @@ WORKDIR /src
 # rusqlite's bundled SQLite is compiled with the image's gcc; no other native
 # dependencies (Cargo.lock has no openssl/rustls). If Cargo.toml gains a
 # build.rs or other files read at compile time, COPY them here too
-# (tests/ops_assets.rs checks that cargo can load what is copied).
+# (tests/operations/ops_assets.rs checks that cargo can load what is copied).
 COPY Cargo.toml Cargo.lock ./
 # SQLite's compile-time options (LIBSQLITE3_FLAGS), read by cargo at build time.
 COPY .cargo ./.cargo

@@ -10,8 +10,8 @@
 //! (`_meta` and unused fields included) by the stdio byte budget or the
 //! HTTP body limit; HTTP state by the session and connection caps. The
 //! budget is for the server and its workers together (a container's
-//! memory), counted as proportional set size. `tests/hostile_load.rs` and
-//! `tests/client_limits.rs` hold the server to it.
+//! memory), counted as proportional set size. `tests/statements/hostile_load.rs` and
+//! `tests/protocol/client_limits.rs` hold the server to it.
 
 use crate::config::{Config, Transport};
 
