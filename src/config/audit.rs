@@ -15,7 +15,8 @@ settings! {
     pub mod audit_vars;
     prefix = "EROS_AUDIT_";
 
-    /// Where the audit lines go: a file path, `stderr`, or empty for none.
+    /// Where one JSON line per tool call and per refused request goes: a file path
+    /// (append-only, created 0600, reopened on SIGHUP), `stderr`, or empty for none.
     log <- log: OptionalText = "", "a file path, stderr, or empty for no audit log";
     /// The SQL of each call as it was sent, or only its SHA-256.
     sql <- sql: Parsed<SqlInAudit> = "text", "text or hash";
@@ -33,16 +34,23 @@ impl AuditConfig {
     }
 
     /// What the audit log is built with; `None` when it is off.
+    /// Taken apart field by field, so a new setting must be placed here.
     pub fn audit_settings(&self) -> Option<AuditSettings> {
-        let sink = match self.log.as_deref()? {
+        let AuditConfig {
+            log,
+            sql,
+            params,
+            fail_closed,
+        } = self.clone();
+        let sink = match log?.as_str() {
             "stderr" => AuditSink::Stderr,
             path => AuditSink::File(path.into()),
         };
         Some(AuditSettings {
             sink,
-            sql: self.sql,
-            param_values: self.params,
-            fail_closed: self.fail_closed,
+            sql,
+            param_values: params,
+            fail_closed,
         })
     }
 }

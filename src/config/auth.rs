@@ -22,22 +22,23 @@ settings! {
     pub mod auth_vars;
     prefix = "EROS_AUTH_";
 
-    /// The OAuth authorization server's issuer URL, exactly as its tokens'
-    /// `iss` and its metadata's `issuer` say it; `None`: OAuth off.
+    /// The OAuth 2.1 authorization server whose JWT access tokens are accepted: its issuer URL,
+    /// exactly as the tokens' `iss` says it; empty: OAuth off.
     issuer <- issuer: OptionalText = "",
         "an https:// URL (http:// only on a loopback host), or empty for OAuth off";
     /// This server's canonical resource URI (RFC 8707): the `aud` a token
     /// must name. Required with an issuer.
     audience <- audience: OptionalText = "",
         "an absolute URI without #fragment, such as https://db.example.com/mcp; required with EROS_AUTH_ISSUER";
-    /// The issuer's key set (JWKS) URL; `None`: discovered from the
-    /// issuer's metadata.
+    /// The issuer's key set (JWKS) URL; empty: discovered from the issuer's metadata (RFC 8414,
+    /// then OpenID).
     jwks_url <- jwks_url: OptionalText = "",
         "an https:// URL (http:// only on a loopback host), or empty to discover it from EROS_AUTH_ISSUER";
-    /// Static bearer tokens as named principals with scopes (re-read on SIGHUP).
+    /// TOML file of static bearer tokens as named principals with scopes (SHA-256 of each
+    /// token; re-read on SIGHUP); empty: none.
     tokens_file <- tokens_file: OptionalPath = "", "a path to a TOML file (empty: none)";
-    /// Column and table policies keyed by scope: what principals lacking a
-    /// scope may not read (checked against the database at startup).
+    /// TOML file of column and table policies keyed by scope (see `examples/policy.toml`);
+    /// checked against the database at startup; empty: none.
     policy_file <- policy_file: OptionalPath = "", "a path to a TOML file (empty: none)";
 }
 
@@ -67,8 +68,10 @@ impl AuthConfig {
         match &self.issuer {
             Some(_) if self.audience.is_none() => Err(auth_vars::audience.invalid_because(
                 "",
-                "this server's canonical resource URI, required when EROS_AUTH_ISSUER is set"
-                    .into(),
+                format!(
+                    "this server's canonical resource URI, required when {} is set",
+                    auth_vars::issuer.variable()
+                ),
             )),
             Some(_) => Ok(()),
             None => match unused_without_issuer
@@ -77,7 +80,10 @@ impl AuthConfig {
             {
                 Some((setting, value)) => Err(setting.invalid_because(
                     value,
-                    "empty unless EROS_AUTH_ISSUER is set (OAuth is off without it)".into(),
+                    format!(
+                        "empty unless {} is set (OAuth is off without it)",
+                        auth_vars::issuer.variable()
+                    ),
                 )),
                 None => Ok(()),
             },
@@ -92,13 +98,43 @@ impl AuthConfig {
     /// What token validation needs, with the default limits; `None` when
     /// OAuth is off.
     pub fn oauth_settings(&self) -> Option<OAuthSettings> {
-        let issuer = self.issuer.clone()?;
-        let audience = self.audience.clone()?;
-        Some(OAuthSettings {
-            jwks_url: self.jwks_url.clone(),
-            ..OAuthSettings::new(issuer, audience)
-        })
+        self.layers().oauth
     }
+
+    /// Every part's settings, the configuration taken apart field by field
+    /// so a new setting must be placed here.
+    pub fn layers(&self) -> AuthLayers {
+        let AuthConfig {
+            issuer,
+            audience,
+            jwks_url,
+            tokens_file,
+            policy_file,
+        } = self.clone();
+        let oauth = match (issuer, audience) {
+            (Some(issuer), Some(audience)) => Some(OAuthSettings {
+                jwks_url,
+                ..OAuthSettings::new(issuer, audience)
+            }),
+            _ => None,
+        };
+        AuthLayers {
+            oauth,
+            tokens_file,
+            policy_file,
+        }
+    }
+}
+
+/// The settings of each part `EROS_AUTH_*` configures.
+#[derive(Debug, Clone)]
+pub struct AuthLayers {
+    /// Token validation; `None` when OAuth is off.
+    pub oauth: Option<OAuthSettings>,
+    /// Static bearer tokens as named principals.
+    pub tokens_file: Option<std::path::PathBuf>,
+    /// Column and table policies.
+    pub policy_file: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]

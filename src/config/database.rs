@@ -9,7 +9,7 @@ use crate::retry::RetryPolicy;
 use crate::sqlite::connection::{ConnectionOptions, FileMode};
 
 use super::setting::{
-    named, settings, ConfigError, FilePath, Mib, OptionalText, Parsed, Seconds, MIB,
+    named, settings, Bytes, ConfigError, FilePath, Mib, OptionalText, Parsed, Seconds, MIB,
 };
 
 named!(Replication { None = "none", Litestream = "litestream" });
@@ -19,8 +19,8 @@ named!(Role { Primary = "primary", Replica = "replica" });
 const MAX_POOL_SIZE: u32 = 1000;
 /// Most overflow connections per kept one.
 const MAX_OVERFLOW_FACTOR: u32 = 10;
-/// Below this the server's own statements (schema, migrations) may fail.
-const MIN_HARD_HEAP_BYTES: u64 = 16 * MIB;
+/// Below this (MiB) the server's own statements (schema, migrations) may fail.
+const MIN_HARD_HEAP_MIB: u64 = 16;
 
 settings! {
     /// Validated database, pool and query-limit settings.
@@ -34,68 +34,52 @@ settings! {
     /// SQLite file to serve; created (with its directory) when missing.
     path <- path: FilePath = "./database/eros_sd_main.db", "a path to an SQLite file";
     /// Connections the pool keeps open.
-    pool_size <- pool_size: Parsed<u32> = "10", "a whole number from 1 to 1000",
-        if |n| (1..=MAX_POOL_SIZE).contains(n);
+    pool_size <- pool_size: Parsed<u32> = "10", Between(1, MAX_POOL_SIZE);
     /// Extra connections opened under load and closed again when returned.
     max_overflow <- pool_overflow: Parsed<u32> = "5",
         "a whole number from 0 to 10 times EROS_DB_POOL_SIZE";
     /// How long a checkout waits before failing as exhausted.
-    checkout_timeout <- pool_timeout: Seconds = "30.0",
-        "a number of seconds from 0.001 to 86400 (fractions allowed)",
-        if |d| d.as_secs_f64() >= 0.001;
+    checkout_timeout <- pool_timeout: Seconds = "30.0", AtLeast(0.001);
     /// Connections older than this are closed and replaced (recycled).
-    connection_max_age <- conn_max_age: Seconds = "300",
-        "a number of seconds from 0.001 to 86400 (fractions allowed)",
-        if |d| d.as_secs_f64() >= 0.001;
+    connection_max_age <- conn_max_age: Seconds = "300", AtLeast(0.001);
     /// Connections opened at startup and kept open as a minimum; when
     /// unset, the default or the pool size if that is smaller.
     prewarm <- pool_prewarm: Parsed<u32> = "3", "a whole number from 0 to EROS_DB_POOL_SIZE";
-    /// Ping (`SELECT 1`) every connection on checkout.
+    /// Check on every checkout that the connection's worker process is
+    /// alive; replace it if not.
     health_check <- health_check: Parsed<bool> = "true", "true or false";
-    /// How often the background maintenance runs.
-    maintenance_interval <- health_check_interval: Seconds = "60",
-        "a number of seconds from 0.01 to 86400 (fractions allowed)",
-        if |d| d.as_secs_f64() >= 0.01;
+    /// Seconds between background maintenance passes (recycle, health-check, trim, re-warm).
+    maintenance_interval <- health_check_interval: Seconds = "60", AtLeast(0.01);
     /// Retries of a transient failure (open error, `SQLITE_BUSY` on a read).
     max_retries <- max_retries: Parsed<u32> = "3", "a whole number, 0 or more";
     /// First retry delay; doubles on each further retry.
-    retry_delay <- retry_delay: Seconds = "0.05",
-        "a number of seconds from 0 to 86400 (fractions allowed)";
+    retry_delay <- retry_delay: Seconds = "0.05", AtLeast(0.0);
     /// SQLite's own wait on a locked database before `SQLITE_BUSY`.
-    busy_timeout <- busy_timeout: Seconds = "5",
-        "a number of seconds from 0 to 86400 (fractions allowed)";
-    /// Apply migrations automatically at startup.
+    busy_timeout <- busy_timeout: Seconds = "5", AtLeast(0.0);
+    /// Apply `migrations/` at startup; `false` serves a database the migrations do not
+    /// describe, its schema untouched.
     migrate <- migrate: Parsed<bool> = "true", "true or false";
-    /// Only read tools are exposed; writes are refused by SQLite.
+    /// Expose only read tools; `false` adds `execute` and declared write tools.
     read_only <- read_only: Parsed<bool> = "true", "true or false";
     /// Most rows one tool result carries.
-    max_rows <- max_rows: Parsed<u32> = "1000", "a whole number of at least 1",
-        if |n| *n >= 1;
+    max_rows <- max_rows: Parsed<u32> = "1000", AtLeast(1);
     /// Most bytes of values one tool result carries.
-    max_bytes <- max_bytes: Parsed<u64> = "1048576", "a whole number of bytes, at least 1024",
-        if |n| *n >= 1024;
-    /// A statement running longer than this is interrupted.
-    query_timeout <- query_timeout: Seconds = "30",
-        "a number of seconds from 0.001 to 86400 (fractions allowed)",
-        if |d| d.as_secs_f64() >= 0.001;
+    max_bytes <- max_bytes: Bytes<u64> = "1048576", AtLeast(1024);
+    /// Seconds one call may take, from waiting for a connection to the last row; then it is
+    /// interrupted (its worker killed after a tenth more).
+    query_timeout <- query_timeout: Seconds = "30", AtLeast(0.001);
     /// SQLite's soft heap limit for the whole process (page caches shrink to
     /// stay under it); 0 means no limit.
     heap_limit_bytes <- heap_limit_mib: Mib = "8", "a whole number of MiB, 0 for no limit";
     /// SQLite's hard heap ceiling for the whole process: an allocation past
     /// it fails the statement with `SQLITE_NOMEM` (sorts and temporary
     /// tables live in memory, so this bounds them too).
-    hard_heap_limit_bytes <- hard_heap_limit_mib: Mib = "128",
-        "a whole number of MiB, at least 16 and more than EROS_DB_HEAP_LIMIT_MIB",
-        if |bytes| *bytes >= MIN_HARD_HEAP_BYTES;
+    hard_heap_limit_bytes <- hard_heap_limit_mib: Mib = "128", AtLeast(MIN_HARD_HEAP_MIB);
     /// Largest string or BLOB any statement may build or read
     /// (`SQLITE_LIMIT_LENGTH`); past it the statement fails with `SQLITE_TOOBIG`.
-    max_value_bytes <- max_value_bytes: Parsed<u64> = "8388608",
-        "a whole number of bytes from 65536 to 1000000000",
-        if |n| (65_536..=1_000_000_000).contains(n);
+    max_value_bytes <- max_value_bytes: Bytes<u64> = "8388608", Between(65_536, 1_000_000_000);
     /// Longest SQL text a statement may have (`SQLITE_LIMIT_SQL_LENGTH`).
-    max_sql_bytes <- max_sql_bytes: Parsed<u32> = "100000",
-        "a whole number of bytes from 1024 to 10000000",
-        if |n| (1024..=10_000_000).contains(n);
+    max_sql_bytes <- max_sql_bytes: Bytes<u32> = "100000", Between(1024, 10_000_000);
     /// `litestream` when a Litestream process replicates this database: the
     /// server then leaves checkpoints to it and writes a heartbeat.
     replication <- replication: Parsed<Replication> = "none", "none or litestream";
@@ -113,13 +97,9 @@ settings! {
     /// served; `false` when another process follows (no such guarantee).
     replica_follow <- replica_follow: Parsed<bool> = "true", "true or false";
     /// How often a replicated primary writes its heartbeat row.
-    heartbeat_interval <- heartbeat_interval: Seconds = "5",
-        "a number of seconds from 0.1 to 86400 (fractions allowed)",
-        if |d| d.as_secs_f64() >= 0.1;
+    heartbeat_interval <- heartbeat_interval: Seconds = "5", AtLeast(0.1);
     /// A replica whose newest heartbeat is older than this is not ready.
-    replica_max_lag <- replica_max_lag: Seconds = "30",
-        "a number of seconds from 0.1 to 86400 (fractions allowed)",
-        if |d| d.as_secs_f64() >= 0.1;
+    replica_max_lag <- replica_max_lag: Seconds = "30", AtLeast(0.1);
 }
 
 use database_vars as vars;
@@ -137,7 +117,7 @@ impl DatabaseConfig {
             let setting = &vars::pool_overflow;
             return Err(setting.invalid_because(
                 &given(setting, &raw.pool_overflow),
-                format!("{} ({most_overflow})", setting.allowed),
+                format!("{} ({most_overflow})", setting.allowed()),
             ));
         }
         if raw.pool_prewarm.as_deref().is_none_or(str::is_empty) {
@@ -146,14 +126,19 @@ impl DatabaseConfig {
             let setting = &vars::pool_prewarm;
             return Err(setting.invalid_because(
                 &given(setting, &raw.pool_prewarm),
-                format!("{} ({})", setting.allowed, self.pool_size),
+                format!("{} ({})", setting.allowed(), self.pool_size),
             ));
         }
         if self.hard_heap_limit_bytes <= self.heap_limit_bytes {
             let setting = &vars::hard_heap_limit_mib;
             return Err(setting.invalid_because(
                 &given(setting, &raw.hard_heap_limit_mib),
-                format!("{} ({})", setting.allowed, self.heap_limit_bytes / MIB),
+                format!(
+                    "{} and more than {} ({})",
+                    setting.allowed(),
+                    vars::heap_limit_mib.variable(),
+                    self.heap_limit_bytes / MIB
+                ),
             ));
         }
         if self.replication == Replication::Litestream && self.replica_url.is_none() {
@@ -161,24 +146,27 @@ impl DatabaseConfig {
             return Err(setting.invalid_because(
                 "",
                 format!(
-                    "{} (required when EROS_DB_REPLICATION=litestream)",
-                    setting.allowed
+                    "{} (required when {}={})",
+                    setting.allowed(),
+                    vars::replication.variable(),
+                    Replication::Litestream
                 ),
             ));
         }
         if self.role == Role::Replica {
             // A replica's file belongs to its follower: nothing may write it.
             let explicit = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.is_empty());
+            let replica = format!("{}={}", vars::role.variable(), Role::Replica);
             if !self.read_only {
                 return Err(vars::read_only.invalid_because(
                     "false",
-                    "true (a replica takes no writes: EROS_DB_ROLE=replica)".into(),
+                    format!("true (a replica takes no writes: {replica})"),
                 ));
             }
             if self.migrate && explicit(&raw.migrate) {
                 return Err(vars::migrate.invalid_because(
                     "true",
-                    "false (a replica is never migrated: EROS_DB_ROLE=replica)".into(),
+                    format!("false (a replica is never migrated: {replica})"),
                 ));
             }
             self.migrate = false;
@@ -187,10 +175,10 @@ impl DatabaseConfig {
                 return Err(setting.invalid_because(
                     "",
                     format!(
-                        "{} (required on a replica that runs its follower, \
-                         EROS_DB_REPLICA_FOLLOW=true; set EROS_DB_REPLICA_FOLLOW=false when \
-                         another process follows)",
-                        setting.allowed
+                        "{} (required on a replica that runs its follower, {follow}=true; \
+                         set {follow}=false when another process follows)",
+                        setting.allowed(),
+                        follow = vars::replica_follow.variable(),
                     ),
                 ));
             }
@@ -198,18 +186,110 @@ impl DatabaseConfig {
         Ok(())
     }
 
+    /// Every layer's settings, built in one place: the configuration is
+    /// taken apart field by field (no `..`), so a new setting fails to
+    /// compile until it is handed to a layer, and one handed nowhere is an
+    /// unused variable, which `clippy -D warnings` refuses.
+    pub fn layers(&self) -> DatabaseLayers {
+        let DatabaseConfig {
+            path,
+            pool_size,
+            max_overflow,
+            checkout_timeout,
+            connection_max_age,
+            prewarm,
+            health_check,
+            maintenance_interval,
+            max_retries,
+            retry_delay,
+            busy_timeout,
+            migrate,
+            read_only,
+            max_rows,
+            max_bytes,
+            query_timeout,
+            heap_limit_bytes,
+            hard_heap_limit_bytes,
+            max_value_bytes,
+            max_sql_bytes,
+            replication,
+            role,
+            replica_url,
+            litestream_bin,
+            replica_follow,
+            heartbeat_interval,
+            replica_max_lag,
+        } = self.clone();
+        // The backoff for transient failures: opening a connection (the
+        // pool) and `SQLITE_BUSY` on a read (the engine).
+        let retry = RetryPolicy {
+            max_retries,
+            first_delay: retry_delay,
+        };
+        let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        DatabaseLayers {
+            pool: PoolSettings {
+                pool_size,
+                max_overflow,
+                checkout_timeout,
+                connection_max_age,
+                prewarm,
+                health_check,
+                maintenance_interval,
+                connect_retry: retry,
+                worker_program: None,
+            },
+            // Any one connection may cache up to the whole process's heap
+            // limit: a scan of a database that fits then runs from memory
+            // (twice as fast as re-reading pages through 2 MB), and when
+            // several connections compete, the soft limit makes their
+            // caches give pages back.
+            connection: ConnectionOptions {
+                path,
+                busy_timeout,
+                cache_kib: heap_limit_bytes / 1024,
+                max_value_bytes,
+                max_sql_bytes,
+                soft_heap_limit_bytes: heap_limit_bytes,
+                hard_heap_limit_bytes,
+                create: true,
+                identity: None,
+                mode: match (role, replication) {
+                    (Role::Replica, _) => FileMode::Replica,
+                    (Role::Primary, Replication::Litestream) => FileMode::Replicated,
+                    (Role::Primary, Replication::None) => FileMode::Primary,
+                },
+            },
+            engine: EngineSettings {
+                limits: Limits {
+                    max_rows: max_rows as usize,
+                    max_bytes,
+                    query_timeout,
+                    max_blob_bytes: max_bytes.min(64 * 1024),
+                    max_value_bytes,
+                    hard_heap_limit_bytes,
+                    max_sql_bytes,
+                },
+                read_retry: retry,
+                read_only,
+            },
+            replication: ReplicationSettings {
+                replication,
+                role,
+                replica_url,
+                litestream_bin,
+                follow: role == Role::Replica && replica_follow,
+                heartbeat_interval,
+                max_lag: replica_max_lag,
+            },
+            migrate,
+        }
+    }
+
     /// What the replication parts are handed: the mode, the role, where
     /// restores come from, the heartbeat and the lag a replica tolerates.
     pub fn replication_settings(&self) -> ReplicationSettings {
-        ReplicationSettings {
-            replication: self.replication,
-            role: self.role,
-            replica_url: self.replica_url.clone(),
-            litestream_bin: self.litestream_bin.clone(),
-            follow: self.role == Role::Replica && self.replica_follow,
-            heartbeat_interval: self.heartbeat_interval,
-            max_lag: self.replica_max_lag,
-        }
+        self.layers().replication
     }
 
     /// Most connections open at once: the kept ones plus the overflow.
@@ -217,72 +297,32 @@ impl DatabaseConfig {
         self.pool_size + self.max_overflow
     }
 
-    /// The backoff for transient failures: opening a connection (the pool)
-    /// and `SQLITE_BUSY` on a read (the engine).
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            max_retries: self.max_retries,
-            first_delay: self.retry_delay,
-        }
-    }
-
     /// What the pool needs: its sizes, waits, recycling and upkeep.
     pub fn pool_settings(&self) -> PoolSettings {
-        PoolSettings {
-            pool_size: self.pool_size,
-            max_overflow: self.max_overflow,
-            checkout_timeout: self.checkout_timeout,
-            connection_max_age: self.connection_max_age,
-            prewarm: self.prewarm,
-            health_check: self.health_check,
-            maintenance_interval: self.maintenance_interval,
-            connect_retry: self.retry_policy(),
-            worker_program: None,
-        }
+        self.layers().pool
     }
 
-    /// What every connection is opened with. Any one connection may cache
-    /// up to the whole process's heap limit: a scan of a database that fits
-    /// then runs from memory (twice as fast as re-reading pages through
-    /// 2 MB), and when several connections compete, the soft limit makes
-    /// their caches give pages back.
+    /// What every connection is opened with.
     pub fn connection_options(&self) -> ConnectionOptions {
-        ConnectionOptions {
-            path: self.path.clone(),
-            busy_timeout: self.busy_timeout,
-            cache_kib: self.heap_limit_bytes / 1024,
-            max_value_bytes: self.max_value_bytes,
-            max_sql_bytes: self.max_sql_bytes,
-            soft_heap_limit_bytes: self.heap_limit_bytes,
-            hard_heap_limit_bytes: self.hard_heap_limit_bytes,
-            create: true,
-            identity: None,
-            mode: match (self.role, self.replication) {
-                (Role::Replica, _) => FileMode::Replica,
-                (Role::Primary, Replication::Litestream) => FileMode::Replicated,
-                (Role::Primary, Replication::None) => FileMode::Primary,
-            },
-        }
+        self.layers().connection
     }
 
     /// What the query engine needs: the limits of one call, the retry of a
     /// busy read, and whether writes are allowed.
     pub fn engine_settings(&self) -> EngineSettings {
-        let max_bytes = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
-        EngineSettings {
-            limits: Limits {
-                max_rows: self.max_rows as usize,
-                max_bytes,
-                query_timeout: self.query_timeout,
-                max_blob_bytes: max_bytes.min(64 * 1024),
-                max_value_bytes: self.max_value_bytes,
-                hard_heap_limit_bytes: self.hard_heap_limit_bytes,
-                max_sql_bytes: self.max_sql_bytes,
-            },
-            read_retry: self.retry_policy(),
-            read_only: self.read_only,
-        }
+        self.layers().engine
     }
+}
+
+/// The settings of each layer `EROS_DB_*` configures.
+#[derive(Debug, Clone)]
+pub struct DatabaseLayers {
+    pub pool: PoolSettings,
+    pub connection: ConnectionOptions,
+    pub engine: EngineSettings,
+    pub replication: ReplicationSettings,
+    /// Whether the edge applies pending migrations at startup.
+    pub migrate: bool,
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use crate::transport::stdio::StdioOptions;
 use crate::transport::unauthenticated::UnauthenticatedLimits;
 use crate::transport::{HttpSettings, TransportObserver};
 
-use super::setting::{named, settings, ConfigError, List, OptionalPath, Parsed, Seconds, Secret};
+use super::setting::{
+    named, settings, Bytes, ConfigError, List, OptionalPath, Parsed, Seconds, Secret,
+};
 
 /// How agents reach the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,10 +43,11 @@ settings! {
 
     /// stdio (one local client) or streamable HTTP at `/mcp`.
     transport <- transport: Parsed<Transport> = "stdio", "stdio or http";
-    /// Where the HTTP transport listens.
+    /// Where the HTTP transport listens; a non-loopback address needs authentication.
     http_addr <- http_addr: Parsed<SocketAddr> = "127.0.0.1:8080",
         "an address such as 127.0.0.1:8080";
-    /// Bearer token every HTTP request must carry; `None` means no auth.
+    /// A bearer token every HTTP request must carry, as one principal with every scope; empty:
+    /// none.
     auth_token <- auth_token: Secret = "", "any text (empty: no auth)";
     /// `Host` header values accepted (DNS-rebinding protection).
     allowed_hosts <- allowed_hosts: List = "localhost,127.0.0.1,::1",
@@ -52,62 +55,45 @@ settings! {
     /// `Origin` header values accepted; requests without `Origin` pass.
     allowed_origins <- allowed_origins: List = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*",
         "origins, comma-separated";
-    /// Allow a non-loopback HTTP address without a token.
+    /// Allow a non-loopback HTTP address without authentication (exposes the database to anyone
+    /// who can connect).
     allow_insecure <- allow_insecure: Parsed<bool> = "false", "true or false";
     /// Largest HTTP request body; larger ones get 413.
-    max_body_bytes <- max_body_bytes: Parsed<usize> = "1048576",
-        "a whole number of bytes, at least 1024",
-        if |n| *n >= 1024;
-    /// TOML file of operator-declared tools.
+    max_body_bytes <- max_body_bytes: Bytes<usize> = "1048576", AtLeast(1024);
+    /// TOML file of operator-declared tools (see `examples/tools.toml`); empty: none.
     tools_file <- tools_file: OptionalPath = "", "a path to a TOML file (empty: none)";
-    /// Serve every HTTP request statelessly (no legacy sessions).
+    /// Serve every HTTP request statelessly (no sessions, JSON responses), for replicas behind
+    /// a load balancer.
     stateless <- stateless: Parsed<bool> = "false", "true or false";
-    /// How long in-flight calls may run after shutdown starts.
-    shutdown_grace <- shutdown_grace: Seconds = "10",
-        "a number of seconds from 0 to 86400 (fractions allowed)";
-    /// How query rows are sent to agents.
+    /// Seconds running calls may take to finish after SIGTERM before they are interrupted.
+    shutdown_grace <- shutdown_grace: Seconds = "10", AtLeast(0.0);
+    /// How query rows reach agents: `csv` (one text block of typed CSV) or `json`
+    /// (`structuredContent` with an output schema plus the same JSON as text).
     row_format <- row_format: Parsed<RowFormat> = "csv", "csv or json";
     /// Requests being served or whose answers are not yet written: beyond
     /// it stdio stops reading and HTTP answers 503.
-    max_in_flight <- max_in_flight: Parsed<usize> = "32", "a whole number from 1 to 1000000",
-        if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
+    max_in_flight <- max_in_flight: Parsed<usize> = "32", Between(1, MAX_CLIENT_LIMIT);
     /// Open HTTP sessions; a new one beyond it gets 503.
-    max_sessions <- max_sessions: Parsed<usize> = "256", "a whole number from 1 to 1000000",
-        if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
-    /// Open HTTP sessions of one principal; its next one gets 503.
-    max_sessions_per_principal <- max_sessions_per_principal: Parsed<usize> = "32",
-        "a whole number from 1 to 1000000",
-        if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
-    /// An HTTP session with no request for this long is closed.
-    session_idle_timeout <- session_idle_timeout: Seconds = "300",
-        "a number of seconds from 1 to 86400 (fractions allowed)",
-        if |d| d.as_secs_f64() >= 1.0;
-    /// Open MCP TCP connections (lowered at startup to what the open-file
-    /// limit allows, see [`crate::transport::accept`]).
-    max_connections <- max_connections: Parsed<usize> = "512", "a whole number from 1 to 1000000",
-        if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
+    max_sessions <- max_sessions: Parsed<usize> = "256", Between(1, MAX_CLIENT_LIMIT);
+    /// Open HTTP sessions of one principal (with authentication); its next one gets 503.
+    max_sessions_per_principal <- max_sessions_per_principal: Parsed<usize> = "32", Between(1, MAX_CLIENT_LIMIT);
+    /// Seconds after which an HTTP session with no request is closed and its memory freed.
+    session_idle_timeout <- session_idle_timeout: Seconds = "300", AtLeast(1.0);
+    /// Open MCP TCP connections; one more gets 503 and is closed (lowered at startup to what
+    /// the open-file limit holds beside the database and the sidecar).
+    max_connections <- max_connections: Parsed<usize> = "512", Between(1, MAX_CLIENT_LIMIT);
     /// With authentication: TCP connections open that have not yet
     /// authenticated, from every address together (within the cap above).
-    max_unauthenticated <- max_unauthenticated: Parsed<usize> = "128",
-        "a whole number from 1 to 1000000",
-        if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
+    max_unauthenticated <- max_unauthenticated: Parsed<usize> = "128", Between(1, MAX_CLIENT_LIMIT);
     /// With authentication: connections not yet authenticated from one
     /// source address.
-    max_unauthenticated_per_address <- max_unauthenticated_per_address: Parsed<usize> = "16",
-        "a whole number from 1 to 1000000",
-        if |n| (1..=MAX_CLIENT_LIMIT).contains(n);
-    /// With authentication: time a connection has to authenticate.
-    auth_timeout <- auth_timeout: Seconds = "10",
-        "a number of seconds from 0.1 to 86400 (fractions allowed)",
-        if |d| d.as_secs_f64() >= 0.1;
-    /// Time a client has to send a request's headers.
-    header_timeout <- header_timeout: Seconds = "10",
-        "a number of seconds from 0.1 to 86400 (fractions allowed)",
-        if |d| d.as_secs_f64() >= 0.1;
-    /// Time a client has to send a request's body.
-    body_timeout <- body_timeout: Seconds = "30",
-        "a number of seconds from 0.1 to 86400 (fractions allowed)",
-        if |d| d.as_secs_f64() >= 0.1;
+    max_unauthenticated_per_address <- max_unauthenticated_per_address: Parsed<usize> = "16", Between(1, MAX_CLIENT_LIMIT);
+    /// With authentication: seconds a connection has to authenticate before it is closed.
+    auth_timeout <- auth_timeout: Seconds = "10", AtLeast(0.1);
+    /// Seconds a client has to send a request's headers before the connection is closed.
+    header_timeout <- header_timeout: Seconds = "10", AtLeast(0.1);
+    /// Seconds a client has to send a request's body before it gets 408.
+    body_timeout <- body_timeout: Seconds = "30", AtLeast(0.1);
 }
 
 impl McpConfig {
@@ -130,10 +116,13 @@ impl McpConfig {
         {
             return Err(mcp_vars::http_addr.invalid_because(
                 &self.http_addr.to_string(),
-                "a loopback address unless EROS_MCP_AUTH_TOKEN or EROS_AUTH_TOKENS_FILE is set \
-                 (or EROS_MCP_ALLOW_INSECURE=true, which exposes the database to anyone who can \
-                 reach the port)"
-                    .into(),
+                format!(
+                    "a loopback address unless {} or {} is set (or {}=true, which exposes the \
+                     database to anyone who can reach the port)",
+                    mcp_vars::auth_token.variable(),
+                    super::auth::auth_vars::tokens_file.variable(),
+                    mcp_vars::allow_insecure.variable(),
+                ),
             ));
         }
         Ok(())
@@ -141,38 +130,90 @@ impl McpConfig {
 }
 
 impl McpConfig {
-    /// What the HTTP transport needs.
-    pub fn http_settings(&self) -> HttpSettings {
-        HttpSettings {
-            http_addr: self.http_addr,
-            allowed_hosts: self.allowed_hosts.clone(),
-            allowed_origins: self.allowed_origins.clone(),
-            max_body_bytes: self.max_body_bytes,
-            stateless: self.stateless,
-            shutdown_grace: self.shutdown_grace,
-            max_in_flight: self.max_in_flight,
-            max_sessions: self.max_sessions,
-            max_sessions_per_principal: self.max_sessions_per_principal,
-            session_idle_timeout: self.session_idle_timeout,
-            max_connections: self.max_connections,
-            header_timeout: self.header_timeout,
-            body_timeout: self.body_timeout,
-            unauthenticated: UnauthenticatedLimits {
-                max_connections: self.max_unauthenticated,
-                per_address: self.max_unauthenticated_per_address,
-                timeout: self.auth_timeout,
+    /// Every layer's settings, built in one place: the configuration is
+    /// taken apart field by field (no `..`), so a new setting fails to
+    /// compile until it is handed to a layer, and one handed nowhere is an
+    /// unused variable, which `clippy -D warnings` refuses.
+    pub fn layers(&self) -> McpLayers {
+        let McpConfig {
+            transport,
+            http_addr,
+            auth_token,
+            allowed_hosts,
+            allowed_origins,
+            allow_insecure: _checked_in_refuse_exposure_without_auth,
+            max_body_bytes,
+            tools_file,
+            stateless,
+            shutdown_grace,
+            row_format,
+            max_in_flight,
+            max_sessions,
+            max_sessions_per_principal,
+            session_idle_timeout,
+            max_connections,
+            max_unauthenticated,
+            max_unauthenticated_per_address,
+            auth_timeout,
+            header_timeout,
+            body_timeout,
+        } = self.clone();
+        McpLayers {
+            transport,
+            http: HttpSettings {
+                http_addr,
+                allowed_hosts,
+                allowed_origins,
+                max_body_bytes,
+                stateless,
+                shutdown_grace,
+                max_in_flight,
+                max_sessions,
+                max_sessions_per_principal,
+                session_idle_timeout,
+                max_connections,
+                header_timeout,
+                body_timeout,
+                unauthenticated: UnauthenticatedLimits {
+                    max_connections: max_unauthenticated,
+                    per_address: max_unauthenticated_per_address,
+                    timeout: auth_timeout,
+                },
             },
+            auth_token,
+            tools_file,
+            row_format,
         }
     }
 
-    /// What the stdio transport needs, reporting to `observer`.
+    /// What the HTTP transport needs.
+    pub fn http_settings(&self) -> HttpSettings {
+        self.layers().http
+    }
+
+    /// What the stdio transport needs, reporting to `observer`: the same
+    /// grace and in-flight cap as HTTP.
     pub fn stdio_options(&self, observer: std::sync::Arc<dyn TransportObserver>) -> StdioOptions {
+        let http = self.layers().http;
         StdioOptions {
-            grace: self.shutdown_grace,
-            max_in_flight: self.max_in_flight,
+            grace: http.shutdown_grace,
+            max_in_flight: http.max_in_flight,
             observer,
         }
     }
+}
+
+/// The settings of each part `EROS_MCP_*` configures (no `Debug`: it
+/// holds the token).
+#[derive(Clone)]
+pub struct McpLayers {
+    pub transport: Transport,
+    pub http: HttpSettings,
+    /// The one principal with every scope (`None`: no such token).
+    pub auth_token: Option<String>,
+    /// Operator-declared tools.
+    pub tools_file: Option<std::path::PathBuf>,
+    pub row_format: RowFormat,
 }
 
 #[cfg(test)]

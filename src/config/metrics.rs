@@ -12,7 +12,8 @@ settings! {
     pub mod metrics_vars;
     prefix = "EROS_METRICS_";
 
-    /// Where `/metrics`, `/livez`, `/readyz` and `/stats` are served; `None` when off.
+    /// Address of `/metrics`, `/livez`, `/readyz` and `/stats` (outside MCP auth); `off`
+    /// disables the sidecar.
     addr <- addr: AddressOrOff = "127.0.0.1:9090", "an address such as 127.0.0.1:9090, or off";
 }
 

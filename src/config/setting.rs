@@ -1,7 +1,8 @@
 //! One configuration setting, declared once: its variable, default,
-//! allowed values and doc live in one entry of a [`settings!`] table, from
-//! which the raw `envy` struct, the typed struct, the defaults, the
-//! validation and the `VARIABLE=value` display are all derived.
+//! allowed values (a [`Rule`], whose text and check are one value) and doc
+//! live in one entry of a [`settings!`] table, from which the raw `envy`
+//! struct, the typed struct, the defaults, the validation, the error text
+//! and the `VARIABLE=value` display are all derived.
 //!
 //! `envy` reads the variables of one prefix into the raw struct (one
 //! `Option<String>` per variable); each value is then parsed on its own by
@@ -25,7 +26,7 @@ pub struct ConfigError {
 }
 
 /// Everything said about one variable, from its table entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Setting {
     /// The layer's prefix (`EROS_DB_`).
     pub prefix: &'static str,
@@ -33,8 +34,9 @@ pub struct Setting {
     pub key: &'static str,
     /// The default, as text; parsed like a given value.
     pub default: &'static str,
-    /// What the variable accepts, for error messages.
-    pub allowed: &'static str,
+    /// What the variable accepts, for error messages: the text of the
+    /// entry's [`Rule`], the same value that checks it.
+    pub allowed: fn() -> String,
     /// What the setting does.
     pub doc: &'static str,
 }
@@ -47,7 +49,12 @@ impl Setting {
 
     /// The error for `value`, saying what is allowed.
     pub fn invalid(&self, value: &str) -> ConfigError {
-        self.invalid_because(value, self.allowed.to_string())
+        self.invalid_because(value, (self.allowed)())
+    }
+
+    /// What the variable accepts, as error messages and the reference say.
+    pub fn allowed(&self) -> String {
+        (self.allowed)()
     }
 
     /// The error for `value` with an `allowed` text that depends on other
@@ -103,9 +110,62 @@ macro_rules! named {
 }
 pub(crate) use named;
 
-/// Gives a table entry's check closure its argument type.
-pub fn check<K: Kind>(valid: impl Fn(&K::Value) -> bool) -> impl Fn(&K::Value) -> bool {
-    valid
+/// What a setting of kind `K` accepts beyond being read by `K`: the text
+/// people are shown and the check, one value so they cannot drift apart.
+pub trait Rule<K: Kind> {
+    fn admits(&self, value: &K::Value) -> bool;
+    fn text(&self) -> String;
+}
+
+/// A plain description: whatever `K` reads is allowed.
+impl<K: Kind> Rule<K> for &'static str {
+    fn admits(&self, _value: &K::Value) -> bool {
+        true
+    }
+    fn text(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Kinds whose values are bounded by numbers, and how a bound reads.
+pub trait Bounded: Kind {
+    /// How a bound is written in a table (`1000`, `0.5` seconds).
+    type Bound: Copy + std::fmt::Display;
+    fn at_least(value: &Self::Value, low: Self::Bound) -> bool;
+    fn at_most(value: &Self::Value, high: Self::Bound) -> bool;
+    /// `from 1 to 1000` as this kind says it.
+    fn between_text(low: Self::Bound, high: Self::Bound) -> String;
+    /// `at least 1` as this kind says it.
+    fn at_least_text(low: Self::Bound) -> String;
+}
+
+/// From `low` to `high`, both included.
+pub struct Between<B>(pub B, pub B);
+
+impl<K: Bounded> Rule<K> for Between<K::Bound> {
+    fn admits(&self, value: &K::Value) -> bool {
+        K::at_least(value, self.0) && K::at_most(value, self.1)
+    }
+    fn text(&self) -> String {
+        K::between_text(self.0, self.1)
+    }
+}
+
+/// `low` or more.
+pub struct AtLeast<B>(pub B);
+
+impl<K: Bounded> Rule<K> for AtLeast<K::Bound> {
+    fn admits(&self, value: &K::Value) -> bool {
+        K::at_least(value, self.0)
+    }
+    fn text(&self) -> String {
+        K::at_least_text(self.0)
+    }
+}
+
+/// The rule of a table entry, typed by the entry's kind.
+pub fn rule<K: Kind, R: Rule<K>>(rule: R) -> R {
+    rule
 }
 
 /// How a kind of setting is written in the environment.
@@ -138,6 +198,56 @@ impl<T: FromStr + std::fmt::Display + Clone + PartialEq> Kind for Parsed<T> {
     }
 }
 
+macro_rules! whole_numbers {
+    ($($t:ty),*) => {$(
+        impl Bounded for Parsed<$t> {
+            type Bound = $t;
+            fn at_least(value: &$t, low: $t) -> bool {
+                *value >= low
+            }
+            fn at_most(value: &$t, high: $t) -> bool {
+                *value <= high
+            }
+            fn between_text(low: $t, high: $t) -> String {
+                format!("a whole number from {low} to {high}")
+            }
+            fn at_least_text(low: $t) -> String {
+                format!("a whole number of at least {low}")
+            }
+        }
+    )*};
+}
+whole_numbers!(u32, u64, usize);
+
+/// A whole number of bytes: read like any number, its bounds say "bytes".
+pub struct Bytes<T>(std::marker::PhantomData<T>);
+
+impl<T: FromStr + std::fmt::Display + Clone + PartialEq> Kind for Bytes<T> {
+    type Value = T;
+    fn parse(text: &str) -> Option<T> {
+        text.parse().ok()
+    }
+    fn show(value: &T) -> String {
+        value.to_string()
+    }
+}
+
+impl<T: FromStr + std::fmt::Display + Clone + Copy + PartialOrd> Bounded for Bytes<T> {
+    type Bound = T;
+    fn at_least(value: &T, low: T) -> bool {
+        *value >= low
+    }
+    fn at_most(value: &T, high: T) -> bool {
+        *value <= high
+    }
+    fn between_text(low: T, high: T) -> String {
+        format!("a whole number of bytes from {low} to {high}")
+    }
+    fn at_least_text(low: T) -> String {
+        format!("a whole number of bytes, at least {low}")
+    }
+}
+
 /// Longest duration any setting may have: a typo must not become a
 /// timeout of years.
 pub const MAX_SECONDS: f64 = 86_400.0;
@@ -157,6 +267,22 @@ impl Kind for Seconds {
     }
 }
 
+impl Bounded for Seconds {
+    type Bound = f64;
+    fn at_least(value: &Duration, low: f64) -> bool {
+        value.as_secs_f64() >= low
+    }
+    fn at_most(value: &Duration, high: f64) -> bool {
+        value.as_secs_f64() <= high
+    }
+    fn between_text(low: f64, high: f64) -> String {
+        format!("a number of seconds from {low} to {high} (fractions allowed)")
+    }
+    fn at_least_text(low: f64) -> String {
+        Self::between_text(low, MAX_SECONDS)
+    }
+}
+
 pub const MIB: u64 = 1024 * 1024;
 
 /// A whole number of MiB, held as bytes.
@@ -169,6 +295,23 @@ impl Kind for Mib {
     }
     fn show(bytes: &u64) -> String {
         (bytes / MIB).to_string()
+    }
+}
+
+/// Bounds of a MiB setting are written in MiB.
+impl Bounded for Mib {
+    type Bound = u64;
+    fn at_least(bytes: &u64, low: u64) -> bool {
+        *bytes >= low.saturating_mul(MIB)
+    }
+    fn at_most(bytes: &u64, high: u64) -> bool {
+        *bytes <= high.saturating_mul(MIB)
+    }
+    fn between_text(low: u64, high: u64) -> String {
+        format!("a whole number of MiB from {low} to {high}")
+    }
+    fn at_least_text(low: u64) -> String {
+        format!("a whole number of MiB, at least {low}")
     }
 }
 
@@ -306,8 +449,12 @@ pub fn read_prefixed<T: serde::de::DeserializeOwned>(
 ///
 /// ```text
 /// /// doc
-/// typed_field <- env_key: Kind = "default", "allowed values" [, if |value| check];
+/// typed_field <- env_key: Kind = "default", rule;
 /// ```
+///
+/// where the rule is a [`Rule`]: a text for kinds that check themselves
+/// (`"true or false"`), or a bound whose text is derived from it
+/// (`Between(1, 1000)`, `AtLeast(0.1)`).
 ///
 /// and derives the typed struct (`$config`, with `from_vars`, `from_env`,
 /// `Default`, `Display` as `VARIABLE=value` lines, and a `Debug` that hides
@@ -325,8 +472,7 @@ macro_rules! settings {
         prefix = $prefix:literal;
         $(
             $(#[doc = $doc:literal])*
-            $field:ident <- $key:ident : $kind:ty = $default:literal, $allowed:literal
-                $(, if $check:expr)?;
+            $field:ident <- $key:ident : $kind:ty = $default:literal, $rule:expr;
         )*
     ) => {
         $(#[doc = $config_doc])*
@@ -355,7 +501,16 @@ macro_rules! settings {
                     prefix: $prefix,
                     key: stringify!($key),
                     default: $default,
-                    allowed: $allowed,
+                    allowed: {
+                        fn allowed() -> String {
+                            #[allow(unused_imports)]
+                            use super::*;
+                            #[allow(unused_imports)]
+                            use $crate::config::setting::{rule, AtLeast, Between, Rule};
+                            Rule::<$kind>::text(&rule::<$kind, _>($rule))
+                        }
+                        allowed
+                    },
                     doc: concat!($($doc, "\n"),*),
                 };
             )*
@@ -386,12 +541,11 @@ macro_rules! settings {
             pub fn from_raw(raw: &$raw) -> Result<Self, $crate::config::ConfigError> {
                 let mut config = Self {
                     $(
-                        $field: $vars::$key.read::<$kind>(
-                            raw.$key.as_deref(),
-                            $crate::config::setting::check::<$kind>(|_value| {
-                                true $(&& $crate::config::setting::check::<$kind>($check)(_value))?
-                            }),
-                        )?,
+                        $field: $vars::$key.read::<$kind>(raw.$key.as_deref(), |value| {
+                            #[allow(unused_imports)]
+                            use $crate::config::setting::{rule, AtLeast, Between, Rule};
+                            Rule::<$kind>::admits(&rule::<$kind, _>($rule), value)
+                        })?,
                     )*
                 };
                 config.relate(raw)?;
@@ -491,10 +645,10 @@ mod tests {
     }
 
     const LIMIT: Setting = Setting {
-        prefix: "EROS_T_",
+        prefix: "TEST_",
         key: "limit",
         default: "7",
-        allowed: "a whole number from 1 to 9",
+        allowed: || "a whole number from 1 to 9".to_string(),
         doc: "",
     };
 
@@ -511,19 +665,19 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"invalid EROS_T_LIMIT="12": a whole number from 1 to 9"#
+            r#"invalid TEST_LIMIT="12": a whole number from 1 to 9"#
         );
     }
 
     #[test]
     fn a_variable_no_setting_declares_is_refused() {
         let err = read_prefixed::<std::collections::HashMap<String, String>>(
-            "EROS_T_",
+            "TEST_",
             &[LIMIT],
-            [("EROS_T_LIMTI".to_string(), "3".to_string())],
+            [("TEST_LIMTI".to_string(), "3".to_string())],
         )
         .unwrap_err();
-        assert_eq!(err.variable, "EROS_T_LIMTI");
+        assert_eq!(err.variable, "TEST_LIMTI");
         assert!(err.allowed.contains("not a known variable"));
     }
 }

@@ -321,39 +321,139 @@ fn read_doc(path: &str) -> String {
         .unwrap_or_else(|err| panic!("{path}: {err}"))
 }
 
-/// Every declared setting has a row in docs/configuration.md,
-/// `| `VARIABLE` | `default` | allowed | meaning |` (`empty` for an empty
-/// default), and every row there names a declared variable.
+/// The row docs/configuration.md holds for `setting`, derived from its
+/// declaration: `| `VARIABLE` | `default` | allowed | meaning |`.
+fn reference_row(setting: &Setting) -> String {
+    let default = match setting.default {
+        "" => "empty".to_string(),
+        default => format!("`{default}`"),
+    };
+    let meaning: Vec<&str> = setting.doc.lines().map(str::trim).collect();
+    format!(
+        "| `{}` | {default} | {} | {} |",
+        setting.variable(),
+        setting.allowed(),
+        meaning.join(" ")
+    )
+}
+
+/// Every declared setting has its row in docs/configuration.md exactly as
+/// its declaration says (default, allowed values, meaning), and every row
+/// there names a declared variable. `BLESS=1` rewrites the rows from the
+/// declarations instead of comparing.
 #[test]
-fn every_setting_is_in_the_configuration_reference_with_its_default() {
-    let reference = read_doc("docs/configuration.md");
+fn every_setting_is_in_the_configuration_reference_as_declared() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+    let mut reference = read_doc("docs/configuration.md");
+    let bless = std::env::var_os("BLESS").is_some();
     for setting in Config::settings() {
         let variable = setting.variable();
+        let expected = reference_row(setting);
         let row = reference
             .lines()
             .find(|line| line.starts_with(&format!("| `{variable}` |")))
-            .unwrap_or_else(|| panic!("{variable} has no row in docs/configuration.md"));
-        let documented = row.split('|').nth(2).unwrap().trim();
-        let expected = match setting.default {
-            "" => "empty".to_string(),
-            default => format!("`{default}`"),
-        };
-        assert_eq!(
-            documented, expected,
-            "{variable}: docs/configuration.md says {documented}, the default is {expected}"
-        );
+            .unwrap_or_else(|| panic!("{variable} has no row in docs/configuration.md"))
+            .to_string();
+        if bless {
+            reference = reference.replace(&row, &expected);
+        } else {
+            assert_eq!(
+                row, expected,
+                "docs/configuration.md differs from the declaration of {variable} \
+                 (BLESS=1 cargo test --test operations config:: rewrites it)"
+            );
+        }
     }
-    let logging = ["EROS_LOG", "EROS_LOG_FORMAT"];
+    if bless {
+        std::fs::write(&path, &reference).unwrap();
+    }
     for row in reference
         .lines()
         .filter(|line| line.starts_with("| `EROS_"))
     {
         let variable = row.split('`').nth(1).unwrap();
         assert!(
-            logging.contains(&variable) || Config::settings().any(|s| s.variable() == variable),
+            LOGGING.contains(&variable) || declared(variable),
             "{variable} is in docs/configuration.md but not declared"
         );
     }
+}
+
+/// The two variables the command line reads (clap, in `src/main.rs`).
+const LOGGING: [&str; 2] = ["EROS_LOG", "EROS_LOG_FORMAT"];
+
+/// Names the unit tests use to show that a misspelled variable is refused.
+const MISSPELLED: [&str; 3] = ["EROS_AUTH_ISUER", "EROS_AUDIT_PARMS", "EROS_DB_POOL_SZIE"];
+
+fn declared(variable: &str) -> bool {
+    Config::settings().any(|s| s.variable() == variable)
+}
+
+/// Every `EROS_*` name written anywhere in the repository (code, messages,
+/// docs, manifests, dashboards, scripts) is a declared variable, one of the
+/// layers' prefixes, or a deliberate misspelling: renaming a variable in
+/// its declaration fails here until every mention follows.
+#[test]
+fn every_variable_named_anywhere_is_declared() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let prefixes = [
+        DatabaseConfig::PREFIX,
+        McpConfig::PREFIX,
+        AuthConfig::PREFIX,
+        AuditConfig::PREFIX,
+        MetricsConfig::PREFIX,
+    ];
+    let mut unknown = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with('.') && name != ".env.example" && name != ".ci"
+                || ["target", "node_modules"].contains(&name.as_str())
+            {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("EROS_") {
+                let inside_a_word = rest[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                let tail = &rest[at..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                    .unwrap_or(tail.len());
+                let word = &tail[..end];
+                rest = &tail[end..];
+                let known = inside_a_word
+                    || declared(word)
+                    || LOGGING.contains(&word)
+                    || MISSPELLED.contains(&word)
+                    || word == "EROS_"
+                    || prefixes.contains(&word);
+                if !known {
+                    unknown.push(format!(
+                        "{}: {word}",
+                        path.strip_prefix(root).unwrap().display()
+                    ));
+                }
+            }
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    assert!(
+        unknown.is_empty(),
+        "undeclared variables named: {unknown:#?}"
+    );
 }
 
 /// The README stays an overview: at most 250 lines, and the defaults are
