@@ -19,6 +19,7 @@
 //! - [`policy`]: column and table policies: what a principal lacking a scope may not read.
 //! - [`replication`]: cooperating with Litestream: the primary's checkpoints and heartbeat, replicas.
 //! - [`retry`]: backoff for transient SQLite failures.
+//! - [`rmcp_gaps`]: where the server works around rmcp, each gap with its rmcp version and reason.
 //! - [`shutdown`]: the signal that tells every part to stop.
 
 pub mod app;
@@ -34,6 +35,7 @@ pub mod policy;
 pub mod pool;
 pub mod replication;
 pub mod retry;
+pub mod rmcp_gaps;
 pub mod shutdown;
 pub mod sidecar;
 pub mod sqlite;

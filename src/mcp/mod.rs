@@ -7,7 +7,7 @@
 //! - [`respond`]: engine results to tool results, and metrics per call.
 //! - [`rows`]: the row formats (typed CSV, the default, and JSON).
 //! - [`calls`]: in-flight calls, refused and drained on shutdown.
-//! - [`tool_schema`]: every tool schema in standard, compact JSON Schema.
+//! - [`crate::rmcp_gaps::tool_schema`]: every tool schema in standard, compact JSON Schema.
 
 pub mod calls;
 pub mod declared;
@@ -15,7 +15,6 @@ pub mod observer;
 mod prompts;
 pub mod respond;
 pub mod rows;
-mod tool_schema;
 mod tools;
 
 use std::collections::HashMap;
@@ -136,9 +135,12 @@ impl ErosServer {
         }
         for route in router.map.values_mut() {
             let tool = &mut route.attr;
-            tool.input_schema = Arc::new(tool_schema::standardize(&tool.input_schema));
+            tool.input_schema = Arc::new(crate::rmcp_gaps::tool_schema::standardize(
+                &tool.input_schema,
+            ));
             if let Some(output) = &tool.output_schema {
-                tool.output_schema = Some(Arc::new(tool_schema::standardize(output)));
+                tool.output_schema =
+                    Some(Arc::new(crate::rmcp_gaps::tool_schema::standardize(output)));
             }
         }
         Self {

@@ -3,7 +3,7 @@
 //! bearer token in front and a request-body limit (413). A body that is not
 //! JSON gets 400 with the JSON-RPC `-32700` answer, one that is not a
 //! message 400 with `-32600`, and a known method with params that do not
-//! fit it `-32602` ([`super::jsonrpc`]); a session `DELETE` answers 204.
+//! fit it `-32602` ([`crate::rmcp_gaps::jsonrpc`]); a session `DELETE` answers 204.
 //! An SSE answer goes out in one write when the call is quick: its head
 //! waits briefly for the answer instead of leaving alone.
 //! 2025-11-25 clients get sessions;
@@ -30,21 +30,22 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 use rmcp::transport::streamable_http_server::session::{SessionId, SessionManager};
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::accept::{self, ConnectionLimits};
 use super::auth::{authenticate, require_scope, Authenticator};
-use super::jsonrpc::{self, ErrorAnswer, Screened};
 use super::observer::{Rejection, TransportObserver};
 use super::operation::Operation;
-use super::rebinding::{refuse_rebinding, RebindingGuard};
 use super::sessions::{LimitedSessions, OpeningSession, SessionAccess};
 use super::settings::HttpSettings;
 use super::TransportError;
 use crate::identity::Principal;
 use crate::mcp::{AssignedSession, CallTracker};
+use crate::rmcp_gaps::jsonrpc::{self, ErrorAnswer, Screened};
+use crate::rmcp_gaps::rebinding::{refuse_rebinding, RebindingGuard};
 use crate::shutdown::Shutdown;
 
 /// Binds the MCP port; fails fast with a clear error if it is taken.
@@ -252,9 +253,13 @@ async fn read_body(State(limits): State<RequestLimits>, request: Request, next: 
         }
     };
     let mut parts = parts;
+    // The body is parsed here once (rmcp parses it again: its service
+    // takes bytes); what it asks for is read from that one parse.
+    let mut initialize = false;
     if is_json(&parts.headers) {
         match jsonrpc::screen(&bytes) {
             Screened::Message(message) => {
+                initialize = is_initialize(&message);
                 if let Some(operation) = Operation::of(&message) {
                     parts.extensions.insert(operation);
                 }
@@ -270,7 +275,7 @@ async fn read_body(State(limits): State<RequestLimits>, request: Request, next: 
         }
     }
     let new_session = !parts.headers.contains_key("mcp-session-id");
-    if new_session && is_initialize(&bytes) {
+    if new_session && initialize {
         if limits.sessions.is_full() {
             limits.observer.session_rejected();
             return unavailable("too many open sessions (EROS_MCP_MAX_SESSIONS)");
@@ -439,16 +444,13 @@ impl http_body::Body for Coalesced {
     }
 }
 
-/// Whether a JSON-RPC body is an `initialize` request (which opens a
-/// session); anything unreadable is left to rmcp to refuse.
-fn is_initialize(body: &Bytes) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Method<'a> {
-        #[serde(borrow)]
-        method: Option<std::borrow::Cow<'a, str>>,
-    }
-    serde_json::from_slice::<Method<'_>>(body)
-        .is_ok_and(|m| m.method.as_deref() == Some("initialize"))
+/// Whether a message is an `initialize` request (which opens a session).
+fn is_initialize(message: &ClientJsonRpcMessage) -> bool {
+    matches!(
+        message,
+        ClientJsonRpcMessage::Request(request)
+            if matches!(request.request, ClientRequest::InitializeRequest(_))
+    )
 }
 
 /// Serves a POST only with a free in-flight slot, held until its answer has

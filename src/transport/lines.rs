@@ -1,10 +1,10 @@
 //! Newline-delimited JSON-RPC over a reader and a writer (stdin and stdout),
 //! our own rather than rmcp's `AsyncRwTransport`: every line that cannot be
-//! served gets its JSON-RPC error answer ([`super::jsonrpc`]), and a request
+//! served gets its JSON-RPC error answer ([`crate::rmcp_gaps::jsonrpc`]), and a request
 //! that reuses the id of one still in flight is refused instead of run a
 //! second time.
 //!
-//! A tool answer's line is written by [`super::answer_line`], every other
+//! A tool answer's line is written by [`crate::rmcp_gaps::answer_line`], every other
 //! message's by serde_json.
 //!
 //! One writer task owns the output and writes whole lines from a short
@@ -20,9 +20,9 @@ use rmcp::RoleServer;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
-use super::answer_line;
-use super::jsonrpc::{self, ErrorAnswer, Screened};
 use super::request_ids::RequestIds;
+use crate::rmcp_gaps::answer_line;
+use crate::rmcp_gaps::jsonrpc::{self, ErrorAnswer, Screened};
 
 /// The longest line read; a longer one is discarded and refused. rmcp's
 /// own limit, kept so clients see the same bound.

@@ -1,24 +1,21 @@
 //! How agents reach the MCP server: [`stdio`] for one local client (JSON
 //! lines framed by [`lines`], on the [`pipes`] the client spawned us with,
-//! tool answers written by `answer_line`), [`http`] for streamable HTTP at `/mcp` (with
+//! tool answers written by [`crate::rmcp_gaps::answer_line`]), [`http`] for streamable HTTP at `/mcp` (with
 //! [`auth`] in front, served by the hardened [`accept`] loop, with
 //! [`sessions`] capped and expiring, and connections without a token held
 //! to their own [`unauthenticated`] budget). Both judge what arrives with
-//! [`jsonrpc`] before rmcp sees it.
+//! [`crate::rmcp_gaps::jsonrpc`] before rmcp sees it.
 //! Both stop the same way: refuse new calls, let running ones finish within
 //! the grace period, then close. Both bound what a client that does not
 //! keep up may cost, and report it to an [`observer`].
 
 pub mod accept;
-mod answer_line;
 pub mod auth;
 pub mod http;
-pub mod jsonrpc;
 pub mod lines;
 pub mod observer;
 pub mod operation;
 pub mod pipes;
-pub mod rebinding;
 pub mod request_ids;
 pub mod sessions;
 pub mod settings;

@@ -11,7 +11,7 @@ use rmcp::model::{
     ClientJsonRpcMessage, ClientNotification, JsonRpcMessage, RequestId, ServerJsonRpcMessage,
 };
 
-use super::jsonrpc::ErrorAnswer;
+use crate::rmcp_gaps::jsonrpc::ErrorAnswer;
 
 /// The ids in flight. Cheap to clone: clones share the set.
 #[derive(Debug, Clone, Default)]

@@ -26,9 +26,9 @@ use rmcp::transport::streamable_http_server::session::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::jsonrpc::ErrorAnswer;
 use super::observer::TransportObserver;
 use super::request_ids::{answered, RequestIds};
+use crate::rmcp_gaps::jsonrpc::ErrorAnswer;
 
 /// Why a session operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -11,5 +11,6 @@ mod engine;
 mod hostile_load;
 mod migrations;
 mod pool;
+mod soak;
 mod sqlite_build;
 mod taken_back;
