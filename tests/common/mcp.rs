@@ -202,7 +202,7 @@ impl Drop for HttpServer {
 }
 
 /// Status of a plain GET (0 when the connection fails).
-fn http_get_status(port: u16, path: &str) -> u16 {
+pub fn http_get_status(port: u16, path: &str) -> u16 {
     http_get(port, path).0
 }
 

@@ -4,6 +4,7 @@
 
 pub mod attacks;
 pub mod csv;
+pub mod in_process;
 pub mod litestream;
 pub mod mcp;
 pub mod memory;

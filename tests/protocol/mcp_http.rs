@@ -1,8 +1,11 @@
-//! The real binary over streamable HTTP: both protocol eras, auth, DNS
-//! rebinding protection, body limits and malformed requests.
+//! Streamable HTTP: both protocol eras, auth, DNS rebinding protection,
+//! body limits and malformed requests against the server run in-process
+//! (the same assembly as the binary's); startup refusals and SIGTERM
+//! against the binary itself.
 
 use crate::common;
 
+use common::in_process::InProcessServer;
 use common::mcp::{call, rows, structured, HttpServer, ERAS};
 use common::TestDb;
 use serde_json::json;
@@ -17,7 +20,7 @@ fn initialize_body() -> String {
     .to_string()
 }
 
-async fn post(server: &HttpServer, headers: &[(&str, &str)], body: String) -> (u16, String) {
+async fn post(server: &InProcessServer, headers: &[(&str, &str)], body: String) -> (u16, String) {
     let client = reqwest::Client::new();
     let mut request = client
         .post(server.url())
@@ -35,7 +38,7 @@ async fn post(server: &HttpServer, headers: &[(&str, &str)], body: String) -> (u
 #[tokio::test]
 async fn both_protocol_eras_are_served_over_http() {
     let db = TestDb::new().with_demo_data();
-    let server = HttpServer::start(db.path(), &[]);
+    let server = InProcessServer::start(db.path(), &[]);
     for era in ERAS {
         let client = server.client(None, &era).await;
         assert_eq!(client.peer_info().unwrap().protocol_version, era);
@@ -53,7 +56,7 @@ async fn both_protocol_eras_are_served_over_http() {
 #[tokio::test]
 async fn stateless_mode_serves_both_eras() {
     let db = TestDb::new().with_demo_data();
-    let server = HttpServer::start(db.path(), &[("EROS_MCP_STATELESS", "true")]);
+    let server = InProcessServer::start(db.path(), &[("EROS_MCP_STATELESS", "true")]);
     for era in ERAS {
         let client = server.client(None, &era).await;
         let result = call(&client, "list_tables", json!({"pattern": "creator"})).await;
@@ -65,7 +68,7 @@ async fn stateless_mode_serves_both_eras() {
 #[tokio::test]
 async fn with_a_token_requests_without_it_get_401() {
     let db = TestDb::new().with_demo_data();
-    let server = HttpServer::start(db.path(), &[("EROS_MCP_AUTH_TOKEN", TOKEN)]);
+    let server = InProcessServer::start(db.path(), &[("EROS_MCP_AUTH_TOKEN", TOKEN)]);
     let (status, body) = post(&server, &[], initialize_body()).await;
     assert_eq!(status, 401);
     assert_eq!(body, "unauthorized", "a refusal says nothing more");
@@ -94,7 +97,7 @@ async fn with_a_token_requests_without_it_get_401() {
 #[tokio::test]
 async fn a_foreign_origin_or_host_is_refused() {
     let db = TestDb::new().with_demo_data();
-    let server = HttpServer::start(db.path(), &[]);
+    let server = InProcessServer::start(db.path(), &[]);
     let (status, _) = post(
         &server,
         &[("origin", "http://evil.example")],
@@ -112,7 +115,7 @@ async fn a_foreign_origin_or_host_is_refused() {
 #[tokio::test]
 async fn an_oversized_body_gets_413() {
     let db = TestDb::new().with_demo_data();
-    let server = HttpServer::start(db.path(), &[("EROS_MCP_MAX_BODY_BYTES", "4096")]);
+    let server = InProcessServer::start(db.path(), &[("EROS_MCP_MAX_BODY_BYTES", "4096")]);
     let big = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"padding": "x".repeat(10_000)}});
     let (status, _) = post(&server, &[], big.to_string()).await;
     assert_eq!(status, 413);
@@ -123,7 +126,7 @@ async fn an_oversized_body_gets_413() {
 #[tokio::test]
 async fn malformed_json_rpc_gets_an_error_and_the_server_lives_on() {
     let db = TestDb::new().with_demo_data();
-    let server = HttpServer::start(db.path(), &[]);
+    let server = InProcessServer::start(db.path(), &[]);
     for body in [
         "{not json",
         "[]",

@@ -1,8 +1,8 @@
-//! Protocol edges and signals, against the real binary: what a client that
-//! sends malformed JSON, misfit params or a reused id gets back over stdio
-//! (raw JSON lines) and HTTP (raw requests on a socket), the HTTP checks on
-//! `Host`, `Origin` and session `DELETE`, and what SIGHUP and SIGTERM do.
-//! One behaviour per test.
+//! Protocol edges and signals: what a client that sends malformed JSON,
+//! misfit params or a reused id gets back over stdio (raw JSON lines to the
+//! binary) and HTTP (raw requests on a socket to the server run
+//! in-process), the HTTP checks on `Host`, `Origin` and session `DELETE`,
+//! and what SIGHUP and SIGTERM do to the binary. One behaviour per test.
 
 use crate::common;
 
@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::in_process::InProcessServer;
 use common::mcp::{call, HttpServer};
 use serde_json::{json, Value};
 
@@ -454,7 +455,7 @@ fn in_session(port: u16, session: &str, body: &[u8]) -> RawResponse {
 #[test]
 fn http_malformed_json_gets_400_with_a_parse_error_body() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     let answer = post(server.port, &[], b"{\"jsonrpc\":\"2.0\",");
     assert_eq!(answer.status, 400, "{}", answer.body);
     let body: Value = serde_json::from_str(&answer.body).expect("a JSON body");
@@ -465,7 +466,7 @@ fn http_malformed_json_gets_400_with_a_parse_error_body() {
 #[test]
 fn http_invalid_utf8_gets_400_with_a_parse_error_body() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     let answer = post(
         server.port,
         &[],
@@ -478,7 +479,7 @@ fn http_invalid_utf8_gets_400_with_a_parse_error_body() {
 #[test]
 fn http_tools_call_with_a_non_string_name_gets_invalid_params() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     let session = open_session(server.port);
     let answer = in_session(
         server.port,
@@ -493,7 +494,7 @@ fn http_tools_call_with_a_non_string_name_gets_invalid_params() {
 #[test]
 fn http_tools_call_with_non_object_arguments_gets_invalid_params() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     let session = open_session(server.port);
     let answer = in_session(
         server.port,
@@ -506,7 +507,7 @@ fn http_tools_call_with_non_object_arguments_gets_invalid_params() {
 #[test]
 fn http_a_duplicate_in_flight_id_in_one_session_is_refused_and_not_run() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[("EROS_DB_READ_ONLY", "false")]);
+    let server = InProcessServer::start(&db, &[("EROS_DB_READ_ONLY", "false")]);
     let port = server.port;
     let session = open_session(port);
     let create = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -544,7 +545,7 @@ fn http_a_duplicate_in_flight_id_in_one_session_is_refused_and_not_run() {
 #[test]
 fn http_a_request_without_host_is_refused_with_400() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     let answer = post_with(server.port, &[], INITIALIZE.as_bytes());
     assert_eq!(answer.status, 400, "{}", answer.body);
     let http10 = format!(
@@ -558,7 +559,7 @@ fn http_a_request_without_host_is_refused_with_400() {
 #[test]
 fn http_a_host_that_only_starts_with_an_allowed_host_is_refused() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     for host in ["127.0.0.1.evil.com", "localhost.evil.com:8080"] {
         let answer = post_with(server.port, &[("Host", host)], INITIALIZE.as_bytes());
         assert_eq!(answer.status, 403, "{host}: {}", answer.body);
@@ -574,7 +575,7 @@ fn http_a_host_that_only_starts_with_an_allowed_host_is_refused() {
 #[test]
 fn http_an_allowed_host_passes_with_or_without_its_port() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     let with_port = format!("localhost:{}", server.port);
     for host in ["127.0.0.1", with_port.as_str()] {
         let answer = post_with(server.port, &[("Host", host)], INITIALIZE.as_bytes());
@@ -585,7 +586,7 @@ fn http_an_allowed_host_passes_with_or_without_its_port() {
 #[test]
 fn http_an_origin_whose_port_is_not_a_port_is_refused_with_403() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     let answer = post(
         server.port,
         &[("Origin", "http://127.0.0.1:80.evil.com")],
@@ -597,7 +598,7 @@ fn http_an_origin_whose_port_is_not_a_port_is_refused_with_403() {
 #[test]
 fn http_an_allowed_origin_with_any_port_passes() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     let answer = post(
         server.port,
         &[("Origin", "http://127.0.0.1:5173")],
@@ -609,7 +610,7 @@ fn http_an_allowed_origin_with_any_port_passes() {
 #[test]
 fn http_a_session_delete_answers_204() {
     let (_dir, db) = fresh_db();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     let session = open_session(server.port);
     let request = format!(
         "DELETE /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nMcp-Session-Id: {session}\r\n\
@@ -631,7 +632,7 @@ async fn http_keep_alive_calls_have_no_delayed_ack_floor() {
     // and Nagle's algorithm on, every call took about 44 ms.
     let (_dir, db) = fresh_db();
     eros_bench::dataset::create(&db, 1_000).unwrap();
-    let server = HttpServer::start(&db, &[]);
+    let server = InProcessServer::start(&db, &[]);
     let spec = eros_bench::ToolSpec {
         tool: "query".into(),
         sql_argument: "sql".into(),
