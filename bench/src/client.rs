@@ -1,5 +1,6 @@
 //! The one place an rmcp client session is set up: over stdio to a child
-//! process, or over streamable HTTP to a URL, in either protocol era. The
+//! process, over any pair of byte streams (an in-process server's), or over
+//! streamable HTTP to a URL, in either protocol era. The
 //! load generator and the server's integration tests both connect here.
 
 use std::process::Stdio;
@@ -79,6 +80,24 @@ pub async fn stdio(
         .await
         .map_err(|err| ClientError::Handshake(err.to_string()))?;
     Ok((session, pid))
+}
+
+/// Opens a session over `input` and `output`, the other ends of a server
+/// speaking newline-delimited MCP (an in-process stdio loop).
+pub async fn streams<R, W>(
+    input: R,
+    output: W,
+    handshake: &Handshake,
+) -> Result<Session, ClientError>
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    handshake
+        .config()
+        .serve_with_lifecycle((input, output), handshake.lifecycle())
+        .await
+        .map_err(|err| ClientError::Handshake(err.to_string()))
 }
 
 /// Opens a session with the streamable HTTP endpoint at `url`, sending

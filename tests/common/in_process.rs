@@ -95,3 +95,40 @@ impl Drop for InProcessServer {
         }
     }
 }
+
+/// The real server (`app::build`, as `main` assembles it) served by the
+/// stdio loop over in-memory pipes, with a client session on the other
+/// ends: the stdio protocol without a process. The loop ends when the
+/// client does.
+pub async fn stdio_client(db: &Path, env: &[(&str, &str)], version: &ProtocolVersion) -> Client {
+    use std::sync::Arc;
+
+    use eros_mcp::app::Observers;
+    use eros_mcp::mcp::CallTracker;
+    use eros_mcp::transport::{stdio, NoTransportObserver};
+
+    let mut vars: Vec<(String, String)> = vec![
+        ("EROS_DB_PATH".to_string(), db.display().to_string()),
+        ("EROS_METRICS_ADDR".to_string(), "off".to_string()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::from_vars(vars).expect("a valid configuration");
+    let calls = CallTracker::new();
+    let server = app::build(&config, &Observers::default(), Arc::clone(&calls))
+        .await
+        .expect("the server builds");
+    let (client_end, server_end) = tokio::io::duplex(1 << 20);
+    let (server_input, server_output) = tokio::io::split(server_end);
+    tokio::spawn(stdio::serve_on(
+        server,
+        calls,
+        Shutdown::new(),
+        config.mcp.stdio_options(Arc::new(NoTransportObserver)),
+        server_input,
+        server_output,
+    ));
+    let (client_input, client_output) = tokio::io::split(client_end);
+    mcp_client::streams(client_input, client_output, &handshake(version))
+        .await
+        .expect("MCP handshake over in-memory stdio")
+}

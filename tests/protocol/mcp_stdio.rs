@@ -1,8 +1,11 @@
-//! The real binary over stdio with a real MCP client, in both protocol eras.
+//! The MCP server over stdio with a real MCP client, in both protocol eras:
+//! the stdio loop run in-process over in-memory pipes, except where only the
+//! binary shows the behaviour (what stdout carries, a bad tools file at startup).
 
 use crate::common;
 
-use common::mcp::{call, rows, stdio_client, structured, text, ERAS};
+use common::in_process::stdio_client;
+use common::mcp::{call, rows, structured, text, ERAS};
 use common::TestDb;
 use serde_json::{json, Value};
 
