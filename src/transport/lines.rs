@@ -24,8 +24,8 @@ use super::request_ids::RequestIds;
 use crate::rmcp_gaps::answer_line;
 use crate::rmcp_gaps::jsonrpc::{self, ErrorAnswer, Screened};
 
-/// The longest line read; a longer one is discarded and refused. rmcp's
-/// own limit, kept so clients see the same bound.
+/// The longest line read; a longer one is discarded and answered with an
+/// error (rmcp 3.11 has the same bound but drops such a line unanswered).
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Lines waiting for the writer. Small: answers are already bounded by the

@@ -3,8 +3,10 @@
 //! session that has had no request for `EROS_MCP_SESSION_IDLE_TIMEOUT`, and
 //! is not answering one, is closed and its memory handed back.
 //!
-//! rmcp's own keep-alive is off: it ends the session's worker but knows
-//! nothing of the cap, and one clock is easier to reason about.
+//! rmcp's own keep-alive is off: since rmcp 3.11 it does free an idle
+//! session, but its timer ignores requests in flight, so a call longer
+//! than it would lose its session; and rmcp has no cap
+//! ([`crate::rmcp_gaps`], gap 8).
 //!
 //! A request reusing the id of one still in flight in its session is
 //! refused with `-32600` and not run: rmcp would run both and route one
