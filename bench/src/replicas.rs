@@ -10,7 +10,7 @@
 //! SIGKILLed together, the database is restored from the replica with
 //! `eros-mcp restore --output`, and the restored file gives the RPO (how much
 //! acknowledged work was lost) and the restore time. See BENCHMARKS.md,
-//! "Issue 12: replication benchmark".
+//! "Replication".
 
 use std::collections::BTreeSet;
 use std::fmt;
