@@ -10,6 +10,7 @@ mod cell;
 mod commit_gate;
 mod cursor;
 mod deadlines;
+pub mod dictionary;
 mod error;
 pub mod host;
 mod page;
