@@ -136,10 +136,13 @@ pub fn load(path: &Path, base: &[(String, String)]) -> Result<Vec<DatabaseSpec>,
     parse(path, &text, base)
 }
 
+/// One database's table as written: every key with where it is.
+type Entry = BTreeMap<String, Spanned<toml::Value>>;
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DatabasesFile {
-    databases: Spanned<BTreeMap<Spanned<String>, Spanned<BTreeMap<String, Spanned<toml::Value>>>>>,
+    databases: Spanned<BTreeMap<Spanned<String>, Spanned<Entry>>>,
 }
 
 /// Parses a databases file's `text` (read from `path`, against which
@@ -205,7 +208,7 @@ type At = (Option<usize>, String);
 
 fn read_database(
     name: &str,
-    mut entry: BTreeMap<String, Spanned<toml::Value>>,
+    mut entry: Entry,
     folder: &Path,
     base: &[(String, String)],
 ) -> Result<DatabaseSpec, At> {
@@ -215,7 +218,7 @@ fn read_database(
             _ => Err((Some(value.span().start), format!("{key} must be a string"))),
         }
     };
-    let take_text = |entry: &mut BTreeMap<String, Spanned<toml::Value>>, key: &str| {
+    let take_text = |entry: &mut Entry, key: &str| {
         entry
             .remove(key)
             .map(|value| text_of(key, &value))
