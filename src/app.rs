@@ -9,17 +9,18 @@
 //! the sidecar's, the audit log's); no layer reads another's. The metrics
 //! and the audit log observe the same calls through one fan-out each.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::audit::{AuditError, AuditLog};
 use crate::auth::{TokenValidator, ValidatorError};
-use crate::config::{Config, Transport};
+use crate::config::{Config, DatabaseSpec, DatabasesError, Transport};
 use crate::database::{self, StartupError};
 use crate::engine::QueryEngine;
 use crate::identity::tokens::{StaticTokens, TokensFileError};
 use crate::mcp::{
-    CallTracker, DeclaredTools, DeclaredToolsError, ErosServer, NoToolObserver, ToolObserver,
-    ToolObservers,
+    CallTracker, DeclaredTools, DeclaredToolsError, ErosServer, NoToolObserver, ServedDatabase,
+    ToolObserver, ToolObservers,
 };
 use crate::policy::{Policy, PolicyError};
 use crate::pool::{NoObserver, Pool, PoolObserver};
@@ -29,7 +30,7 @@ use crate::replication::lag::{LagMonitor, ReplicaLag};
 use crate::replication::restore::{self, RestoreError};
 use crate::replication::{Replication, ReplicationSettings, Role};
 use crate::shutdown::Shutdown;
-use crate::sidecar::{Metrics, Readiness, Sidecar, SidecarBindError, SidecarState};
+use crate::sidecar::{Metrics, Readiness, ReadinessSet, Sidecar, SidecarBindError, SidecarState};
 use crate::sqlite::health::FileFault;
 use crate::sqlite::migrations;
 use crate::transport::accept::{raise_open_file_limit, FileBudget};
@@ -46,6 +47,10 @@ pub enum AppError {
     Restore(#[from] RestoreError),
     #[error(transparent)]
     DeclaredTools(#[from] DeclaredToolsError),
+    #[error(transparent)]
+    Databases(#[from] DatabasesError),
+    #[error(transparent)]
+    ToolClash(crate::mcp::ToolClash),
     #[error(transparent)]
     Tokens(#[from] TokensFileError),
     #[error(transparent)]
@@ -72,7 +77,8 @@ pub enum AppError {
 /// and for recording them (the audit log).
 #[derive(Clone)]
 pub struct Observers {
-    pub pool: Arc<dyn PoolObserver>,
+    /// What the pool of the named database reports to.
+    pub pool: Arc<dyn Fn(&str) -> Arc<dyn PoolObserver> + Send + Sync>,
     pub tools: Arc<dyn ToolObserver>,
     pub transport: Arc<dyn TransportObserver>,
 }
@@ -80,77 +86,100 @@ pub struct Observers {
 impl Default for Observers {
     fn default() -> Self {
         Self {
-            pool: Arc::new(NoObserver),
+            pool: Arc::new(|_: &str| Arc::new(NoObserver) as Arc<dyn PoolObserver>),
             tools: Arc::new(NoToolObserver),
             transport: Arc::new(NoTransportObserver),
         }
     }
 }
 
-/// Opens the database and builds the MCP server (blocking work runs on a
+/// Opens the databases and builds the MCP server (blocking work runs on a
 /// blocking thread).
 pub async fn build(
     config: &Config,
     observers: &Observers,
     calls: Arc<CallTracker>,
 ) -> Result<ErosServer, AppError> {
-    build_following(config, observers, calls, None).await
+    let specs = config.database_specs()?;
+    build_following(config, &specs, observers, calls, &HashMap::new()).await
 }
 
-/// [`build`] for a replica whose follower the server runs: its copy is
-/// served only while `follower` lets it.
+/// [`build`] for the databases `specs` declares; a replica whose follower
+/// the server runs is served only while its gate in `followers` lets it.
 pub async fn build_following(
     config: &Config,
+    specs: &[DatabaseSpec],
     observers: &Observers,
     calls: Arc<CallTracker>,
-    follower: Option<FollowerGate>,
+    followers: &HashMap<String, FollowerGate>,
 ) -> Result<ErosServer, AppError> {
-    let db_config = config.database.clone();
-    let replication = config.database.replication_settings();
-    let engine_settings = config.database.engine_settings();
-    let tools_file = config.mcp.tools_file.clone();
-    let policy_file = config.auth.policy_file.clone();
-    let pool_observer = Arc::clone(&observers.pool);
-    type Opened = (Arc<Pool>, DeclaredTools, Policy);
-    let (pool, declared, policy) =
-        tokio::task::spawn_blocking(move || -> Result<Opened, AppError> {
-            // Before anything creates the file: an empty volume gets the
-            // replicated state, not a blank database.
-            restore::before_serving(&replication, &db_config.path)?;
-            let pool = database::open_following(&db_config, pool_observer, follower)?;
-            let declared = match &tools_file {
-                Some(path) => {
-                    let conn = pool.open_local().map_err(StartupError::from)?;
-                    DeclaredTools::load(path, &conn, engine_settings.read_only)?
-                }
-                None => DeclaredTools::none(),
-            };
-            let policy = match &policy_file {
-                Some(path) => {
-                    let conn = pool.open_local().map_err(StartupError::from)?;
-                    let policy = Policy::load(path, &conn)?;
-                    tracing::info!(
-                        path = %path.display(),
-                        scopes = ?policy.scopes().collect::<Vec<_>>(),
-                        "column and table policy loaded"
-                    );
-                    policy
-                }
-                None => Policy::none(),
-            };
-            Ok((pool, declared, policy))
-        })
-        .await
-        .map_err(|err| AppError::Task(err.to_string()))??;
-    let engine = Arc::new(QueryEngine::new(pool, engine_settings));
-    Ok(ErosServer::new(
-        engine,
-        declared,
+    let mut databases = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let follower = followers.get(&spec.name).cloned();
+        let pool_observer = (observers.pool)(&spec.name);
+        databases.push(open_database(spec.clone(), pool_observer, follower).await?);
+    }
+    ErosServer::new(
+        databases,
         Arc::clone(&observers.tools),
         calls,
         config.mcp.row_format,
     )
-    .with_policy(policy))
+    .map_err(AppError::ToolClash)
+}
+
+/// Opens one database: restored first if its volume is empty and it has a
+/// replica, then its pool, its declared tools and its policy, each checked
+/// against its schema.
+async fn open_database(
+    spec: DatabaseSpec,
+    pool_observer: Arc<dyn PoolObserver>,
+    follower: Option<FollowerGate>,
+) -> Result<(ServedDatabase, DeclaredTools), AppError> {
+    let replication = spec.database.replication_settings();
+    let engine_settings = spec.database.engine_settings();
+    let opened = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        // Before anything creates the file: an empty volume gets the
+        // replicated state, not a blank database.
+        restore::before_serving(&replication, &spec.database.path)?;
+        let pool = database::open_following(&spec.database, pool_observer, follower)?;
+        let declared = match &spec.tools_file {
+            Some(path) => {
+                let conn = pool.open_local().map_err(StartupError::from)?;
+                DeclaredTools::load(path, &conn, engine_settings.read_only)?
+            }
+            None => DeclaredTools::none(),
+        };
+        let policy = match &spec.policy_file {
+            Some(path) => {
+                let conn = pool.open_local().map_err(StartupError::from)?;
+                let policy = Policy::load(path, &conn)?;
+                tracing::info!(
+                    database = %spec.name,
+                    path = %path.display(),
+                    scopes = ?policy.scopes().collect::<Vec<_>>(),
+                    "column and table policy loaded"
+                );
+                policy
+            }
+            None => Policy::none(),
+        };
+        Ok((spec, pool, declared, policy))
+    })
+    .await
+    .map_err(|err| AppError::Task(err.to_string()))??;
+    let (spec, pool, declared, policy) = opened;
+    let engine = Arc::new(QueryEngine::new(pool, engine_settings).with_dictionary(spec.dictionary));
+    Ok((
+        ServedDatabase {
+            name: spec.name,
+            description: spec.description,
+            scope: spec.scope,
+            engine,
+            policy: Arc::new(policy),
+        },
+        declared,
+    ))
 }
 
 /// Who may call over HTTP, or `None` when authentication is off: the
@@ -236,7 +265,9 @@ fn reload_on_hangup(on_hangup: OnHangup, shutdown: &Shutdown) {
 /// The metrics, plus the audit log when there is one, as one observer of
 /// each kind.
 fn observers(metrics: &Arc<Metrics>, audit: Option<&Arc<AuditLog>>) -> Observers {
-    let pool = Arc::clone(metrics) as Arc<dyn PoolObserver>;
+    let by_name = Arc::clone(metrics);
+    let pool: Arc<dyn Fn(&str) -> Arc<dyn PoolObserver> + Send + Sync> =
+        Arc::new(move |name: &str| by_name.pool_observer(name));
     let metrics_tools = Arc::clone(metrics) as Arc<dyn ToolObserver>;
     let metrics_transport = Arc::clone(metrics) as Arc<dyn TransportObserver>;
     let Some(audit) = audit else {
@@ -263,29 +294,36 @@ fn observers(metrics: &Arc<Metrics>, audit: Option<&Arc<AuditLog>>) -> Observers
 /// then closes the database cleanly. The sidecar answers probes from before
 /// the database opens until after it is closed.
 pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError> {
-    reserve_open_files(&mut config);
+    let specs = config.database_specs()?;
+    reserve_open_files(&mut config, &specs);
     let calls = CallTracker::new();
-    let metrics = Arc::new(Metrics::new(config.database.path.clone()));
-    let replication = config.database.replication_settings();
-    if replication.role == Role::Replica {
-        metrics.replica(replication.max_lag);
+    let metrics = Arc::new(Metrics::new());
+    let mut databases: Vec<DatabaseParts> = specs
+        .iter()
+        .map(|spec| DatabaseParts::new(spec, &shutdown))
+        .collect();
+    for spec in &specs {
+        let replication = spec.database.replication_settings();
+        if replication.role == Role::Replica {
+            metrics.replica(&spec.name, replication.max_lag);
+        }
     }
-    let expected_version = config.database.migrate.then(migrations::latest_version);
-    let limits = config.database.engine_settings().limits;
-    // Our own statements give the write lock back within the timeout and
-    // its grace (a worker is killed then); a holder past that, and a second
-    // for the kill to land, is stuck.
-    let write_lock_patience =
-        limits.query_timeout + limits.stop_slack() + std::time::Duration::from_secs(1);
-    let readiness = Arc::new(Readiness::new(
-        expected_version,
-        write_lock_patience,
-        shutdown.clone(),
+    let readiness = Arc::new(ReadinessSet::new(
+        databases
+            .iter()
+            .map(|parts| {
+                (
+                    parts.name.clone(),
+                    parts.required,
+                    Arc::clone(&parts.readiness),
+                )
+            })
+            .collect(),
     ));
     let sidecar_stop = tokio_util::sync::CancellationToken::new();
     let sidecar = start_sidecar(&config, &metrics, &readiness, &sidecar_stop)?;
     let mut http = config.mcp.http_settings();
-    if replication.role == Role::Replica {
+    if specs.iter().all(|spec| spec.database.role == Role::Replica) {
         // Any replica behind a load balancer answers any request.
         http.stateless = true;
     }
@@ -316,45 +354,62 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         &shutdown,
     );
     // A replica runs its follower before anything waits for its restore.
-    let follower = match (replication.follow, &replication.replica_url) {
-        (true, Some(url)) => Some(
-            Follower::start(FollowerSettings {
+    let mut gates = HashMap::new();
+    for (spec, parts) in specs.iter().zip(databases.iter_mut()) {
+        let replication = spec.database.replication_settings();
+        if let (true, Some(url)) = (replication.follow, &replication.replica_url) {
+            let follower = Follower::start(FollowerSettings {
                 litestream_bin: replication.litestream_bin.clone(),
                 replica_url: url.clone(),
-                path: config.database.path.clone(),
+                path: spec.database.path.clone(),
             })
-            .map_err(|err| AppError::Thread("follower", err))?,
-        ),
-        _ => None,
-    };
-    let gate = follower.as_ref().map(|follower| follower.gate().clone());
-    if let Some(gate) = &gate {
-        metrics.watch_follower(gate.clone());
+            .map_err(|err| AppError::Thread("follower", err))?;
+            metrics.watch_follower(&spec.name, follower.gate().clone());
+            gates.insert(spec.name.clone(), follower.gate().clone());
+            parts.follower = Some(follower);
+        }
     }
-    if !first_restore(&config, &readiness, &shutdown, gate.as_ref()).await {
-        if let Some(follower) = follower {
-            tokio::task::spawn_blocking(move || follower.stop())
+    for (spec, parts) in specs.iter().zip(&databases) {
+        if !first_restore(spec, &parts.readiness, &shutdown, gates.get(&spec.name)).await {
+            let followers: Vec<Follower> = databases
+                .into_iter()
+                .filter_map(|parts| parts.follower)
+                .collect();
+            tokio::task::spawn_blocking(move || followers.into_iter().for_each(Follower::stop))
                 .await
                 .ok();
+            sidecar_stop.cancel();
+            if let Some(sidecar) = sidecar {
+                let _ = tokio::task::spawn_blocking(move || sidecar.join()).await;
+            }
+            tracing::info!("eros-mcp stopped before the first restore arrived");
+            return Ok(());
         }
-        sidecar_stop.cancel();
-        if let Some(sidecar) = sidecar {
-            let _ = tokio::task::spawn_blocking(move || sidecar.join()).await;
-        }
-        tracing::info!("eros-mcp stopped before the first restore arrived");
-        return Ok(());
     }
-    let server = build_following(&config, &observers, Arc::clone(&calls), gate).await?;
+    let server = build_following(&config, &specs, &observers, Arc::clone(&calls), &gates).await?;
     let auth = auth.map(|auth| auth.with_scope_rules(server.scope_rules()));
-    let pool = Arc::clone(server.engine().pool());
-    let background = Background::start(&replication, &pool, &readiness, &metrics)?;
+    for (spec, parts) in specs.iter().zip(databases.iter_mut()) {
+        let db = server
+            .catalog()
+            .find(Some(&spec.name))
+            .expect("every declared database is served");
+        let pool = Arc::clone(db.engine.pool());
+        parts.background = Some(Background::start(
+            &spec.name,
+            &spec.database.replication_settings(),
+            &pool,
+            &parts.readiness,
+            &metrics,
+        )?);
+        parts.readiness.pool_ready(Arc::clone(&pool));
+        metrics.watch_database(&spec.name, Arc::clone(&db.engine));
+        parts.pool = Some(pool);
+    }
     metrics.register_tools(&server.tool_names());
-    readiness.pool_ready(Arc::clone(&pool));
     let cheap = Arc::clone(&readiness);
-    metrics.watch(Arc::clone(&pool), move || cheap.is_ready_cheap());
-    metrics.watch_engine(Arc::clone(server.engine()));
+    metrics.watch_ready(move || cheap.is_ready_cheap());
     tracing::info!(
-        path = %config.database.path.display(),
+        databases = ?server.catalog().names(),
         tools = ?server.tool_names(),
         transport = ?config.mcp.transport,
         "eros-mcp ready"
@@ -383,10 +438,15 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         audit.sync();
     }
     let closed = tokio::task::spawn_blocking(move || {
-        background.stop();
-        let closed = pool.close();
-        if let Some(follower) = follower {
-            follower.stop();
+        // Each database in turn: its replication threads, its pool (the
+        // WAL checkpointed), its follower. The first failure is reported,
+        // after every database was closed.
+        let mut closed = Ok(());
+        for parts in databases {
+            let result = parts.close();
+            if closed.is_ok() {
+                closed = result;
+            }
         }
         closed
     })
@@ -406,18 +466,18 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
 /// follower's first restore has produced the database file. False when
 /// shutdown came first.
 async fn first_restore(
-    config: &Config,
+    spec: &DatabaseSpec,
     readiness: &Readiness,
     shutdown: &Shutdown,
     follower: Option<&FollowerGate>,
 ) -> bool {
-    let path = &config.database.path;
+    let path = &spec.database.path;
     // A follower the server runs restores afresh, over whatever is there.
     let restored = || match follower {
         Some(gate) => gate.restored(),
         None => path.exists(),
     };
-    if config.database.role != Role::Replica || restored() {
+    if spec.database.role != Role::Replica || restored() {
         return true;
     }
     let waiting = FileFault::AwaitingRestore { path: path.clone() }.to_string();
@@ -435,6 +495,55 @@ async fn first_restore(
     }
 }
 
+/// What runs for one database beside the MCP server: its readiness, the
+/// follower a replica runs, its replication threads, and its pool once
+/// open.
+struct DatabaseParts {
+    name: String,
+    required: bool,
+    readiness: Arc<Readiness>,
+    follower: Option<Follower>,
+    background: Option<Background>,
+    pool: Option<Arc<Pool>>,
+}
+
+impl DatabaseParts {
+    fn new(spec: &DatabaseSpec, shutdown: &Shutdown) -> Self {
+        let expected_version = spec.database.migrate.then(migrations::latest_version);
+        let limits = spec.database.engine_settings().limits;
+        // Our own statements give the write lock back within the timeout
+        // and its grace (a worker is killed then); a holder past that, and
+        // a second for the kill to land, is stuck.
+        let write_lock_patience =
+            limits.query_timeout + limits.stop_slack() + std::time::Duration::from_secs(1);
+        Self {
+            name: spec.name.clone(),
+            required: spec.required,
+            readiness: Arc::new(Readiness::new(
+                expected_version,
+                write_lock_patience,
+                shutdown.clone(),
+            )),
+            follower: None,
+            background: None,
+            pool: None,
+        }
+    }
+
+    /// Stops the replication threads, closes the pool (checkpointing the
+    /// WAL), then stops the follower.
+    fn close(self) -> Result<(), rusqlite::Error> {
+        if let Some(background) = self.background {
+            background.stop();
+        }
+        let closed = self.pool.map_or(Ok(()), |pool| pool.close());
+        if let Some(follower) = self.follower {
+            follower.stop();
+        }
+        closed
+    }
+}
+
 /// How often a replica looks for its first restore.
 const RESTORE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -447,6 +556,7 @@ struct Background {
 
 impl Background {
     fn start(
+        name: &str,
         replication: &ReplicationSettings,
         pool: &Arc<Pool>,
         readiness: &Readiness,
@@ -480,7 +590,7 @@ impl Background {
                     .map_err(|err| AppError::Thread("replica lag", err))?,
                 );
                 readiness.watch_lag(Arc::clone(&lag));
-                metrics.watch_lag(lag);
+                metrics.watch_lag(name, lag);
             }
             (Role::Primary, Replication::None) => {}
         }
@@ -503,7 +613,7 @@ impl Background {
 fn start_sidecar(
     config: &Config,
     metrics: &Arc<Metrics>,
-    readiness: &Arc<Readiness>,
+    readiness: &Arc<ReadinessSet>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<std::thread::JoinHandle<()>>, AppError> {
     let Some(addr) = config.metrics.addr else {
@@ -529,10 +639,14 @@ fn start_sidecar(
 /// Raises the open-file limit as far as allowed and lowers the MCP
 /// connection cap to what fits beside the database connections, the
 /// sidecar and the rest, so those always find a descriptor.
-fn reserve_open_files(config: &mut Config) {
+fn reserve_open_files(config: &mut Config, specs: &[DatabaseSpec]) {
+    let database_connections = specs
+        .iter()
+        .map(|spec| spec.database.max_connections())
+        .sum();
     let budget = FileBudget::new(
         raise_open_file_limit(),
-        config.database.max_connections(),
+        database_connections,
         config.mcp.max_connections,
     );
     if budget.max_connections < config.mcp.max_connections {

@@ -50,6 +50,10 @@ pub enum QueryError {
     NotWritable { code: SqliteCode, message: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The call named no database the server serves (or none, when it
+    /// serves several); the message lists them.
+    #[error("{0}")]
+    UnknownDatabase(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     /// Too many calls already wait for a connection: refused at once
@@ -132,7 +136,7 @@ impl QueryError {
             | QueryError::Pool(_)
             | QueryError::ShuttingDown
             | QueryError::Overloaded { .. } => Outcome::Busy,
-            QueryError::InvalidArgument(_) => Outcome::Invalid,
+            QueryError::InvalidArgument(_) | QueryError::UnknownDatabase(_) => Outcome::Invalid,
             QueryError::Limit { .. } => Outcome::Limit,
             QueryError::Forbidden { .. } => Outcome::Forbidden,
         }
@@ -166,6 +170,7 @@ impl QueryError {
             QueryError::Pool(PoolError::Exhausted { .. }) => "POOL_EXHAUSTED",
             QueryError::Pool(_) => "DATABASE_UNAVAILABLE",
             QueryError::InvalidArgument(_) => "INVALID_ARGUMENT",
+            QueryError::UnknownDatabase(_) => "UNKNOWN_DATABASE",
             QueryError::ShuttingDown => "SHUTTING_DOWN",
             QueryError::Overloaded { .. } => "OVERLOADED",
             QueryError::Forbidden { .. } => "FORBIDDEN",

@@ -35,6 +35,10 @@ pub struct QueryRequest {
     /// `next_cursor` from a previous truncated result of the same query, to continue it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
+    /// The database to run it on (read by the MCP layer, which picks the
+    /// engine; the engine itself serves one database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 /// A query result: column names once, rows of typed cells.

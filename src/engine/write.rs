@@ -26,6 +26,10 @@ pub struct ExecuteRequest {
     /// Values for `?` placeholders (a list) or `:name` placeholders (an object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<SqlParams>,
+    /// The database to run it on (read by the MCP layer, which picks the
+    /// engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]

@@ -552,6 +552,7 @@ pub(crate) fn route(
                                         ExecuteRequest {
                                             sql,
                                             params: Some(params),
+                                            database: None,
                                         },
                                         rows::RETURNING,
                                         Some(&cancel),

@@ -2,6 +2,7 @@
 //! server's identity. Transports (stdio, HTTP) live in [`crate::transport`];
 //! this module is the same for both.
 //!
+//! - [`catalog`]: the databases served, by name; a call runs against one.
 //! - [`tools`]: the built-in tools and their descriptions.
 //! - [`declared`]: operator-declared tools from a TOML file.
 //! - [`respond`]: engine results to tool results, and metrics per call.
@@ -10,6 +11,7 @@
 //! - [`crate::rmcp_gaps::tool_schema`]: every tool schema in standard, compact JSON Schema.
 
 pub mod calls;
+pub mod catalog;
 pub mod declared;
 pub mod observer;
 mod prompts;
@@ -36,27 +38,47 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{AlwaysCommit, CommitGate, QueryEngine, QueryError};
 use crate::identity::{self, Principal, ScopeRules};
-use crate::policy::{Policy, Restrictions};
+use crate::policy::Restrictions;
 pub use calls::CallTracker;
+pub use catalog::{Catalog, ServedDatabase};
 pub use declared::{DeclaredTool, DeclaredTools, DeclaredToolsError};
 pub use observer::{Caller, NoToolObserver, ToolCall, ToolObserver, ToolObservers};
 use respond::{respond, ToolOutput};
 use rows::RowEncoder;
 use rows::RowFormat;
 
-/// URI of the resource holding the database's DDL.
-pub const SCHEMA_RESOURCE: &str = "schema://main";
+/// URI of the resource holding a database's DDL: `schema://NAME`.
+pub fn schema_resource(database: &str) -> String {
+    format!("schema://{database}")
+}
 
 const INSTRUCTIONS: &str = "SQLite database server. Start with list_tables (detail=columns for \
-column names; column=NAME finds the tables having a column) or read the schema://main resource, then \
+column names; column=NAME finds the tables having a column) or read the schema resource, then \
 describe_table for keys and indexes. query runs one read-only statement; bind values with params \
 instead of pasting them into SQL.";
 
-fn instructions(rows: &dyn RowEncoder) -> String {
-    format!(
+fn instructions(rows: &dyn RowEncoder, catalog: &Catalog) -> String {
+    let mut text = format!(
         "{INSTRUCTIONS} {}; when an answer has a next_cursor, call query again with it to continue.",
         rows.instructions()
-    )
+    );
+    if catalog.single().is_none() {
+        text.push_str(
+            " Several databases: every tool takes database (one of the names below; \
+             list_databases describes them), and each has its schema://NAME resource.",
+        );
+        for db in catalog.iter() {
+            text.push_str(&format!(
+                "\n- {}{}",
+                db.name,
+                db.description
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    text
 }
 
 /// What a tool asks of its callers (the scope it needs is in the
@@ -66,10 +88,13 @@ struct ToolRule {
     sql: Option<String>,
     /// Whether it writes (`execute`, a declared tool with access = "write").
     writes: bool,
+    /// A declared tool's database (built-in tools take a `database` argument).
+    database: Option<String>,
 }
 
 struct Inner {
-    engine: Arc<QueryEngine>,
+    /// The databases served; each call runs against one.
+    catalog: Catalog,
     router: ToolRouter<ErosServer>,
     rules: HashMap<String, ToolRule>,
     /// The scope each tool needs: the one rule, shared with the HTTP
@@ -85,8 +110,15 @@ struct Inner {
     calls: Arc<CallTracker>,
     /// The row format, picked once from the configuration.
     rows: &'static dyn RowEncoder,
-    /// What principals lacking a scope may not read.
-    policy: Arc<Policy>,
+}
+
+/// Why the tools of the databases cannot be served together.
+#[derive(Debug, thiserror::Error)]
+#[error("the declared tool {tool:?} of the database {database:?} {why}")]
+pub struct ToolClash {
+    pub tool: String,
+    pub database: String,
+    pub why: &'static str,
 }
 
 /// The MCP server. Cheap to clone: the HTTP transport makes one per session.
@@ -97,21 +129,33 @@ pub struct ErosServer {
 
 impl ErosServer {
     /// Builds the tool list once: the built-in tools (`execute` only when
-    /// writes are enabled) and the operator's declared tools, described for
-    /// the rows' format.
+    /// some database takes writes, `list_databases` only when there are
+    /// several, a `database` argument only then) and each database's
+    /// declared tools, described for the rows' format.
     pub fn new(
-        engine: Arc<QueryEngine>,
-        declared: DeclaredTools,
+        databases: Vec<(ServedDatabase, DeclaredTools)>,
         observer: Arc<dyn ToolObserver>,
         calls: Arc<CallTracker>,
         row_format: RowFormat,
-    ) -> Self {
+    ) -> Result<Self, ToolClash> {
         let rows = rows::encoder(row_format);
         let mut router = Self::builtin_tools();
-        if engine.read_only() {
+        let (served, declared): (Vec<_>, Vec<_>) = databases
+            .into_iter()
+            .map(|(db, tools)| {
+                let name = db.name.clone();
+                (db, (name, tools))
+            })
+            .unzip();
+        let catalog = Catalog::new(served);
+        if catalog.iter().all(|db| db.engine.read_only()) {
             router.remove_route("execute");
         }
+        if catalog.single().is_some() {
+            router.remove_route(tools::LIST_DATABASES);
+        }
         tools::describe_query(&mut router, rows);
+        tools::describe_database_argument(&mut router, &catalog);
         let mut rules: HashMap<String, ToolRule> = HashMap::new();
         let mut scopes: HashMap<String, String> = HashMap::new();
         for tool in router.list_all() {
@@ -122,16 +166,34 @@ impl ErosServer {
                 identity::READ
             };
             scopes.insert(tool.name.to_string(), scope.to_string());
-            rules.insert(tool.name.into_owned(), ToolRule { sql: None, writes });
+            rules.insert(
+                tool.name.into_owned(),
+                ToolRule {
+                    sql: None,
+                    writes,
+                    database: None,
+                },
+            );
         }
-        for tool in declared.into_tools() {
-            let rule = ToolRule {
-                sql: Some(tool.sql.clone()),
-                writes: tool.access == declared::ToolAccess::Write,
-            };
-            scopes.insert(tool.name.clone(), tool.scope.clone());
-            rules.insert(tool.name.clone(), rule);
-            router.add_route(declared::route(Arc::new(tool), rows));
+        for (database, tools) in declared {
+            for tool in tools.into_tools() {
+                if rules.contains_key(&tool.name) {
+                    return Err(ToolClash {
+                        tool: tool.name,
+                        database,
+                        why: "has the name of another tool (built-in or another database's); \
+                              declared tool names are unique across the server",
+                    });
+                }
+                let rule = ToolRule {
+                    sql: Some(tool.sql.clone()),
+                    writes: tool.access == declared::ToolAccess::Write,
+                    database: Some(database.clone()),
+                };
+                scopes.insert(tool.name.clone(), tool.scope.clone());
+                rules.insert(tool.name.clone(), rule);
+                router.add_route(declared::route(Arc::new(tool), rows));
+            }
         }
         for route in router.map.values_mut() {
             let tool = &mut route.attr;
@@ -143,9 +205,9 @@ impl ErosServer {
                     Some(Arc::new(crate::rmcp_gaps::tool_schema::standardize(output)));
             }
         }
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
-                engine,
+                catalog,
                 router,
                 rules,
                 scopes: ScopeRules::new(scopes),
@@ -155,29 +217,41 @@ impl ErosServer {
                 observer,
                 calls,
                 rows,
-                policy: Arc::new(Policy::none()),
             }),
+        })
+    }
+
+    /// The database a resource or prompt request names (`None`: the only
+    /// one), if the principal of `context` may use it, with what that
+    /// principal may not read there.
+    fn database_for(
+        &self,
+        name: Option<&str>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(Arc<ServedDatabase>, Arc<Restrictions>), ErrorData> {
+        let db = self
+            .inner
+            .catalog
+            .find(name)
+            .map_err(|err| ErrorData::invalid_params(err.to_string(), None))?;
+        let principal = self.principal(context);
+        if !db.admits(&principal) {
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "the caller may not use the database {}: it needs the scope {}",
+                    db.name,
+                    db.scope.as_deref().unwrap_or_default()
+                ),
+                None,
+            ));
         }
+        let restrictions = db.policy.restrictions_for(&principal.scopes);
+        Ok((Arc::clone(db), restrictions))
     }
 
-    /// Enforces `policy` on every caller lacking one of its scopes. Call
-    /// right after [`ErosServer::new`], before the server is cloned.
-    pub fn with_policy(mut self, policy: Policy) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("with_policy is called before the server is shared")
-            .policy = Arc::new(policy);
-        self
-    }
-
-    /// What the principal of `context` may not read.
-    fn restrictions(&self, context: &RequestContext<RoleServer>) -> Arc<Restrictions> {
-        self.inner
-            .policy
-            .restrictions_for(&self.principal(context).scopes)
-    }
-
-    pub fn engine(&self) -> &Arc<QueryEngine> {
-        &self.inner.engine
+    /// The databases served.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
     }
 
     /// The scope each request needs (for the HTTP transport's 403 before
@@ -227,8 +301,19 @@ impl ErosServer {
                 &*self.inner.observer,
             );
         };
+        let db = match self.inner.catalog.find(caller.database.as_deref()) {
+            Ok(db) => Arc::clone(db),
+            Err(err) => return respond::refuse(tool, &caller, err, &*self.inner.observer),
+        };
+        if !db.admits(&caller.principal) {
+            let forbidden = QueryError::Forbidden {
+                tool: format!("the database {}", db.name),
+                scope: db.scope.clone().unwrap_or_default(),
+            };
+            return respond::refuse(tool, &caller, forbidden, &*self.inner.observer);
+        }
         let cancel = self.inner.calls.abort_token().child_token();
-        let restrictions = self.inner.policy.restrictions_for(&caller.principal.scopes);
+        let restrictions = db.policy.restrictions_for(&caller.principal.scopes);
         let gate: Arc<dyn CommitGate> = if caller.writes {
             Arc::new(observer::RecordedWrite {
                 tool: tool.to_string(),
@@ -238,12 +323,7 @@ impl ErosServer {
         } else {
             Arc::new(AlwaysCommit)
         };
-        let work = work(
-            Arc::clone(&self.inner.engine),
-            restrictions,
-            cancel.clone(),
-            gate,
-        );
+        let work = work(Arc::clone(&db.engine), restrictions, cancel.clone(), gate);
         tokio::pin!(work);
         let result = tokio::select! {
             result = &mut work => result,
@@ -264,6 +344,35 @@ impl ErosServer {
 }
 
 impl ErosServer {
+    /// `list_databases`: the databases the caller may use. It runs no SQL,
+    /// so it needs no database of its own.
+    fn list_databases_for(&self, context: &RequestContext<RoleServer>) -> CallToolResult {
+        let started = Instant::now();
+        let caller = Caller {
+            database: None,
+            ..self.caller_of(context)
+        };
+        let databases = self
+            .inner
+            .catalog
+            .iter()
+            .filter(|db| db.admits(&caller.principal))
+            .map(|db| tools::DatabaseEntry {
+                name: db.name.clone(),
+                description: db.description.clone(),
+                read_only: db.engine.read_only(),
+            })
+            .collect();
+        respond(
+            tools::LIST_DATABASES,
+            &caller,
+            started,
+            Ok(tools::DatabaseList { databases }),
+            self.inner.rows,
+            &*self.inner.observer,
+        )
+    }
+
     /// The principal of a request: the one the HTTP transport
     /// authenticated, anonymous over HTTP without authentication, the local
     /// user over stdio.
@@ -312,12 +421,24 @@ impl ErosServer {
                 (sql, params, values.filter(|_| copy_values).cloned())
             }
         };
+        // A declared tool's own database; a built-in tool's argument; the
+        // only database when the argument is left out.
+        let database = rule
+            .and_then(|rule| rule.database.clone())
+            .or_else(|| {
+                arguments
+                    .and_then(|a| a.get("database"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+            .or_else(|| self.inner.catalog.single().map(|db| db.name.clone()));
         Caller {
             session: session_id(context),
             sql,
             params,
             param_values,
             writes: rule.is_some_and(|rule| rule.writes),
+            database,
             ..Caller::new(self.principal(context))
         }
     }
@@ -388,7 +509,7 @@ impl ServerHandler for ErosServer {
             Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
                 .with_title("eros-mcp SQLite server"),
         )
-        .with_instructions(instructions(self.inner.rows))
+        .with_instructions(instructions(self.inner.rows, &self.inner.catalog))
     }
 
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
@@ -496,7 +617,14 @@ impl ServerHandler for ErosServer {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         self.require_read(&context)?;
-        prompts::get(&self.inner.engine, &self.restrictions(&context), request)
+        let database = request
+            .arguments
+            .as_ref()
+            .and_then(|args| args.get("database"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let (db, restrictions) = self.database_for(database.as_deref(), &context)?;
+        prompts::get(&db.engine, &restrictions, request)
             .await
             .map(Into::into)
     }
@@ -521,14 +649,28 @@ impl ServerHandler for ErosServer {
         if self.require_read(&context).is_err() {
             return Ok(ListResourcesResult::with_all_items(Vec::new()));
         }
-        Ok(ListResourcesResult::with_all_items(vec![Resource::new(
-            SCHEMA_RESOURCE,
-            "schema",
-        )
-        .with_description(
-            "CREATE statements of every table, view, index and trigger in the database",
-        )
-        .with_mime_type("application/sql")]))
+        let principal = self.principal(&context);
+        let resources = self
+            .inner
+            .catalog
+            .iter()
+            .filter(|db| db.admits(&principal))
+            .map(|db| {
+                let about = match (&db.description, self.inner.catalog.single()) {
+                    (_, Some(_)) => "the database".to_string(),
+                    (Some(description), None) => {
+                        format!("the database {} ({description})", db.name)
+                    }
+                    (None, None) => format!("the database {}", db.name),
+                };
+                Resource::new(schema_resource(&db.name), format!("schema of {}", db.name))
+                    .with_description(format!(
+                        "CREATE statements of every table, view, index and trigger in {about}"
+                    ))
+                    .with_mime_type("application/sql")
+            })
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources))
     }
 
     async fn read_resource(
@@ -537,21 +679,29 @@ impl ServerHandler for ErosServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         self.require_read(&context)?;
-        if request.uri != SCHEMA_RESOURCE {
+        let named = request
+            .uri
+            .strip_prefix("schema://")
+            .filter(|name| self.inner.catalog.names().contains(name));
+        let Some(name) = named else {
+            let known: Vec<String> = self
+                .inner
+                .catalog
+                .names()
+                .into_iter()
+                .map(schema_resource)
+                .collect();
             return Err(ErrorData::resource_not_found(
                 format!(
-                    "no resource {:?}; the only one is {SCHEMA_RESOURCE}",
-                    request.uri
+                    "no resource {:?}; this server's are {}",
+                    request.uri,
+                    known.join(", ")
                 ),
                 Some(serde_json::json!({ "uri": request.uri })),
             ));
-        }
-        match self
-            .inner
-            .engine
-            .schema_ddl_for(&self.restrictions(&context))
-            .await
-        {
+        };
+        let (db, restrictions) = self.database_for(Some(name), &context)?;
+        match db.engine.schema_ddl_for(&restrictions).await {
             Ok(ddl) => Ok(ReadResourceResult::new(vec![ResourceContents::text(
                 ddl,
                 request.uri.clone(),

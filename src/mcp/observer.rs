@@ -27,6 +27,9 @@ pub struct Caller {
     /// Whether the tool writes (`execute`, a declared write tool): its
     /// observers must have recorded it before the result is returned.
     pub writes: bool,
+    /// The database the call names (a declared tool's own, or the only
+    /// one when it names none).
+    pub database: Option<String>,
     /// Set once the call has been reported to the observers (shared by
     /// the caller's clones): a call rmcp refused before its handler ran
     /// is reported by the server instead.
@@ -43,6 +46,7 @@ impl Caller {
             params: 0,
             param_values: None,
             writes: false,
+            database: None,
             reported: Arc::default(),
         }
     }

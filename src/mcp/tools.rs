@@ -11,7 +11,7 @@ use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
 use rmcp::{tool, tool_router, RoleServer};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::rows::{self, RowEncoder};
 use super::ErosServer;
@@ -30,12 +30,24 @@ pub struct ListTablesRequest {
     /// names (default), columns (every column), or ddl (also CREATE).
     #[serde(default)]
     pub detail: Option<TableDetail>,
+    /// The database (one of list_databases' names).
+    // Declared for the schema; the server reads it from the raw arguments
+    // (`ErosServer::caller`) before the tool runs, to pick the engine.
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct DescribeTableRequest {
     /// Name of the table or view.
     pub table: String,
+    /// The database (one of list_databases' names).
+    // Declared for the schema; the server reads it from the raw arguments
+    // (`ErosServer::caller`) before the tool runs, to pick the engine.
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -45,10 +57,46 @@ pub struct ExplainRequest {
     /// Values for its placeholders, as for query.
     #[serde(default)]
     pub params: Option<SqlParams>,
+    /// The database (one of list_databases' names).
+    // Declared for the schema; the server reads it from the raw arguments
+    // (`ErosServer::caller`) before the tool runs, to pick the engine.
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct OnDatabase {
+    /// The database (one of list_databases' names).
+    // Declared for the schema; the server reads it from the raw arguments
+    // (`ErosServer::caller`) before the tool runs, to pick the engine.
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct NoArguments {}
+
+/// One database, as `list_databases` shows it.
+#[derive(Debug, Serialize)]
+pub struct DatabaseEntry {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub read_only: bool,
+}
+
+/// The databases a caller may use.
+#[derive(Debug, Serialize)]
+pub struct DatabaseList {
+    pub databases: Vec<DatabaseEntry>,
+}
+
+impl super::respond::ToolOutput for DatabaseList {}
+
+/// The tool that names the databases (offered only when there are several).
+pub(crate) const LIST_DATABASES: &str = "list_databases";
 
 #[tool_router(vis = "pub(crate)", router = builtin_tools)]
 impl ErosServer {
@@ -184,13 +232,27 @@ created and failed.",
     )]
     async fn pool_stats(
         &self,
-        Parameters(_): Parameters<NoArguments>,
+        Parameters(_): Parameters<OnDatabase>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
         self.call("pool_stats", &ctx, |engine, _, _, _| async move {
             Ok(engine.pool().stats())
         })
         .await
+    }
+
+    #[tool(
+        name = "list_databases",
+        description = "The databases this server serves: name (what every tool's database takes), \
+description, and whether it takes writes. Start here.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_databases(
+        &self,
+        Parameters(_): Parameters<NoArguments>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        self.list_databases_for(&ctx)
     }
 }
 
@@ -208,4 +270,46 @@ pub(crate) fn describe_query(router: &mut ToolRouter<ErosServer>, rows: &dyn Row
     route.attr.output_schema = rows.output_schema();
     route.attr.description =
         Some(format!("{QUERY} {} {QUERY_CONTINUE}", rows.describe_rows()).into());
+}
+
+/// Gives each built-in tool's `database` argument its place: gone when the
+/// server has one database (the tool list stays as it was), and with
+/// several, required and one of their names.
+pub(crate) fn describe_database_argument(
+    router: &mut ToolRouter<ErosServer>,
+    catalog: &super::Catalog,
+) {
+    let names: Vec<serde_json::Value> = catalog
+        .names()
+        .into_iter()
+        .map(|name| serde_json::Value::String(name.to_string()))
+        .collect();
+    for route in router.map.values_mut() {
+        let mut schema = (*route.attr.input_schema).clone();
+        let Some(serde_json::Value::Object(properties)) = schema.get_mut("properties") else {
+            continue;
+        };
+        if !properties.contains_key("database") {
+            continue;
+        }
+        if catalog.single().is_some() {
+            properties.remove("database");
+        } else {
+            properties.insert(
+                "database".into(),
+                serde_json::json!({
+                    "type": "string",
+                    "enum": names,
+                    "description": "The database (list_databases describes them).",
+                }),
+            );
+            let required = schema
+                .entry("required")
+                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            if let serde_json::Value::Array(required) = required {
+                required.push("database".into());
+            }
+        }
+        route.attr.input_schema = std::sync::Arc::new(schema);
+    }
 }

@@ -2,9 +2,10 @@
 //! from `Pool::stats()` at scrape time (exact, not sampled), timing
 //! histograms fed by the pool and tool observers, per-tool call metrics,
 //! database file sizes, build info and process metrics; on a read replica,
-//! its replication lag and the most it may lag.
+//! its replication lag and the most it may lag. Everything about one
+//! database carries its name in the `database` label, whose values come
+//! only from the configuration.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use prometheus::{
 
 use crate::engine::{Outcome, QueryEngine};
 use crate::mcp::{ToolCall, ToolObserver};
-use crate::pool::{Pool, PoolObserver, PoolStats};
+use crate::pool::{PoolObserver, PoolStats};
 use crate::replication::follower::FollowerGate;
 use crate::replication::lag::ReplicaLag;
 use crate::transport::{Rejection, TransportObserver};
@@ -37,9 +38,9 @@ const TOOL_BUCKETS: &[f64] = &[
 /// Every metric the sidecar exposes.
 pub struct Metrics {
     registry: Registry,
-    checkout_wait: Histogram,
-    connection_held: Histogram,
-    connection_create: Histogram,
+    checkout_wait: HistogramVec,
+    connection_held: HistogramVec,
+    connection_create: HistogramVec,
     tool_calls: IntCounterVec,
     tool_duration: HistogramVec,
     tool_rows: IntCounterVec,
@@ -48,8 +49,16 @@ pub struct Metrics {
     clients: ClientMetrics,
     auth: AuthMetrics,
     pool: Arc<PoolSource>,
-    replica: Arc<ReplicaSource>,
     audit: Arc<OnceLock<Arc<crate::audit::AuditLog>>>,
+}
+
+/// The label every per-database metric carries.
+const DATABASE: &str = "database";
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// What the client limits did (sessions, refusals, stdio backpressure).
@@ -157,22 +166,51 @@ impl AuthMetrics {
 }
 
 /// The pool the scrape-time collectors read, set once it is open.
+/// The databases watched, and the server's readiness.
 #[derive(Default)]
 pub struct PoolSource {
-    pool: OnceLock<Arc<Pool>>,
+    databases: Mutex<Vec<Watched>>,
     ready: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
-    engine: OnceLock<Arc<QueryEngine>>,
+}
+
+/// One database's sources, by its name.
+#[derive(Default)]
+struct Watched {
+    name: String,
+    engine: Option<Arc<QueryEngine>>,
+    max_lag: Option<Duration>,
+    lag: Option<Arc<ReplicaLag>>,
+    follower: Option<FollowerGate>,
+}
+
+impl PoolSource {
+    /// Changes the entry of `name`, making it first if need be.
+    fn with(&self, name: &str, change: impl FnOnce(&mut Watched)) {
+        let mut databases = self.databases.lock().unwrap();
+        match databases.iter_mut().find(|db| db.name == name) {
+            Some(db) => change(db),
+            None => {
+                let mut db = Watched {
+                    name: name.to_string(),
+                    ..Watched::default()
+                };
+                change(&mut db);
+                databases.push(db);
+            }
+        }
+    }
 }
 
 impl Metrics {
-    /// Builds the registry. `db_path` is the database whose file and WAL
-    /// sizes are reported.
-    pub fn new(db_path: PathBuf) -> Self {
+    /// Builds the registry.
+    pub fn new() -> Self {
         let registry = Registry::new();
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            let histogram =
-                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-                    .expect("valid histogram");
+            let histogram = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &[DATABASE],
+            )
+            .expect("valid histogram");
             registry
                 .register(Box::new(histogram.clone()))
                 .expect("unique metric");
@@ -252,11 +290,10 @@ impl Metrics {
             .register(Box::new(PoolCollector::new(Arc::clone(&pool))))
             .expect("unique metric");
         registry
-            .register(Box::new(DatabaseFileCollector::new(db_path)))
+            .register(Box::new(DatabaseFileCollector::new(Arc::clone(&pool))))
             .expect("unique metric");
-        let replica = Arc::new(ReplicaSource::default());
         registry
-            .register(Box::new(ReplicaLagCollector::new(Arc::clone(&replica))))
+            .register(Box::new(ReplicaLagCollector::new(Arc::clone(&pool))))
             .expect("unique metric");
         let audit = Arc::new(OnceLock::new());
         registry
@@ -282,17 +319,16 @@ impl Metrics {
             clients,
             auth,
             pool,
-            replica,
             audit,
         }
     }
 
-    /// Marks this server a read replica that may lag at most `max_lag`
-    /// (`mcp_db_replica_max_lag_seconds`, from now on). Called before the
-    /// first restore, so a replica that never gets one is still told from
-    /// a primary: alerts find it by this gauge without its lag.
-    pub fn replica(&self, max_lag: Duration) {
-        let _ = self.replica.max_lag.set(max_lag);
+    /// Marks the database `name` a read replica that may lag at most
+    /// `max_lag` (`mcp_db_replica_max_lag_seconds`, from now on). Called
+    /// before the first restore, so a replica that never gets one is still
+    /// told from a primary: alerts find it by this gauge without its lag.
+    pub fn replica(&self, name: &str, max_lag: Duration) {
+        self.pool.with(name, |db| db.max_lag = Some(max_lag));
     }
 
     /// Starts reporting the audit log's lost lines
@@ -303,24 +339,34 @@ impl Metrics {
 
     /// Starts reporting the restarts of the follower a replica runs
     /// (`mcp_replica_follower_restarts_total`).
-    pub fn watch_follower(&self, follower: FollowerGate) {
-        let _ = self.replica.follower.set(follower);
+    pub fn watch_follower(&self, name: &str, follower: FollowerGate) {
+        self.pool.with(name, |db| db.follower = Some(follower));
     }
 
     /// Starts reporting a replica's lag (`mcp_db_replica_lag_seconds`).
-    pub fn watch_lag(&self, lag: Arc<ReplicaLag>) {
-        let _ = self.replica.lag.set(lag);
+    pub fn watch_lag(&self, name: &str, lag: Arc<ReplicaLag>) {
+        self.pool.with(name, |db| db.lag = Some(lag));
     }
 
-    /// Starts reporting `pool`, and readiness as `ready` says.
-    pub fn watch(&self, pool: Arc<Pool>, ready: impl Fn() -> bool + Send + Sync + 'static) {
-        let _ = self.pool.pool.set(pool);
+    /// Starts reporting the database `name`: its pool, file and
+    /// statements (read from its engine at scrape time).
+    pub fn watch_database(&self, name: &str, engine: Arc<QueryEngine>) {
+        self.pool.with(name, |db| db.engine = Some(engine));
+    }
+
+    /// Reports readiness (`mcp_ready`) as `ready` says.
+    pub fn watch_ready(&self, ready: impl Fn() -> bool + Send + Sync + 'static) {
         let _ = self.pool.ready.set(Box::new(ready));
     }
 
-    /// Reads the engine's abandoned statements at scrape time.
-    pub fn watch_engine(&self, engine: Arc<QueryEngine>) {
-        let _ = self.pool.engine.set(engine);
+    /// What the pool of the database `name` reports to: the timing
+    /// histograms, labelled with its name.
+    pub fn pool_observer(&self, name: &str) -> Arc<dyn PoolObserver> {
+        Arc::new(PoolTimings {
+            checkout_wait: self.checkout_wait.with_label_values(&[name]),
+            connection_held: self.connection_held.with_label_values(&[name]),
+            connection_create: self.connection_create.with_label_values(&[name]),
+        })
     }
 
     /// Creates the series of every tool and outcome at zero, so dashboards
@@ -338,9 +384,15 @@ impl Metrics {
         }
     }
 
-    /// The pool's statistics, once it is open.
-    pub fn pool_stats(&self) -> Option<PoolStats> {
-        self.pool.pool.get().map(|pool| pool.stats())
+    /// Each open pool's statistics, by database.
+    pub fn pool_stats(&self) -> Vec<(String, PoolStats)> {
+        self.pool
+            .databases
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|db| Some((db.name.clone(), db.engine.as_ref()?.pool().stats())))
+            .collect()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -353,7 +405,14 @@ impl Metrics {
     }
 }
 
-impl PoolObserver for Metrics {
+/// One database's pool timings.
+struct PoolTimings {
+    checkout_wait: Histogram,
+    connection_held: Histogram,
+    connection_create: Histogram,
+}
+
+impl PoolObserver for PoolTimings {
     fn checkout_waited(&self, wait: Duration) {
         self.checkout_wait.observe(wait.as_secs_f64());
     }
@@ -440,228 +499,212 @@ impl TransportObserver for Metrics {
 /// Reads one number out of the pool's statistics.
 type StatField = fn(&PoolStats) -> u64;
 
-/// Reads `Pool::stats()` at scrape time into gauges and counters.
+/// A gauge by database.
+fn gauge_vec(name: &str, help: &str) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), &[DATABASE]).expect("valid gauge")
+}
+
+/// A counter by database.
+fn counter_vec(name: &str, help: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[DATABASE]).expect("valid counter")
+}
+
+/// Moves the counter of `name` up to `total` (the source's own count).
+fn count_up_to(counter: &IntCounterVec, name: &str, total: u64) {
+    let counter = counter.with_label_values(&[name]);
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+/// Reads each database's `Pool::stats()`, file health and statements at
+/// scrape time into gauges and counters labelled with its name; and the
+/// server's readiness.
 struct PoolCollector {
     source: Arc<PoolSource>,
-    gauges: Vec<(IntGauge, StatField)>,
-    counters: Mutex<Vec<(IntCounter, StatField)>>,
+    gauges: Vec<(IntGaugeVec, StatField)>,
+    counters: Vec<(IntCounterVec, StatField)>,
     ready: IntGauge,
-    overrunning: IntGauge,
-    abandoned: IntCounter,
-    killed: IntCounter,
-    threads: IntGauge,
-    file: FileHealthMetrics,
+    overrunning: IntGaugeVec,
+    abandoned: IntCounterVec,
+    killed: IntCounterVec,
+    threads: IntGaugeVec,
+    writable: IntGaugeVec,
+    file_changed: IntGaugeVec,
+    corruption_detected: IntGaugeVec,
+    corruption_errors: IntCounterVec,
     descs: Vec<Desc>,
-}
-
-/// The database file's health (see [`crate::sqlite::health`]), read at scrape time.
-struct FileHealthMetrics {
-    writable: IntGauge,
-    file_changed: IntGauge,
-    corruption_detected: IntGauge,
-    corruption_errors: IntCounter,
-}
-
-impl FileHealthMetrics {
-    fn new() -> Self {
-        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid gauge");
-        Self {
-            writable: gauge(
-                "mcp_db_writable",
-                "1 when a write can succeed now; 0 when the server is read-only, the file is \
-                 read-only, the disk was full on the last write, or the file changed.",
-            ),
-            file_changed: gauge(
-                "mcp_db_file_changed",
-                "1 when the database file at the path was deleted, renamed or replaced while \
-                 open (writes refused until restart).",
-            ),
-            corruption_detected: gauge(
-                "mcp_db_corruption_detected",
-                "1 from an SQLITE_CORRUPT or SQLITE_NOTADB answer until PRAGMA quick_check \
-                 passes again.",
-            ),
-            corruption_errors: IntCounter::new(
-                "mcp_db_corruption_errors_total",
-                "SQLITE_CORRUPT and SQLITE_NOTADB answers.",
-            )
-            .expect("valid counter"),
-        }
-    }
-
-    fn descs(&self) -> Vec<Desc> {
-        [
-            self.writable.desc(),
-            self.file_changed.desc(),
-            self.corruption_detected.desc(),
-            self.corruption_errors.desc(),
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect()
-    }
-
-    fn collect(&self, health: &crate::sqlite::health::DatabaseHealth) -> Vec<MetricFamily> {
-        self.writable
-            .set(i64::from(health.write_blocker().is_none()));
-        self.file_changed
-            .set(i64::from(health.file_fault().is_some()));
-        self.corruption_detected
-            .set(i64::from(health.corruption().is_some()));
-        let delta = health
-            .corruption_errors()
-            .saturating_sub(self.corruption_errors.get());
-        self.corruption_errors.inc_by(delta);
-        let mut families = self.writable.collect();
-        families.extend(self.file_changed.collect());
-        families.extend(self.corruption_detected.collect());
-        families.extend(self.corruption_errors.collect());
-        families
-    }
 }
 
 impl PoolCollector {
     fn new(source: Arc<PoolSource>) -> Self {
-        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid gauge");
-        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid counter");
-        let gauges: Vec<(IntGauge, StatField)> = vec![
+        let gauges: Vec<(IntGaugeVec, StatField)> = vec![
             (
-                gauge("mcp_db_pool_size", "Configured number of kept connections."),
+                gauge_vec("mcp_db_pool_size", "Configured number of kept connections."),
                 |s| s.pool_size,
             ),
             (
-                gauge(
+                gauge_vec(
                     "mcp_db_pool_available",
                     "Idle connections ready to hand out.",
                 ),
                 |s| s.available,
             ),
             (
-                gauge("mcp_db_pool_in_use", "Connections checked out right now."),
+                gauge_vec("mcp_db_pool_in_use", "Connections checked out right now."),
                 |s| s.active_connections,
             ),
             (
-                gauge(
+                gauge_vec(
                     "mcp_db_pool_overflow",
                     "Open connections above the configured size.",
                 ),
                 |s| s.overflow_in_use,
             ),
             (
-                gauge(
+                gauge_vec(
                     "mcp_db_pool_max_connections",
                     "Most connections open at once (size + overflow).",
                 ),
                 |s| s.max_connections,
             ),
             (
-                gauge(
+                gauge_vec(
                     "mcp_db_pool_waiters",
                     "Callers waiting for a connection right now.",
                 ),
                 |s| s.waiters,
             ),
         ];
-        let counters: Vec<(IntCounter, StatField)> = vec![
+        let counters: Vec<(IntCounterVec, StatField)> = vec![
             (
-                counter("mcp_db_connections_created_total", "Connections opened."),
+                counter_vec("mcp_db_connections_created_total", "Connections opened."),
                 |s| s.connections_created,
             ),
             (
-                counter(
+                counter_vec(
                     "mcp_db_connections_recycled_total",
                     "Connections closed because they reached their maximum age.",
                 ),
                 |s| s.connections_recycled,
             ),
             (
-                counter(
+                counter_vec(
                     "mcp_db_connections_failed_total",
                     "Failed attempts to open a connection.",
                 ),
                 |s| s.connections_failed,
             ),
             (
-                counter(
+                counter_vec(
                     "mcp_db_pool_checkout_timeouts_total",
                     "Checkouts that timed out.",
                 ),
                 |s| s.checkout_timeouts,
             ),
             (
-                counter(
+                counter_vec(
                     "mcp_db_pool_health_check_failures_total",
                     "Connections that failed their health check.",
                 ),
                 |s| s.health_check_failures,
             ),
             (
-                counter(
+                counter_vec(
                     "mcp_db_pool_overflow_closed_total",
                     "Overflow connections closed on return.",
                 ),
                 |s| s.overflow_closed,
             ),
             (
-                counter(
+                counter_vec(
                     "mcp_db_pool_rollbacks_total",
                     "Transactions left open and rolled back on return.",
                 ),
                 |s| s.rollbacks,
             ),
             (
-                counter(
+                counter_vec(
                     "mcp_db_retries_total",
                     "Retries of transient failures (open errors, busy reads).",
                 ),
                 |s| s.retries,
             ),
         ];
-        let ready = gauge("mcp_ready", "1 when the server can serve queries, else 0.");
-        let overrunning = gauge(
+        let ready = IntGauge::new(
+            "mcp_ready",
+            "1 when the server can serve queries (every required database), else 0.",
+        )
+        .expect("valid gauge");
+        let overrunning = gauge_vec(
             "mcp_db_statements_overrunning",
             "Statements past their deadline whose worker is being killed, each holding a \
              connection until the kill lands.",
         );
-        let abandoned = counter(
+        let abandoned = counter_vec(
             "mcp_db_statements_abandoned_total",
             "Statements whose caller was answered at the deadline before SQLite stopped.",
         );
-        let killed = counter(
+        let killed = counter_vec(
             "mcp_db_statements_killed_total",
             "Statements whose worker process was killed because SQLite did not return within \
              the grace after their deadline (its connection, locks, memory and CPU came back).",
         );
-        let threads = gauge(
+        let threads = gauge_vec(
             "mcp_db_statement_threads",
             "Statement threads alive: calls waiting for a connection or on their worker, and \
              idle threads kept for the next call.",
         );
-        let mut descs = Vec::new();
+        let writable = gauge_vec(
+            "mcp_db_writable",
+            "1 when a write can succeed now; 0 when the server is read-only, the file is \
+             read-only, the disk was full on the last write, or the file changed.",
+        );
+        let file_changed = gauge_vec(
+            "mcp_db_file_changed",
+            "1 when the database file at the path was deleted, renamed or replaced while \
+             open (writes refused until restart).",
+        );
+        let corruption_detected = gauge_vec(
+            "mcp_db_corruption_detected",
+            "1 from an SQLITE_CORRUPT or SQLITE_NOTADB answer until PRAGMA quick_check \
+             passes again.",
+        );
+        let corruption_errors = counter_vec(
+            "mcp_db_corruption_errors_total",
+            "SQLITE_CORRUPT and SQLITE_NOTADB answers.",
+        );
+        let mut descs: Vec<Desc> = Vec::new();
         for (g, _) in &gauges {
             descs.extend(g.desc().into_iter().cloned());
         }
         for (c, _) in &counters {
             descs.extend(c.desc().into_iter().cloned());
         }
-        descs.extend(ready.desc().into_iter().cloned());
-        descs.extend(overrunning.desc().into_iter().cloned());
-        descs.extend(abandoned.desc().into_iter().cloned());
-        descs.extend(killed.desc().into_iter().cloned());
-        descs.extend(threads.desc().into_iter().cloned());
-        let file = FileHealthMetrics::new();
-        descs.extend(file.descs());
+        for collector in [
+            &ready as &dyn Collector,
+            &overrunning,
+            &abandoned,
+            &killed,
+            &threads,
+            &writable,
+            &file_changed,
+            &corruption_detected,
+            &corruption_errors,
+        ] {
+            descs.extend(collector.desc().into_iter().cloned());
+        }
         Self {
-            file,
             source,
             gauges,
-            counters: Mutex::new(counters),
+            counters,
             ready,
             overrunning,
             abandoned,
             killed,
             threads,
+            writable,
+            file_changed,
+            corruption_detected,
+            corruption_errors,
             descs,
         }
     }
@@ -676,57 +719,81 @@ impl Collector for PoolCollector {
         let ready = self.source.ready.get().is_some_and(|ready| ready());
         self.ready.set(i64::from(ready));
         let mut families = self.ready.collect();
-        if let Some(engine) = self.source.engine.get() {
-            self.overrunning.set(engine.overrunning() as i64);
-            let delta = engine.abandoned().saturating_sub(self.abandoned.get());
-            self.abandoned.inc_by(delta);
-            let delta = engine.killed().saturating_sub(self.killed.get());
-            self.killed.inc_by(delta);
-            self.threads.set(engine.threads() as i64);
-            families.extend(self.overrunning.collect());
-            families.extend(self.abandoned.collect());
-            families.extend(self.killed.collect());
-            families.extend(self.threads.collect());
-        }
-        let Some(pool) = self.source.pool.get() else {
+        let databases = self.source.databases.lock().unwrap();
+        let open: Vec<(&str, &Arc<QueryEngine>)> = databases
+            .iter()
+            .filter_map(|db| Some((db.name.as_str(), db.engine.as_ref()?)))
+            .collect();
+        if open.is_empty() {
             return families;
-        };
-        families.extend(self.file.collect(pool.health()));
-        let stats = pool.stats();
-        for (gauge, read) in &self.gauges {
-            gauge.set(read(&stats) as i64);
+        }
+        for (name, engine) in &open {
+            let label = [*name];
+            self.overrunning
+                .with_label_values(&label)
+                .set(engine.overrunning() as i64);
+            count_up_to(&self.abandoned, name, engine.abandoned());
+            count_up_to(&self.killed, name, engine.killed());
+            self.threads
+                .with_label_values(&label)
+                .set(engine.threads() as i64);
+            let pool = engine.pool();
+            let health = pool.health();
+            self.writable
+                .with_label_values(&label)
+                .set(i64::from(health.write_blocker().is_none()));
+            self.file_changed
+                .with_label_values(&label)
+                .set(i64::from(health.file_fault().is_some()));
+            self.corruption_detected
+                .with_label_values(&label)
+                .set(i64::from(health.corruption().is_some()));
+            count_up_to(&self.corruption_errors, name, health.corruption_errors());
+            let stats = pool.stats();
+            for (gauge, read) in &self.gauges {
+                gauge.with_label_values(&label).set(read(&stats) as i64);
+            }
+            for (counter, read) in &self.counters {
+                count_up_to(counter, name, read(&stats));
+            }
+        }
+        for collector in [
+            &self.overrunning as &dyn Collector,
+            &self.abandoned,
+            &self.killed,
+            &self.threads,
+            &self.writable,
+            &self.file_changed,
+            &self.corruption_detected,
+            &self.corruption_errors,
+        ] {
+            families.extend(collector.collect());
+        }
+        for (gauge, _) in &self.gauges {
             families.extend(gauge.collect());
         }
-        let counters = self.counters.lock().unwrap();
-        for (counter, read) in counters.iter() {
-            let delta = read(&stats).saturating_sub(counter.get());
-            counter.inc_by(delta);
+        for (counter, _) in &self.counters {
             families.extend(counter.collect());
         }
         families
     }
 }
 
-/// Sizes of the database file and its WAL, read at scrape time.
+/// Sizes of each database file and its WAL, read at scrape time.
 struct DatabaseFileCollector {
-    path: PathBuf,
-    wal: PathBuf,
-    file: IntGauge,
-    wal_size: IntGauge,
+    source: Arc<PoolSource>,
+    file: IntGaugeVec,
+    wal_size: IntGaugeVec,
     descs: Vec<Desc>,
 }
 
 impl DatabaseFileCollector {
-    fn new(path: PathBuf) -> Self {
-        let mut wal = path.clone().into_os_string();
-        wal.push("-wal");
-        let file = IntGauge::new("mcp_db_file_size_bytes", "Size of the database file.")
-            .expect("valid gauge");
-        let wal_size = IntGauge::new(
+    fn new(source: Arc<PoolSource>) -> Self {
+        let file = gauge_vec("mcp_db_file_size_bytes", "Size of the database file.");
+        let wal_size = gauge_vec(
             "mcp_db_wal_size_bytes",
             "Size of the write-ahead log (0 when absent).",
-        )
-        .expect("valid gauge");
+        );
         let descs = file
             .desc()
             .into_iter()
@@ -734,8 +801,7 @@ impl DatabaseFileCollector {
             .cloned()
             .collect();
         Self {
-            path,
-            wal: wal.into(),
+            source,
             file,
             wal_size,
             descs,
@@ -749,9 +815,24 @@ impl Collector for DatabaseFileCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let size = |path: &PathBuf| std::fs::metadata(path).map(|m| m.len() as i64).unwrap_or(0);
-        self.file.set(size(&self.path));
-        self.wal_size.set(size(&self.wal));
+        let size =
+            |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len() as i64).unwrap_or(0);
+        let databases = self.source.databases.lock().unwrap();
+        let mut any = false;
+        for db in databases.iter() {
+            let Some(engine) = &db.engine else { continue };
+            any = true;
+            let path = &engine.pool().connection_options().path;
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            self.file.with_label_values(&[&db.name]).set(size(path));
+            self.wal_size
+                .with_label_values(&[&db.name])
+                .set(size(std::path::Path::new(&wal)));
+        }
+        if !any {
+            return Vec::new();
+        }
         let mut families = self.file.collect();
         families.extend(self.wal_size.collect());
         families
@@ -794,51 +875,42 @@ impl Collector for AuditCollector {
     }
 }
 
-/// What a read replica reports: the most it may lag, known from startup,
-/// its lag, once its lag thread runs, and the restarts of the follower it
-/// runs, if it runs one. All unset on a primary.
-#[derive(Default)]
-struct ReplicaSource {
-    max_lag: OnceLock<Duration>,
-    lag: OnceLock<Arc<ReplicaLag>>,
-    follower: OnceLock<FollowerGate>,
-}
-
-/// A replica's lag, read at scrape time from what its lag thread last
-/// measured, and its `EROS_DB_REPLICA_MAX_LAG`. No lag sample before a
-/// replica has seen its first heartbeat (and none on a primary): an absent
-/// series, not a made-up number. The maximum is there from startup, so
-/// "a replica without a lag" is a query (`max unless lag`), and the lag can
-/// be compared with each replica's own maximum.
+/// What a read replica reports, by database: the most it may lag, known
+/// from startup, its lag, once its lag thread runs, and the restarts of the
+/// follower it runs, if it runs one. No lag sample before a replica has seen
+/// its first heartbeat (and none on a primary): an absent series, not a
+/// made-up number. The maximum is there from startup, so "a replica without
+/// a lag" is a query (`max unless lag`), and the lag can be compared with
+/// each replica's own maximum.
 struct ReplicaLagCollector {
-    source: Arc<ReplicaSource>,
-    gauge: prometheus::Gauge,
-    max_gauge: prometheus::Gauge,
-    follower_restarts: IntCounter,
+    source: Arc<PoolSource>,
+    gauge: prometheus::GaugeVec,
+    max_gauge: prometheus::GaugeVec,
+    follower_restarts: IntCounterVec,
     descs: Vec<Desc>,
 }
 
 impl ReplicaLagCollector {
-    fn new(source: Arc<ReplicaSource>) -> Self {
-        let gauge = prometheus::Gauge::new(
+    fn new(source: Arc<PoolSource>) -> Self {
+        let float_gauge = |name: &str, help: &str| {
+            prometheus::GaugeVec::new(Opts::new(name, help), &[DATABASE]).expect("valid gauge")
+        };
+        let gauge = float_gauge(
             "mcp_db_replica_lag_seconds",
             "Read replicas: now minus the newest primary heartbeat this replica's copy holds. \
              The primary writes one every EROS_DB_HEARTBEAT_INTERVAL, so it reads up to one \
              interval high; absent until the first heartbeat arrives.",
-        )
-        .expect("valid gauge");
-        let max_gauge = prometheus::Gauge::new(
+        );
+        let max_gauge = float_gauge(
             "mcp_db_replica_max_lag_seconds",
             "Read replicas: EROS_DB_REPLICA_MAX_LAG, the lag above which /readyz answers 503; \
              present from startup, before the first restore.",
-        )
-        .expect("valid gauge");
-        let follower_restarts = IntCounter::new(
+        );
+        let follower_restarts = counter_vec(
             "mcp_replica_follower_restarts_total",
             "Read replicas running their follower: followers started again after one stopped \
              (each time, queries were refused until a fresh restore was in place).",
-        )
-        .expect("valid counter");
+        );
         let descs = gauge
             .desc()
             .into_iter()
@@ -862,20 +934,33 @@ impl Collector for ReplicaLagCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        let databases = self.source.databases.lock().unwrap();
+        let (mut max, mut lag, mut follower) = (false, false, false);
+        for db in databases.iter() {
+            let label = [db.name.as_str()];
+            if let Some(max_lag) = db.max_lag {
+                max = true;
+                self.max_gauge
+                    .with_label_values(&label)
+                    .set(max_lag.as_secs_f64());
+            }
+            if let Some(now) = db.lag.as_ref().and_then(|lag| lag.lag()) {
+                lag = true;
+                self.gauge.with_label_values(&label).set(now.as_secs_f64());
+            }
+            if let Some(gate) = &db.follower {
+                follower = true;
+                count_up_to(&self.follower_restarts, &db.name, gate.restarts());
+            }
+        }
         let mut families = Vec::new();
-        if let Some(max_lag) = self.source.max_lag.get() {
-            self.max_gauge.set(max_lag.as_secs_f64());
+        if max {
             families.extend(self.max_gauge.collect());
         }
-        if let Some(lag) = self.source.lag.get().and_then(|lag| lag.lag()) {
-            self.gauge.set(lag.as_secs_f64());
+        if lag {
             families.extend(self.gauge.collect());
         }
-        if let Some(follower) = self.source.follower.get() {
-            let delta = follower
-                .restarts()
-                .saturating_sub(self.follower_restarts.get());
-            self.follower_restarts.inc_by(delta);
+        if follower {
             families.extend(self.follower_restarts.collect());
         }
         families
@@ -900,12 +985,12 @@ mod tests {
     fn lost_audit_lines_are_counted_and_absent_without_an_audit_log() {
         use crate::audit::{AuditLog, AuditSettings, AuditSink, SqlInAudit};
         use crate::transport::TransportObserver;
-        let metrics = Metrics::new(PathBuf::from("/nonexistent/eros.db"));
+        let metrics = Metrics::new();
         assert!(samples(&metrics, "mcp_audit_write_failures_total").is_empty());
         // /dev/full fails every write with ENOSPC.
         let audit = Arc::new(
             AuditLog::open(AuditSettings {
-                sink: AuditSink::File(PathBuf::from("/dev/full")),
+                sink: AuditSink::File(std::path::PathBuf::from("/dev/full")),
                 sql: SqlInAudit::Text,
                 param_values: false,
                 fail_closed: true,
@@ -927,21 +1012,21 @@ mod tests {
 
     #[test]
     fn a_primary_exports_no_replica_gauges() {
-        let metrics = Metrics::new(PathBuf::from("/nonexistent/eros.db"));
+        let metrics = Metrics::new();
         assert!(samples(&metrics, "mcp_db_replica_max_lag_seconds").is_empty());
         assert!(samples(&metrics, "mcp_db_replica_lag_seconds").is_empty());
     }
 
     #[test]
     fn a_replica_exports_its_max_lag_before_any_lag() {
-        let metrics = Metrics::new(PathBuf::from("/nonexistent/eros.db"));
-        metrics.replica(Duration::from_secs(45));
+        let metrics = Metrics::new();
+        metrics.replica("main", Duration::from_secs(45));
         assert_eq!(
             samples(&metrics, "mcp_db_replica_max_lag_seconds"),
-            ["mcp_db_replica_max_lag_seconds 45"]
+            ["mcp_db_replica_max_lag_seconds{database=\"main\"} 45"]
         );
         // Its lag thread has not seen a heartbeat: no lag sample yet.
-        metrics.watch_lag(Arc::new(ReplicaLag::new(Duration::from_secs(45))));
+        metrics.watch_lag("main", Arc::new(ReplicaLag::new(Duration::from_secs(45))));
         assert!(samples(&metrics, "mcp_db_replica_lag_seconds").is_empty());
     }
 }

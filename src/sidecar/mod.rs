@@ -26,13 +26,13 @@ use crate::transport::accept::{self, ConnectionLimits};
 use crate::transport::NoTransportObserver;
 
 pub use metrics::Metrics;
-pub use readiness::{Readiness, ReadyStatus};
+pub use readiness::{Readiness, ReadinessSet, ReadyStatus};
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct SidecarState {
     pub metrics: Arc<Metrics>,
-    pub readiness: Arc<Readiness>,
+    pub readiness: Arc<ReadinessSet>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +79,17 @@ async fn readyz(State(state): State<SidecarState>) -> Response {
 }
 
 async fn stats(State(state): State<SidecarState>) -> Response {
-    match state.metrics.pool_stats() {
-        Some(stats) => Json(stats).into_response(),
-        None => (
+    let mut stats = state.metrics.pool_stats();
+    match stats.len() {
+        // One database: its pool's statistics, as they always were.
+        1 => Json(stats.remove(0).1).into_response(),
+        2.. => Json(
+            stats
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+        .into_response(),
+        0 => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"status": "starting"})),
         )

@@ -53,6 +53,9 @@ pub struct ReadyStatus {
     /// Why not, when `writable` is false.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_blocker: Option<String>,
+    /// With several databases: each one's own answer, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub databases: Option<std::collections::BTreeMap<String, ReadyStatus>>,
 }
 
 impl ReadyStatus {
@@ -63,6 +66,7 @@ impl ReadyStatus {
             reason: None,
             writable: write_blocker.is_none(),
             write_blocker,
+            databases: None,
         }
     }
 
@@ -74,7 +78,80 @@ impl ReadyStatus {
             write_blocker: Some(reason.clone()),
             reason: Some(reason),
             writable: false,
+            databases: None,
         }
+    }
+}
+
+/// Readiness of every database served: with one, its own answer; with
+/// several, ready while every required one is (an optional one that cannot
+/// serve is reported, not fatal), and each one's answer by name.
+pub struct ReadinessSet {
+    databases: Vec<(String, bool, Arc<Readiness>)>,
+}
+
+impl ReadinessSet {
+    /// `(name, required, readiness)` of each database, in order.
+    pub fn new(databases: Vec<(String, bool, Arc<Readiness>)>) -> Self {
+        Self { databases }
+    }
+
+    /// The cheap verdict of `mcp_ready`: every required database ready.
+    pub fn is_ready_cheap(&self) -> bool {
+        self.databases
+            .iter()
+            .filter(|(_, required, _)| *required)
+            .all(|(_, _, readiness)| readiness.is_ready_cheap())
+    }
+
+    /// What `/readyz` answers.
+    pub async fn check(&self) -> ReadyStatus {
+        if let [(_, _, only)] = self.databases.as_slice() {
+            return only.check().await;
+        }
+        // All at once: each probe has its own time limit.
+        let checks: Vec<_> = self
+            .databases
+            .iter()
+            .map(|(_, _, readiness)| {
+                let readiness = Arc::clone(readiness);
+                tokio::spawn(async move { readiness.check().await })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(checks.len());
+        for check in checks {
+            answers.push(
+                check.await.unwrap_or_else(|err| {
+                    ReadyStatus::not_ready(format!("the probe failed: {err}"))
+                }),
+            );
+        }
+        let mut reason = None;
+        let mut write_blocker = None;
+        let mut by_name = std::collections::BTreeMap::new();
+        for ((name, required, _), answer) in self.databases.iter().zip(answers) {
+            if *required && !answer.ready && reason.is_none() {
+                reason = Some(format!(
+                    "database {name}: {}",
+                    answer.reason.as_deref().unwrap_or("not ready")
+                ));
+            }
+            if !answer.writable && write_blocker.is_none() {
+                write_blocker = Some(format!(
+                    "database {name}: {}",
+                    answer.write_blocker.as_deref().unwrap_or("not writable")
+                ));
+            }
+            by_name.insert(name.clone(), answer);
+        }
+        let mut status = match reason {
+            Some(reason) => ReadyStatus::not_ready(reason),
+            None => ReadyStatus::ready("ready", None),
+        };
+        status.writable = write_blocker.is_none();
+        status.write_blocker = write_blocker;
+        status.databases = Some(by_name);
+        status
     }
 }
 

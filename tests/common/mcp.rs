@@ -333,3 +333,21 @@ pub fn tools_call(tool: &str, arguments: Value) -> Value {
         "params": {"name": tool, "arguments": arguments}
     })
 }
+
+/// The value of the metric `name` in a Prometheus text `exposition`: the
+/// sum of its series, whatever their labels (per-database metrics carry a
+/// `database` label); `None` when it has no series.
+pub fn sample(exposition: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse().ok()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}

@@ -145,8 +145,7 @@ impl Served {
 
     fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = self.server.sidecar("/metrics");
-        body.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        common::mcp::sample(&body, name)
     }
 
     fn log_text(&self) -> String {

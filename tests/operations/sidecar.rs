@@ -80,8 +80,11 @@ async fn readyz_answers_fast_and_stays_ready_when_every_connection_is_busy() {
     let metrics_port = server.metrics_port.unwrap();
     let in_use = move || {
         let (_, body) = http_get(metrics_port, "/metrics");
-        body.lines().any(|l| l == "mcp_db_pool_in_use 1")
-            && body.lines().any(|l| l == "mcp_db_pool_waiters 1")
+        body.lines()
+            .any(|l| l == "mcp_db_pool_in_use{database=\"main\"} 1")
+            && body
+                .lines()
+                .any(|l| l == "mcp_db_pool_waiters{database=\"main\"} 1")
     };
     tokio::task::spawn_blocking(move || wait_for("a saturated pool", in_use))
         .await
@@ -240,8 +243,8 @@ async fn stats_and_metrics_report_the_pool() {
     assert_eq!(stats["pool_size"], json!(4));
     let (_, metrics) = server.sidecar("/metrics");
     for line in [
-        "mcp_db_pool_size 4",
-        "mcp_db_pool_max_connections 9",
+        "mcp_db_pool_size{database=\"main\"} 4",
+        "mcp_db_pool_max_connections{database=\"main\"} 9",
         "mcp_ready 1",
         "mcp_tool_calls_total{outcome=\"ok\",tool=\"query\"} 1",
         "mcp_tool_calls_total{outcome=\"denied\",tool=\"query\"} 1",
@@ -266,7 +269,6 @@ fn pool_series(exposition: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_on_a_saturated_pool_leave_every_pool_counter_and_histogram_unchanged() {
-    use eros_mcp::pool::PoolObserver;
     use eros_mcp::sidecar::{Metrics, Readiness};
     let db = TestDb::new().with_demo_data();
     let config = eros_mcp::config::DatabaseConfig {
@@ -276,10 +278,16 @@ async fn probes_on_a_saturated_pool_leave_every_pool_counter_and_histogram_uncha
         checkout_timeout: Duration::from_millis(100),
         ..db.config.clone()
     };
-    let metrics = Arc::new(Metrics::new(config.path.clone()));
-    let pool =
-        eros_mcp::database::open(&config, Arc::clone(&metrics) as Arc<dyn PoolObserver>).unwrap();
-    metrics.watch(Arc::clone(&pool), || true);
+    let metrics = Arc::new(Metrics::new());
+    let pool = eros_mcp::database::open(&config, metrics.pool_observer("main")).unwrap();
+    metrics.watch_database(
+        "main",
+        Arc::new(eros_mcp::engine::QueryEngine::new(
+            Arc::clone(&pool),
+            config.engine_settings(),
+        )),
+    );
+    metrics.watch_ready(|| true);
     let readiness = Readiness::new(
         Some(eros_mcp::sqlite::migrations::latest_version()),
         Duration::from_secs(30),

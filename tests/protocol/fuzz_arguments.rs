@@ -99,7 +99,7 @@ proptest! {
         cursor in prop::option::of("[A-Za-z0-9_-]{0,30}"),
     ) {
         let fx = fixture();
-        let request = QueryRequest { sql, params, max_rows, cursor };
+        let request = QueryRequest { sql, params, max_rows, cursor, database: None };
         let result = fx.runtime.block_on(fx.engine.query(request, &JsonRows, None));
         if let Err(err) = &result {
             prop_assert!(!err.to_string().is_empty());

@@ -56,10 +56,8 @@ fn modified(path: &Path) -> SystemTime {
 /// `mcp_replica_follower_restarts_total` on the replica's sidecar.
 fn follower_restarts(replica: &common::litestream::Replica) -> u64 {
     let (_, exposition) = replica.sidecar("/metrics");
-    exposition
-        .lines()
-        .find_map(|line| line.strip_prefix("mcp_replica_follower_restarts_total "))
-        .and_then(|value| value.trim().parse().ok())
+    common::mcp::sample(&exposition, "mcp_replica_follower_restarts_total")
+        .map(|value| value as u64)
         .unwrap_or_else(|| panic!("no mcp_replica_follower_restarts_total in {exposition}"))
 }
 

@@ -417,8 +417,7 @@ async fn execute_commits_one_write_and_reports_changes() {
         .execute(
             ExecuteRequest {
                 sql: "INSERT INTO creators (handle, display_name, email) VALUES (:h, 'New', 'new@example.com')".into(),
-                params: Some(SqlParams::Named([("h".to_string(), SqlParam::Text("newbie".into()))].into())),
-            },
+                params: Some(SqlParams::Named([("h".to_string(), SqlParam::Text("newbie".into()))].into())), database: None, },
             &JsonRows,
             None)
         .await
@@ -444,6 +443,7 @@ async fn execute_returns_returning_rows() {
             ExecuteRequest {
                 sql: "UPDATE creators SET status = 'paused' WHERE id IN (1, 2) RETURNING id".into(),
                 params: None,
+                database: None,
             },
             &JsonRows,
             None,
@@ -465,6 +465,7 @@ async fn a_failed_write_is_rolled_back_and_names_the_constraint() {
                 sql: "INSERT INTO content (creator_id, title, kind) VALUES (9999, 't', 'video')"
                     .into(),
                 params: None,
+                database: None,
             },
             &JsonRows,
             None,
@@ -503,7 +504,7 @@ async fn execute_refuses_connection_level_statements() {
         "INSERT INTO creators (handle, display_name, email) VALUES ('a', 'b', 'c'); DROP TABLE creators",
     ] {
         let err = engine
-            .execute(ExecuteRequest { sql: sql.into(), params: None }, &JsonRows, None)
+            .execute(ExecuteRequest { sql: sql.into(), params: None, database: None }, &JsonRows, None)
             .await
             .unwrap_err();
         assert!(matches!(err, QueryError::Denied(_)), "{sql}: {err:?}");
@@ -524,6 +525,7 @@ async fn execute_can_change_the_schema() {
             ExecuteRequest {
                 sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)".into(),
                 params: None,
+                database: None,
             },
             &JsonRows,
             None,
@@ -589,6 +591,7 @@ async fn an_abandoned_write_is_rolled_back_not_committed() {
     let execute = |sql: &str| ExecuteRequest {
         sql: sql.into(),
         params: None,
+        database: None,
     };
     engine
         .execute(execute("CREATE TABLE t (v)"), &JsonRows, None)

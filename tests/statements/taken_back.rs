@@ -71,9 +71,7 @@ fn env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 /// A number from the sidecar's exposition.
 fn metric(server: &HttpServer, name: &str) -> f64 {
     let (_, body) = server.sidecar("/metrics");
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in the exposition"))
+    common::mcp::sample(&body, name).unwrap_or_else(|| panic!("no {name} in the exposition"))
 }
 
 /// `/readyz` polled every 100 ms on a thread of its own: (when, status,
