@@ -73,12 +73,15 @@ pub enum AppError {
     Thread(&'static str, #[source] std::io::Error),
 }
 
+/// Gives the pool of the database named to it the observer it reports to.
+pub type PoolObserverFor = Arc<dyn Fn(&str) -> Arc<dyn PoolObserver> + Send + Sync>;
+
 /// Hooks for measuring the pool and the tool calls (the metrics sidecar),
 /// and for recording them (the audit log).
 #[derive(Clone)]
 pub struct Observers {
     /// What the pool of the named database reports to.
-    pub pool: Arc<dyn Fn(&str) -> Arc<dyn PoolObserver> + Send + Sync>,
+    pub pool: PoolObserverFor,
     pub tools: Arc<dyn ToolObserver>,
     pub transport: Arc<dyn TransportObserver>,
 }
@@ -266,8 +269,7 @@ fn reload_on_hangup(on_hangup: OnHangup, shutdown: &Shutdown) {
 /// each kind.
 fn observers(metrics: &Arc<Metrics>, audit: Option<&Arc<AuditLog>>) -> Observers {
     let by_name = Arc::clone(metrics);
-    let pool: Arc<dyn Fn(&str) -> Arc<dyn PoolObserver> + Send + Sync> =
-        Arc::new(move |name: &str| by_name.pool_observer(name));
+    let pool: PoolObserverFor = Arc::new(move |name: &str| by_name.pool_observer(name));
     let metrics_tools = Arc::clone(metrics) as Arc<dyn ToolObserver>;
     let metrics_transport = Arc::clone(metrics) as Arc<dyn TransportObserver>;
     let Some(audit) = audit else {

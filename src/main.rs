@@ -92,6 +92,14 @@ fn main() -> ExitCode {
     let config = match Config::from_env() {
         Ok(mut config) => {
             if let Some(path) = cli.db.clone() {
+                if let Some(file) = &config.databases.file {
+                    eprintln!(
+                        "error: --db names one database, and {} declares them all; give one or \
+                         the other",
+                        file.display()
+                    );
+                    return ExitCode::from(2);
+                }
                 config.database.path = path;
             }
             config
@@ -101,7 +109,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let outcome = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let one_database = matches!(
+        command,
+        Command::Migrate | Command::DemoData | Command::Restore { .. }
+    );
+    if let (true, Some(file)) = (one_database, &config.databases.file) {
+        eprintln!(
+            "error: this command acts on one database: run it with that database's \
+             EROS_DB_PATH (and settings), without EROS_DATABASES_FILE ({})",
+            file.display()
+        );
+        return ExitCode::from(2);
+    }
+    let outcome = match command {
         Command::Serve => serve(config),
         Command::Check => check(config),
         Command::Migrate => migrate(config.database),
@@ -203,10 +224,22 @@ const QUICK_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 fn check(config: Config) -> anyhow::Result<()> {
     let budget = MemoryBudget::of(&config);
-    let config = config.database;
-    println!("{config}");
+    let specs = config.database_specs()?;
     println!("{budget}");
-    let pool = database::open(&config, Arc::new(NoObserver))?;
+    for spec in specs {
+        if config.databases.file.is_some() {
+            println!("[database {}]", spec.name);
+        }
+        check_database(&spec.database)?;
+    }
+    Ok(())
+}
+
+/// `check` of one database: its settings, schema version, every page read,
+/// and its pool.
+fn check_database(config: &DatabaseConfig) -> anyhow::Result<()> {
+    println!("{config}");
+    let pool = database::open(config, Arc::new(NoObserver))?;
     let version = {
         let conn = pool.open_local()?;
         migrations::current_version(&conn)?

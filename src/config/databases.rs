@@ -169,6 +169,9 @@ pub fn parse(
             "no database is declared: add a [databases.NAME] table with its path".into(),
         ));
     }
+    // In the order the file declares them (the map sorts by name).
+    let mut databases: Vec<_> = databases.into_iter().collect();
+    databases.sort_by_key(|(name, _)| name.span().start);
     let mut specs = Vec::with_capacity(databases.len());
     for (name, entry) in databases {
         let at = name.span().start;

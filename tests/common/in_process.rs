@@ -35,6 +35,8 @@ impl InProcessServer {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        // A setting given in `env` replaces the default above.
+        vars.retain(|(name, _)| !env.iter().any(|(given, _)| given == name));
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(vars).expect("a valid configuration");
         let shutdown = Shutdown::new();

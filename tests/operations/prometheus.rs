@@ -472,10 +472,7 @@ fn the_exposition_passes_promtool_check_metrics() {
         "mcp_db_pool_in_use",
         "mcp_db_pool_overflow",
     ] {
-        assert!(
-            common::mcp::sample(&body, name).is_some(),
-            "{name} missing"
-        );
+        assert!(common::mcp::sample(&body, name).is_some(), "{name} missing");
     }
     let report = run("promtool", &["check", "metrics"], Some(&body));
     assert!(
@@ -494,10 +491,7 @@ async fn a_replicas_exposition_passes_promtool_check_metrics() {
         "mcp_db_replica_lag_seconds",
         "mcp_db_replica_max_lag_seconds",
     ] {
-        assert!(
-            common::mcp::sample(&body, name).is_some(),
-            "{name} missing"
-        );
+        assert!(common::mcp::sample(&body, name).is_some(), "{name} missing");
     }
     let report = run("promtool", &["check", "metrics"], Some(&body));
     assert!(

@@ -8,6 +8,7 @@ mod common;
 
 mod cli;
 mod client_limits;
+mod databases;
 mod fuzz_arguments;
 mod in_process;
 mod list_tables;

@@ -1,0 +1,330 @@
+//! Several databases in one server (`EROS_DATABASES_FILE`): each call
+//! reaches the database it names, a declared tool and a policy bind only
+//! their own database, the tool list says which databases there are, and
+//! one database's trouble stays its own. The server runs in-process on real
+//! SQLite files.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::in_process::InProcessServer;
+use common::mcp::{call, free_port, http_get, structured, text, ERAS};
+use common::token_entry;
+use serde_json::{json, Value};
+
+/// A database file at `dir/name.db` with `items(id, name)` holding `rows`.
+fn database(dir: &Path, name: &str, rows: &[(i64, &str)]) -> PathBuf {
+    let path = dir.join(format!("{name}.db"));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);")
+        .unwrap();
+    for (id, item) in rows {
+        conn.execute("INSERT INTO items VALUES (?1, ?2)", (id, item))
+            .unwrap();
+    }
+    path
+}
+
+/// Two databases, `shop` and `archive`, whose `items` differ, declared in
+/// `dir/databases.toml` with `extra` appended.
+fn two_databases(dir: &Path, extra: &str) -> PathBuf {
+    database(dir, "shop", &[(1, "kettle"), (2, "teapot")]);
+    database(dir, "archive", &[(1, "gramophone")]);
+    let file = dir.join("databases.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[databases.shop]\npath = \"shop.db\"\ndescription = \"What the shop sells now.\"\n\
+             migrate = false\n\n\
+             [databases.archive]\npath = \"archive.db\"\ndescription = \"Items no longer sold.\"\n\
+             migrate = false\n{extra}"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn names(result: &rmcp::model::CallToolResult) -> String {
+    text(result)
+}
+
+#[tokio::test]
+async fn each_call_reaches_the_database_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = two_databases(dir.path(), "");
+    let server = InProcessServer::start(
+        &dir.path().join("unused.db"),
+        &[("EROS_DATABASES_FILE", file.to_str().unwrap())],
+    );
+    let client = server.client(None, &ERAS[0]).await;
+    let sql = json!("SELECT name FROM items ORDER BY id");
+    let shop = call(&client, "query", json!({"sql": sql, "database": "shop"})).await;
+    let archive = call(&client, "query", json!({"sql": sql, "database": "archive"})).await;
+    assert!(names(&shop).contains("kettle") && names(&shop).contains("teapot"));
+    assert!(!names(&shop).contains("gramophone"), "{}", names(&shop));
+    assert!(
+        names(&archive).contains("gramophone"),
+        "{}",
+        names(&archive)
+    );
+    assert!(!names(&archive).contains("kettle"), "{}", names(&archive));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_or_unknown_database_is_a_tool_error_listing_the_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = two_databases(dir.path(), "");
+    let server = InProcessServer::start(
+        &dir.path().join("unused.db"),
+        &[("EROS_DATABASES_FILE", file.to_str().unwrap())],
+    );
+    let client = server.client(None, &ERAS[0]).await;
+    for arguments in [
+        json!({"sql": "SELECT 1"}),
+        json!({"sql": "SELECT 1", "database": "warehouse"}),
+    ] {
+        let result = call(&client, "query", arguments.clone()).await;
+        assert_eq!(result.is_error, Some(true), "{arguments}");
+        let message = text(&result);
+        assert!(
+            message.contains("shop") && message.contains("archive"),
+            "{message}"
+        );
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_tool_list_names_the_databases_only_when_there_are_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = two_databases(dir.path(), "");
+    let several = InProcessServer::start(
+        &dir.path().join("unused.db"),
+        &[("EROS_DATABASES_FILE", file.to_str().unwrap())],
+    );
+    let client = several.client(None, &ERAS[0]).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let query = tools.iter().find(|t| t.name == "query").unwrap();
+    let schema = serde_json::to_value(&query.input_schema).unwrap();
+    assert_eq!(
+        schema["properties"]["database"]["enum"],
+        json!(["shop", "archive"])
+    );
+    assert!(schema["required"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("database")));
+    let listed = call(&client, "list_databases", json!({})).await;
+    let listed = structured(&listed);
+    assert_eq!(listed["databases"][0]["name"], "shop");
+    assert_eq!(
+        listed["databases"][1]["description"],
+        "Items no longer sold."
+    );
+    client.cancel().await.unwrap();
+
+    // One database: the list is what it always was.
+    let db = database(dir.path(), "alone", &[(1, "x")]);
+    let one = InProcessServer::start(&db, &[("EROS_DB_MIGRATE", "false")]);
+    let client = one.client(None, &ERAS[0]).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().all(|t| t.name != "list_databases"));
+    for tool in &tools {
+        let schema = serde_json::to_value(&tool.input_schema).unwrap();
+        assert!(
+            schema["properties"].get("database").is_none(),
+            "{}: {schema}",
+            tool.name
+        );
+    }
+    let result = call(&client, "query", json!({"sql": "SELECT name FROM items"})).await;
+    assert!(text(&result).contains('x'));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_declared_tool_and_a_policy_bind_only_their_own_database() {
+    const READER: &str = "reader-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shop-tools.toml"),
+        "[[tools]]\nname = \"shop_item\"\ndescription = \"One item of the shop.\"\n\
+         sql = \"SELECT name FROM items WHERE id = :id\"\n\
+         [tools.params.id]\ntype = \"integer\"\ndescription = \"The item.\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("shop-policy.toml"),
+        "[scopes.\"eros:pii\"]\nnull_columns = [\"items.name\"]\n",
+    )
+    .unwrap();
+    let file = two_databases(dir.path(), "");
+    let text_of_file = std::fs::read_to_string(&file).unwrap().replace(
+        "[databases.archive]",
+        "tools_file = \"shop-tools.toml\"\npolicy_file = \"shop-policy.toml\"\n\n[databases.archive]",
+    );
+    std::fs::write(&file, text_of_file).unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, token_entry("reader", READER, &["eros:read"])).unwrap();
+    let server = InProcessServer::start(
+        &dir.path().join("unused.db"),
+        &[
+            ("EROS_DATABASES_FILE", file.to_str().unwrap()),
+            ("EROS_AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
+        ],
+    );
+    let client = server.client(Some(READER), &ERAS[0]).await;
+    // The declared tool runs on the shop, whatever database is passed.
+    let item = call(
+        &client,
+        "shop_item",
+        json!({"id": 1, "database": "archive"}),
+    )
+    .await;
+    assert_eq!(item.is_error, Some(true), "an argument it does not declare");
+    let item = call(&client, "shop_item", json!({"id": 1})).await;
+    assert!(!text(&item).contains("gramophone"), "{}", text(&item));
+    // The shop's policy nulls its names for a reader without eros:pii...
+    let shop = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT name FROM items WHERE name IS NOT NULL", "database": "shop"}),
+    )
+    .await;
+    assert!(!text(&shop).contains("kettle"), "{}", text(&shop));
+    // ...and the archive, which has no policy, shows its own.
+    let archive = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT name FROM items", "database": "archive"}),
+    )
+    .await;
+    assert!(text(&archive).contains("gramophone"), "{}", text(&archive));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_whose_pool_is_held_leaves_the_other_answering_and_readiness_says_which() {
+    const RUNAWAY: &str =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let dir = tempfile::tempdir().unwrap();
+    let file = two_databases(dir.path(), "");
+    // The shop gets one connection and a long timeout; the archive is optional.
+    let text_of_file = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(
+            "[databases.archive]",
+            "pool_size = 1\npool_overflow = 0\npool_prewarm = 1\npool_timeout = 0.3\n\
+             query_timeout = 4\n\n[databases.archive]",
+        )
+        .replace(
+            "description = \"Items no longer sold.\"",
+            "description = \"Items no longer sold.\"\nrequired = false\nread_only = false",
+        );
+    std::fs::write(&file, text_of_file).unwrap();
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let server = InProcessServer::start(
+        &dir.path().join("unused.db"),
+        &[
+            ("EROS_DATABASES_FILE", file.to_str().unwrap()),
+            ("EROS_METRICS_ADDR", &metrics_addr),
+        ],
+    );
+    let client = std::sync::Arc::new(server.client(None, &ERAS[0]).await);
+    let held = {
+        let client = std::sync::Arc::clone(&client);
+        tokio::spawn(async move {
+            call(
+                &client,
+                "query",
+                json!({"sql": RUNAWAY, "database": "shop"}),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The shop's one connection is taken: its next call waits out its timeout.
+    let shop = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT 1", "database": "shop"}),
+    )
+    .await;
+    assert_eq!(shop.is_error, Some(true), "{}", text(&shop));
+    // The archive answers every call at once.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let archive = call(
+            &client,
+            "query",
+            json!({"sql": "SELECT name FROM items", "database": "archive"}),
+        )
+        .await;
+        assert!(text(&archive).contains("gramophone"), "{}", text(&archive));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    held.await.unwrap();
+    // The archive's file goes: it is optional, so the server stays ready
+    // and /readyz says which database cannot serve.
+    std::fs::remove_file(dir.path().join("archive.db")).unwrap();
+    let failing = call(
+        &client,
+        "execute",
+        json!({"sql": "DELETE FROM items", "database": "archive"}),
+    )
+    .await;
+    assert_eq!(failing.is_error, Some(true));
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(metrics_port, "/readyz"))
+        .await
+        .unwrap();
+    let readiness: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(readiness["databases"]["shop"]["ready"], true, "{body}");
+    assert_eq!(readiness["databases"]["archive"]["ready"], false, "{body}");
+    let (_, metrics) = tokio::task::spawn_blocking(move || http_get(metrics_port, "/metrics"))
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcp_db_pool_size{database=\"shop\"} 1")
+            && metrics.contains("mcp_db_pool_size{database=\"archive\"} 10"),
+        "{metrics}"
+    );
+    std::sync::Arc::try_unwrap(client)
+        .ok()
+        .unwrap()
+        .cancel()
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_bad_databases_file_stops_startup_with_its_line_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("databases.toml");
+    std::fs::write(
+        &file,
+        "[databases.shop]\npath = \"shop.db\"\npool_size = 0\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"))
+        .arg("check")
+        .env_clear()
+        .env("EROS_DATABASES_FILE", &file)
+        .env("EROS_METRICS_ADDR", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("databases.toml:3: databases.shop: pool_size = \"0\""),
+        "{stderr}"
+    );
+}
