@@ -251,6 +251,7 @@ impl AuditLog {
             who: Who::of(&caller.principal),
             session: caller.session.as_deref(),
             tool,
+            database: caller.database.as_deref(),
             statement: self.statement(caller),
         })
     }
@@ -264,6 +265,7 @@ impl AuditLog {
             who: Who::of(&caller.principal),
             session: caller.session.as_deref(),
             tool: call.tool,
+            database: caller.database.as_deref(),
             statement: self.statement(caller),
             outcome: call.outcome.as_str(),
             rows: call.rows,
@@ -374,6 +376,9 @@ struct ToolCallLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<&'a str>,
     tool: &'a str,
+    /// The database the call named (a declared tool's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<&'a str>,
     #[serde(flatten)]
     statement: Statement<'a>,
     outcome: &'static str,
@@ -404,6 +409,8 @@ struct WriteLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<&'a str>,
     tool: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<&'a str>,
     #[serde(flatten)]
     statement: Statement<'a>,
 }
@@ -598,6 +605,7 @@ mod tests {
             sql: Some("SELECT * FROM creators WHERE id = ?".into()),
             params: 1,
             param_values: Some(json!([7])),
+            database: Some("main".into()),
             ..Caller::new(oauth_principal())
         }
     }
@@ -643,6 +651,7 @@ mod tests {
                 "client_id": "etl-client",
                 "session": "session-1",
                 "tool": "query",
+                "database": "main",
                 "sql": "SELECT * FROM creators WHERE id = ?",
                 "params": 1,
                 "outcome": "ok",

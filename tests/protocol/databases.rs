@@ -328,3 +328,60 @@ fn a_bad_databases_file_stops_startup_with_its_line_and_reason() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_data_dictionary_is_in_the_schema_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = two_databases(
+        dir.path(),
+        "\n[databases.archive.tables.items]\ndescription = \"Things once sold.\"\n\
+         columns.name = { description = \"What it was called\", unit = \"words\" }\n",
+    );
+    let server = InProcessServer::start(
+        &dir.path().join("unused.db"),
+        &[("EROS_DATABASES_FILE", file.to_str().unwrap())],
+    );
+    let client = server.client(None, &ERAS[0]).await;
+    let listed = call(
+        &client,
+        "list_tables",
+        json!({"detail": "columns", "database": "archive"}),
+    )
+    .await;
+    let listed = structured(&listed);
+    assert_eq!(listed["tables"][0]["description"], "Things once sold.");
+    let columns = listed["tables"][0]["columns"].to_string();
+    assert!(
+        columns.contains("name TEXT NOT NULL -- What it was called (unit: words)"),
+        "{columns}"
+    );
+    let described = call(
+        &client,
+        "describe_table",
+        json!({"table": "items", "database": "archive"}),
+    )
+    .await;
+    let described = structured(&described);
+    assert_eq!(described["description"], "Things once sold.");
+    assert_eq!(
+        described["columns"][1]["description"],
+        "What it was called (unit: words)"
+    );
+    let schema = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "schema://archive",
+        ))
+        .await
+        .unwrap();
+    let ddl = serde_json::to_string(&schema).unwrap();
+    assert!(ddl.contains("items: Things once sold."), "{ddl}");
+    // The shop's items are not described: the notes are the archive's alone.
+    let shop = call(
+        &client,
+        "describe_table",
+        json!({"table": "items", "database": "shop"}),
+    )
+    .await;
+    assert!(structured(&shop).get("description").is_none());
+    client.cancel().await.unwrap();
+}
