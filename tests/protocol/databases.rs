@@ -117,6 +117,7 @@ async fn the_tool_list_names_the_databases_only_when_there_are_several() {
         .as_array()
         .unwrap()
         .contains(&json!("database")));
+    let several_bytes = serde_json::to_string(&tools).unwrap().len();
     let listed = call(&client, "list_databases", json!({})).await;
     let listed = structured(&listed);
     assert_eq!(listed["databases"][0]["name"], "shop");
@@ -132,6 +133,13 @@ async fn the_tool_list_names_the_databases_only_when_there_are_several() {
     let client = one.client(None, &ERAS[0]).await;
     let tools = client.list_all_tools().await.unwrap();
     assert!(tools.iter().all(|t| t.name != "list_databases"));
+    let one_bytes = serde_json::to_string(&tools).unwrap().len();
+    eprintln!("tools/list: {one_bytes} bytes with one database, {several_bytes} with two");
+    assert!(one_bytes <= 3000, "{one_bytes}");
+    assert!(
+        several_bytes < one_bytes + 1000,
+        "{several_bytes} vs {one_bytes}"
+    );
     for tool in &tools {
         let schema = serde_json::to_value(&tool.input_schema).unwrap();
         assert!(
