@@ -391,8 +391,8 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     let server = build_following(&config, &specs, &observers, Arc::clone(&calls), &gates).await?;
     let auth = auth.map(|auth| auth.with_scope_rules(server.scope_rules()));
     for (spec, parts) in specs.iter().zip(databases.iter_mut()) {
-        let db = server
-            .catalog()
+        let catalog = server.catalog();
+        let db = catalog
             .find(Some(&spec.name))
             .expect("every declared database is served");
         let pool = Arc::clone(db.engine.pool());

@@ -92,14 +92,50 @@ struct ToolRule {
     database: Option<String>,
 }
 
-struct Inner {
+/// What a reload replaces at once: the databases and the tools built on
+/// them. A call runs under the generation it started with to its end.
+pub struct Generation {
+    /// 1 at startup, one more at each reload that took effect.
+    pub number: u64,
     /// The databases served; each call runs against one.
     catalog: Catalog,
     router: ToolRouter<ErosServer>,
     rules: HashMap<String, ToolRule>,
+    /// The scope each tool needs (put in [`Inner::scopes`] on a swap).
+    scopes: HashMap<String, String>,
+}
+
+impl Generation {
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The tools a principal sees, by name.
+    fn visible_tools(&self, principal: &Principal) -> Vec<Tool> {
+        let mut tools = self.router.list_all();
+        tools.retain(|tool| {
+            self.scopes
+                .get(tool.name.as_ref())
+                .is_none_or(|scope| principal.may(scope))
+        });
+        tools
+    }
+}
+
+/// A session the server may tell that its tool list changed.
+struct Listener {
+    peer: rmcp::Peer<RoleServer>,
+    principal: Arc<Principal>,
+}
+
+struct Inner {
+    /// The databases and tools in force (see [`ErosServer::replace`]).
+    generation: std::sync::RwLock<Arc<Generation>>,
     /// The scope each tool needs: the one rule, shared with the HTTP
-    /// transport.
+    /// transport, replaced with each generation.
     scopes: ScopeRules,
+    /// Sessions to tell when their tool list changes.
+    listeners: std::sync::Mutex<Vec<Listener>>,
     /// Over stdio: the user who started the process.
     local: Arc<Principal>,
     /// Over HTTP with authentication off.
@@ -128,10 +164,10 @@ pub struct ErosServer {
 }
 
 impl ErosServer {
-    /// Builds the tool list once: the built-in tools (`execute` only when
-    /// some database takes writes, `list_databases` only when there are
-    /// several, a `database` argument only then) and each database's
-    /// declared tools, described for the rows' format.
+    /// Builds the tool list: the built-in tools (`execute` only when some
+    /// database takes writes, `list_databases` only when there are several,
+    /// a `database` argument only then) and each database's declared tools,
+    /// described for the rows' format.
     pub fn new(
         databases: Vec<(ServedDatabase, DeclaredTools)>,
         observer: Arc<dyn ToolObserver>,
@@ -139,6 +175,90 @@ impl ErosServer {
         row_format: RowFormat,
     ) -> Result<Self, ToolClash> {
         let rows = rows::encoder(row_format);
+        let generation = Self::generation(1, databases, rows)?;
+        let scopes = ScopeRules::new(generation.scopes.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                generation: std::sync::RwLock::new(Arc::new(generation)),
+                scopes,
+                listeners: std::sync::Mutex::new(Vec::new()),
+                local: Principal::local(),
+                anonymous: Principal::anonymous(),
+                copy_param_values: observer.wants_param_values(),
+                observer,
+                calls,
+                rows,
+            }),
+        })
+    }
+
+    /// The generation in force now.
+    pub fn current(&self) -> Arc<Generation> {
+        Arc::clone(
+            &self
+                .inner
+                .generation
+                .read()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// Puts a new generation of databases and tools in place at once:
+    /// calls already running finish under the old one, every later call
+    /// runs under the new one. Sessions whose tool list changed are told.
+    /// Returns the generation replaced, whose databases the caller closes
+    /// once no call holds them.
+    pub async fn replace(
+        &self,
+        databases: Vec<(ServedDatabase, DeclaredTools)>,
+    ) -> Result<Arc<Generation>, ToolClash> {
+        let rows = self.inner.rows;
+        let number = self.current().number + 1;
+        let next = Arc::new(Self::generation(number, databases, rows)?);
+        let previous = {
+            let mut slot = self
+                .inner
+                .generation
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            self.inner.scopes.replace(next.scopes.clone());
+            std::mem::replace(&mut *slot, Arc::clone(&next))
+        };
+        self.tell_listeners(&previous, &next).await;
+        Ok(previous)
+    }
+
+    /// `notifications/tools/list_changed` to each open session whose
+    /// tools differ between `before` and `after`.
+    async fn tell_listeners(&self, before: &Generation, after: &Generation) {
+        let listeners: Vec<(rmcp::Peer<RoleServer>, Arc<Principal>)> = {
+            let mut listeners = self
+                .inner
+                .listeners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            listeners.retain(|listener| !listener.peer.is_transport_closed());
+            listeners
+                .iter()
+                .map(|l| (l.peer.clone(), Arc::clone(&l.principal)))
+                .collect()
+        };
+        for (peer, principal) in listeners {
+            let old = before.visible_tools(&principal);
+            let new = after.visible_tools(&principal);
+            if old != new {
+                if let Err(err) = peer.notify_tool_list_changed().await {
+                    tracing::debug!(error = %err, "a session left before hearing of the new tools");
+                }
+            }
+        }
+    }
+
+    fn generation(
+        number: u64,
+        databases: Vec<(ServedDatabase, DeclaredTools)>,
+        rows: &'static dyn RowEncoder,
+    ) -> Result<Generation, ToolClash> {
         let mut router = Self::builtin_tools();
         let (served, declared): (Vec<_>, Vec<_>) = databases
             .into_iter()
@@ -205,20 +325,24 @@ impl ErosServer {
                     Some(Arc::new(crate::rmcp_gaps::tool_schema::standardize(output)));
             }
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                catalog,
-                router,
-                rules,
-                scopes: ScopeRules::new(scopes),
-                local: Principal::local(),
-                anonymous: Principal::anonymous(),
-                copy_param_values: observer.wants_param_values(),
-                observer,
-                calls,
-                rows,
-            }),
+        Ok(Generation {
+            number,
+            catalog,
+            router,
+            rules,
+            scopes,
         })
+    }
+
+    /// The generation a request runs under: the one its call started with
+    /// (put in its context by [`ServerHandler::call_tool`]), else the
+    /// current one.
+    fn generation_of(&self, context: &RequestContext<RoleServer>) -> Arc<Generation> {
+        context
+            .extensions
+            .get::<Arc<Generation>>()
+            .cloned()
+            .unwrap_or_else(|| self.current())
     }
 
     /// The database a resource or prompt request names (`None`: the only
@@ -229,8 +353,8 @@ impl ErosServer {
         name: Option<&str>,
         context: &RequestContext<RoleServer>,
     ) -> Result<(Arc<ServedDatabase>, Arc<Restrictions>), ErrorData> {
-        let db = self
-            .inner
+        let generation = self.generation_of(context);
+        let db = generation
             .catalog
             .find(name)
             .map_err(|err| ErrorData::invalid_params(err.to_string(), None))?;
@@ -249,9 +373,9 @@ impl ErosServer {
         Ok((Arc::clone(db), restrictions))
     }
 
-    /// The databases served.
-    pub fn catalog(&self) -> &Catalog {
-        &self.inner.catalog
+    /// The databases served now.
+    pub fn catalog(&self) -> Catalog {
+        self.current().catalog.clone()
     }
 
     /// The scope each request needs (for the HTTP transport's 403 before
@@ -262,7 +386,7 @@ impl ErosServer {
 
     /// Names of the tools this server offers.
     pub fn tool_names(&self) -> Vec<String> {
-        self.inner
+        self.current()
             .router
             .list_all()
             .into_iter()
@@ -301,7 +425,8 @@ impl ErosServer {
                 &*self.inner.observer,
             );
         };
-        let db = match self.inner.catalog.find(caller.database.as_deref()) {
+        let generation = self.generation_of(context);
+        let db = match generation.catalog.find(caller.database.as_deref()) {
             Ok(db) => Arc::clone(db),
             Err(err) => return respond::refuse(tool, &caller, err, &*self.inner.observer),
         };
@@ -353,7 +478,7 @@ impl ErosServer {
             ..self.caller_of(context)
         };
         let databases = self
-            .inner
+            .generation_of(context)
             .catalog
             .iter()
             .filter(|db| db.admits(&caller.principal))
@@ -390,11 +515,12 @@ impl ErosServer {
     /// Who is calling `request` and what it asks to run.
     fn caller(
         &self,
+        generation: &Generation,
         context: &RequestContext<RoleServer>,
         request: &CallToolRequestParams,
     ) -> Caller {
         let arguments = request.arguments.as_ref();
-        let rule = self.inner.rules.get(request.name.as_ref());
+        let rule = generation.rules.get(request.name.as_ref());
         // Copied only when an observer reads them: the cost of a call
         // stays what it was without the audit log's EROS_AUDIT_PARAMS.
         let copy_values = self.inner.copy_param_values;
@@ -431,7 +557,7 @@ impl ErosServer {
                     .and_then(|v| v.as_str())
                     .map(str::to_string)
             })
-            .or_else(|| self.inner.catalog.single().map(|db| db.name.clone()));
+            .or_else(|| generation.catalog.single().map(|db| db.name.clone()));
         Caller {
             session: session_id(context),
             sql,
@@ -455,11 +581,6 @@ impl ErosServer {
             })
     }
 
-    /// Whether `principal` may see and call `tool`.
-    fn permits(&self, principal: &Principal, tool: &str) -> bool {
-        self.inner.scopes.permits(principal, tool)
-    }
-
     /// Refuses a resource or prompt request from a principal without `eros:read`.
     fn require_read(&self, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
         // Listing them needs what reading them needs (the one rule).
@@ -467,8 +588,8 @@ impl ErosServer {
             .inner
             .scopes
             .for_request("resources/read", None)
-            .unwrap_or(identity::READ);
-        if self.principal(context).may(scope) {
+            .unwrap_or_else(|| identity::READ.to_string());
+        if self.principal(context).may(&scope) {
             return Ok(());
         }
         Err(ErrorData::invalid_request(
@@ -499,6 +620,7 @@ impl ServerHandler for ErosServer {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
+                .enable_tool_list_changed()
                 .enable_resources()
                 .enable_prompts()
                 .enable_completions()
@@ -509,7 +631,7 @@ impl ServerHandler for ErosServer {
             Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
                 .with_title("eros-mcp SQLite server"),
         )
-        .with_instructions(instructions(self.inner.rows, &self.inner.catalog))
+        .with_instructions(instructions(self.inner.rows, &self.current().catalog))
     }
 
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
@@ -527,9 +649,9 @@ impl ServerHandler for ErosServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let principal = self.principal(&context);
-        let mut tools = self.inner.router.list_all();
-        tools.retain(|tool| self.permits(&principal, &tool.name));
-        Ok(ListToolsResult::with_all_items(tools))
+        Ok(ListToolsResult::with_all_items(
+            self.current().visible_tools(&principal),
+        ))
     }
 
     async fn call_tool(
@@ -538,22 +660,23 @@ impl ServerHandler for ErosServer {
         mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.clone();
-        if !self.inner.router.has_route(&name) {
+        let generation = self.current();
+        if !generation.router.has_route(&name) {
             let mut cut = name.len().min(observer::MAX_UNKNOWN_TOOL_NAME);
             while !name.is_char_boundary(cut) {
                 cut -= 1;
             }
             self.inner
                 .observer
-                .unknown_tool_called(&name[..cut], &self.caller(&context, &request));
+                .unknown_tool_called(&name[..cut], &self.caller(&generation, &context, &request));
             // rmcp's own answer ("tool not found") does not say which.
             return Err(ErrorData::invalid_params(
                 format!("no tool named {name:?}; tools/list names this server's tools"),
                 None,
             ));
         }
-        let caller = self.caller(&context, &request);
-        if let Some(scope) = self.inner.scopes.for_tool(&name) {
+        let caller = self.caller(&generation, &context, &request);
+        if let Some(scope) = generation.scopes.get(name.as_ref()) {
             if !caller.principal.may(scope) {
                 let forbidden = QueryError::Forbidden {
                     tool: name.to_string(),
@@ -565,8 +688,8 @@ impl ServerHandler for ErosServer {
             }
         }
         context.extensions.insert(caller.clone());
-        match self
-            .inner
+        context.extensions.insert(Arc::clone(&generation));
+        match generation
             .router
             .call(ToolCallContext::new(self, request, context))
             .await
@@ -595,7 +718,29 @@ impl ServerHandler for ErosServer {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.inner.router.get(name).cloned()
+        self.current().router.get(name).cloned()
+    }
+
+    /// Remembers the session, to tell it when a reload changes its tools.
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        let principal = match context.extensions.get::<axum::http::request::Parts>() {
+            Some(parts) => parts
+                .extensions
+                .get::<Arc<Principal>>()
+                .cloned()
+                .unwrap_or_else(|| Arc::clone(&self.inner.anonymous)),
+            None => Arc::clone(&self.inner.local),
+        };
+        let mut listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        listeners.retain(|listener| !listener.peer.is_transport_closed());
+        listeners.push(Listener {
+            peer: context.peer,
+            principal,
+        });
     }
 
     async fn list_prompts(
@@ -650,13 +795,13 @@ impl ServerHandler for ErosServer {
             return Ok(ListResourcesResult::with_all_items(Vec::new()));
         }
         let principal = self.principal(&context);
-        let resources = self
-            .inner
+        let generation = self.current();
+        let resources = generation
             .catalog
             .iter()
             .filter(|db| db.admits(&principal))
             .map(|db| {
-                let about = match (&db.description, self.inner.catalog.single()) {
+                let about = match (&db.description, generation.catalog.single()) {
                     (_, Some(_)) => "the database".to_string(),
                     (Some(description), None) => {
                         format!("the database {} ({description})", db.name)
@@ -679,13 +824,13 @@ impl ServerHandler for ErosServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         self.require_read(&context)?;
+        let generation = self.current();
         let named = request
             .uri
             .strip_prefix("schema://")
-            .filter(|name| self.inner.catalog.names().contains(name));
+            .filter(|name| generation.catalog.names().contains(name));
         let Some(name) = named else {
-            let known: Vec<String> = self
-                .inner
+            let known: Vec<String> = generation
                 .catalog
                 .names()
                 .into_iter()

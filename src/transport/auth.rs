@@ -177,7 +177,7 @@ impl Authenticator {
     }
 
     /// The scope `operation` needs, if any.
-    fn required_scope<'a>(&'a self, operation: &'a Operation) -> Option<&'a str> {
+    fn required_scope(&self, operation: &Operation) -> Option<String> {
         self.scope_rules
             .for_request(&operation.method, operation.tool.as_deref())
     }
@@ -250,7 +250,7 @@ pub async fn require_scope(
     let Some((principal, operation, scope)) = missing else {
         return next.run(request).await;
     };
-    auth.observer.scope_refused(principal, operation, scope);
+    auth.observer.scope_refused(principal, operation, &scope);
     let mut challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
     if let Some(oauth) = &auth.oauth {
         challenge.push_str(&format!(", resource_metadata=\"{}\"", oauth.metadata_url));
