@@ -172,7 +172,7 @@ async fn open_database(
     .await
     .map_err(|err| AppError::Task(err.to_string()))??;
     let (spec, pool, declared, policy) = opened;
-    let engine = Arc::new(QueryEngine::new(pool, engine_settings).with_dictionary(spec.dictionary));
+    let engine = Arc::new(QueryEngine::new(pool, engine_settings));
     Ok((
         ServedDatabase {
             name: spec.name,
@@ -180,6 +180,7 @@ async fn open_database(
             scope: spec.scope,
             engine,
             policy: Arc::new(policy),
+            dictionary: Arc::new(spec.dictionary),
         },
         declared,
     ))

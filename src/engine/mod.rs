@@ -106,8 +106,6 @@ pub struct QueryEngine {
     calls: AtomicU64,
     threads: threads::SqlThreads,
     deadlines: deadlines::Deadlines,
-    /// What the operator says the tables and columns mean.
-    dictionary: Arc<dictionary::Dictionary>,
 }
 
 /// Statement threads per connection the pool may hand out: calls beyond
@@ -136,19 +134,7 @@ impl QueryEngine {
             killed: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             deadlines: deadlines::Deadlines::new(),
-            dictionary: Arc::new(dictionary::Dictionary::default()),
         }
-    }
-
-    /// Carries `dictionary`'s descriptions in the schema answers.
-    pub fn with_dictionary(mut self, dictionary: dictionary::Dictionary) -> Self {
-        self.dictionary = Arc::new(dictionary);
-        self
-    }
-
-    /// What the operator says the tables and columns mean.
-    pub fn dictionary(&self) -> &dictionary::Dictionary {
-        &self.dictionary
     }
 
     pub fn pool(&self) -> &Arc<Pool> {

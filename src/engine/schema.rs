@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use super::dictionary::Dictionary;
 use super::read::prepare_read;
 use super::transfer::{Op, Output};
 use super::{unexpected, AlwaysCommit, QueryEngine, QueryError, SqlParams};
@@ -199,7 +198,7 @@ impl QueryEngine {
             .call(None, restrictions, op, Arc::new(AlwaysCommit))
             .await?
         {
-            Output::Tables(output) => Ok(annotate_list(self.dictionary(), output)),
+            Output::Tables(output) => Ok(output),
             other => Err(unexpected(other)),
         }
     }
@@ -231,7 +230,7 @@ impl QueryEngine {
             )
             .await?
         {
-            Output::Description(output) => Ok(annotate_description(self.dictionary(), output)),
+            Output::Description(output) => Ok(output),
             other => Err(unexpected(other)),
         }
     }
@@ -252,7 +251,7 @@ impl QueryEngine {
             .call(None, restrictions, Op::SchemaDdl, Arc::new(AlwaysCommit))
             .await?
         {
-            Output::Ddl(output) => Ok(annotate_ddl(self.dictionary(), output)),
+            Output::Ddl(output) => Ok(output),
             other => Err(unexpected(other)),
         }
     }
@@ -517,84 +516,4 @@ pub(crate) fn describe_table(
         foreign_keys,
         indexes,
     })
-}
-
-/// The data dictionary's descriptions added to a table list: each table's,
-/// and with columns listed, each described column's after ` -- `.
-fn annotate_list(dictionary: &Dictionary, mut list: TableList) -> TableList {
-    if dictionary.is_empty() {
-        return list;
-    }
-    for table in &mut list.tables {
-        let Some(notes) = dictionary.table(&table.name) else {
-            continue;
-        };
-        table.description = notes.description.clone();
-        for column in table.columns.iter_mut().flatten() {
-            let name = column.split_whitespace().next().unwrap_or_default();
-            if let Some(text) = notes.column(name).and_then(|note| note.text()) {
-                column.push_str(" -- ");
-                column.push_str(&text);
-            }
-        }
-    }
-    list
-}
-
-/// The data dictionary's descriptions added to one table's description.
-fn annotate_description(dictionary: &Dictionary, mut table: TableDescription) -> TableDescription {
-    let Some(notes) = dictionary.table(&table.name) else {
-        return table;
-    };
-    table.description = notes.description.clone();
-    for column in &mut table.columns {
-        column.description = notes.column(&column.name).and_then(|note| note.text());
-    }
-    table
-}
-
-/// The data dictionary as SQL comments after the DDL, for the tables the
-/// DDL shows (a table denied to the caller is in neither).
-fn annotate_ddl(dictionary: &Dictionary, ddl: String) -> String {
-    let lowered = ddl.to_lowercase();
-    let shown = |table: &str| {
-        let table = table.to_lowercase();
-        ["table", "view"].iter().any(|kind| {
-            [
-                format!("create {kind} {table}"),
-                format!("create {kind} \"{table}\""),
-                format!("create {kind} if not exists {table}"),
-                format!("create {kind} if not exists \"{table}\""),
-            ]
-            .iter()
-            .any(|created| {
-                lowered.match_indices(created.as_str()).any(|(at, _)| {
-                    lowered[at + created.len()..]
-                        .chars()
-                        .next()
-                        .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
-                })
-            })
-        })
-    };
-    let mut notes = String::new();
-    for (table, table_notes) in &dictionary.tables {
-        if !shown(table) {
-            continue;
-        }
-        if let Some(description) = &table_notes.description {
-            notes.push_str(&format!("-- {table}: {description}\n"));
-        } else {
-            notes.push_str(&format!("-- {table}\n"));
-        }
-        for (column, note) in &table_notes.columns {
-            if let Some(text) = note.text() {
-                notes.push_str(&format!("--   {column}: {text}\n"));
-            }
-        }
-    }
-    if notes.is_empty() {
-        return ddl;
-    }
-    format!("{ddl}\n\n-- What the tables and columns mean (the data dictionary):\n{notes}")
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::engine::dictionary::Dictionary;
 use crate::engine::{QueryEngine, QueryError};
 use crate::identity::Principal;
 use crate::policy::Policy;
@@ -17,6 +18,9 @@ pub struct ServedDatabase {
     pub scope: Option<String>,
     pub engine: Arc<QueryEngine>,
     pub policy: Arc<Policy>,
+    /// What the operator says its tables and columns mean; added to the
+    /// schema answers of calls to it.
+    pub dictionary: Arc<Dictionary>,
 }
 
 impl ServedDatabase {

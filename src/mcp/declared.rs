@@ -527,13 +527,13 @@ pub(crate) fn route(
                         .call(
                             &tool.name,
                             &context,
-                            |engine, restrictions, cancel, _| async move {
+                            |db, restrictions, cancel, _| async move {
                                 let request = QueryRequest {
                                     sql,
                                     params: Some(params),
                                     ..Default::default()
                                 };
-                                engine
+                                db.engine
                                     .query_for(&restrictions, request, rows, Some(&cancel))
                                     .await
                             },
@@ -545,8 +545,8 @@ pub(crate) fn route(
                         .call(
                             &tool.name,
                             &context,
-                            |engine, restrictions, cancel, gate| async move {
-                                engine
+                            |db, restrictions, cancel, gate| async move {
+                                db.engine
                                     .execute_for(
                                         &restrictions,
                                         ExecuteRequest {

@@ -36,7 +36,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{AlwaysCommit, CommitGate, QueryEngine, QueryError};
+use crate::engine::{AlwaysCommit, CommitGate, QueryError};
 use crate::identity::{self, Principal, ScopeRules};
 use crate::policy::Restrictions;
 pub use calls::CallTracker;
@@ -407,7 +407,7 @@ impl ErosServer {
     where
         T: Serialize + ToolOutput,
         F: FnOnce(
-            Arc<QueryEngine>,
+            Arc<ServedDatabase>,
             Arc<Restrictions>,
             CancellationToken,
             Arc<dyn CommitGate>,
@@ -448,7 +448,7 @@ impl ErosServer {
         } else {
             Arc::new(AlwaysCommit)
         };
-        let work = work(Arc::clone(&db.engine), restrictions, cancel.clone(), gate);
+        let work = work(Arc::clone(&db), restrictions, cancel.clone(), gate);
         tokio::pin!(work);
         let result = tokio::select! {
             result = &mut work => result,
@@ -769,7 +769,7 @@ impl ServerHandler for ErosServer {
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let (db, restrictions) = self.database_for(database.as_deref(), &context)?;
-        prompts::get(&db.engine, &restrictions, request)
+        prompts::get(&db, &restrictions, request)
             .await
             .map(Into::into)
     }
@@ -846,7 +846,12 @@ impl ServerHandler for ErosServer {
             ));
         };
         let (db, restrictions) = self.database_for(Some(name), &context)?;
-        match db.engine.schema_ddl_for(&restrictions).await {
+        match db
+            .engine
+            .schema_ddl_for(&restrictions)
+            .await
+            .map(|ddl| db.dictionary.annotate_ddl(ddl))
+        {
             Ok(ddl) => Ok(ReadResourceResult::new(vec![ResourceContents::text(
                 ddl,
                 request.uri.clone(),

@@ -9,7 +9,8 @@ use rmcp::ErrorData;
 
 use std::sync::Arc;
 
-use crate::engine::{QueryEngine, TableDetail};
+use super::ServedDatabase;
+use crate::engine::TableDetail;
 use crate::policy::Restrictions;
 
 pub const ANSWER_QUESTION: &str = "answer_question";
@@ -25,7 +26,7 @@ pub fn answer_question() -> Prompt {
 }
 
 pub async fn get(
-    engine: &QueryEngine,
+    db: &ServedDatabase,
     restrictions: &Arc<Restrictions>,
     request: GetPromptRequestParams,
 ) -> Result<GetPromptResult, ErrorData> {
@@ -45,9 +46,11 @@ pub async fn get(
         .and_then(|q| q.as_str())
         .filter(|q| !q.trim().is_empty())
         .ok_or_else(|| ErrorData::invalid_params("the argument `question` is required", None))?;
-    let tables = engine
+    let tables = db
+        .engine
         .list_tables_for(restrictions, None, None, TableDetail::Columns)
         .await
+        .map(|list| db.dictionary.annotate_list(list))
         .map_err(|err| ErrorData::internal_error(format!("cannot read the schema: {err}"), None))?;
     let mut schema = String::new();
     for table in &tables.tables {

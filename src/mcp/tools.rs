@@ -116,8 +116,8 @@ impl ErosServer {
         self.call(
             "query",
             &ctx,
-            |engine, restrictions, cancel, _gate| async move {
-                engine
+            |db, restrictions, cancel, _gate| async move {
+                db.engine
                     .query_for(&restrictions, request, rows, Some(&cancel))
                     .await
             },
@@ -136,20 +136,17 @@ column name (column).",
         Parameters(request): Parameters<ListTablesRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call(
-            "list_tables",
-            &ctx,
-            |engine, restrictions, _, _| async move {
-                engine
-                    .list_tables_for(
-                        &restrictions,
-                        request.pattern,
-                        request.column,
-                        request.detail.unwrap_or_default(),
-                    )
-                    .await
-            },
-        )
+        self.call("list_tables", &ctx, |db, restrictions, _, _| async move {
+            db.engine
+                .list_tables_for(
+                    &restrictions,
+                    request.pattern,
+                    request.column,
+                    request.detail.unwrap_or_default(),
+                )
+                .await
+                .map(|list| db.dictionary.annotate_list(list))
+        })
         .await
     }
 
@@ -167,10 +164,11 @@ indexes.",
         self.call(
             "describe_table",
             &ctx,
-            |engine, restrictions, _, _| async move {
-                engine
+            |db, restrictions, _, _| async move {
+                db.engine
                     .describe_table_for(&restrictions, request.table)
                     .await
+                    .map(|table| db.dictionary.annotate_description(table))
             },
         )
         .await
@@ -187,15 +185,11 @@ tables it scans.",
         Parameters(request): Parameters<ExplainRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call(
-            "explain_query",
-            &ctx,
-            |engine, restrictions, _, _| async move {
-                engine
-                    .explain_for(&restrictions, request.sql, request.params)
-                    .await
-            },
-        )
+        self.call("explain_query", &ctx, |db, restrictions, _, _| async move {
+            db.engine
+                .explain_for(&restrictions, request.sql, request.params)
+                .await
+        })
         .await
     }
 
@@ -215,8 +209,8 @@ and commit it. Returns changes and last_insert_rowid (and rows of a RETURNING cl
         self.call(
             "execute",
             &ctx,
-            |engine, restrictions, cancel, gate| async move {
-                engine
+            |db, restrictions, cancel, gate| async move {
+                db.engine
                     .execute_for(&restrictions, request, rows::RETURNING, Some(&cancel), gate)
                     .await
             },
@@ -235,8 +229,8 @@ created and failed.",
         Parameters(_): Parameters<OnDatabase>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        self.call("pool_stats", &ctx, |engine, _, _, _| async move {
-            Ok(engine.pool().stats())
+        self.call("pool_stats", &ctx, |db, _, _, _| async move {
+            Ok(db.engine.pool().stats())
         })
         .await
     }

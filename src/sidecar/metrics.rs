@@ -50,6 +50,8 @@ pub struct Metrics {
     auth: AuthMetrics,
     pool: Arc<PoolSource>,
     audit: Arc<OnceLock<Arc<crate::audit::AuditLog>>>,
+    reload_failures: IntCounter,
+    generation: IntGauge,
 }
 
 /// The label every per-database metric carries.
@@ -283,6 +285,24 @@ impl Metrics {
             .register(Box::new(build_info))
             .expect("unique metric");
 
+        let reload_failures = IntCounter::new(
+            "mcp_config_reload_failures_total",
+            "Reloads (SIGHUP) of the databases file, declared tools and policies that were \
+             refused; the configuration in force served on.",
+        )
+        .expect("valid counter");
+        let generation = IntGauge::new(
+            "mcp_config_generation",
+            "The configuration in force: 1 at startup, one more at each reload that took effect.",
+        )
+        .expect("valid gauge");
+        generation.set(1);
+        for metric in [
+            Box::new(reload_failures.clone()) as Box<dyn Collector>,
+            Box::new(generation.clone()),
+        ] {
+            registry.register(metric).expect("unique metric");
+        }
         let clients = ClientMetrics::register(&registry);
         let auth = AuthMetrics::register(&registry);
         let pool = Arc::new(PoolSource::default());
@@ -320,6 +340,8 @@ impl Metrics {
             auth,
             pool,
             audit,
+            reload_failures,
+            generation,
         }
     }
 
@@ -352,6 +374,25 @@ impl Metrics {
     /// statements (read from its engine at scrape time).
     pub fn watch_database(&self, name: &str, engine: Arc<QueryEngine>) {
         self.pool.with(name, |db| db.engine = Some(engine));
+    }
+
+    /// Stops reporting the database `name` (a reload removed it).
+    pub fn forget_database(&self, name: &str) {
+        self.pool
+            .databases
+            .lock()
+            .unwrap()
+            .retain(|db| db.name != name);
+    }
+
+    /// A reload of the configuration was refused; the old one serves on.
+    pub fn reload_failed(&self) {
+        self.reload_failures.inc();
+    }
+
+    /// The configuration generation in force (1 at startup).
+    pub fn generation(&self, number: u64) {
+        self.generation.set(number as i64);
     }
 
     /// Reports readiness (`mcp_ready`) as `ready` says.
@@ -719,6 +760,26 @@ impl Collector for PoolCollector {
         let ready = self.source.ready.get().is_some_and(|ready| ready());
         self.ready.set(i64::from(ready));
         let mut families = self.ready.collect();
+        // Only the databases served now have series: one a reload removed
+        // loses its own (each value is read afresh from its source).
+        for (gauge, _) in &self.gauges {
+            gauge.reset();
+        }
+        for (counter, _) in &self.counters {
+            counter.reset();
+        }
+        for vec in [
+            &self.overrunning,
+            &self.threads,
+            &self.writable,
+            &self.file_changed,
+            &self.corruption_detected,
+        ] {
+            vec.reset();
+        }
+        for vec in [&self.abandoned, &self.killed, &self.corruption_errors] {
+            vec.reset();
+        }
         let databases = self.source.databases.lock().unwrap();
         let open: Vec<(&str, &Arc<QueryEngine>)> = databases
             .iter()
@@ -817,6 +878,8 @@ impl Collector for DatabaseFileCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let size =
             |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len() as i64).unwrap_or(0);
+        self.file.reset();
+        self.wal_size.reset();
         let databases = self.source.databases.lock().unwrap();
         let mut any = false;
         for db in databases.iter() {
@@ -934,6 +997,9 @@ impl Collector for ReplicaLagCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        self.gauge.reset();
+        self.max_gauge.reset();
+        self.follower_restarts.reset();
         let databases = self.source.databases.lock().unwrap();
         let (mut max, mut lag, mut follower) = (false, false, false);
         for db in databases.iter() {

@@ -87,18 +87,35 @@ impl ReadyStatus {
 /// several, ready while every required one is (an optional one that cannot
 /// serve is reported, not fatal), and each one's answer by name.
 pub struct ReadinessSet {
-    databases: Vec<(String, bool, Arc<Readiness>)>,
+    databases: std::sync::RwLock<Vec<ReadinessEntry>>,
 }
+
+/// `(name, required, readiness)` of one database.
+pub type ReadinessEntry = (String, bool, Arc<Readiness>);
 
 impl ReadinessSet {
     /// `(name, required, readiness)` of each database, in order.
-    pub fn new(databases: Vec<(String, bool, Arc<Readiness>)>) -> Self {
-        Self { databases }
+    pub fn new(databases: Vec<ReadinessEntry>) -> Self {
+        Self {
+            databases: std::sync::RwLock::new(databases),
+        }
+    }
+
+    /// The databases of a reloaded configuration.
+    pub fn replace(&self, databases: Vec<ReadinessEntry>) {
+        *self.databases.write().unwrap_or_else(|p| p.into_inner()) = databases;
+    }
+
+    fn entries(&self) -> Vec<ReadinessEntry> {
+        self.databases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The cheap verdict of `mcp_ready`: every required database ready.
     pub fn is_ready_cheap(&self) -> bool {
-        self.databases
+        self.entries()
             .iter()
             .filter(|(_, required, _)| *required)
             .all(|(_, _, readiness)| readiness.is_ready_cheap())
@@ -106,12 +123,12 @@ impl ReadinessSet {
 
     /// What `/readyz` answers.
     pub async fn check(&self) -> ReadyStatus {
-        if let [(_, _, only)] = self.databases.as_slice() {
+        let databases = self.entries();
+        if let [(_, _, only)] = databases.as_slice() {
             return only.check().await;
         }
         // All at once: each probe has its own time limit.
-        let checks: Vec<_> = self
-            .databases
+        let checks: Vec<_> = databases
             .iter()
             .map(|(_, _, readiness)| {
                 let readiness = Arc::clone(readiness);
@@ -129,7 +146,7 @@ impl ReadinessSet {
         let mut reason = None;
         let mut write_blocker = None;
         let mut by_name = std::collections::BTreeMap::new();
-        for ((name, required, _), answer) in self.databases.iter().zip(answers) {
+        for ((name, required, _), answer) in databases.iter().zip(answers) {
             if *required && !answer.ready && reason.is_none() {
                 reason = Some(format!(
                     "database {name}: {}",
