@@ -146,28 +146,14 @@ async fn open_database(
         // replicated state, not a blank database.
         restore::before_serving(&replication, &spec.database.path)?;
         let pool = database::open_following(&spec.database, pool_observer, follower)?;
-        let declared = match &spec.tools_file {
-            Some(path) => {
-                let conn = pool.open_local().map_err(StartupError::from)?;
-                DeclaredTools::load(path, &conn, engine_settings.read_only)?
+        match tools_and_policy(&spec, &pool, engine_settings.read_only) {
+            Ok((declared, policy)) => Ok((spec, pool, declared, policy)),
+            Err(err) => {
+                // Nothing will serve it: close it now, not at exit.
+                let _ = pool.close();
+                Err(err)
             }
-            None => DeclaredTools::none(),
-        };
-        let policy = match &spec.policy_file {
-            Some(path) => {
-                let conn = pool.open_local().map_err(StartupError::from)?;
-                let policy = Policy::load(path, &conn)?;
-                tracing::info!(
-                    database = %spec.name,
-                    path = %path.display(),
-                    scopes = ?policy.scopes().collect::<Vec<_>>(),
-                    "column and table policy loaded"
-                );
-                policy
-            }
-            None => Policy::none(),
-        };
-        Ok((spec, pool, declared, policy))
+        }
     })
     .await
     .map_err(|err| AppError::Task(err.to_string()))??;
@@ -225,13 +211,23 @@ fn authenticator(
 struct OnHangup {
     tokens: Option<Arc<StaticTokens>>,
     audit: Option<Arc<AuditLog>>,
+    /// The databases, their declared tools, policies and descriptions.
+    databases: Arc<Reloader>,
 }
 
 impl OnHangup {
     /// A tokens file that no longer reads keeps the tokens already
-    /// accepted, an audit log that cannot be reopened keeps the open file;
-    /// the log says why.
-    fn reload(&self) {
+    /// accepted, an audit log that cannot be reopened keeps the open file,
+    /// a configuration that does not check out keeps the one in force; the
+    /// log says why.
+    async fn reload(&self) {
+        match self.databases.reload().await {
+            Ok(number) => tracing::info!(generation = number, "SIGHUP: configuration reloaded"),
+            Err(err) => {
+                self.databases.metrics.reload_failed();
+                tracing::error!(error = %err, "SIGHUP: kept the configuration in force");
+            }
+        }
         if let Some(tokens) = &self.tokens {
             match tokens.reload() {
                 Ok(count) => tracing::info!(tokens = count, "SIGHUP: tokens file re-read"),
@@ -255,15 +251,250 @@ impl OnHangup {
 /// stops the server: see [`Shutdown::trigger_on_signals`]). With nothing
 /// to re-read there is nothing to wait for.
 fn reload_on_hangup(on_hangup: OnHangup, shutdown: &Shutdown) {
-    if on_hangup.tokens.is_none() && on_hangup.audit.is_none() {
-        return;
-    }
     let mut hangups = shutdown.hangups();
     tokio::spawn(async move {
         while hangups.changed().await.is_ok() {
-            on_hangup.reload();
+            on_hangup.reload().await;
         }
     });
+}
+
+/// Re-reads the databases (the databases file, or `EROS_DB_PATH`'s one),
+/// their declared tools, policies and descriptions, checks all of it (files
+/// opened, statements prepared, policy entries checked against each schema)
+/// and only then puts it in place at once ([`ErosServer::replace`]). A
+/// database whose settings did not change keeps its pool; one added or
+/// changed gets a new pool; one removed or replaced is closed once no
+/// running call holds it.
+struct Reloader {
+    config: Config,
+    server: ErosServer,
+    observers: Observers,
+    metrics: Arc<Metrics>,
+    readiness: Arc<ReadinessSet>,
+    shutdown: Shutdown,
+    state: tokio::sync::Mutex<ReloadState>,
+}
+
+/// The databases in force and what runs beside each.
+struct ReloadState {
+    specs: Vec<DatabaseSpec>,
+    parts: Vec<DatabaseParts>,
+}
+
+/// How long a replaced database waits for the calls still running on it
+/// before its pool is closed anyway.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Reloader {
+    /// One reload: the new generation's number, or why the configuration in
+    /// force was kept.
+    async fn reload(&self) -> Result<u64, AppError> {
+        let mut state = self.state.lock().await;
+        let specs = self.config.database_specs()?;
+        let current = self.server.current();
+        let mut databases = Vec::with_capacity(specs.len());
+        let mut opened: Vec<Arc<Pool>> = Vec::new();
+        let close_opened = |opened: Vec<Arc<Pool>>| {
+            for pool in opened {
+                let _ = pool.close();
+            }
+        };
+        for spec in &specs {
+            let kept = state
+                .specs
+                .iter()
+                .any(|old| old.name == spec.name && old.database == spec.database);
+            let served = if kept {
+                let db = current
+                    .catalog()
+                    .find(Some(&spec.name))
+                    .map(Arc::clone)
+                    .map_err(|err| AppError::Task(err.to_string()));
+                match db {
+                    Ok(db) => reuse_database(spec.clone(), db).await,
+                    Err(err) => Err(err),
+                }
+            } else {
+                match reloadable(spec) {
+                    Ok(()) => {
+                        open_database(spec.clone(), (self.observers.pool)(&spec.name), None).await
+                    }
+                    Err(err) => Err(err),
+                }
+            };
+            match served {
+                Ok(served) => {
+                    if !kept {
+                        opened.push(Arc::clone(served.0.engine.pool()));
+                    }
+                    databases.push(served);
+                }
+                Err(err) => {
+                    close_opened(opened);
+                    return Err(err);
+                }
+            }
+        }
+        let previous = match self.server.replace(databases).await {
+            Ok(previous) => previous,
+            Err(clash) => {
+                close_opened(opened);
+                return Err(AppError::ToolClash(clash));
+            }
+        };
+        let next = self.server.current();
+        // What runs beside each database: kept as it was, started for the
+        // new ones, stopped for those gone or replaced.
+        let mut old_parts = std::mem::take(&mut state.parts);
+        let mut parts = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let kept = state
+                .specs
+                .iter()
+                .any(|old| old.name == spec.name && old.database == spec.database);
+            let position = old_parts.iter().position(|p| p.name == spec.name);
+            if let (true, Some(position)) = (kept, position) {
+                let mut part = old_parts.remove(position);
+                part.required = spec.required;
+                parts.push(part);
+                continue;
+            }
+            let db = next
+                .catalog()
+                .find(Some(&spec.name))
+                .map(Arc::clone)
+                .map_err(|err| AppError::Task(err.to_string()))?;
+            let mut part = DatabaseParts::new(spec, &self.shutdown);
+            let pool = Arc::clone(db.engine.pool());
+            part.background = Some(Background::start(
+                &spec.name,
+                &spec.database.replication_settings(),
+                &pool,
+                &part.readiness,
+                &self.metrics,
+            )?);
+            part.readiness.pool_ready(Arc::clone(&pool));
+            self.metrics
+                .watch_database(&spec.name, Arc::clone(&db.engine));
+            part.pool = Some(pool);
+            parts.push(part);
+        }
+        self.readiness.replace(
+            parts
+                .iter()
+                .map(|p| (p.name.clone(), p.required, Arc::clone(&p.readiness)))
+                .collect(),
+        );
+        for part in &old_parts {
+            if !specs.iter().any(|spec| spec.name == part.name) {
+                self.metrics.forget_database(&part.name);
+            }
+        }
+        self.metrics.register_tools(&self.server.tool_names());
+        self.metrics.generation(next.number);
+        state.specs = specs;
+        state.parts = parts;
+        drop(state);
+        // The replaced databases close once the last call on them is done.
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            while Arc::strong_count(&previous) > 1 && started.elapsed() < DRAIN_LIMIT {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            drop(previous);
+            let _ = tokio::task::spawn_blocking(move || {
+                for part in old_parts {
+                    if let Err(err) = part.close() {
+                        tracing::warn!(error = %err, "closing a database a reload replaced");
+                    }
+                }
+            })
+            .await;
+        });
+        Ok(next.number)
+    }
+}
+
+/// A database a reload may open: its file exists (a reload never creates
+/// one, a typo would otherwise become an empty database), and it is not a
+/// replica whose follower the server runs (that one starts with the server).
+fn reloadable(spec: &DatabaseSpec) -> Result<(), AppError> {
+    if spec.database.role == Role::Replica && spec.database.replica_follow {
+        return Err(AppError::Task(format!(
+            "databases.{}: a replica that runs its follower is added or changed by a restart, \
+             not a reload",
+            spec.name
+        )));
+    }
+    if !spec.database.path.exists() {
+        return Err(AppError::Task(format!(
+            "databases.{}: {} does not exist (a reload opens existing files only)",
+            spec.name,
+            spec.database.path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A database whose settings did not change, served again as it is with
+/// the new generation's tools, policy, description and dictionary (each
+/// file read and checked against its schema now).
+async fn reuse_database(
+    spec: DatabaseSpec,
+    db: Arc<ServedDatabase>,
+) -> Result<(ServedDatabase, DeclaredTools), AppError> {
+    let engine = Arc::clone(&db.engine);
+    let read_only = engine.read_only();
+    let pool = Arc::clone(engine.pool());
+    let (spec, declared, policy) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        let (declared, policy) = tools_and_policy(&spec, &pool, read_only)?;
+        Ok((spec, declared, policy))
+    })
+    .await
+    .map_err(|err| AppError::Task(err.to_string()))??;
+    Ok((
+        ServedDatabase {
+            name: spec.name,
+            description: spec.description,
+            scope: spec.scope,
+            engine,
+            policy: Arc::new(policy),
+            dictionary: Arc::new(spec.dictionary),
+        },
+        declared,
+    ))
+}
+
+/// A database's declared tools and policy, read from their files and
+/// checked against its schema.
+fn tools_and_policy(
+    spec: &DatabaseSpec,
+    pool: &Pool,
+    read_only: bool,
+) -> Result<(DeclaredTools, Policy), AppError> {
+    let declared = match &spec.tools_file {
+        Some(path) => {
+            let conn = pool.open_local().map_err(StartupError::from)?;
+            DeclaredTools::load(path, &conn, read_only)?
+        }
+        None => DeclaredTools::none(),
+    };
+    let policy = match &spec.policy_file {
+        Some(path) => {
+            let conn = pool.open_local().map_err(StartupError::from)?;
+            let policy = Policy::load(path, &conn)?;
+            tracing::info!(
+                database = %spec.name,
+                path = %path.display(),
+                scopes = ?policy.scopes().collect::<Vec<_>>(),
+                "column and table policy loaded"
+            );
+            policy
+        }
+        None => Policy::none(),
+    };
+    Ok((declared, policy))
 }
 
 /// The metrics, plus the audit log when there is one, as one observer of
@@ -349,13 +580,6 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         Transport::Http => authenticator(&config, &observers.transport)?,
         Transport::Stdio => (None, None),
     };
-    reload_on_hangup(
-        OnHangup {
-            tokens: tokens.filter(|tokens| tokens.has_file()),
-            audit: audit.clone(),
-        },
-        &shutdown,
-    );
     // A replica runs its follower before anything waits for its restore.
     let mut gates = HashMap::new();
     for (spec, parts) in specs.iter().zip(databases.iter_mut()) {
@@ -411,6 +635,26 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     metrics.register_tools(&server.tool_names());
     let cheap = Arc::clone(&readiness);
     metrics.watch_ready(move || cheap.is_ready_cheap());
+    let reloader = Arc::new(Reloader {
+        config: config.clone(),
+        server: server.clone(),
+        observers: observers.clone(),
+        metrics: Arc::clone(&metrics),
+        readiness: Arc::clone(&readiness),
+        shutdown: shutdown.clone(),
+        state: tokio::sync::Mutex::new(ReloadState {
+            specs: specs.clone(),
+            parts: databases,
+        }),
+    });
+    reload_on_hangup(
+        OnHangup {
+            tokens: tokens.filter(|tokens| tokens.has_file()),
+            audit: audit.clone(),
+            databases: Arc::clone(&reloader),
+        },
+        &shutdown,
+    );
     tracing::info!(
         databases = ?server.catalog().names(),
         tools = ?server.tool_names(),
@@ -440,6 +684,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     if let Some(audit) = &audit {
         audit.sync();
     }
+    let databases = std::mem::take(&mut reloader.state.lock().await.parts);
     let closed = tokio::task::spawn_blocking(move || {
         // Each database in turn: its replication threads, its pool (the
         // WAL checkpointed), its follower. The first failure is reported,

@@ -42,7 +42,7 @@ settings! {
     prefix = "EROS_DATABASES_";
 
     /// A TOML file declaring several databases by name, each with its path, description,
-    /// settings, declared tools and policy; empty: `EROS_DB_PATH` is the one
+    /// settings, declared tools and policy (re-read on SIGHUP); empty: `EROS_DB_PATH` is the one
     /// database, named `main`.
     file <- file: OptionalPath = "", "a path to a TOML file (empty: EROS_DB_PATH alone)";
 }

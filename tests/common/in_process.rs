@@ -82,6 +82,11 @@ impl InProcessServer {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
 
+    /// What SIGHUP does to the binary: re-read the configuration files.
+    pub fn hang_up(&self) {
+        self.shutdown.hang_up();
+    }
+
     pub async fn client(&self, token: Option<&str>, version: &ProtocolVersion) -> Client {
         mcp_client::http(&self.url(), token, &handshake(version))
             .await

@@ -15,5 +15,6 @@ mod list_tables;
 mod mcp_http;
 mod mcp_stdio;
 mod protocol_edges;
+mod reload;
 mod row_format;
 mod tool_list;

@@ -1,0 +1,260 @@
+//! Live reload (SIGHUP): the databases file, the declared tools, the
+//! policies and the descriptions are re-read, checked completely, and put
+//! in place at once; a bad file keeps the configuration in force, says why
+//! and is counted; a session whose tools changed hears of it; calls running
+//! while it happens never fail because of it. The server runs in-process
+//! (its SIGHUP is the same `Shutdown::hang_up` the signal handler calls).
+
+use crate::common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::in_process::InProcessServer;
+use common::mcp::{call, free_port, http_get, sample, text, ERAS};
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, ServiceExt};
+use serde_json::json;
+
+/// A database `items.db` with one row, and a databases file declaring it
+/// with the tools file `tools.toml`.
+fn setup(dir: &Path) -> std::path::PathBuf {
+    let conn = rusqlite::Connection::open(dir.join("items.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT); \
+         INSERT INTO items VALUES (1, 'kettle');",
+    )
+    .unwrap();
+    drop(conn);
+    write_tools(dir, "A");
+    let file = dir.join("databases.toml");
+    std::fs::write(
+        &file,
+        "[databases.shop]\npath = \"items.db\"\nmigrate = false\ntools_file = \"tools.toml\"\n\
+         description = \"before\"\n",
+    )
+    .unwrap();
+    file
+}
+
+/// A tools file whose one tool `which` answers `version`.
+fn write_tools(dir: &Path, version: &str) {
+    std::fs::write(
+        dir.join("tools.toml"),
+        format!(
+            "[[tools]]\nname = \"which\"\ndescription = \"Which configuration: {version}.\"\n\
+             sql = \"SELECT '{version}' AS version, count(*) AS n FROM items\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn start(dir: &Path, file: &Path) -> (InProcessServer, u16) {
+    let metrics_port = free_port();
+    let addr = format!("127.0.0.1:{metrics_port}");
+    let server = InProcessServer::start(
+        &dir.join("unused.db"),
+        &[
+            ("EROS_DATABASES_FILE", file.to_str().unwrap()),
+            ("EROS_METRICS_ADDR", &addr),
+        ],
+    );
+    (server, metrics_port)
+}
+
+async fn metric(port: u16, name: &'static str) -> f64 {
+    let (_, body) = tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
+        .await
+        .unwrap();
+    sample(&body, name).unwrap_or_else(|| panic!("no {name}"))
+}
+
+/// Waits until the configuration generation reaches `generation`.
+async fn wait_for_generation(port: u16, generation: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(port, "mcp_config_generation").await < generation {
+        assert!(
+            Instant::now() < deadline,
+            "generation {generation} never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes one bad configuration.
+type BadFile<'a> = Box<dyn Fn() + 'a>;
+
+/// A client that counts `notifications/tools/list_changed`.
+#[derive(Clone)]
+struct Listening(Arc<AtomicUsize>);
+
+impl ClientHandler for Listening {
+    async fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("listening", "0"),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_new_tools_in_place_and_tells_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = setup(dir.path());
+    let (server, port) = start(dir.path(), &file);
+    let heard = Arc::new(AtomicUsize::new(0));
+    let client = Listening(Arc::clone(&heard))
+        .serve(StreamableHttpClientTransport::from_uri(server.url()))
+        .await
+        .unwrap();
+    let before = client
+        .call_tool(rmcp::model::CallToolRequestParams::new("which"))
+        .await
+        .unwrap();
+    assert!(text(&before).contains('A'), "{}", text(&before));
+
+    write_tools(dir.path(), "B");
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("before", "after"),
+    )
+    .unwrap();
+    server.hang_up();
+    wait_for_generation(port, 2.0).await;
+    let after = client
+        .call_tool(rmcp::model::CallToolRequestParams::new("which"))
+        .await
+        .unwrap();
+    assert!(text(&after).contains('B'), "{}", text(&after));
+    let tools = client.list_all_tools().await.unwrap();
+    let which = tools.iter().find(|t| t.name == "which").unwrap();
+    assert!(which
+        .description
+        .as_deref()
+        .unwrap_or_default()
+        .contains("B."));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while heard.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no tools/list_changed arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_reload_keeps_the_configuration_in_force_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = setup(dir.path());
+    let good = std::fs::read_to_string(&file).unwrap();
+    let (server, port) = start(dir.path(), &file);
+    let client = server.client(None, &ERAS[0]).await;
+    let bad_files: [(&str, BadFile); 4] = [
+        (
+            "a syntax error",
+            Box::new(|| std::fs::write(&file, "[databases.shop\npath = 1").unwrap()),
+        ),
+        (
+            "a policy naming an unknown column",
+            Box::new(|| {
+                std::fs::write(
+                    dir.path().join("policy.toml"),
+                    "[scopes.\"eros:pii\"]\nnull_columns = [\"items.nope\"]\n",
+                )
+                .unwrap();
+                std::fs::write(&file, format!("{good}policy_file = \"policy.toml\"\n")).unwrap();
+            }),
+        ),
+        (
+            "a declared statement that does not prepare",
+            Box::new(|| {
+                std::fs::write(
+                    dir.path().join("tools.toml"),
+                    "[[tools]]\nname = \"which\"\ndescription = \"x\"\nsql = \"SELECT FROM nowhere\"\n",
+                )
+                .unwrap();
+                std::fs::write(&file, &good).unwrap();
+            }),
+        ),
+        (
+            "a path that does not exist",
+            Box::new(|| {
+                write_tools(dir.path(), "A");
+                std::fs::write(&file, good.replace("items.db", "no-such.db")).unwrap();
+            }),
+        ),
+    ];
+    for (failures, (what, write_bad_file)) in bad_files.iter().enumerate() {
+        write_bad_file();
+        server.hang_up();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(port, "mcp_config_reload_failures_total").await < (failures + 1) as f64 {
+            assert!(Instant::now() < deadline, "{what}: no failure counted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metric(port, "mcp_config_generation").await, 1.0, "{what}");
+        let which = call(&client, "which", json!({})).await;
+        assert!(text(&which).contains('A'), "{what}: {}", text(&which));
+    }
+    assert!(
+        !dir.path().join("no-such.db").exists(),
+        "a reload created a file"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_reloads_under_calls_fail_no_call() {
+    const RELOADS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let file = setup(dir.path());
+    let (server, port) = start(dir.path(), &file);
+    let client = Arc::new(server.client(None, &ERAS[0]).await);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let caller = {
+        let client = Arc::clone(&client);
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeMap::new();
+            while !stop.load(Ordering::SeqCst) {
+                let answer = call(&client, "which", json!({})).await;
+                assert_ne!(answer.is_error, Some(true), "{}", text(&answer));
+                let version = if text(&answer).contains("\nA,") {
+                    'A'
+                } else {
+                    'B'
+                };
+                assert!(text(&answer).contains(",1"), "{}", text(&answer));
+                *seen.entry(version).or_insert(0) += 1;
+            }
+            seen
+        })
+    };
+    for reload in 0..RELOADS {
+        write_tools(dir.path(), if reload % 2 == 0 { "B" } else { "A" });
+        server.hang_up();
+        wait_for_generation(port, (reload + 2) as f64).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let seen = caller.await.unwrap();
+    eprintln!("answers by configuration during {RELOADS} reloads: {seen:?}");
+    assert!(seen.len() == 2, "{seen:?}");
+    assert_eq!(metric(port, "mcp_config_reload_failures_total").await, 0.0);
+    Arc::try_unwrap(client)
+        .ok()
+        .unwrap()
+        .cancel()
+        .await
+        .unwrap();
+}
