@@ -1,0 +1,226 @@
+//! SIGHUP: the tokens file re-read, the audit log reopened, and the
+//! databases, declared tools, policies and descriptions reloaded.
+
+use std::sync::Arc;
+
+use crate::audit::AuditLog;
+use crate::config::{Config, DatabaseSpec};
+use crate::identity::tokens::StaticTokens;
+use crate::mcp::ErosServer;
+use crate::pool::Pool;
+use crate::shutdown::Shutdown;
+use crate::sidecar::{Metrics, ReadinessSet};
+
+use super::databases::{open_database, reloadable, reuse_database, Background, DatabaseParts};
+use super::error::AppError;
+use super::observers::Observers;
+
+/// What one SIGHUP re-reads: the tokens file, and the audit log (reopened
+/// at its path after an external tool rotated it).
+pub(super) struct OnHangup {
+    pub(super) tokens: Option<Arc<StaticTokens>>,
+    pub(super) audit: Option<Arc<AuditLog>>,
+    /// The databases, their declared tools, policies and descriptions.
+    pub(super) databases: Arc<Reloader>,
+}
+
+impl OnHangup {
+    /// A tokens file that no longer reads keeps the tokens already
+    /// accepted, an audit log that cannot be reopened keeps the open file,
+    /// a configuration that does not check out keeps the one in force; the
+    /// log says why.
+    pub(super) async fn reload(&self) {
+        match self.databases.reload().await {
+            Ok(number) => tracing::info!(generation = number, "SIGHUP: configuration reloaded"),
+            Err(err) => {
+                self.databases.metrics.reload_failed();
+                tracing::error!(error = %err, "SIGHUP: kept the configuration in force");
+            }
+        }
+        if let Some(tokens) = &self.tokens {
+            match tokens.reload() {
+                Ok(count) => tracing::info!(tokens = count, "SIGHUP: tokens file re-read"),
+                Err(err) => tracing::error!(error = %err, "SIGHUP: kept the previous tokens"),
+            }
+        }
+        if let Some(audit) = &self.audit {
+            match audit.reopen() {
+                Ok(()) => {
+                    tracing::info!(audit_log = %audit.describe(), "SIGHUP: audit log reopened")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "SIGHUP: kept writing to the open audit log")
+                }
+            }
+        }
+    }
+}
+
+/// Calls `on_hangup` on every SIGHUP [`Shutdown`] hands on (which never
+/// stops the server: see [`Shutdown::trigger_on_signals`]). With nothing
+/// to re-read there is nothing to wait for.
+pub(super) fn reload_on_hangup(on_hangup: OnHangup, shutdown: &Shutdown) {
+    let mut hangups = shutdown.hangups();
+    tokio::spawn(async move {
+        while hangups.changed().await.is_ok() {
+            on_hangup.reload().await;
+        }
+    });
+}
+
+/// Re-reads the databases (the databases file, or `EROS_DB_PATH`'s one),
+/// their declared tools, policies and descriptions, checks all of it (files
+/// opened, statements prepared, policy entries checked against each schema)
+/// and only then puts it in place at once ([`ErosServer::replace`]). A
+/// database whose settings did not change keeps its pool; one added or
+/// changed gets a new pool; one removed or replaced is closed once no
+/// running call holds it.
+pub(super) struct Reloader {
+    pub(super) config: Config,
+    pub(super) server: ErosServer,
+    pub(super) observers: Observers,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) readiness: Arc<ReadinessSet>,
+    pub(super) shutdown: Shutdown,
+    pub(super) state: tokio::sync::Mutex<ReloadState>,
+}
+
+/// The databases in force and what runs beside each.
+pub(super) struct ReloadState {
+    pub(super) specs: Vec<DatabaseSpec>,
+    pub(super) parts: Vec<DatabaseParts>,
+}
+
+/// How long a replaced database waits for the calls still running on it
+/// before its pool is closed anyway.
+pub(super) const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Reloader {
+    /// One reload: the new generation's number, or why the configuration in
+    /// force was kept.
+    async fn reload(&self) -> Result<u64, AppError> {
+        let mut state = self.state.lock().await;
+        let specs = self.config.database_specs()?;
+        let current = self.server.current();
+        let mut databases = Vec::with_capacity(specs.len());
+        let mut opened: Vec<Arc<Pool>> = Vec::new();
+        let close_opened = |opened: Vec<Arc<Pool>>| {
+            for pool in opened {
+                let _ = pool.close();
+            }
+        };
+        for spec in &specs {
+            let kept = state
+                .specs
+                .iter()
+                .any(|old| old.name == spec.name && old.database == spec.database);
+            let served = if kept {
+                let db = current
+                    .catalog()
+                    .find(Some(&spec.name))
+                    .map(Arc::clone)
+                    .map_err(|err| AppError::Task(err.to_string()));
+                match db {
+                    Ok(db) => reuse_database(spec.clone(), db).await,
+                    Err(err) => Err(err),
+                }
+            } else {
+                match reloadable(spec) {
+                    Ok(()) => {
+                        open_database(spec.clone(), (self.observers.pool)(&spec.name), None).await
+                    }
+                    Err(err) => Err(err),
+                }
+            };
+            match served {
+                Ok(served) => {
+                    if !kept {
+                        opened.push(Arc::clone(served.0.engine.pool()));
+                    }
+                    databases.push(served);
+                }
+                Err(err) => {
+                    close_opened(opened);
+                    return Err(err);
+                }
+            }
+        }
+        let previous = match self.server.replace(databases).await {
+            Ok(previous) => previous,
+            Err(clash) => {
+                close_opened(opened);
+                return Err(AppError::ToolClash(clash));
+            }
+        };
+        let next = self.server.current();
+        // What runs beside each database: kept as it was, started for the
+        // new ones, stopped for those gone or replaced.
+        let mut old_parts = std::mem::take(&mut state.parts);
+        let mut parts = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let kept = state
+                .specs
+                .iter()
+                .any(|old| old.name == spec.name && old.database == spec.database);
+            let position = old_parts.iter().position(|p| p.name == spec.name);
+            if let (true, Some(position)) = (kept, position) {
+                let mut part = old_parts.remove(position);
+                part.required = spec.required;
+                parts.push(part);
+                continue;
+            }
+            let db = next
+                .catalog()
+                .find(Some(&spec.name))
+                .map(Arc::clone)
+                .map_err(|err| AppError::Task(err.to_string()))?;
+            let mut part = DatabaseParts::new(spec, &self.shutdown);
+            let pool = Arc::clone(db.engine.pool());
+            part.background = Some(Background::start(
+                &spec.name,
+                &spec.database.replication_settings(),
+                &pool,
+                &part.readiness,
+                &self.metrics,
+            )?);
+            part.readiness.pool_ready(Arc::clone(&pool));
+            self.metrics
+                .watch_database(&spec.name, Arc::clone(&db.engine));
+            part.pool = Some(pool);
+            parts.push(part);
+        }
+        self.readiness.replace(
+            parts
+                .iter()
+                .map(|p| (p.name.clone(), p.required, Arc::clone(&p.readiness)))
+                .collect(),
+        );
+        for part in &old_parts {
+            if !specs.iter().any(|spec| spec.name == part.name) {
+                self.metrics.forget_database(&part.name);
+            }
+        }
+        self.metrics.register_tools(&self.server.tool_names());
+        self.metrics.generation(next.number);
+        state.specs = specs;
+        state.parts = parts;
+        drop(state);
+        // The replaced databases close once the last call on them is done.
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            while Arc::strong_count(&previous) > 1 && started.elapsed() < DRAIN_LIMIT {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            drop(previous);
+            let _ = tokio::task::spawn_blocking(move || {
+                for part in old_parts {
+                    if let Err(err) = part.close() {
+                        tracing::warn!(error = %err, "closing a database a reload replaced");
+                    }
+                }
+            })
+            .await;
+        });
+        Ok(next.number)
+    }
+}
