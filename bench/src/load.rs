@@ -58,6 +58,9 @@ pub enum Target {
 pub struct ToolSpec {
     pub tool: String,
     pub sql_argument: String,
+    /// Arguments sent with every call beside the SQL (eros-mcp's
+    /// `database` when it serves several).
+    pub extra: Vec<(String, String)>,
 }
 
 /// What one load run measured.
@@ -150,6 +153,9 @@ pub async fn connect(
 pub fn request(spec: &ToolSpec, sql: String) -> CallToolRequestParams {
     let mut arguments = serde_json::Map::new();
     arguments.insert(spec.sql_argument.clone(), serde_json::Value::String(sql));
+    for (key, value) in &spec.extra {
+        arguments.insert(key.clone(), serde_json::Value::String(value.clone()));
+    }
     CallToolRequestParams::new(spec.tool.clone()).with_arguments(arguments)
 }
 

@@ -636,6 +636,7 @@ async fn http_keep_alive_calls_have_no_delayed_ack_floor() {
     let spec = eros_bench::ToolSpec {
         tool: "query".into(),
         sql_argument: "sql".into(),
+        extra: Vec::new(),
     };
     let plan = eros_bench::keepalive::KeepAlivePlan {
         workload: eros_bench::Workload::Point,

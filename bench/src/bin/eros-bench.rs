@@ -192,6 +192,10 @@ struct TargetArgs {
     /// Name of the tool's SQL argument.
     #[arg(long, default_value = "sql")]
     sql_arg: String,
+    /// An argument sent with every call beside the SQL, as KEY=VALUE
+    /// (repeatable), e.g. database=shop for a server of several databases.
+    #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = key_value)]
+    args: Vec<(String, String)>,
     /// Rows in each benchmark table (as created by create-db).
     #[arg(long, default_value_t = 100_000)]
     rows: u64,
@@ -233,8 +237,16 @@ impl TargetArgs {
         ToolSpec {
             tool: self.tool.clone(),
             sql_argument: self.sql_arg.clone(),
+            extra: self.args.clone(),
         }
     }
+}
+
+/// `KEY=VALUE` of `--arg`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 fn main() -> ExitCode {
