@@ -117,12 +117,13 @@ pub enum DatabasesError {
 }
 
 /// Keys of a database's table that are not `EROS_DB_*` settings.
-const OWN_KEYS: [&str; 6] = [
+const OWN_KEYS: [&str; 7] = [
     "description",
     "required",
     "scope",
     "tools_file",
     "policy_file",
+    "metadata_file",
     "tables",
 ];
 
@@ -243,10 +244,28 @@ fn read_database(
             }
         },
     };
-    let dictionary = match entry.remove("tables") {
+    let metadata = match entry.remove("metadata_file") {
+        None => Dictionary::default(),
+        Some(value) => {
+            let path = folder.join(text_of("metadata_file", &value)?);
+            read_metadata(&path, name).map_err(|reason| (Some(value.span().start), reason))?
+        }
+    };
+    let mut dictionary = match entry.remove("tables") {
         None => Dictionary::default(),
         Some(tables) => read_tables(&tables)?,
     };
+    // What this file says wins over the metadata file.
+    for (table, notes) in metadata.tables {
+        let entry = dictionary.tables.entry(table).or_default();
+        entry.description = entry.description.take().or(notes.description);
+        entry.label_column = entry.label_column.take().or(notes.label_column);
+        for (column, note) in notes.columns {
+            let mine = entry.columns.entry(column).or_default();
+            mine.description = mine.description.take().or(note.description);
+            mine.unit = mine.unit.take().or(note.unit);
+        }
+    }
     // What is left are EROS_DB_* settings, lowercase without the prefix.
     let mut vars: Vec<(String, String)> = base
         .iter()
@@ -378,6 +397,60 @@ fn read_tables(tables: &Spanned<toml::Value>) -> Result<Dictionary, At> {
     Ok(dictionary)
 }
 
+/// A Datasette metadata file (JSON, or YAML by its extension): the tables
+/// of the database `name` (or of the only database it describes), with
+/// each table's `description`, `columns` (name to description), `units`
+/// and `label_column`.
+fn read_metadata(path: &Path, name: &str) -> Result<Dictionary, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read the metadata file {}: {err}", path.display()))?;
+    let yaml = path
+        .extension()
+        .is_some_and(|ext| ext == "yml" || ext == "yaml");
+    let metadata: serde_json::Value = if yaml {
+        serde_yaml_ng::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))?
+    } else {
+        serde_json::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))?
+    };
+    let databases = metadata.get("databases").and_then(|d| d.as_object());
+    let database = databases.and_then(|all| {
+        all.get(name).or_else(|| match all.len() {
+            1 => all.values().next(),
+            _ => None,
+        })
+    });
+    let mut dictionary = Dictionary::default();
+    let Some(tables) = database
+        .and_then(|db| db.get("tables"))
+        .and_then(|t| t.as_object())
+    else {
+        return Ok(dictionary);
+    };
+    let text_of =
+        |value: Option<&serde_json::Value>| value.and_then(|v| v.as_str()).map(str::to_string);
+    for (table, about) in tables {
+        let mut notes = TableNotes {
+            description: text_of(about.get("description")),
+            label_column: text_of(about.get("label_column")),
+            ..TableNotes::default()
+        };
+        if let Some(columns) = about.get("columns").and_then(|c| c.as_object()) {
+            for (column, description) in columns {
+                notes.columns.entry(column.clone()).or_default().description =
+                    description.as_str().map(str::to_string);
+            }
+        }
+        if let Some(units) = about.get("units").and_then(|u| u.as_object()) {
+            for (column, unit) in units {
+                notes.columns.entry(column.clone()).or_default().unit =
+                    unit.as_str().map(str::to_string);
+            }
+        }
+        dictionary.tables.insert(table.clone(), notes);
+    }
+    Ok(dictionary)
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -465,6 +538,35 @@ mod tests {
     fn a_syntax_error_names_its_line() {
         let err = parse_text("[databases.app]\npath = \"a.db\n").unwrap_err();
         assert!(err.starts_with("/etc/eros/databases.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn a_datasette_metadata_file_describes_tables_under_the_files_own_notes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("metadata.yml"),
+            "databases:\n  app:\n    tables:\n      creators:\n        description: From Datasette\n        \
+             label_column: name\n        columns:\n          cr_st: Status\n        units:\n          price: EUR\n",
+        )
+        .unwrap();
+        let specs = parse(
+            &dir.path().join("databases.toml"),
+            "[databases.app]\npath = \"a.db\"\nmetadata_file = \"metadata.yml\"\n\
+             [databases.app.tables.creators]\ndescription = \"From the databases file\"\n",
+            &[],
+        )
+        .unwrap();
+        let creators = &specs[0].dictionary.tables["creators"];
+        assert_eq!(
+            creators.description.as_deref(),
+            Some("From the databases file")
+        );
+        assert_eq!(creators.label_column.as_deref(), Some("name"));
+        assert_eq!(
+            creators.columns["cr_st"].description.as_deref(),
+            Some("Status")
+        );
+        assert_eq!(creators.columns["price"].unit.as_deref(), Some("EUR"));
     }
 
     #[test]

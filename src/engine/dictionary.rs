@@ -17,6 +17,8 @@ pub struct Dictionary {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TableNotes {
     pub description: Option<String>,
+    /// The column that names a row (Datasette's `label_column`).
+    pub label_column: Option<String>,
     pub columns: BTreeMap<String, ColumnNotes>,
 }
 
@@ -44,6 +46,18 @@ impl Dictionary {
 }
 
 impl TableNotes {
+    /// One line: the description, then which column names a row.
+    pub fn text(&self) -> Option<String> {
+        match (&self.description, &self.label_column) {
+            (Some(description), Some(label)) => {
+                Some(format!("{description} (a row is named by {label})"))
+            }
+            (Some(description), None) => Some(description.clone()),
+            (None, Some(label)) => Some(format!("a row is named by {label}")),
+            (None, None) => None,
+        }
+    }
+
     /// The notes on `column` (case-insensitive, as SQLite's names are).
     pub fn column(&self, column: &str) -> Option<&ColumnNotes> {
         self.columns.get(column).or_else(|| {
@@ -79,7 +93,7 @@ impl Dictionary {
             let Some(notes) = dictionary.table(&table.name) else {
                 continue;
             };
-            table.description = notes.description.clone();
+            table.description = notes.text();
             for column in table.columns.iter_mut().flatten() {
                 let name = column.split_whitespace().next().unwrap_or_default();
                 if let Some(text) = notes.column(name).and_then(|note| note.text()) {
@@ -97,7 +111,7 @@ impl Dictionary {
         let Some(notes) = dictionary.table(&table.name) else {
             return table;
         };
-        table.description = notes.description.clone();
+        table.description = notes.text();
         for column in &mut table.columns {
             column.description = notes.column(&column.name).and_then(|note| note.text());
         }
@@ -134,7 +148,7 @@ impl Dictionary {
             if !shown(table) {
                 continue;
             }
-            if let Some(description) = &table_notes.description {
+            if let Some(description) = table_notes.text() {
                 notes.push_str(&format!("-- {table}: {description}\n"));
             } else {
                 notes.push_str(&format!("-- {table}\n"));

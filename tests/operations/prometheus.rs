@@ -539,3 +539,79 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_the_exposition() {
     // process, the replicas.
     assert!(used.len() >= 27, "{used:?}");
 }
+
+/// Two databases in one server: a real Prometheus scrapes a series of each
+/// per-database metric for each database, told apart by the `database`
+/// label, and the exposition stays valid for promtool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_database_has_its_own_series_labelled_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["shop", "archive"] {
+        let conn = rusqlite::Connection::open(dir.path().join(format!("{name}.db"))).unwrap();
+        conn.execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY);")
+            .unwrap();
+    }
+    let file = dir.path().join("databases.toml");
+    std::fs::write(
+        &file,
+        "[databases.shop]\npath = \"shop.db\"\nmigrate = false\npool_size = 3\n\
+         [databases.archive]\npath = \"archive.db\"\nmigrate = false\npool_size = 2\n",
+    )
+    .unwrap();
+    let metrics_port = free_port();
+    let addr = format!("127.0.0.1:{metrics_port}");
+    let server = common::in_process::InProcessServer::start(
+        &dir.path().join("unused.db"),
+        &[
+            ("EROS_DATABASES_FILE", file.to_str().unwrap()),
+            ("EROS_METRICS_ADDR", &addr),
+        ],
+    );
+    let client = server.client(None, &ERAS[0]).await;
+    call(
+        &client,
+        "query",
+        json!({"sql": "SELECT count(*) FROM items", "database": "archive"}),
+    )
+    .await;
+    tokio::task::spawn_blocking(move || {
+        let prometheus = Prometheus::scraping(metrics_port);
+        let sizes = prometheus.wait_until("mcp_db_pool_size", |r| r.len() == 2);
+        let mut by_name: Vec<(String, String)> = sizes
+            .iter()
+            .map(|series| {
+                (
+                    series["metric"]["database"].as_str().unwrap().to_string(),
+                    series["value"][1].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        by_name.sort();
+        assert_eq!(
+            by_name,
+            [
+                ("archive".to_string(), "2".to_string()),
+                ("shop".to_string(), "3".to_string())
+            ]
+        );
+        for metric in [
+            "mcp_db_file_size_bytes",
+            "mcp_db_writable",
+            "mcp_db_connections_created_total",
+            "mcp_db_statement_threads",
+        ] {
+            let result = prometheus.query(metric).unwrap();
+            assert_eq!(result.len(), 2, "{metric}: {result:?}");
+        }
+        let (_, body) = http_get(metrics_port, "/metrics");
+        let report = run("promtool", &["check", "metrics"], Some(&body));
+        assert!(
+            report.success && report.text.trim().is_empty(),
+            "promtool: {}",
+            report.text
+        );
+    })
+    .await
+    .unwrap();
+    client.cancel().await.unwrap();
+}

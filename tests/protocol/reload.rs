@@ -258,3 +258,45 @@ async fn fifty_reloads_under_calls_fail_no_call() {
         .await
         .unwrap();
 }
+
+/// The official MCP Python SDK, connected before a reload, hears
+/// `notifications/tools/list_changed` and then lists the new tools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_hears_that_the_tool_list_changed() {
+    use std::io::BufRead;
+    let python = common::ops::repo().join("target/ops-tools/venv/bin/python");
+    assert!(
+        python.exists(),
+        "run .ci/provision: it installs the MCP Python SDK into target/ops-tools/venv"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = setup(dir.path());
+    let (server, port) = start(dir.path(), &file);
+    let script = common::ops::repo().join("tests/fixtures/python_list_changed.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .arg(server.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::task::block_in_place(|| lines.next())
+        .unwrap()
+        .unwrap();
+    assert!(ready.contains("which"), "{ready}");
+    write_tools(dir.path(), "B");
+    server.hang_up();
+    wait_for_generation(port, 2.0).await;
+    let after = tokio::task::block_in_place(|| lines.next())
+        .unwrap()
+        .unwrap();
+    let after: serde_json::Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(after["heard"], true, "{after}");
+    let description = after["descriptions"]["which"].as_str().unwrap();
+    assert!(
+        description.starts_with("Which configuration: B."),
+        "{after}"
+    );
+    assert!(child.wait().unwrap().success());
+}
