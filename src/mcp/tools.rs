@@ -295,6 +295,9 @@ pub(crate) fn describe_database_argument(
                     "type": "string",
                     "enum": names,
                     "description": "The database (list_databases describes them).",
+                    // No "x-mcp-header": rmcp 3.11 then refuses any call
+                    // without the Mcp-Param-Database header, even from a
+                    // client that never listed the tools (rmcp_gaps, gap 11).
                 }),
             );
             let required = schema

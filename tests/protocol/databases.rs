@@ -58,19 +58,21 @@ async fn each_call_reaches_the_database_it_names() {
         &dir.path().join("unused.db"),
         &[("EROS_DATABASES_FILE", file.to_str().unwrap())],
     );
-    let client = server.client(None, &ERAS[0]).await;
-    let sql = json!("SELECT name FROM items ORDER BY id");
-    let shop = call(&client, "query", json!({"sql": sql, "database": "shop"})).await;
-    let archive = call(&client, "query", json!({"sql": sql, "database": "archive"})).await;
-    assert!(names(&shop).contains("kettle") && names(&shop).contains("teapot"));
-    assert!(!names(&shop).contains("gramophone"), "{}", names(&shop));
-    assert!(
-        names(&archive).contains("gramophone"),
-        "{}",
-        names(&archive)
-    );
-    assert!(!names(&archive).contains("kettle"), "{}", names(&archive));
-    client.cancel().await.unwrap();
+    for era in ERAS {
+        let client = server.client(None, &era).await;
+        let sql = json!("SELECT name FROM items ORDER BY id");
+        let shop = call(&client, "query", json!({"sql": sql, "database": "shop"})).await;
+        let archive = call(&client, "query", json!({"sql": sql, "database": "archive"})).await;
+        assert!(names(&shop).contains("kettle") && names(&shop).contains("teapot"));
+        assert!(!names(&shop).contains("gramophone"), "{}", names(&shop));
+        assert!(
+            names(&archive).contains("gramophone"),
+            "{}",
+            names(&archive)
+        );
+        assert!(!names(&archive).contains("kettle"), "{}", names(&archive));
+        client.cancel().await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -391,5 +393,41 @@ async fn the_data_dictionary_is_in_the_schema_answers() {
     )
     .await;
     assert!(structured(&shop).get("description").is_none());
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_whose_write_lock_is_held_leaves_the_other_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = two_databases(dir.path(), "");
+    let writable = std::fs::read_to_string(&file).unwrap().replace(
+        "migrate = false",
+        "migrate = false\nread_only = false\nbusy_timeout = 0.2",
+    );
+    std::fs::write(&file, writable).unwrap();
+    let server = InProcessServer::start(
+        &dir.path().join("unused.db"),
+        &[("EROS_DATABASES_FILE", file.to_str().unwrap())],
+    );
+    let client = server.client(None, &ERAS[0]).await;
+    // Another process's transaction holds the shop's write lock.
+    let holder = rusqlite::Connection::open(dir.path().join("shop.db")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let insert = |database: &str| json!({"sql": "INSERT INTO items (name) VALUES ('new')", "database": database});
+    let shop = call(&client, "execute", insert("shop")).await;
+    assert_eq!(shop.is_error, Some(true), "{}", text(&shop));
+    assert!(text(&shop).contains("BUSY"), "{}", text(&shop));
+    let started = Instant::now();
+    let archive = call(&client, "execute", insert("archive")).await;
+    assert_ne!(archive.is_error, Some(true), "{}", text(&archive));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    holder.execute_batch("ROLLBACK").unwrap();
+    let shop = call(&client, "execute", insert("shop")).await;
+    assert_ne!(
+        shop.is_error,
+        Some(true),
+        "once the lock is given back: {}",
+        text(&shop)
+    );
     client.cancel().await.unwrap();
 }
