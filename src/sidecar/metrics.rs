@@ -383,6 +383,13 @@ impl Metrics {
             .lock()
             .unwrap()
             .retain(|db| db.name != name);
+        for histogram in [
+            &self.checkout_wait,
+            &self.connection_held,
+            &self.connection_create,
+        ] {
+            let _ = histogram.remove_label_values(&[name]);
+        }
     }
 
     /// A reload of the configuration was refused; the old one serves on.

@@ -40,13 +40,31 @@ pub async fn stdio_client(db: &Path, env: &[(&str, &str)], version: &ProtocolVer
     client
 }
 
-/// A free loopback port.
+/// A free loopback port for a server to listen on. It is taken below
+/// Linux's ephemeral range (32768 and up), where the kernel never puts the
+/// local end of an outgoing connection: a port handed out here could
+/// otherwise be taken by one of the many client sockets these tests open
+/// before its server binds it. It is never one this test process handed
+/// out before, since the tests of one binary run side by side.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    // Test binaries run one after another: start each one's search at its
+    // own place.
+    let start = (std::process::id() as u16).wrapping_mul(7919) % SPAN;
+    for step in 0..SPAN {
+        let port = FIRST + (start + step) % SPAN;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port from {FIRST} to {}", FIRST + SPAN);
 }
 
 /// `eros-mcp serve` over HTTP on `port`, the sidecar on `metrics_port` (or

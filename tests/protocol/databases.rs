@@ -431,3 +431,88 @@ async fn a_database_whose_write_lock_is_held_leaves_the_other_writable() {
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_database_fails_only_its_own_calls() {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let file = two_databases(dir.path(), "");
+    let optional = std::fs::read_to_string(&file).unwrap().replace(
+        "description = \"Items no longer sold.\"",
+        "description = \"Items no longer sold.\"\nrequired = false",
+    );
+    std::fs::write(&file, optional).unwrap();
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let server = InProcessServer::start(
+        &dir.path().join("unused.db"),
+        &[
+            ("EROS_DATABASES_FILE", file.to_str().unwrap()),
+            ("EROS_METRICS_ADDR", &metrics_addr),
+        ],
+    );
+    let client = server.client(None, &ERAS[0]).await;
+    // Garbage over the root page of the archive's items table.
+    let archive = dir.path().join("archive.db");
+    let (offset, page_size) = {
+        let conn = rusqlite::Connection::open(&archive).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let root: i64 = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE name = 'items'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        (((root - 1) * page_size) as u64, page_size as usize)
+    };
+    let mut handle = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&archive)
+        .unwrap();
+    handle.seek(SeekFrom::Start(offset)).unwrap();
+    let garbage: Vec<u8> = (0..page_size).map(|i| (i * 7 + 13) as u8).collect();
+    handle.write_all(&garbage).unwrap();
+    handle.sync_all().unwrap();
+    let broken = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT name FROM items", "database": "archive"}),
+    )
+    .await;
+    assert_eq!(broken.is_error, Some(true));
+    assert!(
+        text(&broken).contains("SQLITE_CORRUPT"),
+        "{}",
+        text(&broken)
+    );
+    for _ in 0..10 {
+        let shop = call(
+            &client,
+            "query",
+            json!({"sql": "SELECT name FROM items ORDER BY id", "database": "shop"}),
+        )
+        .await;
+        assert!(text(&shop).contains("kettle"), "{}", text(&shop));
+    }
+    let (status, body) = tokio::task::spawn_blocking(move || http_get(metrics_port, "/readyz"))
+        .await
+        .unwrap();
+    let readiness: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "the archive is optional: {body}");
+    assert_eq!(readiness["databases"]["shop"]["ready"], true, "{body}");
+    assert_eq!(readiness["databases"]["archive"]["ready"], false, "{body}");
+    let (_, metrics) = tokio::task::spawn_blocking(move || http_get(metrics_port, "/metrics"))
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mcp_db_corruption_detected{database=\"archive\"} 1")
+            && metrics.contains("mcp_db_corruption_detected{database=\"shop\"} 0"),
+        "{metrics}"
+    );
+    client.cancel().await.unwrap();
+}

@@ -300,3 +300,65 @@ async fn the_python_sdk_hears_that_the_tool_list_changed() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+/// A reload that removes a database: calls naming it are refused with the
+/// names left, its readiness and metrics go, and its pool is closed once
+/// no call holds it (its WAL checkpointed away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_a_reload_removes_is_drained_and_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = setup(dir.path());
+    let conn = rusqlite::Connection::open(dir.path().join("old.db")).unwrap();
+    conn.execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);")
+        .unwrap();
+    drop(conn);
+    let both = format!(
+        "{}\n[databases.old]\npath = \"old.db\"\nmigrate = false\nread_only = false\n",
+        std::fs::read_to_string(&file).unwrap()
+    );
+    std::fs::write(&file, &both).unwrap();
+    let (server, port) = start(dir.path(), &file);
+    let client = server.client(None, &ERAS[0]).await;
+    let wrote = call(
+        &client,
+        "execute",
+        json!({"sql": "INSERT INTO items (name) VALUES ('x')", "database": "old"}),
+    )
+    .await;
+    assert_ne!(wrote.is_error, Some(true), "{}", text(&wrote));
+    assert!(
+        dir.path().join("old.db-wal").exists(),
+        "the write sits in the WAL"
+    );
+
+    std::fs::write(&file, both.split("[databases.old]").next().unwrap()).unwrap();
+    server.hang_up();
+    wait_for_generation(port, 2.0).await;
+    let refused = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT 1", "database": "old"}),
+    )
+    .await;
+    assert_eq!(refused.is_error, Some(true));
+    assert!(text(&refused).contains("shop"), "{}", text(&refused));
+    let (_, body) = tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
+        .await
+        .unwrap();
+    assert!(!body.contains("database=\"old\""), "{body}");
+    // Closed: its WAL checkpointed into the file and removed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dir.path().join("old.db-wal").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed database was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows: i64 = rusqlite::Connection::open(dir.path().join("old.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "the acknowledged write is in the file");
+    client.cancel().await.unwrap();
+}
