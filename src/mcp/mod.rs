@@ -122,10 +122,26 @@ impl Generation {
     }
 }
 
-/// A session the server may tell that its tool list changed.
-struct Listener {
-    peer: rmcp::Peer<RoleServer>,
-    principal: Arc<Principal>,
+/// Who the server tells that its tool list changed.
+enum Listener {
+    /// A session (2025-11-25 and earlier), told when the tools its
+    /// principal sees changed.
+    Session {
+        peer: rmcp::Peer<RoleServer>,
+        principal: Arc<Principal>,
+    },
+    /// A `subscriptions/listen` stream (2026-07-28), told when any tool
+    /// changed; its notifications carry its subscription id.
+    Subscription(rmcp::service::SubscriptionSink),
+}
+
+impl Listener {
+    fn is_closed(&self) -> bool {
+        match self {
+            Listener::Session { peer, .. } => peer.is_transport_closed(),
+            Listener::Subscription(_) => false,
+        }
+    }
 }
 
 struct Inner {
@@ -231,24 +247,40 @@ impl ErosServer {
     /// `notifications/tools/list_changed` to each open session whose
     /// tools differ between `before` and `after`.
     async fn tell_listeners(&self, before: &Generation, after: &Generation) {
-        let listeners: Vec<(rmcp::Peer<RoleServer>, Arc<Principal>)> = {
+        let mut sessions = Vec::new();
+        let mut subscriptions = Vec::new();
+        {
             let mut listeners = self
                 .inner
                 .listeners
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            listeners.retain(|listener| !listener.peer.is_transport_closed());
-            listeners
-                .iter()
-                .map(|l| (l.peer.clone(), Arc::clone(&l.principal)))
-                .collect()
-        };
-        for (peer, principal) in listeners {
+            listeners.retain(|listener| !listener.is_closed());
+            for listener in listeners.iter() {
+                match listener {
+                    Listener::Session { peer, principal } => {
+                        sessions.push((peer.clone(), Arc::clone(principal)))
+                    }
+                    Listener::Subscription(sink) => subscriptions.push(sink.clone()),
+                }
+            }
+        }
+        for (peer, principal) in sessions {
             let old = before.visible_tools(&principal);
             let new = after.visible_tools(&principal);
             if old != new {
                 if let Err(err) = peer.notify_tool_list_changed().await {
                     tracing::debug!(error = %err, "a session left before hearing of the new tools");
+                }
+            }
+        }
+        if before.router.list_all() != after.router.list_all() {
+            for sink in subscriptions {
+                let changed = rmcp::model::ServerNotification::ToolListChangedNotification(
+                    Default::default(),
+                );
+                if let Err(err) = sink.send(changed).await {
+                    tracing::debug!(error = %err, "a subscription ended before hearing of the new tools");
                 }
             }
         }
@@ -736,11 +768,44 @@ impl ServerHandler for ErosServer {
             .listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        listeners.retain(|listener| !listener.peer.is_transport_closed());
-        listeners.push(Listener {
+        listeners.retain(|listener| !listener.is_closed());
+        listeners.push(Listener::Session {
             peer: context.peer,
             principal,
         });
+    }
+
+    /// 2026-07-28 `subscriptions/listen`: the tool list's changes, the only
+    /// notification this server sends.
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        Some(
+            rmcp::model::SubscriptionFilter::builder()
+                .tools_list_changed()
+                .build(),
+        )
+    }
+
+    /// Keeps the stream until the client ends it, telling it of each new
+    /// tool list.
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        let id = context.sink().id().clone();
+        self.inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Listener::Subscription(context.sink().clone()));
+        context.cancelled().await;
+        self.inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(
+                |listener| !matches!(listener, Listener::Subscription(sink) if *sink.id() == id),
+            );
+        Ok(())
     }
 
     async fn list_prompts(

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod databases;
 mod litestream;
 mod litestream_faults;
 mod litestream_follower_kill;
