@@ -5,8 +5,6 @@
 
 use crate::common;
 
-use std::time::Duration;
-
 use common::in_process::InProcessServer;
 use common::litestream::{eventually, follow, Cluster};
 use common::mcp::{call, free_port, http_get, sample, text, ERAS};
