@@ -60,13 +60,49 @@ impl OnHangup {
 /// stops the server: see [`Shutdown::trigger_on_signals`]). With nothing
 /// to re-read there is nothing to wait for.
 pub(super) fn reload_on_hangup(on_hangup: OnHangup, shutdown: &Shutdown) {
+    let on_hangup = Arc::new(on_hangup);
     let mut hangups = shutdown.hangups();
+    let on_signal = Arc::clone(&on_hangup);
     tokio::spawn(async move {
         while hangups.changed().await.is_ok() {
-            on_hangup.reload().await;
+            on_signal.reload().await;
         }
     });
+    if on_hangup.databases.config.databases.watch {
+        tokio::spawn(watch_files(on_hangup, shutdown.clone()));
+    }
 }
+
+/// How often the configuration files are looked at.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reloads the configuration, as SIGHUP does, when one of its files
+/// changes (by size or modification time) and then stays unchanged for a
+/// look: a file being written is not read half-way.
+async fn watch_files(on_hangup: Arc<OnHangup>, shutdown: Shutdown) {
+    let mut seen = on_hangup.databases.fingerprint().await;
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(WATCH_EVERY) => {}
+        }
+        let now = on_hangup.databases.fingerprint().await;
+        if now == seen {
+            continue;
+        }
+        tokio::time::sleep(WATCH_EVERY / 4).await;
+        if on_hangup.databases.fingerprint().await != now {
+            continue;
+        }
+        tracing::info!("a configuration file changed: reloading");
+        on_hangup.reload().await;
+        seen = on_hangup.databases.fingerprint().await;
+    }
+}
+
+/// Each configuration file's size and modification time (`None` when it
+/// cannot be read).
+type Fingerprint = Vec<(std::path::PathBuf, Option<(u64, std::time::SystemTime)>)>;
 
 /// Re-reads the databases (the databases file, or `EROS_DB_PATH`'s one),
 /// their declared tools, policies and descriptions, checks all of it (files
@@ -96,6 +132,26 @@ pub(super) struct ReloadState {
 pub(super) const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Reloader {
+    /// The files the configuration in force was read from, as they are now.
+    async fn fingerprint(&self) -> Fingerprint {
+        let state = self.state.lock().await;
+        let mut files: Vec<std::path::PathBuf> =
+            self.config.databases.file.iter().cloned().collect();
+        for spec in &state.specs {
+            files.extend(spec.files().map(std::path::Path::to_path_buf));
+        }
+        drop(state);
+        files
+            .into_iter()
+            .map(|path| {
+                let stamp = std::fs::metadata(&path)
+                    .ok()
+                    .and_then(|m| Some((m.len(), m.modified().ok()?)));
+                (path, stamp)
+            })
+            .collect()
+    }
+
     /// One reload: the new generation's number, or why the configuration in
     /// force was kept.
     async fn reload(&self) -> Result<u64, AppError> {

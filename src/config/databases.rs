@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::database::{database_vars, DatabaseConfig};
-use super::setting::{settings, ConfigError, OptionalPath};
+use super::setting::{settings, ConfigError, OptionalPath, Parsed};
 use crate::engine::dictionary::{ColumnNotes, Dictionary, TableNotes};
 
 settings! {
@@ -45,6 +45,10 @@ settings! {
     /// settings, declared tools and policy (re-read on SIGHUP); empty: `EROS_DB_PATH` is the one
     /// database, named `main`.
     file <- file: OptionalPath = "", "a path to a TOML file (empty: EROS_DB_PATH alone)";
+    /// Reload as on SIGHUP when the databases file, or a tools, policy or metadata file it
+    /// names (or `EROS_MCP_TOOLS_FILE` and `EROS_AUTH_POLICY_FILE`), changes; checked once a
+    /// second.
+    watch <- watch: Parsed<bool> = "true", "true or false";
 }
 
 impl DatabasesConfig {
@@ -76,6 +80,19 @@ pub struct DatabaseSpec {
     pub policy_file: Option<PathBuf>,
     /// Descriptions of its tables and columns.
     pub dictionary: Dictionary,
+    /// The Datasette metadata file the descriptions came from, if any.
+    pub metadata_file: Option<PathBuf>,
+}
+
+impl DatabaseSpec {
+    /// The files this database's configuration is read from (watched for
+    /// changes, [`DatabasesConfig::watch`]).
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        [&self.tools_file, &self.policy_file, &self.metadata_file]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+    }
 }
 
 impl DatabaseSpec {
@@ -95,6 +112,7 @@ impl DatabaseSpec {
             tools_file,
             policy_file,
             dictionary: Dictionary::default(),
+            metadata_file: None,
         }
     }
 }
@@ -244,11 +262,15 @@ fn read_database(
             }
         },
     };
+    let mut metadata_file = None;
     let metadata = match entry.remove("metadata_file") {
         None => Dictionary::default(),
         Some(value) => {
             let path = folder.join(text_of("metadata_file", &value)?);
-            read_metadata(&path, name).map_err(|reason| (Some(value.span().start), reason))?
+            let read =
+                read_metadata(&path, name).map_err(|reason| (Some(value.span().start), reason))?;
+            metadata_file = Some(path);
+            read
         }
     };
     let mut dictionary = match entry.remove("tables") {
@@ -330,6 +352,7 @@ fn read_database(
         tools_file,
         policy_file,
         dictionary,
+        metadata_file,
     })
 }
 

@@ -52,7 +52,13 @@ fn write_tools(dir: &Path, version: &str) {
     .unwrap();
 }
 
+/// The server on the databases `file`, reloading on SIGHUP alone (each
+/// test says when it reloads).
 fn start(dir: &Path, file: &Path) -> (InProcessServer, u16) {
+    start_watching(dir, file, false)
+}
+
+fn start_watching(dir: &Path, file: &Path, watch: bool) -> (InProcessServer, u16) {
     let metrics_port = free_port();
     let addr = format!("127.0.0.1:{metrics_port}");
     let server = InProcessServer::start(
@@ -60,6 +66,7 @@ fn start(dir: &Path, file: &Path) -> (InProcessServer, u16) {
         &[
             ("EROS_DATABASES_FILE", file.to_str().unwrap()),
             ("EROS_METRICS_ADDR", &addr),
+            ("EROS_DATABASES_WATCH", if watch { "true" } else { "false" }),
         ],
     );
     (server, metrics_port)
@@ -360,5 +367,88 @@ async fn a_database_a_reload_removes_is_drained_and_closed() {
         .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 1, "the acknowledged write is in the file");
+    client.cancel().await.unwrap();
+}
+
+/// 2026-07-28: a `subscriptions/listen` stream hears of the new tool list,
+/// tagged with its subscription id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2026_subscription_hears_that_the_tool_list_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = setup(dir.path());
+    let (server, port) = start(dir.path(), &file);
+    let body = json!({
+        "jsonrpc": "2.0", "id": 41, "method": "subscriptions/listen",
+        "params": {
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}
+            },
+            "notifications": {"toolsListChanged": true}
+        }
+    });
+    let mut response = reqwest::Client::new()
+        .post(server.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = String::new();
+    let read_until = async |stream: &mut String, response: &mut reqwest::Response, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !stream.contains(what) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no {what} in {stream}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("the stream ended without {what}: {stream}"));
+            stream.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    read_until(
+        &mut stream,
+        &mut response,
+        "notifications/subscriptions/acknowledged",
+    )
+    .await;
+    write_tools(dir.path(), "B");
+    server.hang_up();
+    wait_for_generation(port, 2.0).await;
+    read_until(
+        &mut stream,
+        &mut response,
+        "notifications/tools/list_changed",
+    )
+    .await;
+    let changed = stream
+        .lines()
+        .find(|line| line.contains("notifications/tools/list_changed"))
+        .unwrap();
+    assert!(changed.contains("subscriptionId"), "{changed}");
+    assert!(changed.contains("41"), "{changed}");
+}
+
+/// Without a signal: a changed tools file (written whole, then renamed into
+/// place, as editors and deploy tools do) is reloaded within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tools_file_is_reloaded_without_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = setup(dir.path());
+    let (server, port) = start_watching(dir.path(), &file, true);
+    let client = server.client(None, &ERAS[0]).await;
+    assert!(text(&call(&client, "which", json!({})).await).contains('A'));
+    write_tools(dir.path(), "B");
+    let staged = dir.path().join("tools.toml");
+    std::fs::rename(&staged, dir.path().join("tools.next")).unwrap();
+    std::fs::rename(dir.path().join("tools.next"), &staged).unwrap();
+    wait_for_generation(port, 2.0).await;
+    let after = call(&client, "which", json!({})).await;
+    assert!(text(&after).contains('B'), "{}", text(&after));
     client.cancel().await.unwrap();
 }
