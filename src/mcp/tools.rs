@@ -295,9 +295,10 @@ pub(crate) fn describe_database_argument(
                     "type": "string",
                     "enum": names,
                     "description": "The database (list_databases describes them).",
-                    // No "x-mcp-header": rmcp 3.11 then refuses any call
-                    // without the Mcp-Param-Database header, even from a
-                    // client that never listed the tools (rmcp_gaps, gap 11).
+                    // 2026-07-28: clients copy it into an Mcp-Param-Database
+                    // header, so a gateway can route on it; rmcp refuses a
+                    // call whose header is missing or disagrees with the body.
+                    "x-mcp-header": "Database",
                 }),
             );
             let required = schema

@@ -57,14 +57,6 @@
 //!     and arguments that do not deserialize are refused before our handler
 //!     runs (`handler/server/tool.rs:240-247`, rust-sdk PR #894): we name the
 //!     tool, and record and count those calls ourselves.
-//! 11. **Parameters as headers** (2026-07-28, not offered). A tool schema
-//!     property annotated `x-mcp-header` (the `database` argument could be)
-//!     makes rmcp's streamable HTTP service refuse every call that lacks
-//!     the `Mcp-Param-*` header (`tower.rs:1055`, `mcp_headers.rs`), and
-//!     rmcp's own client sends it only for tools it has listed: a client
-//!     that calls before listing gets `-32020`. Measured with the
-//!     `database` argument; it stays unannotated until clients send the
-//!     header without listing first.
 //!
 //! The HTTP body is parsed once on our side ([`jsonrpc::screen`]); rmcp
 //! parses it again, since its service takes bytes.

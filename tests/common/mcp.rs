@@ -47,24 +47,39 @@ pub async fn stdio_client(db: &Path, env: &[(&str, &str)], version: &ProtocolVer
 /// before its server binds it. It is never one this test process handed
 /// out before, since the tests of one binary run side by side.
 pub fn free_port() -> u16 {
+    free_ports(&[0])
+}
+
+/// A base port such that `base + offset` is free for every offset (a
+/// script that derives its ports from one), all of them reserved as
+/// [`free_port`] reserves one.
+pub fn free_ports(offsets: &[u16]) -> u16 {
     const FIRST: u16 = 20_000;
     const SPAN: u16 = 12_000;
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    // Test binaries run one after another: start each one's search at its
-    // own place.
-    let start = (std::process::id() as u16).wrapping_mul(7919) % SPAN;
+    let widest = offsets.iter().copied().max().unwrap_or(0);
+    // Spread out: test binaries run one after another (each starts at its
+    // own place), and one call's ports are not the next call's neighbours.
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start =
+        ((std::process::id() as u16).wrapping_mul(7919)).wrapping_add(call.wrapping_mul(97)) % SPAN;
     for step in 0..SPAN {
-        let port = FIRST + (start + step) % SPAN;
-        if given.contains(&port) {
+        let base = FIRST + (start + step) % SPAN;
+        if base + widest >= FIRST + SPAN {
             continue;
         }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.push(port);
-            return port;
+        let ports: Vec<u16> = offsets.iter().map(|offset| base + offset).collect();
+        let free = ports.iter().all(|port| {
+            !given.contains(port) && std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok()
+        });
+        if free {
+            given.extend(ports);
+            return base;
         }
     }
-    panic!("no free port from {FIRST} to {}", FIRST + SPAN);
+    panic!("no free ports from {FIRST} to {}", FIRST + SPAN);
 }
 
 /// `eros-mcp serve` over HTTP on `port`, the sidecar on `metrics_port` (or

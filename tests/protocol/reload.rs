@@ -452,3 +452,65 @@ async fn a_changed_tools_file_is_reloaded_without_a_signal() {
     assert!(text(&after).contains('B'), "{}", text(&after));
     client.cancel().await.unwrap();
 }
+
+/// The binary itself: a real SIGHUP reloads the databases file, and the
+/// second database it now declares is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reloads_on_a_real_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = setup(dir.path());
+    let conn = rusqlite::Connection::open(dir.path().join("more.db")).unwrap();
+    conn.execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO items VALUES (1, 'added');")
+        .unwrap();
+    drop(conn);
+    let port = free_port();
+    let metrics_port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eros-mcp"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("EROS_DATABASES_FILE", &file)
+        .env("EROS_DATABASES_WATCH", "false")
+        .env("EROS_MCP_TRANSPORT", "http")
+        .env("EROS_MCP_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("EROS_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+        .env("EROS_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = move || http_get(metrics_port, "/readyz").0 == 200;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tokio::task::spawn_blocking(ready).await.unwrap() {
+        assert!(Instant::now() < deadline, "the binary never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n[databases.more]\npath = \"more.db\"\nmigrate = false\n",
+            std::fs::read_to_string(&file).unwrap()
+        ),
+    )
+    .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for_generation(metrics_port, 2.0).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let client = eros_bench::client::http(&url, None, &common::mcp::handshake(&ERAS[0]))
+        .await
+        .unwrap();
+    let added = call(
+        &client,
+        "query",
+        json!({"sql": "SELECT name FROM items", "database": "more"}),
+    )
+    .await;
+    assert!(text(&added).contains("added"), "{}", text(&added));
+    client.cancel().await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::mcp::{call, free_port, handshake, rows, Client};
+use common::mcp::{call, handshake, rows, Client};
 use common::ops::tools::tool;
 use rmcp::model::ProtocolVersion;
 use serde_json::json;
@@ -38,20 +38,7 @@ impl Drop for Quickstart {
 
 /// A first port such that it and the five after it the script uses are free.
 fn free_port_base() -> u16 {
-    let offsets = [0u16, 1, 10, 11, 20, 21];
-    for _ in 0..100 {
-        let base = free_port();
-        if base > 65000 {
-            continue;
-        }
-        if offsets
-            .iter()
-            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no six free loopback ports found");
+    common::mcp::free_ports(&[0, 1, 10, 11, 20, 21])
 }
 
 /// The pids whose parent is `parent`, with their command names.
