@@ -10,6 +10,7 @@
 //! scope = "eros:app"                   # needed, beside a tool's own, to use it
 //! tools_file = "app-tools.toml"        # its declared tools
 //! policy_file = "app-policy.toml"      # its column and table policies
+//! metadata_file = "app-metadata.json" # Datasette metadata: descriptions, units
 //! read_only = false                    # any EROS_DB_* setting, lowercase
 //! pool_size = 4                        # without the prefix; the others
 //! query_timeout = 5                    # default to the EROS_DB_* ones
