@@ -225,6 +225,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         readiness: Arc::clone(&readiness),
         shutdown: shutdown.clone(),
         state: tokio::sync::Mutex::new(ReloadState {
+            draining: Vec::new(),
             specs: specs.clone(),
             parts: databases,
         }),
@@ -266,7 +267,17 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     if let Some(audit) = &audit {
         audit.sync();
     }
-    let databases = std::mem::take(&mut reloader.state.lock().await.parts);
+    let (databases, draining) = {
+        let mut state = reloader.state.lock().await;
+        (
+            std::mem::take(&mut state.parts),
+            std::mem::take(&mut state.draining),
+        )
+    };
+    // Databases a reload replaced: every call has finished, so they close now.
+    for drain in draining {
+        let _ = drain.await;
+    }
     let closed = tokio::task::spawn_blocking(move || {
         // Each database in turn: its replication threads, its pool (the
         // WAL checkpointed), its follower. The first failure is reported,

@@ -123,6 +123,9 @@ pub(super) struct Reloader {
 
 /// The databases in force and what runs beside each.
 pub(super) struct ReloadState {
+    /// Databases a reload replaced, closing once their calls are done;
+    /// shutdown waits for them.
+    pub(super) draining: Vec<tokio::task::JoinHandle<()>>,
     pub(super) specs: Vec<DatabaseSpec>,
     pub(super) parts: Vec<DatabaseParts>,
 }
@@ -156,6 +159,10 @@ impl Reloader {
     /// force was kept.
     async fn reload(&self) -> Result<u64, AppError> {
         let mut state = self.state.lock().await;
+        // Shutdown has taken (or is taking) the databases to close them.
+        if self.shutdown.is_triggered() {
+            return Err(AppError::Task("the server is shutting down".into()));
+        }
         let specs = self.config.database_specs()?;
         let current = self.server.current();
         let mut databases = Vec::with_capacity(specs.len());
@@ -225,20 +232,33 @@ impl Reloader {
                 parts.push(part);
                 continue;
             }
-            let db = next
-                .catalog()
-                .find(Some(&spec.name))
-                .map(Arc::clone)
-                .map_err(|err| AppError::Task(err.to_string()))?;
+            let db = Arc::clone(
+                next.catalog()
+                    .find(Some(&spec.name))
+                    .expect("the new generation serves every database of its specs"),
+            );
             let mut part = DatabaseParts::new(spec, &self.shutdown);
             let pool = Arc::clone(db.engine.pool());
-            part.background = Some(Background::start(
+            let replication = spec.database.replication_settings();
+            if replication.role == crate::replication::Role::Replica {
+                self.metrics.replica(&spec.name, replication.max_lag);
+            }
+            // The new generation is already serving: a thread that cannot
+            // start is logged, not a reason to report the old one in force.
+            match Background::start(
                 &spec.name,
-                &spec.database.replication_settings(),
+                &replication,
                 &pool,
                 &part.readiness,
                 &self.metrics,
-            )?);
+            ) {
+                Ok(background) => part.background = Some(background),
+                Err(err) => tracing::error!(
+                    database = %spec.name,
+                    error = %err,
+                    "a reloaded database serves without its replication thread"
+                ),
+            }
             part.readiness.pool_ready(Arc::clone(&pool));
             self.metrics
                 .watch_database(&spec.name, Arc::clone(&db.engine));
@@ -260,14 +280,30 @@ impl Reloader {
         self.metrics.generation(next.number);
         state.specs = specs;
         state.parts = parts;
-        drop(state);
-        // The replaced databases close once the last call on them is done.
-        tokio::spawn(async move {
+        // The replaced databases close once the last call on them is done,
+        // whatever generation it started under: each engine is held by the
+        // generations and calls that use it, and by nothing else once the
+        // metrics have let it go.
+        let engines: Vec<Arc<crate::engine::QueryEngine>> = old_parts
+            .iter()
+            .filter_map(|part| {
+                previous
+                    .catalog()
+                    .find(Some(&part.name))
+                    .ok()
+                    .map(|db| Arc::clone(&db.engine))
+            })
+            .collect();
+        drop(previous);
+        state.draining.retain(|drain| !drain.is_finished());
+        state.draining.push(tokio::spawn(async move {
             let started = std::time::Instant::now();
-            while Arc::strong_count(&previous) > 1 && started.elapsed() < DRAIN_LIMIT {
+            while engines.iter().any(|engine| Arc::strong_count(engine) > 1)
+                && started.elapsed() < DRAIN_LIMIT
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            drop(previous);
+            drop(engines);
             let _ = tokio::task::spawn_blocking(move || {
                 for part in old_parts {
                     if let Err(err) = part.close() {
@@ -276,7 +312,8 @@ impl Reloader {
                 }
             })
             .await;
-        });
+        }));
+        drop(state);
         Ok(next.number)
     }
 }

@@ -248,7 +248,21 @@ fn read_database(
             .transpose()
     };
     let description = take_text(&mut entry, "description")?;
-    let scope = take_text(&mut entry, "scope")?;
+    let scope = match entry.get("scope").map(|value| value.span().start) {
+        Some(at) => {
+            let scope = take_text(&mut entry, "scope")?;
+            if let Some(scope) = scope.as_deref() {
+                if !crate::identity::is_valid_scope(scope) {
+                    return Err((
+                        Some(at),
+                        format!("scope {scope:?} is not one OAuth scope (printable, no spaces)"),
+                    ));
+                }
+            }
+            scope
+        }
+        None => None,
+    };
     let tools_file = take_text(&mut entry, "tools_file")?.map(|p| folder.join(p));
     let policy_file = take_text(&mut entry, "policy_file")?.map(|p| folder.join(p));
     let required = match entry.remove("required") {

@@ -134,6 +134,15 @@ impl Principal {
     }
 }
 
+/// Whether `scope` is one OAuth scope token (RFC 6749 3.3: printable ASCII
+/// without space, `"` or `\\`).
+pub fn is_valid_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,6 +62,49 @@ impl Catalog {
         self.databases.iter().map(|db| db.name.as_str()).collect()
     }
 
+    /// The database `principal` names (or the only one when it names
+    /// none), among those its scopes admit. One it may not use is answered
+    /// as one that does not exist, and the names listed are those it may
+    /// use: a database's name is not given away by the refusal.
+    pub fn find_for(
+        &self,
+        name: Option<&str>,
+        principal: &Principal,
+    ) -> Result<&Arc<ServedDatabase>, QueryError> {
+        let admitted: Vec<&Arc<ServedDatabase>> = self
+            .databases
+            .iter()
+            .filter(|db| db.admits(principal))
+            .collect();
+        let names = || {
+            let names: Vec<&str> = admitted.iter().map(|db| db.name.as_str()).collect();
+            if names.is_empty() {
+                "no database to this caller".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        match name {
+            None if self.databases.len() == 1 => admitted.first().copied().ok_or_else(|| {
+                QueryError::UnknownDatabase(format!("this server serves {}", names()))
+            }),
+            None => Err(QueryError::UnknownDatabase(format!(
+                "name the database: this server serves {} (list_databases describes them)",
+                names()
+            ))),
+            Some(name) => admitted
+                .iter()
+                .find(|db| db.name == name)
+                .copied()
+                .ok_or_else(|| {
+                    QueryError::UnknownDatabase(format!(
+                        "no database named {name:?}; this server serves {}",
+                        names()
+                    ))
+                }),
+        }
+    }
+
     /// The database a call named, or the only one when it named none.
     pub fn find(&self, name: Option<&str>) -> Result<&Arc<ServedDatabase>, QueryError> {
         let names = || self.names().join(", ");

@@ -166,6 +166,7 @@ const RESERVED: &[&str] = &[
     "explain_query",
     "execute",
     "pool_stats",
+    "list_databases",
 ];
 
 impl DeclaredTools {
@@ -267,7 +268,7 @@ fn validate(entry: ToolEntry, conn: &ManagedConnection) -> Result<DeclaredTool, 
             ToolAccess::Read => crate::identity::READ.to_string(),
             ToolAccess::Write => crate::identity::WRITE.to_string(),
         },
-        Some(scope) if valid_scope(&scope) => scope,
+        Some(scope) if crate::identity::is_valid_scope(&scope) => scope,
         Some(scope) => {
             return Err(format!(
                 "tool {:?}: scope {scope:?} must be one word of printable ASCII without quotes or backslashes",
@@ -288,14 +289,6 @@ fn validate(entry: ToolEntry, conn: &ManagedConnection) -> Result<DeclaredTool, 
         scope,
         params,
     })
-}
-
-/// A scope token as RFC 6749 (section 3.3) allows one.
-fn valid_scope(scope: &str) -> bool {
-    !scope.is_empty()
-        && scope
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 fn validate_param(tool: &str, name: String, param: ParamEntry) -> Result<DeclaredParam, String> {

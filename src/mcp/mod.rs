@@ -62,7 +62,15 @@ fn instructions(rows: &dyn RowEncoder, catalog: &Catalog) -> String {
         "{INSTRUCTIONS} {}; when an answer has a next_cursor, call query again with it to continue.",
         rows.instructions()
     );
-    if catalog.single().is_none() {
+    let scoped = catalog.iter().any(|db| db.scope.is_some());
+    if catalog.single().is_none() && scoped {
+        // Which databases a caller may use depends on its scopes: the names
+        // are for list_databases to give, not for every session.
+        text.push_str(
+            " Several databases: every tool takes database; list_databases names and \
+             describes those you may use, each with its schema://NAME resource.",
+        );
+    } else if catalog.single().is_none() {
         text.push_str(
             " Several databases: every tool takes database (one of the names below; \
              list_databases describes them), and each has its schema://NAME resource.",
@@ -114,10 +122,40 @@ impl Generation {
     fn visible_tools(&self, principal: &Principal) -> Vec<Tool> {
         let mut tools = self.router.list_all();
         tools.retain(|tool| {
+            let own_database = self
+                .rules
+                .get(tool.name.as_ref())
+                .and_then(|rule| rule.database.as_deref());
             self.scopes
                 .get(tool.name.as_ref())
                 .is_none_or(|scope| principal.may(scope))
+                && own_database.is_none_or(|name| {
+                    self.catalog
+                        .find(Some(name))
+                        .is_ok_and(|db| db.admits(principal))
+                })
         });
+        // The `database` argument lists only the databases this principal
+        // may use.
+        if self.catalog.single().is_none() && self.catalog.iter().any(|db| db.scope.is_some()) {
+            let names: Vec<serde_json::Value> = self
+                .catalog
+                .iter()
+                .filter(|db| db.admits(principal))
+                .map(|db| serde_json::Value::String(db.name.clone()))
+                .collect();
+            for tool in &mut tools {
+                let mut schema = (*tool.input_schema).clone();
+                if let Some(serde_json::Value::Object(properties)) = schema.get_mut("properties") {
+                    if let Some(serde_json::Value::Object(database)) =
+                        properties.get_mut("database")
+                    {
+                        database.insert("enum".into(), serde_json::Value::Array(names.clone()));
+                        tool.input_schema = Arc::new(schema);
+                    }
+                }
+            }
+        }
         tools
     }
 }
@@ -240,7 +278,19 @@ impl ErosServer {
             self.inner.scopes.replace(next.scopes.clone());
             std::mem::replace(&mut *slot, Arc::clone(&next))
         };
-        self.tell_listeners(&previous, &next).await;
+        // Told on a task of their own: a client that does not read must not
+        // hold up the reload (nor, through it, the shutdown).
+        let server = self.clone();
+        let before = Arc::clone(&previous);
+        tokio::spawn(async move {
+            let telling = server.tell_listeners(&before, &next);
+            if tokio::time::timeout(std::time::Duration::from_secs(10), telling)
+                .await
+                .is_err()
+            {
+                tracing::warn!("some sessions were not told of the new tools within 10 s");
+            }
+        });
         Ok(previous)
     }
 
@@ -386,21 +436,11 @@ impl ErosServer {
         context: &RequestContext<RoleServer>,
     ) -> Result<(Arc<ServedDatabase>, Arc<Restrictions>), ErrorData> {
         let generation = self.generation_of(context);
+        let principal = self.principal(context);
         let db = generation
             .catalog
-            .find(name)
+            .find_for(name, &principal)
             .map_err(|err| ErrorData::invalid_params(err.to_string(), None))?;
-        let principal = self.principal(context);
-        if !db.admits(&principal) {
-            return Err(ErrorData::invalid_request(
-                format!(
-                    "the caller may not use the database {}: it needs the scope {}",
-                    db.name,
-                    db.scope.as_deref().unwrap_or_default()
-                ),
-                None,
-            ));
-        }
         let restrictions = db.policy.restrictions_for(&principal.scopes);
         Ok((Arc::clone(db), restrictions))
     }
@@ -458,17 +498,13 @@ impl ErosServer {
             );
         };
         let generation = self.generation_of(context);
-        let db = match generation.catalog.find(caller.database.as_deref()) {
+        let found = generation
+            .catalog
+            .find_for(caller.database.as_deref(), &caller.principal);
+        let db = match found {
             Ok(db) => Arc::clone(db),
             Err(err) => return respond::refuse(tool, &caller, err, &*self.inner.observer),
         };
-        if !db.admits(&caller.principal) {
-            let forbidden = QueryError::Forbidden {
-                tool: format!("the database {}", db.name),
-                scope: db.scope.clone().unwrap_or_default(),
-            };
-            return respond::refuse(tool, &caller, forbidden, &*self.inner.observer);
-        }
         let cancel = self.inner.calls.abort_token().child_token();
         let restrictions = db.policy.restrictions_for(&caller.principal.scopes);
         let gate: Arc<dyn CommitGate> = if caller.writes {
@@ -895,11 +931,12 @@ impl ServerHandler for ErosServer {
             .strip_prefix("schema://")
             .filter(|name| generation.catalog.names().contains(name));
         let Some(name) = named else {
+            let principal = self.principal(&context);
             let known: Vec<String> = generation
                 .catalog
-                .names()
-                .into_iter()
-                .map(schema_resource)
+                .iter()
+                .filter(|db| db.admits(&principal))
+                .map(|db| schema_resource(&db.name))
                 .collect();
             return Err(ErrorData::resource_not_found(
                 format!(

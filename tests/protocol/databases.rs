@@ -521,3 +521,62 @@ async fn a_corrupt_database_fails_only_its_own_calls() {
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_database_behind_a_scope_is_neither_usable_nor_named_to_a_caller_without_it() {
+    const READER: &str = "reader-token-0123456789";
+    const ARCHIVIST: &str = "archivist-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let file = two_databases(dir.path(), "scope = \"eros:archive\"\n");
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "{}{}",
+            token_entry("reader", READER, &["eros:read"]),
+            token_entry("archivist", ARCHIVIST, &["eros:read", "eros:archive"])
+        ),
+    )
+    .unwrap();
+    let server = InProcessServer::start(
+        &dir.path().join("unused.db"),
+        &[
+            ("EROS_DATABASES_FILE", file.to_str().unwrap()),
+            ("EROS_AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
+        ],
+    );
+    let reader = server.client(Some(READER), &ERAS[0]).await;
+    let listed = call(&reader, "list_databases", json!({})).await;
+    assert_eq!(
+        structured(&listed)["databases"].as_array().unwrap().len(),
+        1
+    );
+    let refused = call(
+        &reader,
+        "query",
+        json!({"sql": "SELECT name FROM items", "database": "archive"}),
+    )
+    .await;
+    assert_eq!(refused.is_error, Some(true));
+    assert!(!text(&refused).contains("gramophone"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("no database named \"archive\"; this server serves shop"),
+        "the same answer as for a name that does not exist: {}",
+        text(&refused)
+    );
+    let tools = reader.list_all_tools().await.unwrap();
+    let query = tools.iter().find(|t| t.name == "query").unwrap();
+    let schema = serde_json::to_value(&query.input_schema).unwrap();
+    assert_eq!(schema["properties"]["database"]["enum"], json!(["shop"]));
+    reader.cancel().await.unwrap();
+    // The control: with the scope, the archive is there.
+    let archivist = server.client(Some(ARCHIVIST), &ERAS[0]).await;
+    let archive = call(
+        &archivist,
+        "query",
+        json!({"sql": "SELECT name FROM items", "database": "archive"}),
+    )
+    .await;
+    assert!(text(&archive).contains("gramophone"), "{}", text(&archive));
+    archivist.cancel().await.unwrap();
+}
