@@ -46,6 +46,13 @@ fn two_databases(dir: &Path, extra: &str) -> PathBuf {
     file
 }
 
+/// GET `path` on the sidecar at `port`: (status, body).
+async fn sidecar(port: u16, path: &'static str) -> (u16, String) {
+    tokio::task::spawn_blocking(move || http_get(port, path))
+        .await
+        .unwrap()
+}
+
 fn names(result: &rmcp::model::CallToolResult) -> String {
     text(result)
 }
@@ -297,16 +304,12 @@ async fn a_database_whose_pool_is_held_leaves_the_other_answering_and_readiness_
     )
     .await;
     assert_eq!(failing.is_error, Some(true));
-    let (status, body) = tokio::task::spawn_blocking(move || http_get(metrics_port, "/readyz"))
-        .await
-        .unwrap();
+    let (status, body) = sidecar(metrics_port, "/readyz").await;
     let readiness: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(readiness["databases"]["shop"]["ready"], true, "{body}");
     assert_eq!(readiness["databases"]["archive"]["ready"], false, "{body}");
-    let (_, metrics) = tokio::task::spawn_blocking(move || http_get(metrics_port, "/metrics"))
-        .await
-        .unwrap();
+    let (_, metrics) = sidecar(metrics_port, "/metrics").await;
     assert!(
         metrics.contains("mcp_db_pool_size{database=\"shop\"} 1")
             && metrics.contains("mcp_db_pool_size{database=\"archive\"} 10"),
@@ -504,16 +507,12 @@ async fn a_corrupt_database_fails_only_its_own_calls() {
         .await;
         assert!(text(&shop).contains("kettle"), "{}", text(&shop));
     }
-    let (status, body) = tokio::task::spawn_blocking(move || http_get(metrics_port, "/readyz"))
-        .await
-        .unwrap();
+    let (status, body) = sidecar(metrics_port, "/readyz").await;
     let readiness: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status, 200, "the archive is optional: {body}");
     assert_eq!(readiness["databases"]["shop"]["ready"], true, "{body}");
     assert_eq!(readiness["databases"]["archive"]["ready"], false, "{body}");
-    let (_, metrics) = tokio::task::spawn_blocking(move || http_get(metrics_port, "/metrics"))
-        .await
-        .unwrap();
+    let (_, metrics) = sidecar(metrics_port, "/metrics").await;
     assert!(
         metrics.contains("mcp_db_corruption_detected{database=\"archive\"} 1")
             && metrics.contains("mcp_db_corruption_detected{database=\"shop\"} 0"),
