@@ -40,6 +40,18 @@ pub async fn stdio_client(db: &Path, env: &[(&str, &str)], version: &ProtocolVer
     client
 }
 
+/// The tests' HTTP client for raw requests: a connection that cannot be
+/// made in ten seconds, or an answer that stops for a minute, is an error
+/// the test reports, never a hang (a dropped SYN on a loaded runner is
+/// retried for two minutes by the kernel otherwise).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .expect("the tests' HTTP client builds")
+}
+
 /// A free loopback port for a server to listen on. It is taken below
 /// Linux's ephemeral range (32768 and up), where the kernel never puts the
 /// local end of an outgoing connection: a port handed out here could
@@ -331,7 +343,7 @@ pub struct RawAnswer {
 /// A raw JSON-RPC POST of `body` to the server's `/mcp`, as a 2026-07-28
 /// request (no session), with `Authorization: Bearer token` when given.
 pub async fn post_json(server: &HttpServer, token: Option<&str>, body: &Value) -> RawAnswer {
-    let mut request = reqwest::Client::new()
+    let mut request = http_client()
         .post(server.url())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")

@@ -137,7 +137,7 @@ impl AuthServer {
             form_encode(scope),
             form_encode(resource)
         );
-        let response = reqwest::Client::new()
+        let response = super::mcp::http_client()
             .post(format!("{}/token", self.issuer()))
             .basic_auth(client, Some(format!("{client}-secret")))
             .header("content-type", "application/x-www-form-urlencoded")

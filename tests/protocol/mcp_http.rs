@@ -21,7 +21,7 @@ fn initialize_body() -> String {
 }
 
 async fn post(server: &InProcessServer, headers: &[(&str, &str)], body: String) -> (u16, String) {
-    let client = reqwest::Client::new();
+    let client = crate::common::mcp::http_client();
     let mut request = client
         .post(server.url())
         .header("content-type", "application/json")

@@ -387,7 +387,7 @@ async fn a_2026_subscription_hears_that_the_tool_list_changed() {
             "notifications": {"toolsListChanged": true}
         }
     });
-    let mut response = reqwest::Client::new()
+    let mut response = crate::common::mcp::http_client()
         .post(server.url())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")

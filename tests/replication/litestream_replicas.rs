@@ -163,7 +163,7 @@ async fn check_transfers(
 
 /// A JSON-RPC POST to `url` without a session: (status, session id header, body).
 async fn post(url: &str, body: Value) -> (u16, Option<String>, String) {
-    let response = reqwest::Client::new()
+    let response = crate::common::mcp::http_client()
         .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")

@@ -570,7 +570,7 @@ async fn every_tools_call_is_recorded_also_one_refused_for_its_arguments_or_nami
 async fn a_call_naming_a_session_the_server_did_not_assign_is_recorded_without_it() {
     let db = TestDb::new().with_demo_data();
     let (server, log) = start(&db, &[], false);
-    let answer = reqwest::Client::new()
+    let answer = crate::common::mcp::http_client()
         .post(server.url())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")

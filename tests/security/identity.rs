@@ -279,7 +279,7 @@ async fn raw(
     session: Option<&str>,
     body: Option<serde_json::Value>,
 ) -> (u16, Option<String>, String) {
-    let mut request = reqwest::Client::new()
+    let mut request = crate::common::mcp::http_client()
         .request(method, server.url())
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
@@ -468,14 +468,19 @@ async fn one_principal_cannot_take_every_session() {
     assert_eq!(status, 200, "{body}");
 }
 
-/// Opens idle TCP connections to `port` from `source` (a loopback address)
-/// and opens them again as the server closes them, until `stop`.
+/// Keeps up to `connections` idle connections from `source` open to the
+/// server, reopening each the server closes, until `stop`; returns how
+/// many it opened. A connect that is not answered in 300 ms (a full
+/// accept queue drops SYNs, which the kernel retries for two minutes) is
+/// given up, and `stop` is heard between connects, so the flood always
+/// ends when told.
 fn flood(
     port: u16,
     source: std::net::Ipv4Addr,
     connections: usize,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<usize> {
+    const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
     tokio::spawn(async move {
         let mut opened = 0;
         let mut held = Vec::new();
@@ -485,20 +490,23 @@ fn flood(
                 // Closed by the server (EOF or a 503 already read): reopen.
                 stream.try_read(&mut byte).is_err()
             });
-            while held.len() < connections {
-                let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                socket
+            while held.len() < connections && !stop.is_cancelled() {
+                let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+                    break;
+                };
+                if socket
                     .bind(std::net::SocketAddr::from((source, 0)))
-                    .unwrap();
-                match socket
-                    .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-                    .await
+                    .is_err()
                 {
-                    Ok(stream) => {
+                    break;
+                }
+                let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(server)).await {
+                    Ok(Ok(stream)) => {
                         opened += 1;
                         held.push(stream);
                     }
-                    Err(_) => break,
+                    _ => break,
                 }
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -522,7 +530,7 @@ fn stateless_call() -> serde_json::Value {
 /// server's 503 arrives before the request is sent).
 async fn fresh_connection_call(server: &HttpServer) -> u16 {
     let body = stateless_call();
-    let answer = reqwest::Client::new()
+    let answer = crate::common::mcp::http_client()
         .post(server.url())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
@@ -530,6 +538,7 @@ async fn fresh_connection_call(server: &HttpServer) -> u16 {
         .header("mcp-method", "tools/call")
         .header("mcp-name", "query")
         .header("authorization", format!("Bearer {READER}"))
+        .timeout(std::time::Duration::from_secs(10))
         .body(body.to_string())
         .send()
         .await;
