@@ -17,6 +17,7 @@
 //! - [`sqlite`]: everything that talks to SQLite directly: opening a connection, the
 //!   authorizer, bounded built-ins, the replica's VFS, the file's health, migrations.
 //! - [`policy`]: column and table policies: what a principal lacking a scope may not read.
+//! - [`quota`]: what one principal may take over time: quotas, and fair shares of the connections.
 //! - [`replication`]: cooperating with Litestream: the primary's checkpoints and heartbeat, replicas.
 //! - [`retry`]: backoff for transient SQLite failures.
 //! - [`rmcp_gaps`]: where the server works around rmcp, each gap with its rmcp version and reason.
@@ -33,6 +34,7 @@ pub mod identity;
 pub mod mcp;
 pub mod policy;
 pub mod pool;
+pub mod quota;
 pub mod replication;
 pub mod retry;
 pub mod rmcp_gaps;

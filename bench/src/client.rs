@@ -74,11 +74,12 @@ pub async fn stdio(
         .spawn()
         .map_err(ClientError::Spawn)?;
     let pid = transport.id();
-    let session = handshake
-        .config()
-        .serve_with_lifecycle(transport, handshake.lifecycle())
-        .await
-        .map_err(|err| ClientError::Handshake(err.to_string()))?;
+    let session = within(
+        handshake
+            .config()
+            .serve_with_lifecycle(transport, handshake.lifecycle()),
+    )
+    .await?;
     Ok((session, pid))
 }
 
@@ -93,11 +94,12 @@ where
     R: tokio::io::AsyncRead + Send + Unpin + 'static,
     W: tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    handshake
-        .config()
-        .serve_with_lifecycle((input, output), handshake.lifecycle())
-        .await
-        .map_err(|err| ClientError::Handshake(err.to_string()))
+    within(
+        handshake
+            .config()
+            .serve_with_lifecycle((input, output), handshake.lifecycle()),
+    )
+    .await
 }
 
 /// Opens a session with the streamable HTTP endpoint at `url`, sending
@@ -111,12 +113,24 @@ pub async fn http(
     if let Some(token) = token {
         config = config.auth_header(token.to_string());
     }
-    handshake
-        .config()
-        .serve_with_lifecycle(
-            StreamableHttpClientTransport::from_config(config),
-            handshake.lifecycle(),
-        )
-        .await
-        .map_err(|err| ClientError::Handshake(err.to_string()))
+    within(handshake.config().serve_with_lifecycle(
+        StreamableHttpClientTransport::from_config(config),
+        handshake.lifecycle(),
+    ))
+    .await
+}
+
+/// The longest a handshake may take: a server that never answers is an
+/// error, not a client waiting for ever.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn within<E: std::fmt::Display>(
+    handshake: impl std::future::Future<Output = Result<Session, E>>,
+) -> Result<Session, ClientError> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(session) => session.map_err(|err| ClientError::Handshake(err.to_string())),
+        Err(_) => Err(ClientError::Handshake(format!(
+            "no answer within {HANDSHAKE_TIMEOUT:?}"
+        ))),
+    }
 }

@@ -40,6 +40,9 @@ pub async fn stdio_client(db: &Path, env: &[(&str, &str)], version: &ProtocolVer
     client
 }
 
+/// The longest a test waits for one tool call's answer before it fails.
+pub const CALL_GIVE_UP: Duration = Duration::from_secs(120);
+
 /// The tests' HTTP client for raw requests: a connection that cannot be
 /// made in ten seconds, or an answer that stops for a minute, is an error
 /// the test reports, never a hang (a dropped SYN on a loaded runner is
@@ -283,10 +286,14 @@ pub async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResu
         Value::Object(map) => map,
         other => panic!("arguments must be an object, got {other}"),
     };
-    client
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(arguments))
-        .await
-        .unwrap_or_else(|err| panic!("{tool} call failed at the protocol level: {err}"))
+    // A server that stalls fails the test in bounded time.
+    tokio::time::timeout(
+        CALL_GIVE_UP,
+        client.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(arguments)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{tool} call got no answer in {CALL_GIVE_UP:?}"))
+    .unwrap_or_else(|err| panic!("{tool} call failed at the protocol level: {err}"))
 }
 
 /// The structured content of a successful result.

@@ -73,9 +73,12 @@ fn concurrent_returns_keep_exactly_pool_size_connections() {
             let pool = Arc::clone(&pool);
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
-                let conn = pool.get().unwrap();
+                // Every thread reaches the barrier, failed or not, so a
+                // checkout that fails (12 worker processes to start on a
+                // loaded runner) fails the test instead of hanging it.
+                let conn = pool.get_timeout(std::time::Duration::from_secs(60));
                 barrier.wait();
-                drop(conn);
+                drop(conn.unwrap());
             })
         })
         .collect();
