@@ -268,6 +268,7 @@ impl AuditLog {
             database: caller.database.as_deref(),
             statement: self.statement(caller),
             outcome: call.outcome.as_str(),
+            quota: call.quota,
             rows: call.rows,
             bytes: call.bytes,
             // Microseconds are enough: the rest is noise of the clock.
@@ -382,6 +383,9 @@ struct ToolCallLine<'a> {
     #[serde(flatten)]
     statement: Statement<'a>,
     outcome: &'static str,
+    /// The quota that refused the call (outcome `quota`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota: Option<&'static str>,
     rows: u64,
     bytes: u64,
     duration_ms: f64,
@@ -458,6 +462,7 @@ impl ToolObserver for AuditLog {
                 rows: 0,
                 bytes: 0,
                 truncated: false,
+                quota: None,
             },
             SystemTime::now(),
         );
@@ -619,6 +624,7 @@ mod tests {
             rows: 1,
             bytes: 52,
             truncated: false,
+            quota: None,
         }
     }
 

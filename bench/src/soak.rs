@@ -194,15 +194,28 @@ pub async fn run(
         report.cancellations += counts[4];
     }
     report.seconds = started.elapsed().as_secs_f64();
-    // Let interrupted statements finish returning their connections.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let end = procfs::sample(pid).unwrap_or_default();
-    report.pool_end = pool_stats(&sessions[0]).await?;
+    // Let interrupted statements finish returning their connections, and
+    // killed workers be reaped: a descriptor that is still held after a few
+    // looks is a leak, one held at the first look may be a worker on its
+    // way out. The look with the fewest descriptors counts.
+    let stat = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let mut end = procfs::ProcessSample::default();
+    for look in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let sample = procfs::sample(pid).unwrap_or_default();
+        let pool = pool_stats(&sessions[0]).await?;
+        let spare = |fds: u64, pool: &serde_json::Value| {
+            fds as i64 - (FDS_PER_CONNECTION * stat(pool, "total_connections")) as i64
+        };
+        if look == 0 || spare(sample.open_fds, &pool) < spare(end.open_fds, &report.pool_end) {
+            end = sample;
+            report.pool_end = pool;
+        }
+    }
     report.rss_start_mib = start.rss_bytes as f64 / 1048576.0;
     report.rss_end_mib = end.rss_bytes as f64 / 1048576.0;
     report.fds_start = start.open_fds;
     report.fds_end = end.open_fds;
-    let stat = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
     // Each pooled connection is a worker process the server holds a few
     // descriptors for (its socket, its process handle): a pool that grew
     // under load is not a leak, descriptors beyond its growth are.

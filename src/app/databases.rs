@@ -21,6 +21,8 @@ use crate::sidecar::{Metrics, Readiness};
 use crate::sqlite::health::FileFault;
 use crate::sqlite::migrations;
 
+use crate::quota::fair::FairShares;
+
 use super::error::AppError;
 
 /// Opens one database: restored first if its volume is empty and it has a
@@ -50,6 +52,10 @@ pub(super) async fn open_database(
     .await
     .map_err(|err| AppError::Task(err.to_string()))??;
     let (spec, pool, declared, policy) = opened;
+    let shares = spec
+        .database
+        .fair_shares
+        .then(|| FairShares::new(pool.max_connections() as usize));
     let engine = Arc::new(QueryEngine::new(pool, engine_settings));
     Ok((
         ServedDatabase {
@@ -59,6 +65,7 @@ pub(super) async fn open_database(
             engine,
             policy: Arc::new(policy),
             dictionary: Arc::new(spec.dictionary),
+            shares,
         },
         declared,
     ))
@@ -109,6 +116,7 @@ pub(super) async fn reuse_database(
             engine,
             policy: Arc::new(policy),
             dictionary: Arc::new(spec.dictionary),
+            shares: db.shares.clone(),
         },
         declared,
     ))

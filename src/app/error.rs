@@ -7,6 +7,7 @@ use crate::database::StartupError;
 use crate::identity::tokens::TokensFileError;
 use crate::mcp::DeclaredToolsError;
 use crate::policy::PolicyError;
+use crate::quota::QuotaFileError;
 use crate::replication::restore::RestoreError;
 use crate::sidecar::SidecarBindError;
 use crate::transport::TransportError;
@@ -27,6 +28,8 @@ pub enum AppError {
     Tokens(#[from] TokensFileError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Quotas(#[from] QuotaFileError),
     #[error("cannot set up OAuth: {0}")]
     OAuth(#[from] ValidatorError),
     #[error(transparent)]

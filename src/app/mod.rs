@@ -25,6 +25,7 @@ use crate::auth::TokenValidator;
 use crate::config::{Config, DatabaseSpec, Transport};
 use crate::identity::tokens::StaticTokens;
 use crate::mcp::{CallTracker, ErosServer};
+use crate::quota::Quotas;
 use crate::replication::follower::{Follower, FollowerGate, FollowerSettings};
 use crate::replication::Role;
 use crate::shutdown::Shutdown;
@@ -63,11 +64,17 @@ pub async fn build_following(
         let pool_observer = (observers.pool)(&spec.name);
         databases.push(open_database(spec.clone(), pool_observer, follower).await?);
     }
+    // A quotas file that does not read stops startup, naming the problem.
+    let quotas = match &config.auth.quotas_file {
+        Some(path) => Some(Quotas::from_path(path, Arc::clone(&observers.quota))?),
+        None => None,
+    };
     ErosServer::new(
         databases,
         Arc::clone(&observers.tools),
         calls,
         config.mcp.row_format,
+        quotas,
     )
     .map_err(AppError::ToolClash)
 }
@@ -215,6 +222,9 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
         parts.pool = Some(pool);
     }
     metrics.register_tools(&server.tool_names());
+    if let Some(quotas) = server.quotas() {
+        metrics.register_quota_principals(&quotas.named());
+    }
     let cheap = Arc::clone(&readiness);
     metrics.watch_ready(move || cheap.is_ready_cheap());
     let reloader = Arc::new(Reloader {
@@ -233,6 +243,7 @@ pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError>
     reload_on_hangup(
         OnHangup {
             tokens: tokens.filter(|tokens| tokens.has_file()),
+            quotas: server.quotas(),
             audit: audit.clone(),
             databases: Arc::clone(&reloader),
         },

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::audit::AuditLog;
 use crate::mcp::{NoToolObserver, ToolObserver, ToolObservers};
 use crate::pool::{NoObserver, PoolObserver};
+use crate::quota::{NoQuotaObserver, QuotaObserver};
 use crate::sidecar::Metrics;
 use crate::transport::{NoTransportObserver, TransportObserver, TransportObservers};
 
@@ -20,6 +21,8 @@ pub struct Observers {
     pub pool: PoolObserverFor,
     pub tools: Arc<dyn ToolObserver>,
     pub transport: Arc<dyn TransportObserver>,
+    /// Told of every quota refusal.
+    pub quota: Arc<dyn QuotaObserver>,
 }
 
 impl Default for Observers {
@@ -28,6 +31,7 @@ impl Default for Observers {
             pool: Arc::new(|_: &str| Arc::new(NoObserver) as Arc<dyn PoolObserver>),
             tools: Arc::new(NoToolObserver),
             transport: Arc::new(NoTransportObserver),
+            quota: Arc::new(NoQuotaObserver),
         }
     }
 }
@@ -39,15 +43,18 @@ pub(super) fn observers(metrics: &Arc<Metrics>, audit: Option<&Arc<AuditLog>>) -
     let pool: PoolObserverFor = Arc::new(move |name: &str| by_name.pool_observer(name));
     let metrics_tools = Arc::clone(metrics) as Arc<dyn ToolObserver>;
     let metrics_transport = Arc::clone(metrics) as Arc<dyn TransportObserver>;
+    let quota = Arc::clone(metrics) as Arc<dyn QuotaObserver>;
     let Some(audit) = audit else {
         return Observers {
             pool,
             tools: metrics_tools,
             transport: metrics_transport,
+            quota,
         };
     };
     Observers {
         pool,
+        quota,
         tools: Arc::new(ToolObservers(vec![
             metrics_tools,
             Arc::clone(audit) as Arc<dyn ToolObserver>,

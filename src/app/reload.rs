@@ -1,5 +1,5 @@
-//! SIGHUP: the tokens file re-read, the audit log reopened, and the
-//! databases, declared tools, policies and descriptions reloaded.
+//! SIGHUP: the tokens and quotas files re-read, the audit log reopened, and
+//! the databases, declared tools, policies and descriptions reloaded.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use crate::config::{Config, DatabaseSpec};
 use crate::identity::tokens::StaticTokens;
 use crate::mcp::ErosServer;
 use crate::pool::Pool;
+use crate::quota::Quotas;
 use crate::shutdown::Shutdown;
 use crate::sidecar::{Metrics, ReadinessSet};
 
@@ -19,6 +20,8 @@ use super::observers::Observers;
 /// at its path after an external tool rotated it).
 pub(super) struct OnHangup {
     pub(super) tokens: Option<Arc<StaticTokens>>,
+    /// The quotas, when a file gives them (what principals spent is kept).
+    pub(super) quotas: Option<Quotas>,
     pub(super) audit: Option<Arc<AuditLog>>,
     /// The databases, their declared tools, policies and descriptions.
     pub(super) databases: Arc<Reloader>,
@@ -41,6 +44,12 @@ impl OnHangup {
             match tokens.reload() {
                 Ok(count) => tracing::info!(tokens = count, "SIGHUP: tokens file re-read"),
                 Err(err) => tracing::error!(error = %err, "SIGHUP: kept the previous tokens"),
+            }
+        }
+        if let Some(quotas) = &self.quotas {
+            match quotas.reload() {
+                Ok(named) => tracing::info!(named, "SIGHUP: quotas file re-read"),
+                Err(err) => tracing::error!(error = %err, "SIGHUP: kept the previous quotas"),
             }
         }
         if let Some(audit) = &self.audit {

@@ -37,6 +37,9 @@ settings! {
     /// TOML file of static bearer tokens as named principals with scopes (SHA-256 of each
     /// token; re-read on SIGHUP); empty: none.
     tokens_file <- tokens_file: OptionalPath = "", "a path to a TOML file (empty: none)";
+    /// TOML file of per-principal quotas: calls a minute, calls at once, database time, rows
+    /// and bytes a minute (see `examples/quotas.toml`; re-read on SIGHUP); empty: none.
+    quotas_file <- quotas_file: OptionalPath = "", "a path to a TOML file (empty: none)";
     /// TOML file of column and table policies keyed by scope (see `examples/policy.toml`);
     /// checked against the database at startup; empty: none.
     policy_file <- policy_file: OptionalPath = "", "a path to a TOML file (empty: none)";
@@ -109,6 +112,7 @@ impl AuthConfig {
             audience,
             jwks_url,
             tokens_file,
+            quotas_file,
             policy_file,
         } = self.clone();
         let oauth = match (issuer, audience) {
@@ -121,6 +125,7 @@ impl AuthConfig {
         AuthLayers {
             oauth,
             tokens_file,
+            quotas_file,
             policy_file,
         }
     }
@@ -133,6 +138,8 @@ pub struct AuthLayers {
     pub oauth: Option<OAuthSettings>,
     /// Static bearer tokens as named principals.
     pub tokens_file: Option<std::path::PathBuf>,
+    /// Per-principal quotas.
+    pub quotas_file: Option<std::path::PathBuf>,
     /// Column and table policies.
     pub policy_file: Option<std::path::PathBuf>,
 }

@@ -45,6 +45,10 @@ settings! {
     /// Connections opened at startup and kept open as a minimum; when
     /// unset, the default or the pool size if that is smaller.
     prewarm <- pool_prewarm: Parsed<u32> = "3", "a whole number from 0 to EROS_DB_POOL_SIZE";
+    /// Serve principals in turn when connections run short: each active principal may hold
+    /// its share of them (a principal alone may hold all); `false` serves calls first come,
+    /// first served.
+    fair_shares <- fair_shares: Parsed<bool> = "true", "true or false";
     /// Check on every checkout that the connection's worker process is
     /// alive; replace it if not.
     health_check <- health_check: Parsed<bool> = "true", "true or false";
@@ -198,6 +202,7 @@ impl DatabaseConfig {
             checkout_timeout,
             connection_max_age,
             prewarm,
+            fair_shares,
             health_check,
             maintenance_interval,
             max_retries,
@@ -283,6 +288,7 @@ impl DatabaseConfig {
                 max_lag: replica_max_lag,
             },
             migrate,
+            fair_shares,
         }
     }
 
@@ -323,6 +329,8 @@ pub struct DatabaseLayers {
     pub replication: ReplicationSettings,
     /// Whether the edge applies pending migrations at startup.
     pub migrate: bool,
+    /// Principals served in turn when connections run short.
+    pub fair_shares: bool,
 }
 
 #[cfg(test)]

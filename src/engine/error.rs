@@ -74,6 +74,9 @@ pub enum QueryError {
     /// The caller lacks the scope the tool needs; nothing ran.
     #[error("the caller may not use {tool}: it needs the scope {scope}")]
     Forbidden { tool: String, scope: String },
+    /// A quota of the caller's refused the call; nothing ran.
+    #[error(transparent)]
+    Quota(#[from] crate::quota::QuotaExceeded),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -90,10 +93,11 @@ pub enum Outcome {
     Invalid,
     Limit,
     Forbidden,
+    Quota,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Ok,
         Outcome::SqlError,
         Outcome::Denied,
@@ -103,6 +107,7 @@ impl Outcome {
         Outcome::Invalid,
         Outcome::Limit,
         Outcome::Forbidden,
+        Outcome::Quota,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -116,6 +121,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::Limit => "limit",
             Outcome::Forbidden => "forbidden",
+            Outcome::Quota => "quota",
         }
     }
 }
@@ -139,6 +145,7 @@ impl QueryError {
             QueryError::InvalidArgument(_) | QueryError::UnknownDatabase(_) => Outcome::Invalid,
             QueryError::Limit { .. } => Outcome::Limit,
             QueryError::Forbidden { .. } => Outcome::Forbidden,
+            QueryError::Quota(_) => Outcome::Quota,
         }
     }
 
@@ -148,7 +155,8 @@ impl QueryError {
             QueryError::Busy { .. }
             | QueryError::ShuttingDown
             | QueryError::Overloaded { .. }
-            | QueryError::NotRecorded(_) => true,
+            | QueryError::NotRecorded(_)
+            | QueryError::Quota(_) => true,
             QueryError::Pool(err) => err.is_retryable(),
             QueryError::FileChanged(fault) => fault.is_passing(),
             _ => false,
@@ -175,6 +183,7 @@ impl QueryError {
             QueryError::Overloaded { .. } => "OVERLOADED",
             QueryError::Forbidden { .. } => "FORBIDDEN",
             QueryError::NotRecorded(_) => "AUDIT_UNAVAILABLE",
+            QueryError::Quota(_) => "QUOTA_EXCEEDED",
             QueryError::Internal(_) => "INTERNAL",
         };
         Cow::Borrowed(kind)

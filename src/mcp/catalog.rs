@@ -9,6 +9,7 @@ use crate::engine::dictionary::Dictionary;
 use crate::engine::{QueryEngine, QueryError};
 use crate::identity::Principal;
 use crate::policy::Policy;
+use crate::quota::fair::FairShares;
 
 /// One database as the MCP server sees it.
 pub struct ServedDatabase {
@@ -21,6 +22,9 @@ pub struct ServedDatabase {
     /// What the operator says its tables and columns mean; added to the
     /// schema answers of calls to it.
     pub dictionary: Arc<Dictionary>,
+    /// The gate that serves principals in turn when its connections run
+    /// short; `None`: first come, first served.
+    pub shares: Option<FairShares>,
 }
 
 impl ServedDatabase {

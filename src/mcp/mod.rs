@@ -39,11 +39,13 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{AlwaysCommit, CommitGate, QueryError};
 use crate::identity::{self, Principal, ScopeRules};
 use crate::policy::Restrictions;
+use crate::quota::fair::{FairShares, SharePermit};
+use crate::quota::{Admission, Quotas};
 pub use calls::CallTracker;
 pub use catalog::{Catalog, ServedDatabase};
 pub use declared::{DeclaredTool, DeclaredTools, DeclaredToolsError};
 pub use observer::{Caller, NoToolObserver, ToolCall, ToolObserver, ToolObservers};
-use respond::{respond, ToolOutput};
+use respond::{answer, respond, ToolOutput};
 use rows::RowEncoder;
 use rows::RowFormat;
 
@@ -200,6 +202,8 @@ struct Inner {
     calls: Arc<CallTracker>,
     /// The row format, picked once from the configuration.
     rows: &'static dyn RowEncoder,
+    /// Per-principal quotas, when a file gives them.
+    quotas: Option<Quotas>,
 }
 
 /// Why the tools of the databases cannot be served together.
@@ -227,6 +231,7 @@ impl ErosServer {
         observer: Arc<dyn ToolObserver>,
         calls: Arc<CallTracker>,
         row_format: RowFormat,
+        quotas: Option<Quotas>,
     ) -> Result<Self, ToolClash> {
         let rows = rows::encoder(row_format);
         let generation = Self::generation(1, databases, rows)?;
@@ -242,8 +247,14 @@ impl ErosServer {
                 observer,
                 calls,
                 rows,
+                quotas,
             }),
         })
+    }
+
+    /// The quotas calls are admitted against, for a reload to re-read.
+    pub fn quotas(&self) -> Option<Quotas> {
+        self.inner.quotas.clone()
     }
 
     /// The generation in force now.
@@ -505,6 +516,24 @@ impl ErosServer {
             Ok(db) => Arc::clone(db),
             Err(err) => return respond::refuse(tool, &caller, err, &*self.inner.observer),
         };
+        let observer = &*self.inner.observer;
+        // Quotas before anything else runs: a refused call costs nothing.
+        let admission = match &self.inner.quotas {
+            Some(quotas) => match quotas.admit(&caller.principal) {
+                Ok(admission) => admission,
+                Err(exceeded) => return respond::refuse(tool, &caller, exceeded.into(), observer),
+            },
+            None => Admission::unlimited(),
+        };
+        // The principal's turn at the database's connections.
+        let permit = match &db.shares {
+            Some(shares) => match take_turn(&db, shares, &caller.principal, client_cancel).await {
+                Ok(permit) => Some(permit),
+                Err(err) => return respond::refuse(tool, &caller, err, observer),
+            },
+            None => None,
+        };
+        let holding = Instant::now();
         let cancel = self.inner.calls.abort_token().child_token();
         let restrictions = db.policy.restrictions_for(&caller.principal.scopes);
         let gate: Arc<dyn CommitGate> = if caller.writes {
@@ -525,14 +554,41 @@ impl ErosServer {
                 work.await
             }
         };
-        respond(
-            tool,
-            &caller,
-            started,
-            result,
-            self.inner.rows,
-            &*self.inner.observer,
-        )
+        let database_time = holding.elapsed();
+        drop(permit);
+        let answered = answer(tool, &caller, started, result, self.inner.rows, observer);
+        admission.charge(database_time, answered.rows, answered.bytes);
+        answered.result
+    }
+}
+
+/// Waits for `principal`'s turn at `db`'s connections (see
+/// [`crate::quota::fair`]), as long as a checkout would wait; counted among
+/// the pool's waiters, and a wait in vain as a checkout timeout.
+async fn take_turn(
+    db: &ServedDatabase,
+    shares: &FairShares,
+    principal: &Principal,
+    client_cancel: &CancellationToken,
+) -> Result<SharePermit, QueryError> {
+    let pool = db.engine.pool();
+    let timeout = pool
+        .checkout_timeout()
+        .min(db.engine.limits().query_timeout);
+    let key: Arc<str> = Arc::from(principal.identity_key());
+    let waiting = pool.waiting();
+    let started = Instant::now();
+    let turn = tokio::select! {
+        turn = shares.acquire(&key, timeout) => turn,
+        _ = client_cancel.cancelled() => return Err(QueryError::Cancelled),
+    };
+    drop(waiting);
+    match turn {
+        Ok(permit) => {
+            pool.waited_in_front(started.elapsed());
+            Ok(permit)
+        }
+        Err(_) => Err(QueryError::Pool(pool.timed_out_in_front(timeout))),
     }
 }
 

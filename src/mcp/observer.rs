@@ -64,6 +64,8 @@ pub struct ToolCall<'a> {
     /// Bytes of the result's text content.
     pub bytes: u64,
     pub truncated: bool,
+    /// The quota that refused the call, if one did.
+    pub quota: Option<&'static str>,
 }
 
 /// The longest unknown tool name an observer is handed: the rest of a

@@ -77,6 +77,30 @@ pub fn respond<T: ToolOutput>(
     encoder: &dyn RowEncoder,
     observer: &dyn ToolObserver,
 ) -> CallToolResult {
+    answer(tool, caller, started, result, encoder, observer).result
+}
+
+/// A tool result, with the rows and bytes it carries (what quotas charge).
+#[derive(Debug)]
+pub struct Answer {
+    pub result: CallToolResult,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// [`respond`], saying what the answer carries.
+pub fn answer<T: ToolOutput>(
+    tool: &str,
+    caller: &Caller,
+    started: Instant,
+    result: Result<T, QueryError>,
+    encoder: &dyn RowEncoder,
+    observer: &dyn ToolObserver,
+) -> Answer {
+    let quota = match &result {
+        Err(QueryError::Quota(exceeded)) => Some(exceeded.quota),
+        _ => None,
+    };
     let (response, outcome, rows, bytes, truncated) = match result {
         Ok(output) => match output.tool_result(encoder) {
             Ok(response) => {
@@ -114,8 +138,13 @@ pub fn respond<T: ToolOutput>(
         rows,
         bytes,
         truncated,
+        quota,
     });
-    response
+    Answer {
+        result: response,
+        rows,
+        bytes,
+    }
 }
 
 /// The tool result for a call that failed before it reached the engine

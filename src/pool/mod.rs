@@ -95,6 +95,16 @@ impl std::ops::DerefMut for PooledConnection {
     }
 }
 
+/// A caller counted among the pool's waiters; uncounted when dropped.
+#[derive(Debug)]
+pub struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        PoolCounters::drop_one(self.0);
+    }
+}
+
 /// Why a checkout failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -327,6 +337,27 @@ impl Pool {
                 timeout
             )
         })
+    }
+
+    /// Counts a caller waiting for a connection in front of the pool (the
+    /// fair-share gate, [`crate::quota::fair`]) among the pool's waiters
+    /// until the guard is dropped.
+    pub fn waiting(&self) -> Waiting<'_> {
+        PoolCounters::bump(&self.shared.counters.waiters);
+        Waiting(&self.shared.counters.waiters)
+    }
+
+    /// A caller in front of the pool got a place after `wait`.
+    pub fn waited_in_front(&self, wait: Duration) {
+        self.shared.observer.share_waited(wait);
+    }
+
+    /// A caller in front of the pool waited `timeout` for a place in vain:
+    /// counted as a checkout timeout, and explained as one.
+    pub fn timed_out_in_front(&self, timeout: Duration) -> PoolError {
+        PoolCounters::bump(&self.shared.counters.checkout_timeouts);
+        *self.shared.last_checkout_timeout.lock().unwrap() = Some(std::time::Instant::now());
+        self.explain_timeout(timeout)
     }
 
     /// Checks out a connection, waiting at most the checkout timeout.

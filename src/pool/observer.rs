@@ -11,6 +11,9 @@ pub trait PoolObserver: Send + Sync + 'static {
     fn connection_held(&self, _held: Duration) {}
     /// A new connection was opened and set up in `took`.
     fn connection_opened(&self, _took: Duration) {}
+    /// A call waited `wait` for its principal's turn at the fair-share gate
+    /// in front of the pool (see [`crate::quota::fair`]).
+    fn share_waited(&self, _wait: Duration) {}
 }
 
 /// An observer that records nothing.

@@ -6,6 +6,7 @@
 //! database carries its name in the `database` label, whose values come
 //! only from the configuration.
 
+use crate::quota::{Quota, QuotaObserver};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ const TOOL_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     checkout_wait: HistogramVec,
+    share_wait: HistogramVec,
+    quota_rejections: IntCounterVec,
     connection_held: HistogramVec,
     connection_create: HistogramVec,
     tool_calls: IntCounterVec,
@@ -223,6 +226,12 @@ impl Metrics {
             "Time a successful checkout waited for a connection.",
             POOL_BUCKETS,
         );
+        let share_wait = histogram(
+            "mcp_db_fair_share_wait_seconds",
+            "Time a call waited for its principal's turn at the database's connections \
+             (EROS_DB_FAIR_SHARES), before its checkout.",
+            POOL_BUCKETS,
+        );
         let connection_held = histogram(
             "mcp_db_connection_held_seconds",
             "Time a connection was checked out before it was returned.",
@@ -240,6 +249,15 @@ impl Metrics {
                 .expect("unique metric");
             vec
         };
+        let quota_rejections = counter_vec(
+            "mcp_quota_rejections_total",
+            "Tool calls refused by a principal's quota, by principal (the names of the quotas \
+             file; every other principal is `other`) and quota.",
+            &["principal", "quota"],
+        );
+        for quota in Quota::ALL {
+            quota_rejections.with_label_values(&[crate::quota::OTHER, quota.as_str()]);
+        }
         let tool_calls = counter_vec(
             "mcp_tool_calls_total",
             "Tool calls by tool and outcome.",
@@ -329,6 +347,8 @@ impl Metrics {
         Self {
             registry,
             checkout_wait,
+            share_wait,
+            quota_rejections,
             connection_held,
             connection_create,
             tool_calls,
@@ -385,6 +405,7 @@ impl Metrics {
             .retain(|db| db.name != name);
         for histogram in [
             &self.checkout_wait,
+            &self.share_wait,
             &self.connection_held,
             &self.connection_create,
         ] {
@@ -412,9 +433,21 @@ impl Metrics {
     pub fn pool_observer(&self, name: &str) -> Arc<dyn PoolObserver> {
         Arc::new(PoolTimings {
             checkout_wait: self.checkout_wait.with_label_values(&[name]),
+            share_wait: self.share_wait.with_label_values(&[name]),
             connection_held: self.connection_held.with_label_values(&[name]),
             connection_create: self.connection_create.with_label_values(&[name]),
         })
+    }
+
+    /// Creates the quota refusal series of each principal the quotas file
+    /// names at zero.
+    pub fn register_quota_principals(&self, names: &[String]) {
+        for name in names {
+            for quota in Quota::ALL {
+                self.quota_rejections
+                    .with_label_values(&[name.as_str(), quota.as_str()]);
+            }
+        }
     }
 
     /// Creates the series of every tool and outcome at zero, so dashboards
@@ -456,6 +489,7 @@ impl Metrics {
 /// One database's pool timings.
 struct PoolTimings {
     checkout_wait: Histogram,
+    share_wait: Histogram,
     connection_held: Histogram,
     connection_create: Histogram,
 }
@@ -469,6 +503,17 @@ impl PoolObserver for PoolTimings {
     }
     fn connection_opened(&self, took: Duration) {
         self.connection_create.observe(took.as_secs_f64());
+    }
+    fn share_waited(&self, wait: Duration) {
+        self.share_wait.observe(wait.as_secs_f64());
+    }
+}
+
+impl QuotaObserver for Metrics {
+    fn refused(&self, principal: &str, quota: Quota) {
+        self.quota_rejections
+            .with_label_values(&[principal, quota.as_str()])
+            .inc();
     }
 }
 
