@@ -15,7 +15,14 @@ pub struct ProcessSample {
     pub peak_rss_bytes: u64,
     /// Current resident set size (VmRSS), in bytes.
     pub rss_bytes: u64,
+    /// Open descriptors, the children's included.
     pub open_fds: u64,
+    /// The process's own open descriptors.
+    pub own_fds: u64,
+    /// Live children (a server's worker processes).
+    pub children: u64,
+    /// The most descriptors any one child holds.
+    pub max_child_fds: u64,
 }
 
 /// Reads `/proc/<pid>` and its children's; `None` when the process is gone
@@ -37,7 +44,9 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
         peak_rss_bytes: status.vmhwm.unwrap_or(0) * 1024,
         rss_bytes: status.vmrss.unwrap_or(0) * 1024,
         open_fds: process.fd_count().map_or(0, |n| n as u64),
+        ..ProcessSample::default()
     };
+    sample.own_fds = sample.open_fds;
     for child in children(pid) {
         let Ok(process) = Process::new(child as i32) else {
             continue;
@@ -48,7 +57,10 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
         let pss = proportional_set_bytes(child);
         sample.rss_bytes += pss;
         sample.peak_rss_bytes += pss;
-        sample.open_fds += process.fd_count().map_or(0, |n| n as u64);
+        let fds = process.fd_count().map_or(0, |n| n as u64);
+        sample.open_fds += fds;
+        sample.children += 1;
+        sample.max_child_fds = sample.max_child_fds.max(fds);
     }
     Some(sample)
 }

@@ -12,7 +12,13 @@ use crate::{procfs, LoadError, Session, Workload};
 
 /// Descriptors the server holds for one pooled connection (its worker's
 /// socket and process handle, with room to spare).
-const FDS_PER_CONNECTION: u64 = 4;
+/// Descriptors the server holds for each worker process (its socket and
+/// process handle, with room to spare).
+const SERVER_FDS_PER_WORKER: u64 = 4;
+
+/// Descriptors one worker may hold: its standard streams, its socket, the
+/// database, WAL and shared memory, SQLite's temporary files (11 seen).
+const WORKER_FDS_MAX: u64 = 24;
 
 const RUNAWAY: &str =
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
@@ -181,7 +187,6 @@ pub async fn run(
     }
     tokio::time::sleep_until(warm.into()).await;
     let start = procfs::sample(pid).unwrap_or_default();
-    let pool_warm = pool_stats(&sessions[0]).await?;
     let started = Instant::now();
     for task in tasks {
         let counts = task
@@ -195,39 +200,37 @@ pub async fn run(
     }
     report.seconds = started.elapsed().as_secs_f64();
     // Let interrupted statements finish returning their connections, and
-    // killed workers be reaped: a descriptor that is still held after a few
-    // looks is a leak, one held at the first look may be a worker on its
-    // way out. The look with the fewest descriptors counts.
-    let stat = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
-    let mut end = procfs::ProcessSample::default();
-    for look in 0..3 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let sample = procfs::sample(pid).unwrap_or_default();
-        let pool = pool_stats(&sessions[0]).await?;
-        let spare = |fds: u64, pool: &serde_json::Value| {
-            fds as i64 - (FDS_PER_CONNECTION * stat(pool, "total_connections")) as i64
-        };
-        if look == 0 || spare(sample.open_fds, &pool) < spare(end.open_fds, &report.pool_end) {
-            end = sample;
-            report.pool_end = pool;
-        }
-    }
+    // killed workers be reaped.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let end = procfs::sample(pid).unwrap_or_default();
+    report.pool_end = pool_stats(&sessions[0]).await?;
     report.rss_start_mib = start.rss_bytes as f64 / 1048576.0;
     report.rss_end_mib = end.rss_bytes as f64 / 1048576.0;
     report.fds_start = start.open_fds;
     report.fds_end = end.open_fds;
-    // Each pooled connection is a worker process the server holds a few
-    // descriptors for (its socket, its process handle): a pool that grew
-    // under load is not a leak, descriptors beyond its growth are.
-    let opened = stat(&report.pool_end, "total_connections")
-        .saturating_sub(stat(&pool_warm, "total_connections"));
-    if report.fds_end > report.fds_start + 4 + FDS_PER_CONNECTION * opened {
+    let stat = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    // Each pooled connection is a worker process: the server holds a few
+    // descriptors for it (its socket, its process handle), the worker its
+    // own (the database, WAL and shared memory, a temporary file). A pool
+    // that grew under load is not a leak; the server's descriptors beyond
+    // its workers' count are, and so is a worker holding more than a
+    // connection ever needs. Workers are counted in /proc, at the moment
+    // the descriptors are, not from the pool's statistics a call later.
+    let added = end.children.saturating_sub(start.children);
+    if end.own_fds > start.own_fds + 4 + SERVER_FDS_PER_WORKER * added {
         report.problems.push(format!(
-            "open file descriptors grew from {} to {} ({opened} more pooled connections \
+            "the server's own open file descriptors grew from {} to {} ({added} more workers \
              account for at most {})",
-            report.fds_start,
-            report.fds_end,
-            FDS_PER_CONNECTION * opened
+            start.own_fds,
+            end.own_fds,
+            SERVER_FDS_PER_WORKER * added
+        ));
+    }
+    if end.max_child_fds > WORKER_FDS_MAX {
+        report.problems.push(format!(
+            "a worker holds {} open file descriptors, more than the {WORKER_FDS_MAX} a \
+             connection needs",
+            end.max_child_fds
         ));
     }
     if report.rss_end_mib > report.rss_start_mib * 1.25 + 4.0 {
