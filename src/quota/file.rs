@@ -129,7 +129,10 @@ impl QuotaFile {
         let file: QuotaFile = toml::from_str(text).map_err(|err| err.to_string())?;
         file.default.check("default")?;
         for (name, limits) in &file.principals {
-            limits.check(&format!("principals.{name}"))?;
+            // A section is checked as it applies: over the default.
+            limits
+                .over(&file.default)
+                .check(&format!("principals.{name}"))?;
         }
         Ok(file)
     }

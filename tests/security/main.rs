@@ -12,3 +12,4 @@ mod identity;
 mod oauth_http;
 mod oauth_tokens;
 mod policy_leaks;
+mod quotas;
