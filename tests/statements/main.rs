@@ -8,6 +8,7 @@ mod common;
 
 mod bounded_shutdown;
 mod engine;
+mod fair_shares;
 mod hostile_load;
 mod migrations;
 mod pool;
