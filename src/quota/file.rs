@@ -221,6 +221,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_reads() {
+        let file = QuotaFile::parse(include_str!("../../examples/quotas.toml")).unwrap();
+        assert_eq!(file.default.in_flight, Some(8));
+        assert_eq!(
+            file.limits_for(["nightly-etl"], false).0.rows_per_minute,
+            Some(1_000_000)
+        );
+    }
+
+    #[test]
     fn the_burst_defaults_to_a_tenth_of_the_rate() {
         let limits = Limits {
             calls_per_minute: Some(600),
