@@ -38,7 +38,7 @@ fn assert_no_problems(what: &str, problems: Vec<String>) {
 
 /// Each alert operators are told about (docs/operations.md, "Grafana,
 /// alerts, Kubernetes"): the metric its expression must use and its `for`.
-const ALERTS: [(&str, &str, Option<&str>); 10] = [
+const ALERTS: [(&str, &str, Option<&str>); 11] = [
     (
         "EROSPoolUtilizationHigh",
         "mcp_db_pool_max_connections",
@@ -73,6 +73,7 @@ const ALERTS: [(&str, &str, Option<&str>); 10] = [
         "mcp_db_replica_max_lag_seconds unless mcp_db_replica_lag_seconds",
         Some("10m"),
     ),
+    ("EROSQuotaRefusals", "mcp_quota_rejections_total", Some("10m")),
 ];
 
 #[test]
