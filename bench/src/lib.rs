@@ -14,11 +14,13 @@
 //! - [`soak`]: the long mixed run that looks for leaks.
 //! - [`replicas`]: replication lag and replica read throughput (Litestream).
 //! - [`keepalive`]: sequential calls over one HTTP connection (latency floor).
+//! - [`neighbours`]: one principal's paced calls beside another's flood.
 
 pub mod client;
 pub mod dataset;
 pub mod keepalive;
 pub mod load;
+pub mod neighbours;
 pub mod paced;
 pub mod procfs;
 pub mod replicas;

@@ -73,7 +73,11 @@ const ALERTS: [(&str, &str, Option<&str>); 11] = [
         "mcp_db_replica_max_lag_seconds unless mcp_db_replica_lag_seconds",
         Some("10m"),
     ),
-    ("EROSQuotaRefusals", "mcp_quota_rejections_total", Some("10m")),
+    (
+        "EROSQuotaRefusals",
+        "mcp_quota_rejections_total",
+        Some("10m"),
+    ),
 ];
 
 #[test]

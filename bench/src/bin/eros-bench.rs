@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use eros_bench::{dataset, keepalive, load, paced, replicas, soak, Target, ToolSpec, Workload};
+use eros_bench::{
+    dataset, keepalive, load, neighbours, paced, replicas, soak, Target, ToolSpec, Workload,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -169,6 +171,36 @@ enum Command {
         /// Include writes (the server needs EROS_DB_READ_ONLY=false).
         #[arg(long)]
         writes: bool,
+    },
+    /// The noisy neighbour (an HTTP server with two static tokens): a quiet
+    /// principal's paced point lookups alone, then while a noisy principal
+    /// keeps --noisy heavy reads in flight; run it with fair shares on and
+    /// off (EROS_DB_FAIR_SHARES) to see what they buy.
+    Neighbours {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        noisy_token: String,
+        #[arg(long)]
+        quiet_token: String,
+        #[arg(long, default_value_t = 16)]
+        noisy: usize,
+        #[arg(
+            long,
+            default_value = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+                             WHERE i < 2000000) SELECT count(*) FROM n"
+        )]
+        heavy_sql: String,
+        #[arg(long, default_value = "SELECT 1")]
+        point_sql: String,
+        /// The quiet principal's think time between calls.
+        #[arg(long, default_value_t = 50.0)]
+        think_ms: f64,
+        /// Seconds of each measured run (solo, then contended).
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -445,6 +477,34 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             }
             if !report.problems.is_empty() {
                 return Err("the soak found problems".into());
+            }
+        }
+        Command::Neighbours {
+            url,
+            noisy_token,
+            quiet_token,
+            noisy,
+            heavy_sql,
+            point_sql,
+            think_ms,
+            seconds,
+            json,
+        } => {
+            let plan = neighbours::NeighboursPlan {
+                url,
+                noisy_token,
+                quiet_token,
+                noisy,
+                heavy_sql,
+                point_sql,
+                think: Duration::from_secs_f64(think_ms / 1000.0),
+                duration: Duration::from_secs_f64(seconds),
+            };
+            let report = neighbours::run(&plan).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
             }
         }
     }
