@@ -55,7 +55,7 @@ pub(super) async fn open_database(
     let shares = spec
         .database
         .fair_shares
-        .then(|| FairShares::new(pool.max_connections() as usize));
+        .then(|| FairShares::new(pool.max_connections() as usize, available_cpus()));
     let engine = Arc::new(QueryEngine::new(pool, engine_settings));
     Ok((
         ServedDatabase {
@@ -69,6 +69,11 @@ pub(super) async fn open_database(
         },
         declared,
     ))
+}
+
+/// The CPUs this process may run on (its cgroup's quota included).
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// A database a reload may open: its file exists (a reload never creates

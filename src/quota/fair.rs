@@ -5,8 +5,11 @@
 //! everyone else, so another principal's call waits behind all of it, past
 //! its timeout. Here each principal that is active (a call running or
 //! waiting, or one that ended within [`ACTIVE_WINDOW`]) may hold at most
-//! its share of the connections, `capacity / active principals` rounded
-//! up; a principal alone may hold them all. When a connection comes free
+//! its share: an even part of the connections and of the CPUs the
+//! statements run on, rounded up, at least one; a principal alone may hold
+//! every connection. The CPUs count because a statement is CPU work: eight
+//! heavy reads of one principal on two cores would slow another's lookup
+//! fourfold even with a connection of its own. When a connection comes free
 //! it goes to the waiting principal holding the fewest, longest unserved
 //! first (round-robin), and within a principal to its oldest call.
 //!
@@ -36,7 +39,24 @@ pub struct FairShares {
 
 struct Shared {
     capacity: usize,
+    /// The CPUs the statements run on: what several active principals
+    /// divide, since a statement beyond them only takes CPU from the others.
+    cpus: usize,
     state: Mutex<State>,
+}
+
+impl Shared {
+    /// What each of `active` principals may hold: all of it alone; with
+    /// others, an even part of the connections and of the CPUs, at least one.
+    fn share(&self, active: usize) -> usize {
+        if active <= 1 {
+            return self.capacity;
+        }
+        self.capacity
+            .div_ceil(active)
+            .min(self.cpus.div_ceil(active))
+            .max(1)
+    }
 }
 
 #[derive(Default)]
@@ -98,9 +118,9 @@ impl State {
 
     /// Gives free places to waiting principals under their share, the one
     /// holding the fewest first.
-    fn dispatch(&mut self, capacity: usize, now: Instant) {
+    fn dispatch(&mut self, shared: &Shared, now: Instant) {
         while self.free > 0 {
-            let share = capacity.div_ceil(self.active(now));
+            let share = shared.share(self.active(now));
             let next = self
                 .principals
                 .iter()
@@ -129,11 +149,13 @@ impl State {
 }
 
 impl FairShares {
-    pub fn new(capacity: usize) -> Self {
+    /// A gate of `capacity` places for statements that run on `cpus` CPUs.
+    pub fn new(capacity: usize, cpus: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
             shared: Arc::new(Shared {
                 capacity,
+                cpus: cpus.max(1),
                 state: Mutex::new(State {
                     free: capacity,
                     ..State::default()
@@ -159,9 +181,9 @@ impl FairShares {
             let mut state = self.shared.lock();
             let now = Instant::now();
             state.forget_idle(now);
-            let share_size = self.shared.capacity.div_ceil(
-                state.active(now) + usize::from(!state.principals.contains_key(principal)),
-            );
+            let share_size = self
+                .shared
+                .share(state.active(now) + usize::from(!state.principals.contains_key(principal)));
             let free = state.free;
             let share = state
                 .principals
@@ -180,7 +202,7 @@ impl FairShares {
             share.waiting.push_back((id, sender));
             // A place may be free that this principal's share did not allow
             // but another's does: let the dispatcher decide.
-            state.dispatch(self.shared.capacity, now);
+            state.dispatch(&self.shared, now);
             (id, receiver)
         };
         let mut waiting = Waiting {
@@ -207,7 +229,7 @@ impl FairShares {
                         return Err(Waited(started.elapsed()));
                     }
                     let mut state = self.shared.lock();
-                    state.dispatch(self.shared.capacity, Instant::now());
+                    state.dispatch(&self.shared, Instant::now());
                 }
             }
         }
@@ -243,7 +265,7 @@ impl Shared {
             share.last_active = now;
         }
         state.free += 1;
-        state.dispatch(self.capacity, now);
+        state.dispatch(self, now);
     }
 }
 
@@ -291,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_principal_alone_may_hold_every_place() {
-        let gate = FairShares::new(4);
+        let gate = FairShares::new(4, 4);
         let a = name("a");
         let mut held = Vec::new();
         for _ in 0..4 {
@@ -303,7 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_active_principal_gets_its_share_at_once() {
-        let gate = FairShares::new(4);
+        let gate = FairShares::new(4, 4);
         let (a, b) = (name("a"), name("b"));
         // b called recently: it is active, so a may hold only half.
         drop(gate.acquire(&b, LONG).await.unwrap());
@@ -317,7 +339,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_freed_place_goes_to_the_principal_holding_fewest_not_the_first_in_line() {
-        let gate = FairShares::new(2);
+        let gate = FairShares::new(2, 2);
         let (a, b) = (name("a"), name("b"));
         let first = gate.acquire(&a, LONG).await.unwrap();
         let second = gate.acquire(&a, LONG).await.unwrap();
@@ -349,7 +371,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_principal_idle_past_the_window_gives_its_share_back() {
-        let gate = FairShares::new(2);
+        let gate = FairShares::new(2, 2);
         let (a, b) = (name("a"), name("b"));
         drop(gate.acquire(&b, LONG).await.unwrap());
         let _one = gate.acquire(&a, LONG).await.unwrap();
@@ -360,7 +382,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiter_that_gives_up_leaves_no_place_taken() {
-        let gate = FairShares::new(1);
+        let gate = FairShares::new(1, 1);
         let a = name("a");
         let held = gate.acquire(&a, LONG).await.unwrap();
         assert_eq!(
