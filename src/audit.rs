@@ -268,6 +268,7 @@ impl AuditLog {
             database: caller.database.as_deref(),
             statement: self.statement(caller),
             outcome: call.outcome.as_str(),
+            trace_id: caller.trace_id.as_deref(),
             quota: call.quota,
             rows: call.rows,
             bytes: call.bytes,
@@ -383,6 +384,9 @@ struct ToolCallLine<'a> {
     #[serde(flatten)]
     statement: Statement<'a>,
     outcome: &'static str,
+    /// The call's OpenTelemetry trace id, when traces are on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
     /// The quota that refused the call (outcome `quota`).
     #[serde(skip_serializing_if = "Option::is_none")]
     quota: Option<&'static str>,

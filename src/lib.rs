@@ -22,6 +22,7 @@
 //! - [`retry`]: backoff for transient SQLite failures.
 //! - [`rmcp_gaps`]: where the server works around rmcp, each gap with its rmcp version and reason.
 //! - [`shutdown`]: the signal that tells every part to stop.
+//! - [`telemetry`]: OpenTelemetry traces of each call, over OTLP.
 
 pub mod app;
 pub mod audit;
@@ -41,4 +42,5 @@ pub mod rmcp_gaps;
 pub mod shutdown;
 pub mod sidecar;
 pub mod sqlite;
+pub mod telemetry;
 pub mod transport;

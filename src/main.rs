@@ -17,6 +17,7 @@ use eros_mcp::pool::NoObserver;
 use eros_mcp::replication::restore::{self as restoring, Restored, Timestamp};
 use eros_mcp::shutdown::Shutdown;
 use eros_mcp::sqlite::migrations;
+use eros_mcp::telemetry::{self, Telemetry};
 
 /// A production SQLite database server for AI agents, over MCP.
 ///
@@ -82,7 +83,14 @@ fn main() -> ExitCode {
     // A missing .env is normal; a malformed one is reported below.
     let dotenv = dotenvy::dotenv();
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    let telemetry = match Telemetry::from_env() {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.log_format, &cli.log, telemetry.as_ref());
     if let Err(err) = dotenv {
         if !err.not_found() {
             eprintln!("error: cannot read .env: {err}");
@@ -123,7 +131,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let outcome = match command {
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, telemetry.as_ref()),
         Command::Check => check(config),
         Command::Migrate => migrate(config.database),
         Command::DemoData => demo_data(config.database),
@@ -178,19 +186,42 @@ fn describe(err: &anyhow::Error) -> String {
     message
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+/// Logs on stderr as `filter` says, and with `telemetry` the call spans
+/// to OpenTelemetry too (their trace id then shows in each log line of the
+/// call). Without it, the spans' target is off: they are never created.
+fn init_logging(format: LogFormat, filter: &str, telemetry: Option<&Telemetry>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let mut filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    if telemetry.is_none() {
+        let off = format!("{}=off", telemetry::TARGET);
+        filter = filter.add_directive(off.parse().expect("a valid directive"));
     }
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    }
+    .with_filter(filter);
+    let spans = telemetry.map(|telemetry| {
+        tracing_opentelemetry::layer()
+            .with_tracer(telemetry.tracer())
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(telemetry::TARGET, tracing::Level::TRACE),
+            )
+    });
+    tracing_subscriber::registry().with(logs).with(spans).init();
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, telemetry: Option<&Telemetry>) -> anyhow::Result<()> {
     // One stdio client sends one stream of messages: a single-threaded
     // runtime serves it without cross-thread wake-ups (database work still
     // runs on blocking threads). HTTP serves many clients on every core.
@@ -206,10 +237,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
         shutdown
             .trigger_on_signals()
             .context("install the signal handlers")?;
-        eros_mcp::app::run(config, shutdown)
+        let exports = telemetry.map(Telemetry::exports);
+        eros_mcp::app::run(config, shutdown, exports)
             .await
             .map_err(anyhow::Error::from)
     });
+    // The last calls' spans go to the collector before the process exits.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     // Dropping the runtime would wait for every blocking task; the database
     // is closed by now, so exit without waiting. (A statement abandoned
     // inside one long SQLite step runs on a thread of its own, which the

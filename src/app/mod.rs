@@ -20,7 +20,7 @@ pub use observers::{Observers, PoolObserverFor};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, SqlInAudit};
 use crate::auth::TokenValidator;
 use crate::config::{Config, DatabaseSpec, Transport};
 use crate::identity::tokens::StaticTokens;
@@ -30,6 +30,7 @@ use crate::replication::follower::{Follower, FollowerGate, FollowerSettings};
 use crate::replication::Role;
 use crate::shutdown::Shutdown;
 use crate::sidecar::{Metrics, ReadinessSet, Sidecar, SidecarState};
+use crate::telemetry::ExportCounters;
 use crate::transport::accept::{raise_open_file_limit, FileBudget};
 use crate::transport::auth::{Authenticator, OAuth};
 use crate::transport::{self, TransportObserver};
@@ -75,6 +76,7 @@ pub async fn build_following(
         calls,
         config.mcp.row_format,
         quotas,
+        config.audit.sql == SqlInAudit::Hash,
     )
     .map_err(AppError::ToolClash)
 }
@@ -114,13 +116,21 @@ fn authenticator(
 }
 
 /// Runs the server until shutdown (a signal, or the stdio client leaving),
-/// then closes the database cleanly. The sidecar answers probes from before
+/// then closes the database cleanly; with traces on, `trace_exports` tells
+/// the metrics what became of them. The sidecar answers probes from before
 /// the database opens until after it is closed.
-pub async fn run(mut config: Config, shutdown: Shutdown) -> Result<(), AppError> {
+pub async fn run(
+    mut config: Config,
+    shutdown: Shutdown,
+    trace_exports: Option<Arc<ExportCounters>>,
+) -> Result<(), AppError> {
     let specs = config.database_specs()?;
     reserve_open_files(&mut config, &specs);
     let calls = CallTracker::new();
     let metrics = Arc::new(Metrics::new());
+    if let Some(exports) = trace_exports {
+        metrics.watch_trace_exports(exports);
+    }
     let mut databases: Vec<DatabaseParts> = specs
         .iter()
         .map(|spec| DatabaseParts::new(spec, &shutdown))

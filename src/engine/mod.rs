@@ -57,6 +57,9 @@ use crate::retry::RetryPolicy;
 /// statements of one call, which SQLite's interrupt would miss).
 pub(crate) const PROGRESS_STEPS: i32 = 1000;
 
+/// The target of the spans traces export (see [`crate::telemetry`]).
+const TRACE: &str = crate::telemetry::TARGET;
+
 /// How often a stopped call is interrupted again while it has not returned.
 const REINTERRUPT_EVERY: Duration = Duration::from_millis(5);
 
@@ -208,8 +211,11 @@ impl QueryEngine {
                 let watch = Arc::clone(&watch);
                 let overrunning = Arc::clone(&self.overrunning);
                 let deadline = armed.deadline();
+                // The call's span (traces on): the checkout and the
+                // statement become its children on this other thread.
+                let span = tracing::Span::current();
                 move || {
-                    let result = call_blocking(&pool, &watch, deadline, seq, frame, &*gate);
+                    let result = call_blocking(&pool, &watch, deadline, seq, frame, &*gate, &span);
                     if watch.finish() {
                         overrunning.fetch_sub(1, Ordering::Relaxed);
                     }
@@ -354,6 +360,7 @@ fn call_blocking(
     seq: u64,
     frame: Frame,
     gate: &dyn CommitGate,
+    span: &tracing::Span,
 ) -> Result<transfer::Output, QueryError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() || watch.is_stopped() {
@@ -363,7 +370,11 @@ fn call_blocking(
     // call is refused here, and its answer again below if the follower
     // stopped while it read.
     let admitted = pool.health().admit()?;
+    let checkout = tracing::info_span!(target: TRACE, parent: span, "pool.checkout").entered();
     let mut conn = pool.get_timeout(pool.checkout_timeout().min(left))?;
+    drop(checkout);
+    // Prepare and step, in the worker process, and the rows' way back.
+    let _execute = tracing::info_span!(target: TRACE, parent: span, "sqlite.execute").entered();
     let slot = conn.take_slot();
     if !watch.start(conn.control(), seq, slot) {
         return Err(interrupted());

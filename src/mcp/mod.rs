@@ -18,11 +18,14 @@ mod prompts;
 pub mod respond;
 pub mod rows;
 mod tools;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+
+use tracing::Instrument;
 
 use rmcp::handler::server::tool::{ToolCallContext, ToolRouter};
 use rmcp::model::{
@@ -204,6 +207,8 @@ struct Inner {
     rows: &'static dyn RowEncoder,
     /// Per-principal quotas, when a file gives them.
     quotas: Option<Quotas>,
+    /// Traces carry the SQL's SHA-256 instead of its text (as the audit log).
+    hash_sql_in_traces: bool,
 }
 
 /// Why the tools of the databases cannot be served together.
@@ -232,6 +237,7 @@ impl ErosServer {
         calls: Arc<CallTracker>,
         row_format: RowFormat,
         quotas: Option<Quotas>,
+        hash_sql_in_traces: bool,
     ) -> Result<Self, ToolClash> {
         let rows = rows::encoder(row_format);
         let generation = Self::generation(1, databases, rows)?;
@@ -248,6 +254,7 @@ impl ErosServer {
                 calls,
                 rows,
                 quotas,
+                hash_sql_in_traces,
             }),
         })
     }
@@ -578,8 +585,9 @@ async fn take_turn(
     let key: Arc<str> = Arc::from(principal.identity_key());
     let waiting = pool.waiting();
     let started = Instant::now();
+    let wait = tracing::info_span!(target: crate::telemetry::TARGET, "fair_share.wait");
     let turn = tokio::select! {
-        turn = shares.acquire(&key, timeout) => turn,
+        turn = shares.acquire(&key, timeout).instrument(wait) => turn,
         _ = client_cancel.cancelled() => return Err(QueryError::Cancelled),
     };
     drop(waiting);
@@ -781,64 +789,12 @@ impl ServerHandler for ErosServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        mut context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let name = request.name.clone();
-        let generation = self.current();
-        if !generation.router.has_route(&name) {
-            let mut cut = name.len().min(observer::MAX_UNKNOWN_TOOL_NAME);
-            while !name.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            self.inner
-                .observer
-                .unknown_tool_called(&name[..cut], &self.caller(&generation, &context, &request));
-            // rmcp's own answer ("tool not found") does not say which.
-            return Err(ErrorData::invalid_params(
-                format!("no tool named {name:?}; tools/list names this server's tools"),
-                None,
-            ));
-        }
-        let caller = self.caller(&generation, &context, &request);
-        if let Some(scope) = generation.scopes.get(name.as_ref()) {
-            if !caller.principal.may(scope) {
-                let forbidden = QueryError::Forbidden {
-                    tool: name.to_string(),
-                    scope: scope.to_string(),
-                };
-                return Ok(
-                    respond::refuse(&name, &caller, forbidden, &*self.inner.observer).into(),
-                );
-            }
-        }
-        context.extensions.insert(caller.clone());
-        context.extensions.insert(Arc::clone(&generation));
-        match generation
-            .router
-            .call(ToolCallContext::new(self, request, context))
+        let span = trace::call_span(&request, &context);
+        self.call_tool_in(request, context, &span)
+            .instrument(span.clone())
             .await
-        {
-            // Arguments that do not fit the schema are the agent's to fix:
-            // report them as a tool error it can read, and count them.
-            Err(err) if err.code == ErrorCode::INVALID_PARAMS => {
-                let invalid = QueryError::InvalidArgument(err.message.to_string());
-                Ok(respond::refuse(&name, &caller, invalid, &*self.inner.observer).into())
-            }
-            // rmcp answered without running the tool (arguments it could
-            // not read into the tool's type): every call is on the record.
-            Ok(CallToolResponse::Complete(result))
-                if !caller.reported.load(std::sync::atomic::Ordering::Relaxed) =>
-            {
-                let why = result
-                    .content
-                    .iter()
-                    .find_map(|block| block.as_text().map(|text| text.text.clone()))
-                    .unwrap_or_else(|| "the arguments do not fit the tool".into());
-                let invalid = QueryError::InvalidArgument(why);
-                Ok(respond::refuse(&name, &caller, invalid, &*self.inner.observer).into())
-            }
-            other => other,
-        }
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -1020,6 +976,75 @@ impl ServerHandler for ErosServer {
                 format!("cannot read the schema: {err}"),
                 None,
             )),
+        }
+    }
+}
+
+impl ErosServer {
+    /// [`ServerHandler::call_tool`] inside the call's span.
+    async fn call_tool_in(
+        &self,
+        request: CallToolRequestParams,
+        mut context: RequestContext<RoleServer>,
+        span: &tracing::Span,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.clone();
+        let generation = self.current();
+        if !generation.router.has_route(&name) {
+            let mut cut = name.len().min(observer::MAX_UNKNOWN_TOOL_NAME);
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.inner
+                .observer
+                .unknown_tool_called(&name[..cut], &self.caller(&generation, &context, &request));
+            // rmcp's own answer ("tool not found") does not say which.
+            return Err(ErrorData::invalid_params(
+                format!("no tool named {name:?}; tools/list names this server's tools"),
+                None,
+            ));
+        }
+        let mut caller = self.caller(&generation, &context, &request);
+        caller.trace_id = trace::trace_id(span);
+        trace::describe(span, &caller, self.inner.hash_sql_in_traces);
+        if let Some(scope) = generation.scopes.get(name.as_ref()) {
+            if !caller.principal.may(scope) {
+                let forbidden = QueryError::Forbidden {
+                    tool: name.to_string(),
+                    scope: scope.to_string(),
+                };
+                return Ok(
+                    respond::refuse(&name, &caller, forbidden, &*self.inner.observer).into(),
+                );
+            }
+        }
+        context.extensions.insert(caller.clone());
+        context.extensions.insert(Arc::clone(&generation));
+        match generation
+            .router
+            .call(ToolCallContext::new(self, request, context))
+            .await
+        {
+            // Arguments that do not fit the schema are the agent's to fix:
+            // report them as a tool error it can read, and count them.
+            Err(err) if err.code == ErrorCode::INVALID_PARAMS => {
+                let invalid = QueryError::InvalidArgument(err.message.to_string());
+                Ok(respond::refuse(&name, &caller, invalid, &*self.inner.observer).into())
+            }
+            // rmcp answered without running the tool (arguments it could
+            // not read into the tool's type): every call is on the record.
+            Ok(CallToolResponse::Complete(result))
+                if !caller.reported.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let why = result
+                    .content
+                    .iter()
+                    .find_map(|block| block.as_text().map(|text| text.text.clone()))
+                    .unwrap_or_else(|| "the arguments do not fit the tool".into());
+                let invalid = QueryError::InvalidArgument(why);
+                Ok(respond::refuse(&name, &caller, invalid, &*self.inner.observer).into())
+            }
+            other => other,
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Caller {
     /// The database the call names (a declared tool's own, or the only
     /// one when it names none).
     pub database: Option<String>,
+    /// The call's trace id, when traces are on.
+    pub trace_id: Option<String>,
     /// Set once the call has been reported to the observers (shared by
     /// the caller's clones): a call rmcp refused before its handler ran
     /// is reported by the server instead.
@@ -47,6 +49,7 @@ impl Caller {
             param_values: None,
             writes: false,
             database: None,
+            trace_id: None,
             reported: Arc::default(),
         }
     }

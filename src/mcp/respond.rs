@@ -101,8 +101,14 @@ pub fn answer<T: ToolOutput>(
         Err(QueryError::Quota(exceeded)) => Some(exceeded.quota),
         _ => None,
     };
-    let (response, outcome, rows, bytes, truncated) = match result {
-        Ok(output) => match output.tool_result(encoder) {
+    let encoding = tracing::info_span!(target: crate::telemetry::TARGET, "encode");
+    let encoded = result.map(|output| {
+        let _encoding = encoding.enter();
+        let encoded = output.tool_result(encoder);
+        (output, encoded)
+    });
+    let (response, outcome, rows, bytes, truncated) = match encoded {
+        Ok((output, encoded)) => match encoded {
             Ok(response) => {
                 let bytes = text_len(&response);
                 (
@@ -127,6 +133,7 @@ pub fn answer<T: ToolOutput>(
             (response, err.outcome(), 0, bytes, false)
         }
     };
+    super::trace::finish(&tracing::Span::current(), outcome, rows, bytes);
     caller
         .reported
         .store(true, std::sync::atomic::Ordering::Relaxed);

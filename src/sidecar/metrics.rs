@@ -7,6 +7,7 @@
 //! only from the configuration.
 
 use crate::quota::{Quota, QuotaObserver};
+use crate::telemetry::ExportCounters;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub struct Metrics {
     audit: Arc<OnceLock<Arc<crate::audit::AuditLog>>>,
     reload_failures: IntCounter,
     generation: IntGauge,
+    trace_exports: OnceLock<Arc<ExportCounters>>,
+    trace_export_failures: IntCounter,
+    trace_spans_dropped: IntCounter,
 }
 
 /// The label every per-database metric carries.
@@ -303,6 +307,17 @@ impl Metrics {
             .register(Box::new(build_info))
             .expect("unique metric");
 
+        let trace_export_failures = IntCounter::new(
+            "mcp_trace_export_failures_total",
+            "Batches of trace spans the OTLP collector did not take (unreachable, refused, too \
+             slow); their spans are dropped, no call waits for them.",
+        )
+        .expect("valid counter");
+        let trace_spans_dropped = IntCounter::new(
+            "mcp_trace_spans_dropped_total",
+            "Trace spans lost with the batches the OTLP collector did not take.",
+        )
+        .expect("valid counter");
         let reload_failures = IntCounter::new(
             "mcp_config_reload_failures_total",
             "Reloads (SIGHUP) of the databases file, declared tools and policies that were \
@@ -318,6 +333,8 @@ impl Metrics {
         for metric in [
             Box::new(reload_failures.clone()) as Box<dyn Collector>,
             Box::new(generation.clone()),
+            Box::new(trace_export_failures.clone()),
+            Box::new(trace_spans_dropped.clone()),
         ] {
             registry.register(metric).expect("unique metric");
         }
@@ -362,6 +379,9 @@ impl Metrics {
             audit,
             reload_failures,
             generation,
+            trace_exports: OnceLock::new(),
+            trace_export_failures,
+            trace_spans_dropped,
         }
     }
 
@@ -476,8 +496,22 @@ impl Metrics {
             .collect()
     }
 
+    /// Starts reporting what became of the trace batches
+    /// (`mcp_trace_export_failures_total`, `mcp_trace_spans_dropped_total`).
+    pub fn watch_trace_exports(&self, exports: Arc<ExportCounters>) {
+        let _ = self.trace_exports.set(exports);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some(exports) = self.trace_exports.get() {
+            for (counter, now) in [
+                (&self.trace_export_failures, exports.failed_batches()),
+                (&self.trace_spans_dropped, exports.dropped_spans()),
+            ] {
+                counter.inc_by(now.saturating_sub(counter.get()));
+            }
+        }
         let mut buffer = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buffer)

@@ -49,7 +49,7 @@ impl InProcessServer {
                     .enable_all()
                     .build()
                     .unwrap();
-                if let Err(err) = runtime.block_on(app::run(config, stop)) {
+                if let Err(err) = runtime.block_on(app::run(config, stop, None)) {
                     panic!("the in-process server failed: {err}");
                 }
             })

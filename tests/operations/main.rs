@@ -12,3 +12,4 @@ mod module_graph;
 mod ops_assets;
 mod prometheus;
 mod sidecar;
+mod traces;
