@@ -201,7 +201,9 @@ fn init_logging(format: LogFormat, filter: &str, telemetry: Option<&Telemetry>) 
         filter = filter.add_directive(off.parse().expect("a valid directive"));
     }
     let logs = match format {
+        // Colours only for a person at a terminal, not for a log file.
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

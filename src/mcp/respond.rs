@@ -134,6 +134,15 @@ pub fn answer<T: ToolOutput>(
         }
     };
     super::trace::finish(&tracing::Span::current(), outcome, rows, bytes);
+    // Inside the call's span: with traces on, the line carries its trace id.
+    tracing::debug!(
+        tool,
+        outcome = outcome.as_str(),
+        rows,
+        bytes,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "tool call answered"
+    );
     caller
         .reported
         .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -63,7 +63,7 @@ pub fn call_span(
     span.set_attribute("gen_ai.operation.name", "execute_tool");
     span.set_attribute("gen_ai.tool.name", request.name.to_string());
     if let Some(id) = trace_id(&span) {
-        span.record("trace_id", id.as_str());
+        span.record("trace_id", tracing::field::display(&id));
     }
     span
 }

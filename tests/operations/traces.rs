@@ -316,3 +316,73 @@ fn an_otlp_protocol_this_build_cannot_speak_stops_startup_naming_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_lines_of_a_call_carry_its_trace_id() {
+    let receiver = Receiver::start().await;
+    let db = TestDb::new().with_demo_data();
+    let tokens = db.file("tokens.toml");
+    std::fs::write(
+        &tokens,
+        token_entry("reporting-agent", READER, &["eros:read"]),
+    )
+    .unwrap();
+    let endpoint = receiver.endpoint();
+    let port = free_port();
+    let mut command = common::mcp::http_command(
+        db.path(),
+        &[
+            ("EROS_AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("EROS_LOG", "eros_mcp=debug"),
+        ],
+        port,
+        None,
+    );
+    let log = db.file("server.log");
+    command.stderr(std::fs::File::create(&log).unwrap());
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::mcp::http_get_status(port, "/mcp") == 0 {
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let server = HttpServerAt(port);
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-{PARENT}-01");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "query", "arguments": {"sql": "SELECT 1"}, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let answer = http_client()
+        .post(server.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "query")
+        .header("authorization", format!("Bearer {READER}"))
+        .header("traceparent", traceparent)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let line = logged
+        .lines()
+        .find(|line| line.contains("tool call answered"))
+        .unwrap_or_else(|| panic!("no line for the call:\n{logged}"));
+    assert!(line.contains(&format!("trace_id={trace}")), "{line}");
+}
+
+/// The `/mcp` URL of a server on `port`.
+struct HttpServerAt(u16);
+
+impl HttpServerAt {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.0)
+    }
+}
