@@ -118,7 +118,7 @@ impl Usage {
 
     /// Brings the buckets in line with `limits`, keeping what was spent.
     fn set_limits(&mut self, limits: Limits, now: Instant) {
-        if limits == self.limits && self.in_flight > 0 {
+        if limits == self.limits {
             return;
         }
         fn sync(bucket: &mut Option<Bucket>, limit: Option<(f64, f64)>, now: Instant) {

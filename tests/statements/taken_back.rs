@@ -438,7 +438,9 @@ async fn readiness_is_503_while_another_process_holds_the_write_lock_and_200_aft
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_statement_threads_are_refused_at_once_and_named() {
     // One connection, so four statement threads; a hundred calls may be in
-    // flight, so the threads are the bound that speaks.
+    // flight, so the threads are the bound that speaks. First come, first
+    // served: with fair shares on, calls wait for their turn in front of
+    // the pool holding no thread (tests/statements/fair_shares.rs).
     let db = TestDb::new().with_demo_data();
     let server = HttpServer::start_observed(
         db.path(),
@@ -447,6 +449,7 @@ async fn calls_beyond_the_statement_threads_are_refused_at_once_and_named() {
             ("EROS_DB_POOL_OVERFLOW", "0"),
             ("EROS_DB_POOL_PREWARM", "1"),
             ("EROS_MCP_MAX_IN_FLIGHT", "100"),
+            ("EROS_DB_FAIR_SHARES", "false"),
         ]),
     );
     let client = Arc::new(server.client(None, &ERAS[0]).await);
