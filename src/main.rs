@@ -200,10 +200,24 @@ fn init_logging(format: LogFormat, filter: &str, telemetry: Option<&Telemetry>) 
         let off = format!("{}=off", telemetry::TARGET);
         filter = filter.add_directive(off.parse().expect("a valid directive"));
     }
+    // Colours only for a person at a terminal, not for a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let Some(telemetry) = telemetry else {
+        // No traces: one global filter, so a disabled callsite is never
+        // asked again (a per-layer filter would be, on every event).
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr);
+        match format {
+            LogFormat::Text => builder.init(),
+            LogFormat::Json => builder.json().init(),
+        }
+        return;
+    };
     let logs = match format {
-        // Colours only for a person at a terminal, not for a log file.
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -212,14 +226,12 @@ fn init_logging(format: LogFormat, filter: &str, telemetry: Option<&Telemetry>) 
             .boxed(),
     }
     .with_filter(filter);
-    let spans = telemetry.map(|telemetry| {
-        tracing_opentelemetry::layer()
-            .with_tracer(telemetry.tracer())
-            .with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target(telemetry::TARGET, tracing::Level::TRACE),
-            )
-    });
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(telemetry.tracer())
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target(telemetry::TARGET, tracing::Level::TRACE),
+        );
     tracing_subscriber::registry().with(logs).with(spans).init();
 }
 

@@ -236,7 +236,19 @@ impl HttpServer {
             .args(["-TERM", &pid])
             .status()
             .unwrap();
-        let status = self.child.wait().unwrap();
+        // A server that does not stop fails the test (and is killed by
+        // the drop) instead of hanging it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "eros-mcp did not exit within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         std::mem::forget(self);
         status
     }
