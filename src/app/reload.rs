@@ -65,6 +65,17 @@ impl OnHangup {
     }
 }
 
+impl OnHangup {
+    /// The files a reload re-reads: the databases' and the quotas file.
+    async fn fingerprint(&self) -> Fingerprint {
+        let mut files = self.databases.fingerprint().await;
+        if let Some(path) = self.quotas.as_ref().and_then(Quotas::path) {
+            files.push(stamp(path.to_path_buf()));
+        }
+        files
+    }
+}
+
 /// Calls `on_hangup` on every SIGHUP [`Shutdown`] hands on (which never
 /// stops the server: see [`Shutdown::trigger_on_signals`]). With nothing
 /// to re-read there is nothing to wait for.
@@ -89,29 +100,37 @@ const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// changes (by size or modification time) and then stays unchanged for a
 /// look: a file being written is not read half-way.
 async fn watch_files(on_hangup: Arc<OnHangup>, shutdown: Shutdown) {
-    let mut seen = on_hangup.databases.fingerprint().await;
+    let mut seen = on_hangup.fingerprint().await;
     loop {
         tokio::select! {
             () = shutdown.wait() => return,
             () = tokio::time::sleep(WATCH_EVERY) => {}
         }
-        let now = on_hangup.databases.fingerprint().await;
+        let now = on_hangup.fingerprint().await;
         if now == seen {
             continue;
         }
         tokio::time::sleep(WATCH_EVERY / 4).await;
-        if on_hangup.databases.fingerprint().await != now {
+        if on_hangup.fingerprint().await != now {
             continue;
         }
         tracing::info!("a configuration file changed: reloading");
         on_hangup.reload().await;
-        seen = on_hangup.databases.fingerprint().await;
+        seen = on_hangup.fingerprint().await;
     }
 }
 
 /// Each configuration file's size and modification time (`None` when it
 /// cannot be read).
 type Fingerprint = Vec<(std::path::PathBuf, Option<(u64, std::time::SystemTime)>)>;
+
+/// `path` with its size and modification time, as a [`Fingerprint`] holds it.
+fn stamp(path: std::path::PathBuf) -> (std::path::PathBuf, Option<(u64, std::time::SystemTime)>) {
+    let stamp = std::fs::metadata(&path)
+        .ok()
+        .and_then(|m| Some((m.len(), m.modified().ok()?)));
+    (path, stamp)
+}
 
 /// Re-reads the databases (the databases file, or `EROS_DB_PATH`'s one),
 /// their declared tools, policies and descriptions, checks all of it (files
@@ -153,15 +172,7 @@ impl Reloader {
             files.extend(spec.files().map(std::path::Path::to_path_buf));
         }
         drop(state);
-        files
-            .into_iter()
-            .map(|path| {
-                let stamp = std::fs::metadata(&path)
-                    .ok()
-                    .and_then(|m| Some((m.len(), m.modified().ok()?)));
-                (path, stamp)
-            })
-            .collect()
+        files.into_iter().map(stamp).collect()
     }
 
     /// One reload: the new generation's number, or why the configuration in

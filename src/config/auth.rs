@@ -38,7 +38,8 @@ settings! {
     /// token; re-read on SIGHUP); empty: none.
     tokens_file <- tokens_file: OptionalPath = "", "a path to a TOML file (empty: none)";
     /// TOML file of per-principal quotas: calls a minute, calls at once, database time, rows
-    /// and bytes a minute (see `examples/quotas.toml`; re-read on SIGHUP); empty: none.
+    /// and bytes a minute (see `examples/quotas.toml`; re-read on SIGHUP and when it changes);
+    /// empty: none.
     quotas_file <- quotas_file: OptionalPath = "", "a path to a TOML file (empty: none)";
     /// TOML file of column and table policies keyed by scope (see `examples/policy.toml`);
     /// checked against the database at startup; empty: none.

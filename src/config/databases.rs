@@ -47,8 +47,8 @@ settings! {
     /// database, named `main`.
     file <- file: OptionalPath = "", "a path to a TOML file (empty: EROS_DB_PATH alone)";
     /// Reload as on SIGHUP when the databases file, or a tools, policy or metadata file it
-    /// names (or `EROS_MCP_TOOLS_FILE` and `EROS_AUTH_POLICY_FILE`), changes; checked once a
-    /// second.
+    /// names (or `EROS_MCP_TOOLS_FILE` and `EROS_AUTH_POLICY_FILE`), or the quotas file
+    /// changes; checked once a second.
     watch <- watch: Parsed<bool> = "true", "true or false";
 }
 

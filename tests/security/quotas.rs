@@ -276,6 +276,51 @@ async fn sighup_rereads_the_quotas_file() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_quotas_file_is_reloaded_without_a_signal() {
+    let db = TestDb::new().with_demo_data();
+    let server = start(&db, "[default]\nin_flight = 100\n", &[]);
+    let reader = client(&server, READER).await;
+    ok(&query(&reader, "SELECT 1").await);
+    ok(&query(&reader, "SELECT 1").await);
+    std::fs::write(
+        db.file("quotas.toml"),
+        "[default]\ncalls_per_minute = 60\nburst = 1\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let first = query(&reader, "SELECT 1").await;
+        let second = query(&reader, "SELECT 1").await;
+        if refusal(&first).is_some() || refusal(&second).is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the changed file was never read");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_watch_off_a_changed_quotas_file_waits_for_sighup() {
+    // The control of the test above: the same change, nobody looking.
+    let db = TestDb::new().with_demo_data();
+    let server = start(
+        &db,
+        "[default]\nin_flight = 100\n",
+        &[("EROS_DATABASES_WATCH", "false")],
+    );
+    let reader = client(&server, READER).await;
+    std::fs::write(
+        db.file("quotas.toml"),
+        "[default]\ncalls_per_minute = 60\nburst = 1\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for _ in 0..3 {
+        ok(&query(&reader, "SELECT 1").await);
+    }
+}
+
 #[test]
 fn a_bad_quotas_file_stops_startup_naming_the_problem() {
     let db = TestDb::new().with_demo_data();
