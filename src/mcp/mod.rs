@@ -582,7 +582,7 @@ async fn take_turn(
     let timeout = pool
         .checkout_timeout()
         .min(db.engine.limits().query_timeout);
-    let key: Arc<str> = Arc::from(principal.identity_key());
+    let key: Arc<str> = Arc::from(crate::quota::principal_key(principal));
     let waiting = pool.waiting();
     let started = Instant::now();
     let wait = tracing::info_span!(target: crate::telemetry::TARGET, "fair_share.wait");

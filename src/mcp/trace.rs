@@ -27,10 +27,20 @@ pub fn call_span(
     request: &CallToolRequestParams,
     context: &RequestContext<RoleServer>,
 ) -> tracing::Span {
+    // The name as sent, cut: an unknown tool's name is the client's to
+    // make up, and must not make a span megabytes long.
+    let mut cut = request
+        .name
+        .len()
+        .min(super::observer::MAX_UNKNOWN_TOOL_NAME);
+    while !request.name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let tool = &request.name[..cut];
     let span = tracing::info_span!(
         target: TARGET,
         "tools/call",
-        otel.name = %format_args!("tools/call {}", request.name),
+        otel.name = %format_args!("tools/call {tool}"),
         otel.kind = "server",
         trace_id = tracing::field::Empty,
     );
@@ -61,7 +71,7 @@ pub fn call_span(
     }
     span.set_attribute("mcp.method.name", "tools/call");
     span.set_attribute("gen_ai.operation.name", "execute_tool");
-    span.set_attribute("gen_ai.tool.name", request.name.to_string());
+    span.set_attribute("gen_ai.tool.name", tool.to_string());
     if let Some(id) = trace_id(&span) {
         span.record("trace_id", tracing::field::display(&id));
     }

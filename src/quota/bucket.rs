@@ -5,8 +5,9 @@
 //! SQLite time, rows and bytes are known only once the call has run, so
 //! they are charged afterwards ([`Bucket::charge`]) and may drive the level
 //! below zero; the next call is admitted once the level is back above zero
-//! ([`Bucket::wait`]). Either way a principal gets at most its rate over any
-//! minute, plus one burst.
+//! ([`Bucket::wait`]). Either way a principal gets at most its rate over
+//! time, plus one burst (and, for what is charged afterwards, what its calls
+//! admitted together spent before the debt was known).
 
 use std::time::{Duration, Instant};
 
@@ -72,11 +73,12 @@ impl Bucket {
     }
 
     /// Charges `amount` already spent, going into debt if need be. The
-    /// debt is capped at one minute's worth, so one huge answer blocks the
-    /// principal for at most a minute.
+    /// debt is paid back in full, so calls run at once cannot spend more
+    /// than the rate by being admitted together; at most an hour's worth is
+    /// kept (what no principal can spend with the per-call limits).
     pub fn charge(&mut self, amount: f64, now: Instant) {
         self.refill(now);
-        self.level = (self.level - amount).max(-self.rate * 60.0);
+        self.level = (self.level - amount).max(-self.rate * 3600.0);
     }
 
     /// Whether it holds all it can: nothing spent that is not paid back.
@@ -129,12 +131,25 @@ mod tests {
     }
 
     #[test]
-    fn debt_is_capped_at_one_minute() {
+    fn calls_admitted_together_pay_back_everything_they_spent() {
+        let start = Instant::now();
+        // 60 a minute; eight calls admitted at once spend 30 each.
+        let mut bucket = Bucket::new(60.0, 60.0, start);
+        for _ in 0..8 {
+            bucket.charge(30.0, start);
+        }
+        // 240 spent, 60 in hand: 180 owed at one a second.
+        let wait = bucket.wait(start).unwrap_err();
+        assert!((wait.as_secs_f64() - 180.0).abs() < 0.01, "{wait:?}");
+    }
+
+    #[test]
+    fn debt_is_capped_at_an_hour() {
         let start = Instant::now();
         let mut bucket = Bucket::new(10.0, 60.0, start);
-        bucket.charge(1e9, start);
+        bucket.charge(1e12, start);
         let wait = bucket.wait(start).unwrap_err();
-        assert!(wait <= Duration::from_secs(61), "{wait:?}");
+        assert!(wait <= Duration::from_secs(3601), "{wait:?}");
     }
 
     #[test]

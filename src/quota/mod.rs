@@ -74,6 +74,14 @@ pub struct QuotaExceeded {
     pub retry_after: Duration,
 }
 
+/// What a principal's quotas and fair share are kept under: how it proved
+/// who it is and its name (a static token's name, an OAuth token's subject,
+/// the local user). Not its OAuth client: one user with several clients is
+/// one principal, and a client registered anew gets no fresh quota.
+pub fn principal_key(principal: &Principal) -> String {
+    format!("{:?}\u{0}{}", principal.proof, principal.name)
+}
+
 /// Whole seconds, rounded up, at least 1: what `Retry-After` takes.
 pub fn retry_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -299,7 +307,7 @@ impl Quotas {
         let names = std::iter::once(principal.name.as_str()).chain(principal.client_id.as_deref());
         let (limits, named) = file.limits_for(names, principal.proof == Proof::Local);
         let now = Instant::now();
-        let key = principal.identity_key();
+        let key = principal_key(principal);
         let mut usage = self.inner.usage.lock().unwrap_or_else(|p| p.into_inner());
         if limits == Limits::default() && !usage.contains_key(&key) {
             return Ok(Admission {
@@ -454,6 +462,20 @@ mod tests {
         // fresh burst.
         let _ = quotas.admit(&token("a"));
         assert!(quotas.admit(&token("a")).is_err());
+    }
+
+    #[test]
+    fn one_subject_through_two_oauth_clients_is_one_principal() {
+        let quotas = quotas("[default]\nin_flight = 1\n");
+        let through = |client: &str| Principal {
+            name: "user-7".into(),
+            subject: Some("user-7".into()),
+            client_id: Some(client.into()),
+            scopes: Scopes::All,
+            proof: Proof::OAuth,
+        };
+        let _held = quotas.admit(&through("desktop")).unwrap();
+        assert!(quotas.admit(&through("registered-just-now")).is_err());
     }
 
     #[test]
