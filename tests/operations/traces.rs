@@ -132,13 +132,18 @@ fn start(db: &TestDb, endpoint: &str, extra: &[(&str, &str)]) -> HttpServer {
 
 /// A 2026-07-28 `query` call with `meta` in its `_meta` and `headers`.
 async fn query(server: &HttpServer, sql: &str, meta: Value, headers: &[(&str, &str)]) -> Value {
+    query_at(&server.url(), sql, meta, headers).await
+}
+
+/// [`query`] to the server at `url`.
+async fn query_at(url: &str, sql: &str, meta: Value, headers: &[(&str, &str)]) -> Value {
     let mut meta = meta;
     meta["io.modelcontextprotocol/protocolVersion"] = json!("2026-07-28");
     meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
         "name": "query", "arguments": {"sql": sql}, "_meta": meta}});
     let mut request = http_client()
-        .post(server.url())
+        .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2026-07-28")
@@ -347,27 +352,16 @@ async fn the_log_lines_of_a_call_carry_its_trace_id() {
         assert!(Instant::now() < deadline, "the server did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let server = HttpServerAt(port);
     let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace}-{PARENT}-01");
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": "query", "arguments": {"sql": "SELECT 1"}, "_meta": {
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {}}}});
-    let answer = http_client()
-        .post(server.url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "query")
-        .header("authorization", format!("Bearer {READER}"))
-        .header("traceparent", traceparent)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    query_at(
+        &url,
+        "SELECT 1",
+        json!({}),
+        &[("traceparent", &traceparent)],
+    )
+    .await;
     let _ = child.kill();
     let _ = child.wait();
     let logged = std::fs::read_to_string(&log).unwrap();
@@ -376,13 +370,4 @@ async fn the_log_lines_of_a_call_carry_its_trace_id() {
         .find(|line| line.contains("tool call answered"))
         .unwrap_or_else(|| panic!("no line for the call:\n{logged}"));
     assert!(line.contains(&format!("trace_id={trace}")), "{line}");
-}
-
-/// The `/mcp` URL of a server on `port`.
-struct HttpServerAt(u16);
-
-impl HttpServerAt {
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.0)
-    }
 }

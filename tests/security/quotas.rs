@@ -252,70 +252,56 @@ async fn refusals_are_counted_by_named_principal_or_other_and_audited() {
         .all(|line| line["quota"] == "calls_per_minute"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_rereads_the_quotas_file() {
-    let db = TestDb::new().with_demo_data();
-    let server = start(&db, "[default]\nin_flight = 100\n", &[]);
-    let reader = client(&server, READER).await;
-    ok(&query(&reader, "SELECT 1").await);
-    std::fs::write(
-        db.file("quotas.toml"),
-        "[default]\ncalls_per_minute = 60\nburst = 1\n",
-    )
-    .unwrap();
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
+/// Quotas that refuse nothing a test sends, and what they become: one
+/// call a second, no burst.
+const LOOSE: &str = "[default]\nin_flight = 100\n";
+const TIGHT: &str = "[default]\ncalls_per_minute = 60\nburst = 1\n";
+
+/// Calls until the quotas refuse one (two calls a round: the tight quota
+/// admits at most one), failing with `never` after 20 s.
+async fn until_refused(reader: &Client, never: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let first = query(&reader, "SELECT 1").await;
-        let second = query(&reader, "SELECT 1").await;
+        let first = query(reader, "SELECT 1").await;
+        let second = query(reader, "SELECT 1").await;
         if refusal(&first).is_some() || refusal(&second).is_some() {
-            break;
+            return;
         }
-        assert!(Instant::now() < deadline, "the new quotas never applied");
+        assert!(Instant::now() < deadline, "{never}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_quotas_file() {
+    let db = TestDb::new().with_demo_data();
+    let server = start(&db, LOOSE, &[]);
+    let reader = client(&server, READER).await;
+    ok(&query(&reader, "SELECT 1").await);
+    std::fs::write(db.file("quotas.toml"), TIGHT).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
+    until_refused(&reader, "the new quotas never applied").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_quotas_file_is_reloaded_without_a_signal() {
     let db = TestDb::new().with_demo_data();
-    let server = start(&db, "[default]\nin_flight = 100\n", &[]);
+    let server = start(&db, LOOSE, &[]);
     let reader = client(&server, READER).await;
     ok(&query(&reader, "SELECT 1").await);
     ok(&query(&reader, "SELECT 1").await);
-    std::fs::write(
-        db.file("quotas.toml"),
-        "[default]\ncalls_per_minute = 60\nburst = 1\n",
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let first = query(&reader, "SELECT 1").await;
-        let second = query(&reader, "SELECT 1").await;
-        if refusal(&first).is_some() || refusal(&second).is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the changed file was never read");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    std::fs::write(db.file("quotas.toml"), TIGHT).unwrap();
+    until_refused(&reader, "the changed file was never read").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_watch_off_a_changed_quotas_file_waits_for_sighup() {
     // The control of the test above: the same change, nobody looking.
     let db = TestDb::new().with_demo_data();
-    let server = start(
-        &db,
-        "[default]\nin_flight = 100\n",
-        &[("EROS_DATABASES_WATCH", "false")],
-    );
+    let server = start(&db, LOOSE, &[("EROS_DATABASES_WATCH", "false")]);
     let reader = client(&server, READER).await;
-    std::fs::write(
-        db.file("quotas.toml"),
-        "[default]\ncalls_per_minute = 60\nburst = 1\n",
-    )
-    .unwrap();
+    std::fs::write(db.file("quotas.toml"), TIGHT).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     for _ in 0..3 {
         ok(&query(&reader, "SELECT 1").await);
