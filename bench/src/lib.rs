@@ -14,10 +14,12 @@
 //! - [`soak`]: the long mixed run that looks for leaks.
 //! - [`replicas`]: replication lag and replica read throughput (Litestream).
 //! - [`keepalive`]: sequential calls over one HTTP connection (latency floor).
+//! - [`floor`]: eros-mcp against a bare rmcp server, interleaved, as ratios.
 //! - [`neighbours`]: one principal's paced calls beside another's flood.
 
 pub mod client;
 pub mod dataset;
+pub mod floor;
 pub mod keepalive;
 pub mod load;
 pub mod neighbours;

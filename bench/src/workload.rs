@@ -19,6 +19,9 @@ pub enum Workload {
     PostPoint,
     /// 1,000 consecutive text-heavy posts.
     Posts1000,
+    /// A GROUP BY over every post with string keys (posts a month, their
+    /// bodies' mean length): every row and its text read.
+    PostsByMonth,
 }
 
 /// One prepared call and what its answer must contain.
@@ -73,6 +76,12 @@ impl Workload {
                     expect: vec![post_title(start), post_title(last)],
                 }
             }
+            Workload::PostsByMonth => Call {
+                sql: format!(
+                    "SELECT substr(created_at, 1, 7) AS month, count(*) AS posts, round(avg(length(body)), 1) AS mean_body FROM {POSTS} GROUP BY month ORDER BY month"
+                ),
+                expect: vec!["2025-01".into(), "2025-12".into()],
+            },
             Workload::Aggregate => Call {
                 sql: format!(
                     "SELECT category, count(*) AS n, round(avg(price), 2) AS avg_price FROM {TABLE} GROUP BY category ORDER BY category"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use eros_bench::{
-    dataset, keepalive, load, neighbours, paced, replicas, soak, Target, ToolSpec, Workload,
+    dataset, floor, keepalive, load, neighbours, paced, replicas, soak, Target, ToolSpec, Workload,
 };
 
 #[derive(Debug, Parser)]
@@ -157,6 +157,46 @@ enum Command {
         /// killed (the last phase).
         #[arg(long, default_value_t = 100)]
         kill_after_writes: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// eros-mcp against the floor of its stack (eros-floor: a bare rmcp
+    /// server running SQLite inline), interleaved rounds, same clients:
+    /// server CPU per call over stdio and HTTP, the ratio to the floor
+    /// and whether each target holds (BENCHMARKS.md).
+    Floor {
+        /// The eros-mcp binary (default: beside eros-bench).
+        #[arg(long)]
+        eros_mcp: Option<PathBuf>,
+        /// The eros-floor binary (default: beside eros-bench).
+        #[arg(long)]
+        floor: Option<PathBuf>,
+        /// The benchmark file (create-db).
+        #[arg(long)]
+        db: PathBuf,
+        /// Rows in its tables.
+        #[arg(long, default_value_t = 60_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Measured calls of each paced point lookup run (stdio and HTTP).
+        #[arg(long, default_value_t = 5000)]
+        point_calls: u64,
+        /// Measured calls of 1,000 text rows.
+        #[arg(long, default_value_t = 500)]
+        page_calls: u64,
+        /// Measured aggregates.
+        #[arg(long, default_value_t = 60)]
+        aggregate_calls: u64,
+        /// Seconds of each concurrent HTTP measurement.
+        #[arg(long, default_value_t = 10.0)]
+        concurrent_seconds: f64,
+        /// The HTTP servers' port (eros-mcp's metrics on the next one).
+        #[arg(long, default_value_t = 18600)]
+        port: u16,
+        /// Exit with failure unless every target holds.
+        #[arg(long)]
+        check: bool,
         #[arg(long)]
         json: bool,
     },
@@ -363,6 +403,44 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 print!("{report}");
             }
             println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Floor {
+            eros_mcp,
+            floor,
+            db,
+            rows,
+            rounds,
+            point_calls,
+            page_calls,
+            aggregate_calls,
+            concurrent_seconds,
+            port,
+            check,
+            json,
+        } => {
+            let beside = |name: &str| -> Result<PathBuf, std::io::Error> {
+                Ok(std::env::current_exe()?.with_file_name(name))
+            };
+            let plan = floor::FloorPlan {
+                eros_mcp: eros_mcp.map_or_else(|| beside("eros-mcp"), Ok)?,
+                floor: floor.map_or_else(|| beside("eros-floor"), Ok)?,
+                db,
+                rows,
+                rounds,
+                point_calls,
+                page_calls,
+                aggregate_calls,
+                concurrent_seconds,
+                port,
+            };
+            let report = floor::run(&plan).await?;
+            if !json {
+                print!("{report}");
+            }
+            println!("{}", serde_json::to_string(&report)?);
+            if check && !report.all_met {
+                return Err("not every target holds".into());
+            }
         }
         Command::Startup {
             target,

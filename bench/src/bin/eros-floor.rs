@@ -1,15 +1,16 @@
-//! The floor of this stack: a bare rmcp stdio server whose one `query`
-//! tool runs the SQL inline, on one rusqlite connection, on the async
-//! thread, and answers naive CSV. No pool, no worker processes, no bounds,
-//! no metrics, no auth: what any server built on rmcp and SQLite pays at
-//! least. `scripts/bench-paced --server target/release/eros-floor` measures
-//! it with the same paced client as the server, in the same run, so a
-//! claim about eros-mcp's cost is a ratio to this (BENCHMARKS.md).
+//! The floor of this stack: a bare rmcp server whose one `query` tool runs
+//! the SQL inline, on one rusqlite connection, on the async thread, and
+//! answers naive CSV. No pool, no worker processes, no bounds, no metrics,
+//! no auth: what any server built on rmcp and SQLite pays at least. It
+//! speaks stdio, or streamable HTTP with `--http ADDR` (rmcp's service with
+//! its default configuration, nested in axum). `eros-bench floor` runs it
+//! and eros-mcp interleaved with the same clients, so a claim about
+//! eros-mcp's cost is a ratio to this (BENCHMARKS.md).
 //!
 //! Never serve real data with it: one slow statement stalls it, and
 //! nothing stops one.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -24,8 +25,9 @@ struct QueryRequest {
     sql: String,
 }
 
+#[derive(Clone)]
 struct Floor {
-    conn: Mutex<rusqlite::Connection>,
+    conn: Arc<Mutex<rusqlite::Connection>>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -68,22 +70,40 @@ impl Floor {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The same command line as the server's: `--db FILE` (anything else is ignored).
+    // The server's command line where it matters: `--db FILE`, and
+    // `--http ADDR` for streamable HTTP (anything else is ignored).
     let args: Vec<String> = std::env::args().collect();
-    let db = args
-        .iter()
-        .position(|a| a == "--db")
-        .and_then(|i| args.get(i + 1))
-        .ok_or("usage: eros-floor --db FILE")?;
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let db = value("--db").ok_or("usage: eros-floor --db FILE [--http ADDR]")?;
     let conn = rusqlite::Connection::open_with_flags(
         db,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     let floor = Floor {
-        conn: Mutex::new(conn),
+        conn: Arc::new(Mutex::new(conn)),
         tool_router: Floor::tool_router(),
     };
-    let service = floor.serve(rmcp::transport::stdio()).await?;
-    service.waiting().await?;
+    match value("--http") {
+        None => {
+            let service = floor.serve(rmcp::transport::stdio()).await?;
+            service.waiting().await?;
+        }
+        Some(addr) => {
+            use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+            use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+            let service = StreamableHttpService::new(
+                move || Ok(floor.clone()),
+                Arc::new(LocalSessionManager::default()),
+                StreamableHttpServerConfig::default(),
+            );
+            let router = axum::Router::new().nest_service("/mcp", service);
+            let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
+            axum::serve(listener, router).await?;
+        }
+    }
     Ok(())
 }
