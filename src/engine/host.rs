@@ -69,6 +69,8 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
     if let Some(share) = setup.heap {
         crate::pool::heap::install(share.slot, share.slots)?;
     }
+    // Also before SQLite starts: pages cached apart from sorter runs.
+    crate::sqlite::page_cache::install(setup.options.cache_kib)?;
     crate::sqlite::connection::limit_sqlite_heap(
         setup.options.soft_heap_limit_bytes,
         setup.options.hard_heap_limit_bytes,

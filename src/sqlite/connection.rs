@@ -204,6 +204,8 @@ pub fn factory(options: &ConnectionOptions) -> SqliteConnectionManager {
 /// reads the follower's copy through [`crate::sqlite::replica_vfs`]
 /// (registered here, once; should that fail, the open fails naming the VFS).
 fn target(options: &ConnectionOptions) -> PathBuf {
+    // First: the replica's VFS wraps the default one, which must be this.
+    let _ = crate::sqlite::memory_temp::register();
     match options.mode {
         FileMode::Replica => {
             let _ = crate::sqlite::replica_vfs::register();
@@ -303,14 +305,15 @@ enum Purpose {
 }
 
 /// PRAGMAs every connection gets; none of them writes the file.
-const READING_PRAGMAS: [(&str, &str); 4] = [
+///
+/// `temp_store` stays the default (files): sorts, DISTINCT, GROUP BY,
+/// window partitions and materialized subqueries spill to temporary files,
+/// which [`crate::sqlite::memory_temp`] keeps in SQLite's heap, under the
+/// hard heap ceiling (see `limit_sqlite_heap`), never on disk.
+const READING_PRAGMAS: [(&str, &str); 3] = [
     ("trusted_schema", "OFF"),
     ("cell_size_check", "ON"),
     ("mmap_size", "0"),
-    // Sorts, DISTINCT, GROUP BY, window partitions and materialized
-    // subqueries live in memory, under the hard heap ceiling, instead of
-    // in temporary files nothing would bound (see `limit_sqlite_heap`).
-    ("temp_store", "MEMORY"),
 ];
 
 /// Prepares a connection SQLite just opened. Hardening first: it does not
@@ -365,7 +368,7 @@ fn set_up(
     }
     let cache_kib = match purpose {
         Purpose::Probe => 1024,
-        Purpose::Pool => options.cache_kib,
+        Purpose::Pool => crate::sqlite::page_cache::cache_size_kib(options.cache_kib),
     };
     if cache_kib > 0 {
         // Negative: a size in KiB rather than a number of pages.

@@ -8,6 +8,8 @@
 //!   safe entry point for untrusted SQL's tables.
 //! - [`bounded_functions`]: SQLite built-ins replaced so no single call runs unbounded.
 //! - [`replica_vfs`]: the VFS a replica reads its follower's copy through.
+//! - [`page_cache`]: a worker's page cache sized apart from its sorter's runs.
+//! - [`memory_temp`]: the default VFS, which keeps temporary files in SQLite's heap.
 //! - [`copy_gate`]: whether a replica's copy may be read (its follower runs).
 //! - [`file_fault`]: what can be wrong with the database file.
 //! - [`health`]: the database file's identity, corruption and writability, shared.
@@ -19,5 +21,7 @@ pub mod connection;
 pub mod copy_gate;
 pub mod file_fault;
 pub mod health;
+pub mod memory_temp;
 pub mod migrations;
+pub mod page_cache;
 pub mod replica_vfs;

@@ -676,7 +676,52 @@ async fn a_row_of_huge_values_is_cut_to_the_byte_budget_while_it_is_read() {
 }
 
 #[tokio::test]
-async fn a_sort_larger_than_the_page_cache_runs_in_memory() {
+async fn a_sort_past_the_heap_ceiling_is_refused_as_out_of_memory_naming_the_variable() {
+    // Its runs spill to temporary files, which live in SQLite's heap: the
+    // ceiling counts them, and the refusal is SQLite's out-of-memory, not
+    // an I/O error.
+    let mut db = TestDb::new();
+    db.config.hard_heap_limit_bytes = 16 * 1024 * 1024;
+    let engine = engine(&db);
+    let err = engine
+        .query(
+            request(
+                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c LIMIT 200000) \
+                 SELECT count(*) FROM (SELECT hex(randomblob(100)) AS k FROM c ORDER BY k)",
+            ),
+            &JsonRows,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueryError::Limit { code, .. } if code.kind == rusqlite::ErrorCode::OutOfMemory
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("EROS_DB_HARD_HEAP_LIMIT_MIB"),
+        "{err}"
+    );
+    // The control: the same sort of a tenth the rows fits.
+    let out = engine
+        .query(
+            request(
+                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c LIMIT 20000) \
+                 SELECT count(*) FROM (SELECT hex(randomblob(100)) AS k FROM c ORDER BY k)",
+            ),
+            &JsonRows,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.rows, vec![vec![Cell::Integer(20000)]]);
+}
+
+#[tokio::test]
+async fn a_sort_larger_than_the_page_cache_spills_to_temporary_files_in_memory() {
     let db = TestDb::new();
     let engine = engine(&db);
     // Far more than the page cache holds: SQLite's sorter would spill.
@@ -691,9 +736,11 @@ async fn a_sort_larger_than_the_page_cache_runs_in_memory() {
         .await
         .unwrap();
     assert_eq!(out.rows, vec![vec![Cell::Integer(300000)]]);
-    // Temporary storage in memory (2), on a connection opened as every
-    // worker opens its own; tests/statements/hostile_load.rs watches the binary's
-    // TMPDIR too.
+    // Temporary storage in files (0, the default), so the sorter sorts runs
+    // of the cache's size and merges them, on a connection opened as every
+    // worker opens its own. The files are memory (src/sqlite/memory_temp.rs
+    // tests that with a control); tests/statements/hostile_load.rs watches
+    // the binary's TMPDIR.
     let conn = engine.pool().open_local().unwrap();
     let temp_store: i64 = conn
         .with_access(eros_mcp::sqlite::access::Access::Trusted, |c| {
@@ -701,7 +748,7 @@ async fn a_sort_larger_than_the_page_cache_runs_in_memory() {
         })
         .unwrap()
         .unwrap();
-    assert_eq!(temp_store, 2, "2 is MEMORY");
+    assert_eq!(temp_store, 0, "0 is the default: files");
 }
 
 #[tokio::test]
