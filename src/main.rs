@@ -236,12 +236,20 @@ fn init_logging(format: LogFormat, filter: &str, telemetry: Option<&Telemetry>) 
 }
 
 fn serve(config: Config, telemetry: Option<&Telemetry>) -> anyhow::Result<()> {
-    // One stdio client sends one stream of messages: a single-threaded
-    // runtime serves it without cross-thread wake-ups (database work still
-    // runs on blocking threads). HTTP serves many clients on every core.
-    let runtime = match config.mcp.transport {
-        Transport::Stdio => tokio::runtime::Builder::new_current_thread(),
-        Transport::Http => tokio::runtime::Builder::new_multi_thread(),
+    // Statements run in worker processes, so the runtime only moves
+    // messages: one thread (stdio always, HTTP by default) serves them
+    // without cross-thread wake-ups; EROS_MCP_HTTP_THREADS asks for more.
+    let mcp = config.mcp.layers();
+    let runtime = match (mcp.transport, mcp.http_threads) {
+        (Transport::Stdio, _) | (Transport::Http, 1) => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        (Transport::Http, 0) => tokio::runtime::Builder::new_multi_thread(),
+        (Transport::Http, threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
     }
     .enable_all()
     .build()

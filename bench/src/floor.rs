@@ -304,6 +304,13 @@ struct HttpServer {
 impl HttpServer {
     async fn start(plan: &FloorPlan, server: Server) -> Result<Self, LoadError> {
         let addr = format!("127.0.0.1:{}", plan.port);
+        // Another server on the port would be measured instead: refuse.
+        drop(
+            std::net::TcpListener::bind(&addr).map_err(|err| LoadError::Spawn {
+                command: plan.binary(server),
+                reason: format!("{addr} is taken ({err}); stop what listens there or pass --port"),
+            })?,
+        );
         let mut command = tokio::process::Command::new(plan.binary(server));
         command.arg("--db").arg(&plan.db);
         match server {
@@ -334,7 +341,13 @@ impl HttpServer {
             .id()
             .ok_or_else(|| spawn_error("exited at once".into()))?;
         let listening = Instant::now() + Duration::from_secs(30);
+        let mut child = child;
         while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(spawn_error(format!(
+                    "exited with {status} before listening"
+                )));
+            }
             if Instant::now() > listening {
                 return Err(spawn_error(format!("not listening on {addr} after 30 s")));
             }

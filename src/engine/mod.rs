@@ -12,6 +12,7 @@ mod cursor;
 mod deadlines;
 pub mod dictionary;
 mod error;
+mod exchange;
 pub mod host;
 mod page;
 mod read;
@@ -26,10 +27,11 @@ mod write;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::ErrorCode;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use cell::{Cell, Text};
 pub use commit_gate::{AlwaysCommit, CommitGate};
@@ -47,8 +49,6 @@ pub use wire_size::WireSize;
 pub use write::{ExecuteOutput, ExecuteRequest};
 
 use crate::policy::Restrictions;
-use crate::pool::frames::{self, Frame};
-use crate::pool::worker::WorkerProcess;
 use crate::pool::Pool;
 use crate::retry::RetryPolicy;
 
@@ -197,6 +197,10 @@ impl QueryEngine {
         let armed = self.deadlines.arm(self.limits.query_timeout);
         let watch = Arc::new(Watch::default());
         let seq = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let op_kind = match &op {
+            transfer::Op::Execute { .. } => OpKind::Write,
+            _ => OpKind::Read,
+        };
         let frame = transfer::call_frame(&transfer::Call {
             seq,
             limits: self.limits,
@@ -204,27 +208,59 @@ impl QueryEngine {
             restrictions: transfer::restrictions_for_call(restrictions),
             op,
         });
-        let mut job = self
-            .threads
-            .spawn({
+        // A read that finds a connection idle runs on a task of its own
+        // (no statement thread to wake); anything else waits on a thread.
+        let idle = match &op_kind {
+            OpKind::Read => self.pool.try_get(),
+            OpKind::Write => None,
+        };
+        let mut job = match idle {
+            Some(conn) => {
+                // The checkout, which took no wait: in traces as on a thread.
+                drop(tracing::info_span!(target: TRACE, "pool.checkout").entered());
+                let (tx, rx) = tokio::sync::oneshot::channel();
                 let pool = Arc::clone(&self.pool);
                 let watch = Arc::clone(&watch);
                 let overrunning = Arc::clone(&self.overrunning);
-                let deadline = armed.deadline();
-                // The call's span (traces on): the checkout and the
-                // statement become its children on this other thread.
-                let span = tracing::Span::current();
-                move || {
-                    let result = call_blocking(&pool, &watch, deadline, seq, frame, &*gate, &span);
-                    if watch.finish() {
-                        overrunning.fetch_sub(1, Ordering::Relaxed);
+                let execute = tracing::info_span!(target: TRACE, "sqlite.execute");
+                // Spawned, so that the exchange ends in step with the worker
+                // even if this call's future is dropped.
+                tokio::spawn(
+                    async move {
+                        let result =
+                            exchange::on_task(&pool, &watch, seq, frame, &*gate, conn).await;
+                        if watch.finish() {
+                            overrunning.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        let _ = tx.send(result);
                     }
-                    result
-                }
-            })
-            .map_err(|full| QueryError::Overloaded {
-                waiting: full.threads,
-            })?;
+                    .instrument(execute),
+                );
+                rx
+            }
+            None => self
+                .threads
+                .spawn({
+                    let pool = Arc::clone(&self.pool);
+                    let watch = Arc::clone(&watch);
+                    let overrunning = Arc::clone(&self.overrunning);
+                    let deadline = armed.deadline();
+                    // The call's span (traces on): the checkout and the
+                    // statement become its children on this other thread.
+                    let span = tracing::Span::current();
+                    move || {
+                        let result =
+                            exchange::on_thread(&pool, &watch, deadline, seq, frame, &*gate, &span);
+                        if watch.finish() {
+                            overrunning.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        result
+                    }
+                })
+                .map_err(|full| QueryError::Overloaded {
+                    waiting: full.threads,
+                })?,
+        };
         let never = CancellationToken::new();
         let cancel = cancel.unwrap_or(&never);
         let reason = tokio::select! {
@@ -350,129 +386,10 @@ impl QueryEngine {
     }
 }
 
-/// The blocking half of [`QueryEngine::call`]: checks out a worker within
-/// what is left of the deadline, sends it the call and waits for its reply,
-/// answering a write's question whether it may still commit.
-fn call_blocking(
-    pool: &Pool,
-    watch: &Watch,
-    deadline: Instant,
-    seq: u64,
-    frame: Frame,
-    gate: &dyn CommitGate,
-    span: &tracing::Span,
-) -> Result<transfer::Output, QueryError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() || watch.is_stopped() {
-        return Err(interrupted());
-    }
-    // A replica whose follower stopped serves nothing from its copy: the
-    // call is refused here, and its answer again below if the follower
-    // stopped while it read.
-    let admitted = pool.health().admit()?;
-    let checkout = tracing::info_span!(target: TRACE, parent: span, "pool.checkout").entered();
-    let mut conn = pool.get_timeout(pool.checkout_timeout().min(left))?;
-    drop(checkout);
-    // Prepare and step, in the worker process, and the rows' way back.
-    let _execute = tracing::info_span!(target: TRACE, parent: span, "sqlite.execute").entered();
-    let slot = conn.take_slot();
-    if !watch.start(conn.control(), seq, slot) {
-        return Err(interrupted());
-    }
-    let worker = conn.process();
-    let lost = |err: std::io::Error, worker: &WorkerProcess| {
-        if worker.control().was_killed() {
-            interrupted()
-        } else {
-            QueryError::Internal(format!(
-                "the worker process holding the connection exited before it answered ({err}); \
-                 {}",
-                if watch.is_committing() {
-                    "the write may or may not have been committed: check before sending it again"
-                } else {
-                    "nothing was committed"
-                }
-            ))
-        }
-    };
-    if let Err(err) = worker.send(frame) {
-        return Err(lost(err, worker));
-    }
-    // Why the commit gate refused the write, which then rolled back.
-    let mut refused = None;
-    loop {
-        let (kind, payload) = match worker.recv() {
-            Ok(frame) => frame,
-            Err(err) => return Err(lost(err, worker)),
-        };
-        match kind {
-            frames::kind::MAY_COMMIT => {
-                // The gate first: once the watch says committing, nothing
-                // may stop the write.
-                let granted = match gate.may_commit() {
-                    Ok(()) => watch.begin_commit(),
-                    Err(reason) => {
-                        refused = Some(reason);
-                        false
-                    }
-                };
-                let mut verdict = Frame::new(frames::kind::VERDICT);
-                verdict.payload().push(u8::from(granted));
-                if let Err(err) = worker.send(verdict) {
-                    return Err(lost(err, worker));
-                }
-            }
-            frames::kind::REPLY => {
-                let reply = match transfer::read_reply(payload) {
-                    Ok(reply) if reply.seq == seq => reply,
-                    Ok(reply) => {
-                        worker.set_broken();
-                        return Err(QueryError::Internal(format!(
-                            "a worker answered call {} while call {seq} was waiting",
-                            reply.seq
-                        )));
-                    }
-                    Err(why) => {
-                        worker.set_broken();
-                        return Err(QueryError::Internal(format!(
-                            "a worker's answer made no sense: {why}"
-                        )));
-                    }
-                };
-                if reply.unsettled {
-                    worker.set_broken();
-                }
-                if reply.rolled_back {
-                    conn.record_rollback();
-                }
-                for _ in 0..reply.retries {
-                    pool.record_retry();
-                }
-                match reply.write {
-                    Some(transfer::WriteEvent::Succeeded) => pool.health().write_succeeded(),
-                    Some(transfer::WriteEvent::Failed(fault)) => pool.health().write_failed(fault),
-                    None => {}
-                }
-                if let Err(QueryError::FileChanged(_)) = &reply.result {
-                    // Records the fault here too, for readiness.
-                    let _ = pool.health().verify_file();
-                }
-                if let (Some(reason), Err(_)) = (refused, &reply.result) {
-                    return Err(QueryError::NotRecorded(reason));
-                }
-                if let Some(admitted) = admitted {
-                    admitted.confirm()?;
-                }
-                return reply.result;
-            }
-            other => {
-                worker.set_broken();
-                return Err(QueryError::Internal(format!(
-                    "a worker sent a frame of unknown kind {other}"
-                )));
-            }
-        }
-    }
+/// Whether a call may commit (and so asks the commit gate, which may block).
+enum OpKind {
+    Read,
+    Write,
 }
 
 /// A worker answered a call with another call's kind of output.

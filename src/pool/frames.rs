@@ -71,6 +71,12 @@ impl Frame {
         Ok(self.bytes)
     }
 
+    /// The frame's bytes, header written, to be sent by the caller.
+    pub fn into_bytes(mut self) -> io::Result<Vec<u8>> {
+        self.finish()?;
+        Ok(self.bytes)
+    }
+
     /// Writes the frame whole.
     pub fn send(mut self, to: &mut impl Write) -> io::Result<()> {
         self.finish()?;

@@ -23,6 +23,7 @@ mod manager;
 mod observer;
 mod settings;
 mod slots;
+pub mod socket;
 pub mod worker;
 
 use std::sync::{Arc, Mutex};

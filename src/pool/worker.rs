@@ -14,7 +14,7 @@
 //! what travels on the socket is the engine's (`engine::transfer`, in
 //! [`super::frames`]), and the worker's own loop is `engine::host`.
 
-use std::io::{self, BufReader};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -24,8 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::frames::{self, Frame};
+use super::frames::Frame;
 use super::heap::{HeapSlot, HEAP_FD};
+use super::socket::WorkerSocket;
 
 /// The first argument that makes the program a worker.
 pub const WORKER_ARG: &str = "__eros-worker";
@@ -137,8 +138,7 @@ impl WorkerControl {
 /// A running worker and its socket.
 #[derive(Debug)]
 pub struct WorkerProcess {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    socket: WorkerSocket,
     control: Arc<WorkerControl>,
     /// The socket failed or the stream is out of step: never used again.
     broken: bool,
@@ -215,36 +215,45 @@ impl WorkerProcess {
             within,
             source,
         };
-        let writer = ours.try_clone().map_err(start_failed)?;
         let mut worker = Self {
-            reader: BufReader::with_capacity(64 * 1024, ours),
-            writer,
+            socket: WorkerSocket::new(ours).map_err(start_failed)?,
             control,
             broken: false,
             heap_slot: heap.map(|(_, slot)| slot),
             reaper,
         };
-        worker
-            .writer
-            .set_read_timeout(Some(within))
-            .map_err(start_failed)?;
-        setup.send(&mut worker.writer).map_err(handshake_failed)?;
-        let first = worker.recv().map_err(handshake_failed)?;
-        worker.writer.set_read_timeout(None).map_err(start_failed)?;
+        worker.send(setup).map_err(handshake_failed)?;
+        let first = worker
+            .socket
+            .recv_within(within)
+            .inspect_err(|_| worker.broken = true)
+            .map_err(handshake_failed)?;
         Ok((worker, first))
     }
 
     /// Sends one frame.
     pub fn send(&mut self, frame: Frame) -> io::Result<()> {
-        frame
-            .send(&mut self.writer)
-            .inspect_err(|_| self.broken = true)
+        self.socket.send(frame).inspect_err(|_| self.broken = true)
     }
 
     /// Waits for the worker's next frame. An error (the worker exited or
     /// was killed) leaves the worker broken.
     pub fn recv(&mut self) -> io::Result<(u8, Vec<u8>)> {
-        frames::read(&mut self.reader).inspect_err(|_| self.broken = true)
+        self.socket.recv().inspect_err(|_| self.broken = true)
+    }
+
+    /// [`Self::send`] from an async task.
+    pub async fn send_async(&mut self, frame: Frame) -> io::Result<()> {
+        let sent = self.socket.send_async(frame).await;
+        self.broken |= sent.is_err();
+        sent
+    }
+
+    /// [`Self::recv`] from an async task.
+    pub async fn recv_async(&mut self) -> io::Result<(u8, Vec<u8>)> {
+        let frame = self.socket.recv_async().await;
+        self.broken |= frame.is_err();
+        frame
     }
 
     /// The handle that interrupts or kills this worker from elsewhere.
@@ -270,7 +279,7 @@ impl Drop for WorkerProcess {
         // is not idle (broken, killed, stuck) is killed now. The reaper
         // waits for it, so whoever drops a worker (a call returning its
         // connection) does not.
-        let _ = self.writer.shutdown(std::net::Shutdown::Both);
+        let _ = self.socket.stream().shutdown(std::net::Shutdown::Both);
         if self.broken || self.control.was_killed() {
             self.control.kill();
         }

@@ -134,7 +134,7 @@ mod tests {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "sqlite::page_cache::tests::child", "--nocapture"])
             .env(
-                "EROS_PAGE_CACHE_CHILD",
+                "PAGE_CACHE_TEST_CHILD",
                 if install_wrapper { "wrap" } else { "plain" },
             )
             .output()
@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn child() {
-        let Ok(mode) = std::env::var("EROS_PAGE_CACHE_CHILD") else {
+        let Ok(mode) = std::env::var("PAGE_CACHE_TEST_CHILD") else {
             return; // only ever run by `child_cache_kib`
         };
         if mode == "wrap" {

@@ -1,0 +1,348 @@
+//! The server's end of a worker's socket: whole frames in and out, either
+//! from a statement thread (blocking) or from an async task (on the
+//! runtime's reactor, with no thread in between).
+//!
+//! The socket is in non-blocking mode once the worker has started. A
+//! blocking caller waits in `poll(2)`; an async one registers the socket
+//! with the reactor for the one exchange (`AsyncFd`) and waits there. Why
+//! both: a call that finds an idle connection is served from its own task,
+//! which saves the two thread hand-offs a call used to pay (the statement
+//! thread woken, then the runtime woken back); a call that must wait for a
+//! connection still waits on a statement thread, as r2d2's checkout blocks.
+//!
+//! A frame is read as far as the socket has it and finished on the next
+//! readiness, so neither kind of caller ever blocks mid-frame on the
+//! other's terms; a large payload is read straight into its own buffer.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::frames::{Frame, HEADER_BYTES, MAX_PAYLOAD};
+
+/// Bytes read from the socket at a time when no frame is under way.
+const INBOX_BYTES: usize = 64 * 1024;
+
+/// A frame whose header has been read and whose payload is arriving.
+struct Incoming {
+    kind: u8,
+    len: usize,
+    payload: Vec<u8>,
+}
+
+/// One end of a worker's socket, framed.
+pub struct WorkerSocket {
+    /// The socket's registration with the reactor of the runtime that
+    /// first used it asynchronously; dropped (deregistered) before the
+    /// socket closes, as fields drop in order.
+    reactor: Option<AsyncFd<Descriptor>>,
+    framed: Framed,
+}
+
+/// The socket and the bytes read from it.
+struct Framed {
+    stream: UnixStream,
+    /// Bytes read but not yet taken: `inbox[start..end]`.
+    inbox: Box<[u8]>,
+    start: usize,
+    end: usize,
+    incoming: Option<Incoming>,
+}
+
+impl std::fmt::Debug for WorkerSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSocket")
+            .field("fd", &self.framed.stream.as_raw_fd())
+            .field("registered", &self.reactor.is_some())
+            .finish()
+    }
+}
+
+impl WorkerSocket {
+    /// Wraps a connected socket, which is put in non-blocking mode.
+    pub fn new(stream: UnixStream) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        Ok(Self {
+            reactor: None,
+            framed: Framed {
+                stream,
+                inbox: vec![0; INBOX_BYTES].into_boxed_slice(),
+                start: 0,
+                end: 0,
+                incoming: None,
+            },
+        })
+    }
+
+    pub fn stream(&self) -> &UnixStream {
+        &self.framed.stream
+    }
+
+    /// Sends `frame`, waiting in `poll(2)` while the socket is full.
+    pub fn send(&mut self, frame: Frame) -> io::Result<()> {
+        let stream = &self.framed.stream;
+        let bytes = frame.into_bytes()?;
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match { stream }.write(&bytes[sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    wait(stream.as_raw_fd(), libc::POLLOUT)?
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame, waiting in `poll(2)` until it is whole.
+    pub fn recv(&mut self) -> io::Result<(u8, Vec<u8>)> {
+        loop {
+            if let Some(frame) = self.framed.try_frame()? {
+                return Ok(frame);
+            }
+            wait(self.framed.stream.as_raw_fd(), libc::POLLIN)?;
+        }
+    }
+
+    /// The next frame if it is whole within `within` (`TimedOut` if not).
+    pub fn recv_within(&mut self, within: std::time::Duration) -> io::Result<(u8, Vec<u8>)> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(frame) = self.framed.try_frame()? {
+                return Ok(frame);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let millis = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+            let fd = self.framed.stream.as_raw_fd();
+            if left.is_zero() || !wait_at_most(fd, libc::POLLIN, millis)? {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+    }
+
+    /// The socket's registration with the current runtime's reactor, made
+    /// on first use (call inside a Tokio runtime).
+    fn reactor<'a>(
+        reactor: &'a mut Option<AsyncFd<Descriptor>>,
+        stream: &UnixStream,
+    ) -> io::Result<&'a AsyncFd<Descriptor>> {
+        if reactor.is_none() {
+            let fd = Descriptor(stream.as_raw_fd());
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            // SAFETY: the descriptor stays open and the same for as long as
+            // the registration lives: both are this socket's, and the
+            // registration is dropped first.
+            let registered = unsafe { AsyncFd::register_with_interest(fd, interest) }
+                .map_err(io::Error::from)?;
+            *reactor = Some(registered);
+        }
+        Ok(reactor.as_ref().expect("registered above"))
+    }
+
+    /// Sends `frame`, waiting on the reactor while the socket is full.
+    pub async fn send_async(&mut self, frame: Frame) -> io::Result<()> {
+        let stream = &self.framed.stream;
+        let reactor = Self::reactor(&mut self.reactor, stream)?;
+        let bytes = frame.into_bytes()?;
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match { stream }.write(&bytes[sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    reactor.writable().await?.clear_ready();
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame, waiting on the reactor until it is whole.
+    pub async fn recv_async(&mut self) -> io::Result<(u8, Vec<u8>)> {
+        let reactor = Self::reactor(&mut self.reactor, &self.framed.stream)?;
+        loop {
+            if let Some(frame) = self.framed.try_frame()? {
+                return Ok(frame);
+            }
+            // Cleared only if no event came since the guard's: a frame that
+            // arrived meanwhile is read on the next turn.
+            reactor.readable().await?.clear_ready();
+        }
+    }
+}
+
+impl Framed {
+    /// Reads what the socket has; a whole frame if that completes one.
+    fn try_frame(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
+        loop {
+            if let Some(incoming) = &mut self.incoming {
+                if incoming.payload.len() == incoming.len {
+                    let Incoming { kind, payload, .. } = self.incoming.take().expect("checked");
+                    return Ok(Some((kind, payload)));
+                }
+                // Straight into the payload's own (unzeroed) capacity; only
+                // as much as the frame still lacks.
+                let lacking = (incoming.len - incoming.payload.len()) as u64;
+                match (&self.stream)
+                    .take(lacking)
+                    .read_to_end(&mut incoming.payload)
+                {
+                    Ok(_) if incoming.payload.len() < incoming.len => {
+                        return Err(io::ErrorKind::UnexpectedEof.into())
+                    }
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+                continue;
+            }
+            if self.end - self.start >= HEADER_BYTES {
+                let header = &self.inbox[self.start..self.start + HEADER_BYTES];
+                let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+                if len > MAX_PAYLOAD {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("a frame announced {len} bytes, more than {MAX_PAYLOAD}"),
+                    ));
+                }
+                let kind = header[4];
+                self.start += HEADER_BYTES;
+                let here = len.min(self.end - self.start);
+                let mut payload = Vec::with_capacity(len);
+                payload.extend_from_slice(&self.inbox[self.start..self.start + here]);
+                self.start += here;
+                self.incoming = Some(Incoming { kind, len, payload });
+                continue;
+            }
+            // Keep the partial header at the front, then read on after it.
+            self.inbox.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            match (&self.stream).read(&mut self.inbox[self.end..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.end += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+/// The socket's descriptor, borrowed for a reactor registration (the
+/// socket owns and closes it).
+pub struct Descriptor(RawFd);
+
+impl AsRawFd for Descriptor {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Waits in `poll(2)` until `fd` has `events` (or an error or hang-up,
+/// which the next read or write reports). No timeout: the watch kills a
+/// worker that overruns, which closes its end.
+fn wait(fd: RawFd, events: libc::c_short) -> io::Result<()> {
+    wait_at_most(fd, events, -1).map(|_| ())
+}
+
+/// As [`wait`], for at most `millis` (-1: no limit); false if it passed.
+fn wait_at_most(fd: RawFd, events: libc::c_short, millis: libc::c_int) -> io::Result<bool> {
+    let mut poll = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut poll, 1, millis) } {
+            n if n > 0 => return Ok(true),
+            0 => return Ok(false),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::frames::read;
+
+    fn pair() -> (WorkerSocket, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        (WorkerSocket::new(ours).unwrap(), theirs)
+    }
+
+    fn frame(kind: u8, payload: &[u8]) -> Frame {
+        let mut frame = Frame::new(kind);
+        frame.payload().extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn frames_sent_back_to_back_are_read_one_at_a_time() {
+        let (mut socket, mut theirs) = pair();
+        frame(4, b"first").send(&mut theirs).unwrap();
+        frame(5, b"").send(&mut theirs).unwrap();
+        assert_eq!(socket.recv().unwrap(), (4, b"first".to_vec()));
+        assert_eq!(socket.recv().unwrap(), (5, Vec::new()));
+        assert!(socket.framed.try_frame().unwrap().is_none(), "nothing more");
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_socket_buffer_arrives_whole_while_it_is_written() {
+        let (mut socket, mut theirs) = pair();
+        let big: Vec<u8> = (0..3_000_000).map(|i| (i % 253) as u8).collect();
+        let sent = big.clone();
+        let writer = std::thread::spawn(move || frame(4, &sent).send(&mut theirs).unwrap());
+        assert_eq!(socket.recv().unwrap(), (4, big));
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_frame_cut_short_by_the_peer_is_an_error_not_a_frame() {
+        let (mut socket, mut theirs) = pair();
+        theirs.write_all(&10u32.to_le_bytes()).unwrap();
+        theirs.write_all(&[4, b'a', b'b']).unwrap();
+        drop(theirs);
+        let err = socket.recv().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_large_frame_is_sent_whole_to_a_slow_reader() {
+        let (mut socket, mut theirs) = pair();
+        let big = vec![7u8; 3_000_000];
+        let reader = std::thread::spawn(move || read(&mut theirs).unwrap());
+        socket.send(frame(3, &big)).unwrap();
+        assert_eq!(reader.join().unwrap(), (3, big));
+    }
+
+    #[tokio::test]
+    async fn the_async_half_reads_and_writes_the_same_frames() {
+        let (mut socket, theirs) = pair();
+        let echo = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            let (kind, payload) = read(&mut theirs).unwrap();
+            frame(kind + 1, &payload).send(&mut theirs).unwrap();
+        });
+        let big = vec![9u8; 2_000_000];
+        socket.send_async(frame(3, &big)).await.unwrap();
+        assert_eq!(socket.recv_async().await.unwrap(), (4, big));
+        echo.join().unwrap();
+    }
+}
