@@ -224,15 +224,19 @@ pub(super) async fn on_task(
     let Some(mut exchange) = Exchange::begin(pool, watch, seq, gate, admitted, &mut conn) else {
         return Err(interrupted());
     };
+    let registration = match conn.process().register() {
+        Ok(registration) => registration,
+        Err(err) => return Err(exchange.lost(err, conn.process())),
+    };
     let mut outgoing = Some(frame);
     loop {
         let worker = conn.process();
         if let Some(frame) = outgoing.take() {
-            if let Err(err) = worker.send_async(frame).await {
+            if let Err(err) = worker.send_async(&registration, frame).await {
                 return Err(exchange.lost(err, worker));
             }
         }
-        let (kind, payload) = match worker.recv_async().await {
+        let (kind, payload) = match worker.recv_async(&registration).await {
             Ok(frame) => frame,
             Err(err) => return Err(exchange.lost(err, worker)),
         };

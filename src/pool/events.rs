@@ -140,6 +140,7 @@ mod tests {
         PoolEvents::new(
             Arc::new(Shared::new(
                 8,
+                0,
                 Arc::new(NoObserver),
                 crate::sqlite::health::DatabaseHealth::unwatched(std::path::Path::new("t.db")),
             )),

@@ -1,11 +1,13 @@
 //! The background maintenance thread: every interval it runs
-//! [`Pool::run_maintenance`]. It holds only a weak reference, so it never
-//! keeps the pool alive, and it stops when told to or when the pool is gone.
+//! [`Pool::run_maintenance`], and in between lets go of spare worker
+//! processes past their linger ([`super::spares`]). It holds only a weak
+//! reference, so it never keeps the pool alive, and it stops when told to
+//! or when the pool is gone.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Weak;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Pool;
 
@@ -19,13 +21,23 @@ impl Maintenance {
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("eros-pool-maintenance".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => match pool.upgrade() {
-                        Some(pool) => pool.run_maintenance(),
-                        None => return,
-                    },
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            .spawn(move || {
+                let mut next = Instant::now() + interval;
+                loop {
+                    let wait = next
+                        .saturating_duration_since(Instant::now())
+                        .min(super::spares::LINGER);
+                    match stopped.recv_timeout(wait) {
+                        Err(RecvTimeoutError::Timeout) => match pool.upgrade() {
+                            Some(pool) if Instant::now() >= next => {
+                                pool.run_maintenance();
+                                next = Instant::now() + interval;
+                            }
+                            Some(pool) => pool.prune_spares(),
+                            None => return,
+                        },
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                    }
                 }
             })
             .expect("spawn the pool maintenance thread");

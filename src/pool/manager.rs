@@ -22,6 +22,7 @@ use super::frames::{kind, Frame};
 use super::heap::SharedHeap;
 use super::observer::PoolObserver;
 use super::settings::PoolSettings;
+use super::spares::{Spare, Spares};
 use super::worker::{Reaper, WorkerControl, WorkerProcess};
 use crate::retry::RetryPolicy;
 use crate::sqlite::connection::{ConnectError, ConnectionOptions};
@@ -97,10 +98,19 @@ pub(crate) struct Shared {
     pub health: DatabaseHealth,
     /// When a checkout last timed out.
     pub last_checkout_timeout: Mutex<Option<Instant>>,
+    /// Worker processes of overflow connections just closed.
+    pub spares: Spares,
 }
 
 impl Shared {
-    pub fn new(pool_size: u32, observer: Arc<dyn PoolObserver>, health: DatabaseHealth) -> Self {
+    /// `max_spares`: worker processes kept after their overflow connection
+    /// closed (see [`super::spares`]), at most `max_overflow`.
+    pub fn new(
+        pool_size: u32,
+        max_spares: usize,
+        observer: Arc<dyn PoolObserver>,
+        health: DatabaseHealth,
+    ) -> Self {
         Self {
             health,
             counters: PoolCounters::default(),
@@ -110,6 +120,7 @@ impl Shared {
             last_connect_failure: Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
             last_checkout_timeout: Mutex::new(None),
+            spares: Spares::new(max_spares),
         }
     }
 }
@@ -118,7 +129,8 @@ impl Shared {
 /// ([`super::worker`]), with its birth and expiry. Statements reach it
 /// through [`Worker::process`]; the engine speaks to it.
 pub struct Worker {
-    process: WorkerProcess,
+    /// Always present, except after it was shelved as a spare on return.
+    process: Option<WorkerProcess>,
     born: Instant,
     expires_at: Instant,
     shared: Arc<Shared>,
@@ -136,12 +148,17 @@ impl Worker {
 
     /// The worker process and its socket.
     pub fn process(&mut self) -> &mut WorkerProcess {
-        &mut self.process
+        self.process
+            .as_mut()
+            .expect("a pooled connection has its worker")
     }
 
     /// The handle that interrupts or kills the worker from another thread.
     pub fn control(&self) -> &Arc<WorkerControl> {
-        self.process.control()
+        self.process
+            .as_ref()
+            .expect("a pooled connection has its worker")
+            .control()
     }
 
     /// Has the worker checkpoint the WAL into the file its connection
@@ -161,8 +178,8 @@ impl Worker {
                 )),
             )
         };
-        self.process.send(frame).map_err(lost)?;
-        let (kind, payload) = self.process.recv().map_err(lost)?;
+        self.process().send(frame).map_err(lost)?;
+        let (kind, payload) = self.process().recv().map_err(lost)?;
         let outcome: Checkpointed = if kind == kind::CHECKPOINTED {
             serde_json::from_slice(&payload)
                 .unwrap_or_else(|err| Err((rusqlite::ffi::SQLITE_ERROR, err.to_string())))
@@ -327,6 +344,19 @@ impl r2d2::ManageConnection for SqliteManager {
     fn connect(&self) -> Result<Worker, ConnectionFault> {
         let counters = &self.shared.counters;
         let started = Instant::now();
+        if let Some(spare) = self.shared.spares.take() {
+            self.shared.observer.connection_opened(started.elapsed());
+            PoolCounters::bump(&counters.created);
+            counters.open.fetch_add(1, Relaxed);
+            return Ok(Worker {
+                process: Some(spare.process),
+                born: spare.born,
+                expires_at: spare.expires_at,
+                shared: Arc::clone(&self.shared),
+                file: spare.file,
+                retired: false,
+            });
+        }
         let opened = self.retry.run(
             ConnectError::is_transient,
             |_| PoolCounters::bump(&counters.retries),
@@ -343,7 +373,7 @@ impl r2d2::ManageConnection for SqliteManager {
                 *self.shared.last_connect_failure.lock().unwrap() = None;
                 let born = Instant::now();
                 Ok(Worker {
-                    process,
+                    process: Some(process),
                     born,
                     expires_at: self.expiry(born),
                     shared: Arc::clone(&self.shared),
@@ -368,7 +398,7 @@ impl r2d2::ManageConnection for SqliteManager {
             PoolCounters::bump(&self.shared.counters.recycled);
             return Err(ConnectionFault::Superseded);
         }
-        if self.health_check && (!conn.process.is_usable() || conn.control().has_exited()) {
+        if self.health_check && (!conn.process().is_usable() || conn.control().has_exited()) {
             PoolCounters::bump(&self.shared.counters.health_check_failures);
             return Err(ConnectionFault::WorkerGone);
         }
@@ -384,7 +414,7 @@ impl r2d2::ManageConnection for SqliteManager {
         // A worker puts its own connection back at rest after each call
         // (rolling back what a call left open) and is marked broken when
         // it cannot; a killed one is gone.
-        if closing || !conn.process.is_usable() {
+        if closing || !conn.process().is_usable() {
             conn.retire();
             return true;
         }
@@ -401,6 +431,15 @@ impl r2d2::ManageConnection for SqliteManager {
         if idle_including_this > self.shared.pool_size {
             PoolCounters::bump(&counters.overflow_closed);
             conn.retire();
+            if let Some(process) = conn.process.take() {
+                self.shared.spares.shelve(Spare {
+                    process,
+                    born: conn.born,
+                    expires_at: conn.expires_at,
+                    file: conn.file,
+                    shelved: Instant::now(),
+                });
+            }
             return true;
         }
         false

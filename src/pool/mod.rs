@@ -24,6 +24,7 @@ mod observer;
 mod settings;
 mod slots;
 pub mod socket;
+mod spares;
 pub mod worker;
 
 use std::sync::{Arc, Mutex};
@@ -221,7 +222,12 @@ impl Pool {
             connection.create = false;
             connection.identity = Some(identity);
         }
-        let shared = Arc::new(Shared::new(settings.pool_size, observer, health));
+        let shared = Arc::new(Shared::new(
+            settings.pool_size,
+            settings.max_overflow as usize,
+            observer,
+            health,
+        ));
         let workers = settings.max_connections() + settings.abandoned_reserve();
         let heap = match heap::SharedHeap::new(connection.hard_heap_limit_bytes, workers as usize) {
             Ok(heap) => Some(heap),
@@ -458,6 +464,11 @@ impl Pool {
         }
     }
 
+    /// Lets go of spare worker processes past their linger.
+    pub fn prune_spares(&self) {
+        self.shared.spares.prune();
+    }
+
     /// One maintenance pass: checks the database file is still the one
     /// opened (a fault is recorded and logged even when no call comes),
     /// checks every idle connection (age, health) by checking it out, trims
@@ -466,6 +477,7 @@ impl Pool {
     /// at once (no connection may open on another file) and is counted in
     /// `connections_failed`, which is what the operator's alert watches.
     pub fn run_maintenance(&self) {
+        self.shared.spares.prune();
         let _ = self.shared.health.verify_file();
         events::MAINTENANCE.set(true);
         let idle = self.stats().available;
@@ -529,6 +541,7 @@ impl Pool {
         if let Some(maintenance) = self.maintenance.lock().unwrap().take() {
             maintenance.stop();
         }
+        self.shared.spares.clear();
         if !self.connection.mode.server_checkpoints() {
             self.shared
                 .closed

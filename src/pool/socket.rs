@@ -2,9 +2,9 @@
 //! from a statement thread (blocking) or from an async task (on the
 //! runtime's reactor, with no thread in between).
 //!
-//! The socket is in non-blocking mode once the worker has started. A
-//! blocking caller waits in `poll(2)`; an async one registers the socket
-//! with the reactor for the one exchange (`AsyncFd`) and waits there. Why
+//! The socket is in non-blocking mode. A blocking caller waits in
+//! `poll(2)`; an async one registers the socket with the reactor for the
+//! one exchange ([`Registration`]) and waits there. Why
 //! both: a call that finds an idle connection is served from its own task,
 //! which saves the two thread hand-offs a call used to pay (the statement
 //! thread woken, then the runtime woken back); a call that must wait for a
@@ -15,7 +15,7 @@
 //! other's terms; a large payload is read straight into its own buffer.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use tokio::io::unix::AsyncFd;
@@ -35,12 +35,14 @@ struct Incoming {
 
 /// One end of a worker's socket, framed.
 pub struct WorkerSocket {
-    /// The socket's registration with the reactor of the runtime that
-    /// first used it asynchronously; dropped (deregistered) before the
-    /// socket closes, as fields drop in order.
-    reactor: Option<AsyncFd<Descriptor>>,
     framed: Framed,
 }
+
+/// The socket registered with the current runtime's reactor, for one
+/// exchange: a descriptor of its own (a duplicate), so the registration
+/// never outlives what it watches, and a pool used from several runtimes
+/// (tests make one per call) never waits on a reactor that is gone.
+pub struct Registration(AsyncFd<OwnedFd>);
 
 /// The socket and the bytes read from it.
 struct Framed {
@@ -56,7 +58,6 @@ impl std::fmt::Debug for WorkerSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerSocket")
             .field("fd", &self.framed.stream.as_raw_fd())
-            .field("registered", &self.reactor.is_some())
             .finish()
     }
 }
@@ -66,7 +67,6 @@ impl WorkerSocket {
     pub fn new(stream: UnixStream) -> io::Result<Self> {
         stream.set_nonblocking(true)?;
         Ok(Self {
-            reactor: None,
             framed: Framed {
                 stream,
                 inbox: vec![0; INBOX_BYTES].into_boxed_slice(),
@@ -126,29 +126,26 @@ impl WorkerSocket {
         }
     }
 
-    /// The socket's registration with the current runtime's reactor, made
-    /// on first use (call inside a Tokio runtime).
-    fn reactor<'a>(
-        reactor: &'a mut Option<AsyncFd<Descriptor>>,
-        stream: &UnixStream,
-    ) -> io::Result<&'a AsyncFd<Descriptor>> {
-        if reactor.is_none() {
-            let fd = Descriptor(stream.as_raw_fd());
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            // SAFETY: the descriptor stays open and the same for as long as
-            // the registration lives: both are this socket's, and the
-            // registration is dropped first.
-            let registered = unsafe { AsyncFd::register_with_interest(fd, interest) }
-                .map_err(io::Error::from)?;
-            *reactor = Some(registered);
-        }
-        Ok(reactor.as_ref().expect("registered above"))
+    /// Registers the socket with the current runtime's reactor (call
+    /// inside a Tokio runtime) for [`Self::send_async`] and
+    /// [`Self::recv_async`].
+    pub fn register(&self) -> io::Result<Registration> {
+        let fd = OwnedFd::from(self.framed.stream.try_clone()?);
+        // SAFETY: the registration owns its descriptor, which therefore
+        // stays open and the same for as long as the registration lives.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+            .map(Registration)
+            .map_err(io::Error::from)
     }
 
     /// Sends `frame`, waiting on the reactor while the socket is full.
-    pub async fn send_async(&mut self, frame: Frame) -> io::Result<()> {
+    pub async fn send_async(
+        &mut self,
+        registration: &Registration,
+        frame: Frame,
+    ) -> io::Result<()> {
         let stream = &self.framed.stream;
-        let reactor = Self::reactor(&mut self.reactor, stream)?;
+        let reactor = &registration.0;
         let bytes = frame.into_bytes()?;
         let mut sent = 0;
         while sent < bytes.len() {
@@ -166,8 +163,8 @@ impl WorkerSocket {
     }
 
     /// The next frame, waiting on the reactor until it is whole.
-    pub async fn recv_async(&mut self) -> io::Result<(u8, Vec<u8>)> {
-        let reactor = Self::reactor(&mut self.reactor, &self.framed.stream)?;
+    pub async fn recv_async(&mut self, registration: &Registration) -> io::Result<(u8, Vec<u8>)> {
+        let reactor = &registration.0;
         loop {
             if let Some(frame) = self.framed.try_frame()? {
                 return Ok(frame);
@@ -235,16 +232,6 @@ impl Framed {
                 Err(err) => return Err(err),
             }
         }
-    }
-}
-
-/// The socket's descriptor, borrowed for a reactor registration (the
-/// socket owns and closes it).
-pub struct Descriptor(RawFd);
-
-impl AsRawFd for Descriptor {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
     }
 }
 
@@ -341,8 +328,12 @@ mod tests {
             frame(kind + 1, &payload).send(&mut theirs).unwrap();
         });
         let big = vec![9u8; 2_000_000];
-        socket.send_async(frame(3, &big)).await.unwrap();
-        assert_eq!(socket.recv_async().await.unwrap(), (4, big));
+        let registration = socket.register().unwrap();
+        socket
+            .send_async(&registration, frame(3, &big))
+            .await
+            .unwrap();
+        assert_eq!(socket.recv_async(&registration).await.unwrap(), (4, big));
         echo.join().unwrap();
     }
 }

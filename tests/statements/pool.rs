@@ -63,6 +63,37 @@ fn a_burst_grows_into_overflow_and_shrinks_back_to_pool_size() {
     assert_eq!(calm.connections_created, 15);
 }
 
+/// The worker processes of the connections checked out in a burst of 15.
+fn pids_of_a_burst(pool: &Pool) -> std::collections::BTreeSet<u32> {
+    let held: Vec<_> = (0..15).map(|_| pool.get().unwrap()).collect();
+    held.iter().map(|conn| conn.control().pid()).collect()
+}
+
+#[test]
+fn an_overflow_connection_reopened_at_once_reuses_the_closed_ones_worker_process() {
+    let db = TestDb::new();
+    let pool = db.warm_pool();
+    let first = pids_of_a_burst(&pool);
+    // QueuePool's counts: the five overflow connections closed...
+    assert_eq!(pool.stats().overflow_closed, 5);
+    let again = pids_of_a_burst(&pool);
+    // ...and five opened again, on the processes the closed ones left.
+    assert_eq!(pool.stats().connections_created, 20);
+    assert_eq!(
+        again, first,
+        "no worker process started for the second burst"
+    );
+    // The control: past the linger the spares are gone, and a burst starts
+    // processes again.
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = pids_of_a_burst(&pool);
+    assert_eq!(
+        later.difference(&first).count(),
+        5,
+        "five new worker processes after the linger"
+    );
+}
+
 #[test]
 fn concurrent_returns_keep_exactly_pool_size_connections() {
     let db = TestDb::new();
