@@ -4,7 +4,9 @@
 //!
 //! Each operation lives in its own file: [`read`] for `query`, [`schema`]
 //! for tables, DDL and query plans, [`write`] for `execute`. This file owns
-//! how a piece of blocking work is run.
+//! how a call is run: its deadline and cancellation here, its exchange with
+//! the worker in `exchange` (on a task when a read finds a connection idle,
+//! else on a statement thread, [`threads`]).
 
 mod cell;
 mod commit_gate;

@@ -11,7 +11,12 @@
 //! [`PoolSettings`] and the connection factory's
 //! [`ConnectionOptions`](crate::sqlite::connection::ConnectionOptions), nothing more.
 //!
-//! `Pool::get` blocks: call it from a blocking thread, never an async worker.
+//! Each connection is a worker process ([`worker`], its socket framed in
+//! [`socket`]); a closed overflow connection's process is kept a moment as
+//! a spare (`spares`).
+//!
+//! `Pool::get` blocks: call it from a blocking thread, never an async
+//! worker; `Pool::try_get` never waits.
 
 mod counters;
 mod events;
