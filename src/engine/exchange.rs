@@ -208,20 +208,24 @@ pub(super) fn on_thread(
     }
 }
 
-/// The call on an async task, on `conn`, a connection that was idle.
+/// The call on an async task, on `conn`, a connection that was idle,
+/// admitted (on a replica) before it was checked out.
 pub(super) async fn on_task(
     pool: &Pool,
     watch: &Watch,
     seq: u64,
     frame: Frame,
     gate: &dyn CommitGate,
-    mut conn: PooledConnection,
+    admitted: Option<Admission>,
+    conn: PooledConnection,
 ) -> Result<Output, QueryError> {
     if watch.is_stopped() {
         return Err(interrupted());
     }
-    let admitted = pool.health().admit()?;
-    let Some(mut exchange) = Exchange::begin(pool, watch, seq, gate, admitted, &mut conn) else {
+    let mut in_flight = InFlight(Some(conn));
+    let conn = in_flight.0.as_mut().expect("just set");
+    let Some(mut exchange) = Exchange::begin(pool, watch, seq, gate, admitted, conn) else {
+        in_flight.settle();
         return Err(interrupted());
     };
     let registration = match conn.process().register() {
@@ -240,9 +244,33 @@ pub(super) async fn on_task(
             Ok(frame) => frame,
             Err(err) => return Err(exchange.lost(err, worker)),
         };
-        match exchange.on_frame(&mut conn, kind, payload) {
+        match exchange.on_frame(conn, kind, payload) {
             Next::Send(frame) => outgoing = Some(frame),
-            Next::Done(result) => return result,
+            Next::Done(result) => {
+                drop(registration);
+                in_flight.settle();
+                return result;
+            }
+        }
+    }
+}
+
+/// A connection whose exchange is under way: if the task is dropped before
+/// the reply settles it (the runtime shutting down), its worker is out of
+/// step with the protocol and is never used again.
+struct InFlight(Option<PooledConnection>);
+
+impl InFlight {
+    /// The exchange ended in step: the connection goes back as it is.
+    fn settle(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(conn) = &mut self.0 {
+            conn.process().set_broken();
         }
     }
 }

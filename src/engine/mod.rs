@@ -212,12 +212,17 @@ impl QueryEngine {
         });
         // A read that finds a connection idle runs on a task of its own
         // (no statement thread to wake); anything else waits on a thread.
+        // A replica admits the call before the checkout, as on a thread;
+        // a refusal is reported by the thread path.
         let idle = match &op_kind {
-            OpKind::Read => self.pool.try_get(),
+            OpKind::Read => match self.pool.health().admit() {
+                Ok(admitted) => self.pool.try_checkout().map(|conn| (admitted, conn)),
+                Err(_) => None,
+            },
             OpKind::Write => None,
         };
         let mut job = match idle {
-            Some(conn) => {
+            Some((admitted, conn)) => {
                 // The checkout, which took no wait: in traces as on a thread.
                 drop(tracing::info_span!(target: TRACE, "pool.checkout").entered());
                 let (tx, rx) = tokio::sync::oneshot::channel();
@@ -230,7 +235,8 @@ impl QueryEngine {
                 tokio::spawn(
                     async move {
                         let result =
-                            exchange::on_task(&pool, &watch, seq, frame, &*gate, conn).await;
+                            exchange::on_task(&pool, &watch, seq, frame, &*gate, admitted, conn)
+                                .await;
                         if watch.finish() {
                             overrunning.fetch_sub(1, Ordering::Relaxed);
                         }

@@ -50,6 +50,16 @@ impl PoolEvents {
         }
     }
 
+    /// A checkout that took an idle connection without waiting
+    /// (`Pool::try_checkout`): r2d2 fires no event for it.
+    pub fn checked_out_at_once(&self) {
+        let in_use = self.shared.counters.in_use.load(Relaxed);
+        self.shared
+            .observer
+            .checkout_waited(std::time::Duration::ZERO);
+        self.watch_utilization(in_use);
+    }
+
     fn watch_utilization(&self, in_use: u64) {
         let now_ms = (self.epoch.elapsed().as_millis() as u64).max(1);
         if let Some(high_for_ms) = self.high_for_too_long(in_use, now_ms) {
@@ -88,6 +98,25 @@ impl PoolEvents {
                 .compare_exchange(last, now_ms, Relaxed, Relaxed)
                 .is_ok();
         claimed.then_some(now_ms - since)
+    }
+}
+
+/// r2d2 owns its event handler; the pool keeps the same events too.
+pub(crate) struct SharedEvents(pub Arc<PoolEvents>);
+
+impl std::fmt::Debug for SharedEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedEvents")
+    }
+}
+
+impl r2d2::HandleEvent for SharedEvents {
+    fn handle_checkout(&self, event: CheckoutEvent) {
+        self.0.handle_checkout(event);
+    }
+
+    fn handle_checkin(&self, event: CheckinEvent) {
+        self.0.handle_checkin(event);
     }
 }
 

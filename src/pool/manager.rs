@@ -223,7 +223,7 @@ impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
             .field("age", &self.age())
-            .field("pid", &self.control().pid())
+            .field("pid", &self.process.as_ref().map(|p| p.control().pid()))
             .finish_non_exhaustive()
     }
 }

@@ -45,7 +45,7 @@ pub use settings::PoolSettings;
 pub use slots::Slot;
 
 use counters::PoolCounters;
-use events::{PoolErrorLog, PoolEvents};
+use events::{PoolErrorLog, PoolEvents, SharedEvents};
 use maintenance::Maintenance;
 use manager::Shared;
 use slots::Slots;
@@ -175,6 +175,7 @@ pub fn worker_options(
 /// The QueuePool-style SQLite connection pool.
 pub struct Pool {
     inner: r2d2::Pool<SqliteManager>,
+    events: Arc<PoolEvents>,
     slots: Arc<Slots>,
     shared: Arc<Shared>,
     settings: PoolSettings,
@@ -254,6 +255,10 @@ impl Pool {
         );
         // r2d2 may open the abandoned reserve beyond the cap; the slots
         // keep what callers hold at the cap.
+        let events = Arc::new(PoolEvents::new(
+            Arc::clone(&shared),
+            settings.max_connections(),
+        ));
         let inner = r2d2::Pool::builder()
             .max_size(settings.max_connections() + settings.abandoned_reserve())
             .min_idle(Some(0))
@@ -261,14 +266,12 @@ impl Pool {
             .max_lifetime(None)
             .test_on_check_out(true)
             .connection_timeout(settings.checkout_timeout)
-            .event_handler(Box::new(PoolEvents::new(
-                Arc::clone(&shared),
-                settings.max_connections(),
-            )))
+            .event_handler(Box::new(SharedEvents(Arc::clone(&events))))
             .error_handler(Box::new(PoolErrorLog))
             .build_unchecked(manager);
         Ok(Self {
             inner,
+            events,
             slots: Slots::new(settings.max_connections()),
             shared,
             settings: settings.clone(),
@@ -418,6 +421,24 @@ impl Pool {
         })
     }
 
+    /// A call's checkout of an idle connection, without waiting or opening
+    /// one: `None` also while other checkouts wait (they were first), so a
+    /// stream of calls that never wait cannot starve one that does. Counted
+    /// as a checkout that waited nothing.
+    pub fn try_checkout(&self) -> Option<PooledConnection> {
+        let waiting = self
+            .shared
+            .counters
+            .waiters
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if waiting > 0 {
+            return None;
+        }
+        let conn = self.try_get()?;
+        self.events.checked_out_at_once();
+        Some(conn)
+    }
+
     /// r2d2's `try_get`, counted: unlike `get`, it fires no checkout event,
     /// but its return fires a checkin event like any other.
     fn take_idle(&self) -> Option<r2d2::PooledConnection<SqliteManager>> {
@@ -546,7 +567,7 @@ impl Pool {
         if let Some(maintenance) = self.maintenance.lock().unwrap().take() {
             maintenance.stop();
         }
-        self.shared.spares.clear();
+        self.shared.spares.close();
         if !self.connection.mode.server_checkpoints() {
             self.shared
                 .closed

@@ -42,16 +42,22 @@ impl Spare {
     }
 }
 
-/// At most `max` spares, newest last.
+/// At most `max` spares, newest last; none once the pool closes.
 pub struct Spares {
-    kept: Mutex<Vec<Spare>>,
+    kept: Mutex<Kept>,
     max: usize,
+}
+
+#[derive(Default)]
+struct Kept {
+    spares: Vec<Spare>,
+    closed: bool,
 }
 
 impl Spares {
     pub fn new(max: usize) -> Self {
         Self {
-            kept: Mutex::new(Vec::new()),
+            kept: Mutex::new(Kept::default()),
             max,
         }
     }
@@ -63,12 +69,16 @@ impl Spares {
         }
         let gone = {
             let mut kept = self.kept.lock().unwrap();
-            let mut gone = stale(&mut kept, Instant::now());
-            if kept.len() >= self.max {
-                gone.push(kept.remove(0));
+            if kept.closed {
+                vec![spare]
+            } else {
+                let mut gone = stale(&mut kept.spares, Instant::now());
+                if kept.spares.len() >= self.max {
+                    gone.push(kept.spares.remove(0));
+                }
+                kept.spares.push(spare);
+                gone
             }
-            kept.push(spare);
-            gone
         };
         // Dropped outside the lock: dropping a worker hands it to the reaper.
         drop(gone);
@@ -78,8 +88,8 @@ impl Spares {
     pub fn take(&self) -> Option<Spare> {
         let (taken, gone) = {
             let mut kept = self.kept.lock().unwrap();
-            let gone = stale(&mut kept, Instant::now());
-            (kept.pop(), gone)
+            let gone = stale(&mut kept.spares, Instant::now());
+            (kept.spares.pop(), gone)
         };
         drop(gone);
         taken
@@ -87,13 +97,17 @@ impl Spares {
 
     /// Lets go of spares older than [`LINGER`].
     pub fn prune(&self) {
-        let gone = stale(&mut self.kept.lock().unwrap(), Instant::now());
+        let gone = stale(&mut self.kept.lock().unwrap().spares, Instant::now());
         drop(gone);
     }
 
-    /// Lets go of every spare (the pool closes).
-    pub fn clear(&self) {
-        let gone = std::mem::take(&mut *self.kept.lock().unwrap());
+    /// Lets go of every spare and keeps none from now on (the pool closes).
+    pub fn close(&self) {
+        let gone = {
+            let mut kept = self.kept.lock().unwrap();
+            kept.closed = true;
+            std::mem::take(&mut kept.spares)
+        };
         drop(gone);
     }
 }

@@ -363,6 +363,12 @@ fn set_up(
         conn.pragma_update(None, pragma, value)
             .map_err(setup(pragma))?;
     }
+    if crate::sqlite::memory_temp::register().is_err() {
+        // Without the VFS, temporary files would go to disk unbounded:
+        // keep temporary data in memory, under the ceiling, the slow way.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(setup("temp_store"))?;
+    }
     if writes_file && options.mode == FileMode::Replicated {
         leave_checkpoints_to_litestream(conn).map_err(setup("wal_autocheckpoint"))?;
     }

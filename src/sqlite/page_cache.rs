@@ -35,6 +35,11 @@ pub fn install(cache_kib: u64) -> Result<(), String> {
     // SAFETY: before SQLite is initialized, in a single-threaded worker:
     // read the default page cache, then install the wrapper around it.
     unsafe {
+        if (*std::ptr::addr_of!(DEFAULT)).is_some() {
+            // Installed already: wrapping the wrapper would make it call itself.
+            PAGE_CACHE_KIB.store(cache_kib, Relaxed);
+            return Ok(());
+        }
         let mut methods: ffi::sqlite3_pcache_methods2 = std::mem::zeroed();
         if ffi::sqlite3_config(ffi::SQLITE_CONFIG_GETPCACHE2, &mut methods) != ffi::SQLITE_OK
             || methods.xCachesize.is_none()

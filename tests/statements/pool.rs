@@ -95,6 +95,39 @@ fn an_overflow_connection_reopened_at_once_reuses_the_closed_ones_worker_process
 }
 
 #[test]
+fn a_checkout_that_does_not_wait_never_takes_a_connection_from_one_that_waits() {
+    let mut db = TestDb::new();
+    db.config.pool_size = 1;
+    db.config.max_overflow = 0;
+    db.config.prewarm = 1;
+    let pool = db.warm_pool();
+    let held = pool.get().unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let waiter = {
+        let pool = Arc::clone(&pool);
+        std::thread::spawn(move || {
+            let conn = pool.get_timeout(Duration::from_secs(30));
+            // Held until the checks below are done.
+            let _ = released.recv();
+            conn.map(drop)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.stats().waiters == 0 {
+        assert!(Instant::now() < deadline, "the waiter never waited");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The connection comes back while the other checkout waits: it is the
+    // waiter's, even though this one asks before the waiter wakes.
+    drop(held);
+    assert!(pool.try_checkout().is_none());
+    release.send(()).unwrap();
+    waiter.join().unwrap().unwrap();
+    // The control: with nobody waiting, the idle connection is taken.
+    assert!(pool.try_checkout().is_some());
+}
+
+#[test]
 fn concurrent_returns_keep_exactly_pool_size_connections() {
     let db = TestDb::new();
     let pool = db.warm_pool();

@@ -438,9 +438,11 @@ async fn readiness_is_503_while_another_process_holds_the_write_lock_and_200_aft
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_statement_threads_are_refused_at_once_and_named() {
     // One connection, so four statement threads; a hundred calls may be in
-    // flight, so the threads are the bound that speaks. First come, first
-    // served: with fair shares on, calls wait for their turn in front of
-    // the pool holding no thread (tests/statements/fair_shares.rs).
+    // flight, so the threads are the bound that speaks. The call that finds
+    // the connection idle runs on a task of its own; four more wait for it
+    // on the threads, and the rest are refused. First come, first served:
+    // with fair shares on, calls wait for their turn in front of the pool
+    // holding no thread (tests/statements/fair_shares.rs).
     let db = TestDb::new().with_demo_data();
     let server = HttpServer::start_observed(
         db.path(),
@@ -477,7 +479,10 @@ async fn calls_beyond_the_statement_threads_are_refused_at_once_and_named() {
             );
         }
     }
-    assert!(refused >= 6, "only {refused} of 10 refused past 4 threads");
+    assert!(
+        refused >= 5,
+        "only {refused} of 10 refused past one connection and 4 threads"
+    );
     let result = call(&client, "query", json!({ "sql": "SELECT 1" })).await;
     assert_ne!(result.is_error, Some(true), "{}", text(&result));
 }
