@@ -83,19 +83,10 @@ impl WorkerSocket {
 
     /// Sends `frame`, waiting in `poll(2)` while the socket is full.
     pub fn send(&mut self, frame: Frame) -> io::Result<()> {
-        let stream = &self.framed.stream;
         let bytes = frame.into_bytes()?;
         let mut sent = 0;
-        while sent < bytes.len() {
-            match { stream }.write(&bytes[sent..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => sent += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    wait(stream.as_raw_fd(), libc::POLLOUT)?
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
+        while !self.framed.try_write(&bytes, &mut sent)? {
+            wait(self.framed.stream.as_raw_fd(), libc::POLLOUT)?;
         }
         Ok(())
     }
@@ -144,20 +135,10 @@ impl WorkerSocket {
         registration: &Registration,
         frame: Frame,
     ) -> io::Result<()> {
-        let stream = &self.framed.stream;
-        let reactor = &registration.0;
         let bytes = frame.into_bytes()?;
         let mut sent = 0;
-        while sent < bytes.len() {
-            match { stream }.write(&bytes[sent..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => sent += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    reactor.writable().await?.clear_ready();
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
+        while !self.framed.try_write(&bytes, &mut sent)? {
+            registration.0.writable().await?.clear_ready();
         }
         Ok(())
     }
@@ -177,6 +158,21 @@ impl WorkerSocket {
 }
 
 impl Framed {
+    /// Writes what the socket takes of `bytes[*sent..]`; true once all of
+    /// `bytes` is sent, false when the socket is full.
+    fn try_write(&self, bytes: &[u8], sent: &mut usize) -> io::Result<bool> {
+        while *sent < bytes.len() {
+            match (&self.stream).write(&bytes[*sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => *sent += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(true)
+    }
+
     /// Reads what the socket has; a whole frame if that completes one.
     fn try_frame(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
         loop {
