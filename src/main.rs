@@ -314,6 +314,9 @@ fn check_database(config: &DatabaseConfig) -> anyhow::Result<()> {
         })??;
         println!("quick_check = ok");
     }
+    // Serving opens one before it answers and the rest in the background;
+    // `check` opens them all, so one that cannot open fails here.
+    pool.prewarm()?;
     println!("pool_stats = {}", serde_json::to_string(&pool.stats())?);
     pool.close()?;
     Ok(())

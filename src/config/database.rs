@@ -42,8 +42,9 @@ settings! {
     checkout_timeout <- pool_timeout: Seconds = "30.0", AtLeast(0.001);
     /// Connections older than this are closed and replaced (recycled).
     connection_max_age <- conn_max_age: Seconds = "300", AtLeast(0.001);
-    /// Connections opened at startup and kept open as a minimum; when
-    /// unset, the default or the pool size if that is smaller.
+    /// Connections kept open as a minimum: one is opened before the server
+    /// answers, the rest in the background within a second; when unset, the
+    /// default or the pool size if that is smaller.
     prewarm <- pool_prewarm: Parsed<u32> = "3", "a whole number from 0 to EROS_DB_POOL_SIZE";
     /// Serve principals in turn when connections run short: each active principal may hold
     /// its share of them (a principal alone may hold all); `false` serves calls first come,

@@ -1,6 +1,8 @@
-//! The background maintenance thread: every interval it runs
-//! [`Pool::run_maintenance`], and in between lets go of spare worker
-//! processes past their linger ([`super::spares`]). It holds only a weak
+//! The background maintenance thread: at its first wake it opens the
+//! pre-warmed connections the pool was started without ([`Pool::open`] opens
+//! one before serving), every interval it runs [`Pool::run_maintenance`],
+//! and in between lets go of spare worker processes past their linger
+//! ([`super::spares`]). It holds only a weak
 //! reference, so it never keeps the pool alive, and it stops when told to
 //! or when the pool is gone.
 
@@ -23,15 +25,28 @@ impl Maintenance {
             .name("eros-pool-maintenance".into())
             .spawn(move || {
                 let mut next = Instant::now() + interval;
+                let mut warmed = false;
                 loop {
                     let wait = next
                         .saturating_duration_since(Instant::now())
                         .min(super::spares::LINGER);
                     match stopped.recv_timeout(wait) {
                         Err(RecvTimeoutError::Timeout) => match pool.upgrade() {
+                            // A pass restores the pre-warmed minimum too.
                             Some(pool) if Instant::now() >= next => {
                                 pool.run_maintenance();
                                 next = Instant::now() + interval;
+                                warmed = true;
+                            }
+                            Some(pool) if !warmed => {
+                                warmed = true;
+                                pool.prune_spares();
+                                if let Err(err) = pool.prewarm() {
+                                    tracing::warn!(
+                                        error = %err,
+                                        "could not open the pre-warmed connections"
+                                    );
+                                }
                             }
                             Some(pool) => pool.prune_spares(),
                             None => return,

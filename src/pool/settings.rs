@@ -18,7 +18,7 @@ pub struct PoolSettings {
     pub checkout_timeout: Duration,
     /// Connections older than this (less a little jitter) are recycled.
     pub connection_max_age: Duration,
-    /// Connections opened at startup and kept open as a minimum.
+    /// Connections kept open as a minimum (one opened before serving).
     pub prewarm: u32,
     /// Ping every connection on checkout.
     pub health_check: bool,

@@ -32,6 +32,31 @@ fn prewarm_opens_the_configured_connections_and_keeps_them_idle() {
 }
 
 #[test]
+fn an_opened_pool_serves_after_one_connection_and_opens_the_other_prewarmed_ones_in_the_background()
+{
+    let db = TestDb::new();
+    let pool = Pool::open(
+        &db.config.pool_settings(),
+        db.config.connection_options(),
+        Arc::new(eros_mcp::pool::NoObserver),
+    )
+    .unwrap();
+    // The control: all three opened before `open` returned would read 3.
+    assert_eq!(pool.stats().total_connections, 1, "{:?}", pool.stats());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.stats().total_connections < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.total_connections, stats.available),
+        (3, 3),
+        "{stats:?}"
+    );
+    assert_eq!(stats.connections_created, 3);
+}
+
+#[test]
 fn sequential_checkouts_reuse_connections_instead_of_growing_the_pool() {
     let db = TestDb::new();
     let pool = db.warm_pool();
