@@ -12,9 +12,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::observer::TransportObserver;
@@ -192,16 +191,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// axum middleware: 401 unless the request's token names a principal,
-/// which is handed on in the request's extensions.
-pub async fn authenticate(
-    State(auth): State<Authenticator>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// The 401 for a request whose token names no principal; otherwise the
+/// principal is handed on in the request's extensions (a step of the HTTP
+/// transport's gate).
+pub async fn authenticate(auth: &Authenticator, request: &mut Request) -> Option<Response> {
     let Some(token) = bearer(request.headers()) else {
         auth.observer.authentication_failed("missing_token");
-        return unauthorized(auth.challenge(None));
+        return Some(unauthorized(auth.challenge(None)));
     };
     match auth.principal(token).await {
         Ok(principal) => {
@@ -209,14 +205,14 @@ pub async fn authenticate(
             if let Some(gate) = request.extensions().get::<ConnectionGate>() {
                 gate.authenticated();
             }
-            // The token goes no further than this layer.
+            // The token goes no further than this step.
             request.headers_mut().remove(header::AUTHORIZATION);
             request.extensions_mut().insert(Arc::new(principal));
-            next.run(request).await
+            None
         }
         Err(reason) => {
             auth.observer.authentication_failed(reason);
-            unauthorized(auth.challenge(Some("invalid_token")))
+            Some(unauthorized(auth.challenge(Some("invalid_token"))))
         }
     }
 }
@@ -230,14 +226,10 @@ fn unauthorized(challenge: HeaderValue) -> Response {
         .into_response()
 }
 
-/// axum middleware, inside the one that reads the body: 403
-/// `insufficient_scope` for an operation the principal's scopes do not
-/// cover.
-pub async fn require_scope(
-    State(auth): State<Authenticator>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The 403 `insufficient_scope` for an operation the principal's scopes do
+/// not cover, once the body has said what it asks (a step of the HTTP
+/// transport's gate).
+pub fn scope_refusal(auth: &Authenticator, request: &Request) -> Option<Response> {
     let principal = request.extensions().get::<Arc<Principal>>();
     let operation = request.extensions().get::<Operation>();
     let missing = match (principal, operation) {
@@ -247,23 +239,23 @@ pub async fn require_scope(
             .map(|scope| (principal, operation, scope)),
         _ => None,
     };
-    let Some((principal, operation, scope)) = missing else {
-        return next.run(request).await;
-    };
+    let (principal, operation, scope) = missing?;
     auth.observer.scope_refused(principal, operation, &scope);
     let mut challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
     if let Some(oauth) = &auth.oauth {
         challenge.push_str(&format!(", resource_metadata=\"{}\"", oauth.metadata_url));
     }
-    (
-        StatusCode::FORBIDDEN,
-        [(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer")),
-        )],
-        "insufficient_scope",
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            [(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer")),
+            )],
+            "insufficient_scope",
+        )
+            .into_response(),
     )
-        .into_response()
 }
 
 #[cfg(test)]

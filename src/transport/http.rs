@@ -36,7 +36,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::accept::{self, ConnectionLimits};
-use super::auth::{authenticate, require_scope, Authenticator};
+use super::auth::{authenticate, scope_refusal, Authenticator};
 use super::observer::{Rejection, TransportObserver};
 use super::operation::Operation;
 use super::sessions::{LimitedSessions, OpeningSession, SessionAccess};
@@ -58,11 +58,11 @@ pub async fn bind(config: &HttpSettings) -> Result<tokio::net::TcpListener, Tran
         })
 }
 
-/// The request limits the middleware enforces.
-#[derive(Clone)]
-struct RequestLimits {
-    in_flight: Arc<Semaphore>,
+/// What the gate in front of rmcp's service checks requests against.
+struct Gate {
+    auth: Option<Authenticator>,
     sessions: Arc<LimitedSessions>,
+    in_flight: Arc<Semaphore>,
     body_timeout: Duration,
     max_body_bytes: usize,
     observer: Arc<dyn TransportObserver>,
@@ -82,7 +82,6 @@ fn router<S>(
 where
     S: rmcp::ServerHandler + Clone + Send + Sync + 'static,
 {
-    let owners = Arc::clone(&sessions);
     let http_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(!config.stateless)
         .with_json_response(config.stateless)
@@ -95,40 +94,19 @@ where
         Arc::clone(&sessions),
         http_config,
     );
-    let limits = RequestLimits {
-        in_flight,
+    let gate = Arc::new(Gate {
+        auth: auth.clone(),
         sessions,
+        in_flight,
         body_timeout: config.body_timeout,
         max_body_bytes: config.max_body_bytes,
         observer,
-    };
-    // Layers run outside in: Host and Origin first, then the token, then
-    // the body (a slow body holds a connection, never an in-flight slot),
-    // then the in-flight cap, then the scope of what the body asks.
-    let mcp = Router::new().nest_service("/mcp", service);
-    let mcp = match &auth {
-        Some(auth) => mcp.layer(axum::middleware::from_fn_with_state(
-            auth.clone(),
-            require_scope,
-        )),
-        None => mcp,
-    };
-    let mcp = mcp
-        .layer(axum::middleware::from_fn(coalesce_sse_answer))
-        .layer(axum::middleware::from_fn(end_session_with_no_content))
-        .layer(axum::middleware::from_fn_with_state(
-            limits.clone(),
-            limit_in_flight,
-        ))
-        .layer(axum::middleware::from_fn_with_state(limits, read_body))
-        .layer(axum::middleware::from_fn_with_state(owners, bind_sessions));
-    let mcp = match &auth {
-        Some(auth) => mcp.layer(axum::middleware::from_fn_with_state(
-            auth.clone(),
-            authenticate,
-        )),
-        None => mcp,
-    };
+    });
+    // One layer with every check in order (see `gate`), rather than a layer
+    // each: a request then pays for one boxed future, not seven.
+    let mcp = Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(gate, self::gate));
     // The Protected Resource Metadata is public: it is what a client
     // without a token reads first (RFC 9728).
     let mcp = match auth
@@ -152,15 +130,28 @@ where
     ))
 }
 
-/// A session belongs to the principal that opened it: a request (or a
-/// `DELETE`) naming another principal's session is answered 404, as if the
-/// session did not exist, and never reaches it. Without authentication
-/// there is one principal and nothing to check.
-async fn bind_sessions(
-    State(sessions): State<Arc<LimitedSessions>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Every check a request to `/mcp` passes before rmcp's service, cheapest
+/// first, and what its answer needs on the way back:
+/// 1. the bearer token names a principal (401);
+/// 2. a session it names is its principal's (404 otherwise, as if the
+///    session did not exist; without authentication there is one
+///    principal and nothing to check);
+/// 3. a POST's body arrives within the body timeout and the size limit
+///    (408, 413; a slow body holds a connection, never an in-flight slot),
+///    and is screened once: what is not a JSON-RPC message is answered here
+///    (400 `-32700`/`-32600`, or `-32602` for params that do not fit);
+/// 4. what the body asks is within the principal's scopes (403);
+/// 5. an `initialize` finds room for a session (503), and a POST a free
+///    in-flight slot (503), held until its answer has been sent;
+/// 6. on the way back: an SSE answer's head waits briefly for the answer
+///    ([`coalesce_sse_answer`]), a session `DELETE` answers 204, and a
+///    session just opened is claimed for its principal (503 past its cap).
+async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
+    if let Some(auth) = &gate.auth {
+        if let Some(refused) = authenticate(auth, &mut request).await {
+            return refused;
+        }
+    }
     let owner = request
         .extensions()
         .get::<Arc<Principal>>()
@@ -172,47 +163,134 @@ async fn bind_sessions(
         .map(str::to_string);
     if let Some(id) = &named {
         if let Some(owner) = &owner {
-            if sessions.access(id, owner) == SessionAccess::Unknown {
+            if gate.sessions.access(id, owner) == SessionAccess::Unknown {
                 return (StatusCode::NOT_FOUND, "session not found").into_response();
             }
         }
         // Only a session this server assigned is the call's session (the
         // audit log's); a header naming none is a client's say-so.
-        if sessions.is_open(id) {
+        if gate.sessions.is_open(id) {
             request.extensions_mut().insert(AssignedSession(id.clone()));
         }
     }
-    let Some(owner) = owner else {
-        return next.run(request).await;
+    match *request.method() {
+        Method::POST => {
+            let (response, opening) = post(&gate, request, next, named.is_none()).await;
+            let response = match (&owner, &named) {
+                (Some(owner), None) => claim_session(&gate.sessions, owner, response).await,
+                _ => response,
+            };
+            // The place of a session being opened is kept until it is claimed.
+            drop(opening);
+            response
+        }
+        Method::DELETE => {
+            // rmcp answers a session `DELETE` with 202 Accepted; the session
+            // is gone by then, and clients (the Python SDK) expect 200 or 204.
+            let response = next.run(request).await;
+            if response.status() == StatusCode::ACCEPTED {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                response
+            }
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Steps 3 to 5 of [`gate`] and the SSE coalescing, for a POST; with the
+/// place of the session it opens, if it opens one for a principal.
+async fn post(
+    gate: &Gate,
+    request: Request,
+    next: Next,
+    new_session: bool,
+) -> (Response, Option<OpeningSession>) {
+    let (mut parts, body) = request.into_parts();
+    let bytes = match read_body(gate, body).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return (refused, None),
     };
-    // Where the body's reader leaves the place of a session being opened,
-    // kept until the session is claimed below.
-    let opening = OpeningHolder::default();
-    request.extensions_mut().insert(opening.clone());
-    let response = next.run(request).await;
-    if named.is_none() {
-        if let Some(id) = response
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|value| value.to_str().ok())
-        {
-            if !sessions.claim(id, &owner) {
-                // Two opened at once past the principal's cap: the later
-                // one is closed before its id is handed out.
-                let id = SessionId::from(id);
-                let _ = sessions.close_session(&id).await;
-                return unavailable(TOO_MANY_SESSIONS_OF_PRINCIPAL);
+    // The body is parsed here once (rmcp parses it again: its service
+    // takes bytes); what it asks for is read from that one parse.
+    let mut initialize = false;
+    if is_json(&parts.headers) {
+        match jsonrpc::screen(&bytes) {
+            Screened::Message(message) => {
+                initialize = is_initialize(&message);
+                if let Some(operation) = Operation::of(&message) {
+                    parts.extensions.insert(operation);
+                }
+            }
+            Screened::Refused(answer) => return (json_rpc_error(&answer), None),
+            // Over HTTP even a notification is answered: with 400.
+            Screened::Ignored => {
+                let answer = ErrorAnswer::invalid_request(None, "not a JSON-RPC message");
+                return (json_rpc_error(&answer), None);
             }
         }
     }
-    drop(opening);
-    response
+    let request = Request::from_parts(parts, Body::from(bytes));
+    if let Some(auth) = &gate.auth {
+        if let Some(refused) = scope_refusal(auth, &request) {
+            return (refused, None);
+        }
+    }
+    let mut opening = None;
+    if new_session && initialize {
+        if gate.sessions.is_full() {
+            gate.observer.session_rejected();
+            return (
+                unavailable("too many open sessions (EROS_MCP_MAX_SESSIONS)"),
+                None,
+            );
+        }
+        let owner = request
+            .extensions()
+            .get::<Arc<Principal>>()
+            .map(|principal| principal.identity_key());
+        if let Some(owner) = owner {
+            match gate.sessions.open_for(&owner) {
+                Some(place) => opening = Some(place),
+                None => {
+                    gate.observer.session_rejected();
+                    return (unavailable(TOO_MANY_SESSIONS_OF_PRINCIPAL), None);
+                }
+            }
+        }
+    }
+    let Ok(permit) = Arc::clone(&gate.in_flight).try_acquire_owned() else {
+        gate.observer.request_rejected(Rejection::InFlight);
+        let refused = unavailable("too many requests in flight (EROS_MCP_MAX_IN_FLIGHT)");
+        return (refused, opening);
+    };
+    let response = coalesce_sse_answer(next.run(request).await).await;
+    let (parts, body) = response.into_parts();
+    let body = Body::new(PermitBody {
+        inner: body,
+        _permit: permit,
+    });
+    (Response::from_parts(parts, body), opening)
 }
 
-/// The [`OpeningSession`] of a request that opens a session, between the
-/// layer that reads its body and the one that claims the session.
-#[derive(Debug, Clone, Default)]
-struct OpeningHolder(Arc<std::sync::Mutex<Option<OpeningSession>>>);
+/// Claims the session a response opened for `owner`; two opened at once
+/// past the principal's cap: the later one is closed before its id is
+/// handed out.
+async fn claim_session(sessions: &LimitedSessions, owner: &str, response: Response) -> Response {
+    let Some(id) = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|value| value.to_str().ok())
+    else {
+        return response;
+    };
+    if sessions.claim(id, owner) {
+        return response;
+    }
+    let id = SessionId::from(id);
+    let _ = sessions.close_session(&id).await;
+    unavailable(TOO_MANY_SESSIONS_OF_PRINCIPAL)
+}
 
 /// The 503 for a principal at `EROS_MCP_MAX_SESSIONS_PER_PRINCIPAL`.
 const TOO_MANY_SESSIONS_OF_PRINCIPAL: &str =
@@ -229,73 +307,22 @@ fn unavailable(message: &'static str) -> Response {
         .into_response()
 }
 
-/// Reads a POST body within the body timeout and the size limit, and
-/// refuses a new session when the cap is reached.
-async fn read_body(State(limits): State<RequestLimits>, request: Request, next: Next) -> Response {
-    if request.method() != Method::POST {
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    let limited = http_body_util::Limited::new(body, limits.max_body_bytes);
-    let bytes = match tokio::time::timeout(limits.body_timeout, limited.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
+/// A POST body, read within the body timeout and the size limit.
+async fn read_body(gate: &Gate, body: Body) -> Result<Bytes, Response> {
+    let limited = http_body_util::Limited::new(body, gate.max_body_bytes);
+    match tokio::time::timeout(gate.body_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
-            return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+            Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response())
         }
-        Ok(Err(_)) => return (StatusCode::BAD_REQUEST, "unreadable request body").into_response(),
-        Err(_) => {
-            return (
-                StatusCode::REQUEST_TIMEOUT,
-                [(header::CONNECTION, HeaderValue::from_static("close"))],
-                "the request body did not arrive in time (EROS_MCP_BODY_TIMEOUT)",
-            )
-                .into_response();
-        }
-    };
-    let mut parts = parts;
-    // The body is parsed here once (rmcp parses it again: its service
-    // takes bytes); what it asks for is read from that one parse.
-    let mut initialize = false;
-    if is_json(&parts.headers) {
-        match jsonrpc::screen(&bytes) {
-            Screened::Message(message) => {
-                initialize = is_initialize(&message);
-                if let Some(operation) = Operation::of(&message) {
-                    parts.extensions.insert(operation);
-                }
-            }
-            Screened::Refused(answer) => return json_rpc_error(&answer),
-            // Over HTTP even a notification is answered: with 400.
-            Screened::Ignored => {
-                return json_rpc_error(&ErrorAnswer::invalid_request(
-                    None,
-                    "not a JSON-RPC message",
-                ))
-            }
-        }
+        Ok(Err(_)) => Err((StatusCode::BAD_REQUEST, "unreadable request body").into_response()),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, HeaderValue::from_static("close"))],
+            "the request body did not arrive in time (EROS_MCP_BODY_TIMEOUT)",
+        )
+            .into_response()),
     }
-    let new_session = !parts.headers.contains_key("mcp-session-id");
-    if new_session && initialize {
-        if limits.sessions.is_full() {
-            limits.observer.session_rejected();
-            return unavailable("too many open sessions (EROS_MCP_MAX_SESSIONS)");
-        }
-        let owner = parts
-            .extensions
-            .get::<Arc<Principal>>()
-            .map(|principal| principal.identity_key());
-        if let (Some(owner), Some(holder)) = (owner, parts.extensions.get::<OpeningHolder>()) {
-            match limits.sessions.open_for(&owner) {
-                Some(place) => *holder.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(place),
-                None => {
-                    limits.observer.session_rejected();
-                    return unavailable(TOO_MANY_SESSIONS_OF_PRINCIPAL);
-                }
-            }
-        }
-    }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
 }
 
 /// Whether the body is declared JSON; others are left to rmcp (415).
@@ -329,17 +356,6 @@ fn json_rpc_error(answer: &ErrorAnswer) -> Response {
         .into_response()
 }
 
-/// rmcp answers a session `DELETE` with 202 Accepted; the session is gone
-/// by then, and clients (the Python SDK) expect 200 or 204.
-async fn end_session_with_no_content(request: Request, next: Next) -> Response {
-    let delete = request.method() == Method::DELETE;
-    let response = next.run(request).await;
-    if delete && response.status() == StatusCode::ACCEPTED {
-        return StatusCode::NO_CONTENT.into_response();
-    }
-    response
-}
-
 /// How long an SSE answer's head waits for the answer itself. A quick call
 /// then costs one write (head, priming event and answer together) instead
 /// of two; a slower one loses nothing, its answer follows as before.
@@ -348,11 +364,7 @@ const COALESCE_WINDOW: Duration = Duration::from_millis(50);
 /// Holds an SSE answer to a POST until its first JSON-RPC message is ready
 /// (or [`COALESCE_WINDOW`] passes), so that hyper writes the head and the
 /// events ready so far in one go.
-async fn coalesce_sse_answer(request: Request, next: Next) -> Response {
-    if request.method() != Method::POST {
-        return next.run(request).await;
-    }
-    let response = next.run(request).await;
+async fn coalesce_sse_answer(response: Response) -> Response {
     let is_sse = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -450,31 +462,6 @@ fn is_initialize(message: &ClientJsonRpcMessage) -> bool {
         message,
         ClientJsonRpcMessage::Request(request)
             if matches!(request.request, ClientRequest::InitializeRequest(_))
-    )
-}
-
-/// Serves a POST only with a free in-flight slot, held until its answer has
-/// been sent (an SSE answer streams while the call runs).
-async fn limit_in_flight(
-    State(limits): State<RequestLimits>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.method() != Method::POST {
-        return next.run(request).await;
-    }
-    let Ok(permit) = Arc::clone(&limits.in_flight).try_acquire_owned() else {
-        limits.observer.request_rejected(Rejection::InFlight);
-        return unavailable("too many requests in flight (EROS_MCP_MAX_IN_FLIGHT)");
-    };
-    let response = next.run(request).await;
-    let (parts, body) = response.into_parts();
-    Response::from_parts(
-        parts,
-        Body::new(PermitBody {
-            inner: body,
-            _permit: permit,
-        }),
     )
 }
 
