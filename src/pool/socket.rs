@@ -93,11 +93,17 @@ impl WorkerSocket {
 
     /// The next frame, waiting in `poll(2)` until it is whole.
     pub fn recv(&mut self) -> io::Result<(u8, Vec<u8>)> {
+        let fd = self.framed.stream.as_raw_fd();
+        // Nothing buffered: the reply is rarely there yet, and a read that
+        // finds nothing is a system call for nothing.
+        if !self.framed.has_buffered() {
+            wait(fd, libc::POLLIN)?;
+        }
         loop {
             if let Some(frame) = self.framed.try_frame()? {
                 return Ok(frame);
             }
-            wait(self.framed.stream.as_raw_fd(), libc::POLLIN)?;
+            wait(fd, libc::POLLIN)?;
         }
     }
 
@@ -146,6 +152,10 @@ impl WorkerSocket {
     /// The next frame, waiting on the reactor until it is whole.
     pub async fn recv_async(&mut self, registration: &Registration) -> io::Result<(u8, Vec<u8>)> {
         let reactor = &registration.0;
+        // As in `recv`: with nothing buffered, wait before the first read.
+        if !self.framed.has_buffered() {
+            reactor.readable().await?.clear_ready();
+        }
         loop {
             if let Some(frame) = self.framed.try_frame()? {
                 return Ok(frame);
@@ -171,6 +181,11 @@ impl Framed {
             }
         }
         Ok(true)
+    }
+
+    /// Whether bytes of a frame were read and not yet handed out.
+    fn has_buffered(&self) -> bool {
+        self.incoming.is_some() || self.end > self.start
     }
 
     /// Reads what the socket has; a whole frame if that completes one.
