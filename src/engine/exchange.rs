@@ -228,26 +228,21 @@ pub(super) async fn on_task(
         in_flight.settle();
         return Err(interrupted());
     };
-    let registration = match conn.process().register() {
-        Ok(registration) => registration,
-        Err(err) => return Err(exchange.lost(err, conn.process())),
-    };
     let mut outgoing = Some(frame);
     loop {
         let worker = conn.process();
         if let Some(frame) = outgoing.take() {
-            if let Err(err) = worker.send_async(&registration, frame).await {
+            if let Err(err) = worker.send_async(frame).await {
                 return Err(exchange.lost(err, worker));
             }
         }
-        let (kind, payload) = match worker.recv_async(&registration).await {
+        let (kind, payload) = match worker.recv_async().await {
             Ok(frame) => frame,
             Err(err) => return Err(exchange.lost(err, worker)),
         };
         match exchange.on_frame(conn, kind, payload) {
             Next::Send(frame) => outgoing = Some(frame),
             Next::Done(result) => {
-                drop(registration);
                 in_flight.settle();
                 return result;
             }

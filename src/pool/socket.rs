@@ -3,8 +3,8 @@
 //! runtime's reactor, with no thread in between).
 //!
 //! The socket is in non-blocking mode. A blocking caller waits in
-//! `poll(2)`; an async one registers the socket with the reactor for the
-//! one exchange ([`Registration`]) and waits there. Why
+//! `poll(2)`; an async one waits on the reactor of its runtime, with which
+//! the socket stays registered between exchanges ([`Registered`]). Why
 //! both: a call that finds an idle connection is served from its own task,
 //! which saves the two thread hand-offs a call used to pay (the statement
 //! thread woken, then the runtime woken back); a call that must wait for a
@@ -36,13 +36,23 @@ struct Incoming {
 /// One end of a worker's socket, framed.
 pub struct WorkerSocket {
     framed: Framed,
+    /// Registered with the reactor of the runtime that last waited on it.
+    registered: Option<Registered>,
 }
 
-/// The socket registered with the current runtime's reactor, for one
-/// exchange: a descriptor of its own (a duplicate), so the registration
-/// never outlives what it watches, and a pool used from several runtimes
-/// (tests make one per call) never waits on a reactor that is gone.
-pub struct Registration(AsyncFd<OwnedFd>);
+/// The socket registered for reading with one runtime's reactor, kept from
+/// one async exchange to the next: registering for each one cost four
+/// system calls a call (`dup`, two `epoll_ctl`, `close`) and, registered
+/// for writing too, a turn of the runtime woken by the worker reading the
+/// call. A descriptor of its own (a duplicate), so the registration never
+/// outlives what it watches; keyed by the runtime, so a pool used from
+/// several runtimes (tests make one per call) never waits on one that is
+/// gone; dropped before a blocking exchange, whose replies would otherwise
+/// wake the runtime for nothing.
+struct Registered {
+    runtime: tokio::runtime::Id,
+    reactor: AsyncFd<OwnedFd>,
+}
 
 /// The socket and the bytes read from it.
 struct Framed {
@@ -74,6 +84,7 @@ impl WorkerSocket {
                 end: 0,
                 incoming: None,
             },
+            registered: None,
         })
     }
 
@@ -83,6 +94,7 @@ impl WorkerSocket {
 
     /// Sends `frame`, waiting in `poll(2)` while the socket is full.
     pub fn send(&mut self, frame: Frame) -> io::Result<()> {
+        self.registered = None;
         let bytes = frame.into_bytes()?;
         let mut sent = 0;
         while !self.framed.try_write(&bytes, &mut sent)? {
@@ -93,6 +105,7 @@ impl WorkerSocket {
 
     /// The next frame, waiting in `poll(2)` until it is whole.
     pub fn recv(&mut self) -> io::Result<(u8, Vec<u8>)> {
+        self.registered = None;
         let fd = self.framed.stream.as_raw_fd();
         // Nothing buffered: the reply is rarely there yet, and a read that
         // finds nothing is a system call for nothing.
@@ -123,35 +136,24 @@ impl WorkerSocket {
         }
     }
 
-    /// Registers the socket with the current runtime's reactor (call
-    /// inside a Tokio runtime) for [`Self::send_async`] and
-    /// [`Self::recv_async`].
-    pub fn register(&self) -> io::Result<Registration> {
-        let fd = OwnedFd::from(self.framed.stream.try_clone()?);
-        // SAFETY: the registration owns its descriptor, which therefore
-        // stays open and the same for as long as the registration lives.
-        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
-            .map(Registration)
-            .map_err(io::Error::from)
-    }
-
-    /// Sends `frame`, waiting on the reactor while the socket is full.
-    pub async fn send_async(
-        &mut self,
-        registration: &Registration,
-        frame: Frame,
-    ) -> io::Result<()> {
+    /// Sends `frame` from an async task (inside a Tokio runtime), waiting
+    /// on the reactor while the socket is full.
+    pub async fn send_async(&mut self, frame: Frame) -> io::Result<()> {
         let bytes = frame.into_bytes()?;
         let mut sent = 0;
         while !self.framed.try_write(&bytes, &mut sent)? {
-            registration.0.writable().await?.clear_ready();
+            // Full, which only a call larger than the socket's buffer
+            // makes: a registration for writing of its own, for this wait.
+            let writable = register(self.framed.duplicate()?, Interest::WRITABLE)?;
+            writable.writable().await?.clear_ready();
         }
         Ok(())
     }
 
-    /// The next frame, waiting on the reactor until it is whole.
-    pub async fn recv_async(&mut self, registration: &Registration) -> io::Result<(u8, Vec<u8>)> {
-        let reactor = &registration.0;
+    /// The next frame, from an async task (inside a Tokio runtime), waiting
+    /// on the reactor until it is whole.
+    pub async fn recv_async(&mut self) -> io::Result<(u8, Vec<u8>)> {
+        let reactor = registered(&mut self.registered, &self.framed)?;
         // As in `recv`: with nothing buffered, wait before the first read.
         if !self.framed.has_buffered() {
             reactor.readable().await?.clear_ready();
@@ -167,7 +169,37 @@ impl WorkerSocket {
     }
 }
 
+/// Registers `fd` with the current runtime's reactor.
+fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the registration owns its descriptor, which therefore stays
+    // open and the same for as long as the registration lives.
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(io::Error::from)
+}
+
+/// The socket's registration with the current runtime's reactor, made now
+/// if it has none there.
+fn registered<'a>(
+    slot: &'a mut Option<Registered>,
+    framed: &Framed,
+) -> io::Result<&'a AsyncFd<OwnedFd>> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(io::Error::other)?
+        .id();
+    if slot.as_ref().is_none_or(|kept| kept.runtime != runtime) {
+        // Off the old reactor before onto the new one.
+        *slot = None;
+        let reactor = register(framed.duplicate()?, Interest::READABLE)?;
+        *slot = Some(Registered { runtime, reactor });
+    }
+    Ok(&slot.as_ref().expect("registered just now").reactor)
+}
+
 impl Framed {
+    /// A descriptor of its own for the socket, to register with a reactor.
+    fn duplicate(&self) -> io::Result<OwnedFd> {
+        Ok(OwnedFd::from(self.stream.try_clone()?))
+    }
+
     /// Writes what the socket takes of `bytes[*sent..]`; true once all of
     /// `bytes` is sent, false when the socket is full.
     fn try_write(&self, bytes: &[u8], sent: &mut usize) -> io::Result<bool> {
@@ -330,6 +362,69 @@ mod tests {
         assert_eq!(reader.join().unwrap(), (3, big));
     }
 
+    /// A peer answering every frame with its kind plus one, until it ends.
+    fn echo(mut theirs: UnixStream) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            while let Ok((kind, payload)) = read(&mut theirs) {
+                frame(kind + 1, &payload).send(&mut theirs).unwrap();
+            }
+        })
+    }
+
+    async fn exchange_async(socket: &mut WorkerSocket, kind: u8) -> (u8, Vec<u8>) {
+        socket.send_async(frame(kind, b"ping")).await.unwrap();
+        let reply = socket.recv_async();
+        tokio::time::timeout(std::time::Duration::from_secs(5), reply)
+            .await
+            .expect("the reply within 5 s")
+            .unwrap()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn one_registration_serves_every_exchange_of_a_runtime_and_another_runtime_gets_its_own() {
+        let (mut socket, theirs) = pair();
+        let peer = echo(theirs);
+        let first = runtime();
+        first.block_on(async {
+            assert_eq!(exchange_async(&mut socket, 1).await.0, 2);
+            let kept = socket.registered.as_ref().unwrap().runtime;
+            assert_eq!(exchange_async(&mut socket, 3).await.0, 4);
+            assert_eq!(socket.registered.as_ref().unwrap().runtime, kept);
+        });
+        // The first runtime's reactor is gone with it: waiting there would
+        // never end (the timeout above fails the test).
+        drop(first);
+        runtime().block_on(async {
+            assert_eq!(exchange_async(&mut socket, 5).await.0, 6);
+        });
+        drop(socket);
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn a_blocking_exchange_between_async_ones_drops_the_registration_and_all_are_answered() {
+        let (mut socket, theirs) = pair();
+        let peer = echo(theirs);
+        let rt = runtime();
+        rt.block_on(async { assert_eq!(exchange_async(&mut socket, 1).await.0, 2) });
+        socket.send(frame(7, b"ping")).unwrap();
+        assert!(
+            socket.registered.is_none(),
+            "off the reactor while blocking"
+        );
+        assert_eq!(socket.recv().unwrap().0, 8);
+        rt.block_on(async { assert_eq!(exchange_async(&mut socket, 9).await.0, 10) });
+        drop(socket);
+        peer.join().unwrap();
+    }
+
     #[tokio::test]
     async fn the_async_half_reads_and_writes_the_same_frames() {
         let (mut socket, theirs) = pair();
@@ -339,12 +434,8 @@ mod tests {
             frame(kind + 1, &payload).send(&mut theirs).unwrap();
         });
         let big = vec![9u8; 2_000_000];
-        let registration = socket.register().unwrap();
-        socket
-            .send_async(&registration, frame(3, &big))
-            .await
-            .unwrap();
-        assert_eq!(socket.recv_async(&registration).await.unwrap(), (4, big));
+        socket.send_async(frame(3, &big)).await.unwrap();
+        assert_eq!(socket.recv_async().await.unwrap(), (4, big));
         echo.join().unwrap();
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::frames::Frame;
 use super::heap::{HeapSlot, HEAP_FD};
-use super::socket::{Registration, WorkerSocket};
+use super::socket::WorkerSocket;
 
 /// The first argument that makes the program a worker.
 pub const WORKER_ARG: &str = "__eros-worker";
@@ -242,26 +242,16 @@ impl WorkerProcess {
         self.socket.recv().inspect_err(|_| self.broken = true)
     }
 
-    /// The socket registered with the current runtime's reactor, for one
-    /// exchange of [`Self::send_async`] and [`Self::recv_async`].
-    pub fn register(&self) -> io::Result<Registration> {
-        self.socket.register()
-    }
-
     /// [`Self::send`] from an async task.
-    pub async fn send_async(
-        &mut self,
-        registration: &Registration,
-        frame: Frame,
-    ) -> io::Result<()> {
-        let sent = self.socket.send_async(registration, frame).await;
+    pub async fn send_async(&mut self, frame: Frame) -> io::Result<()> {
+        let sent = self.socket.send_async(frame).await;
         self.broken |= sent.is_err();
         sent
     }
 
     /// [`Self::recv`] from an async task.
-    pub async fn recv_async(&mut self, registration: &Registration) -> io::Result<(u8, Vec<u8>)> {
-        let frame = self.socket.recv_async(registration).await;
+    pub async fn recv_async(&mut self) -> io::Result<(u8, Vec<u8>)> {
+        let frame = self.socket.recv_async().await;
         self.broken |= frame.is_err();
         frame
     }

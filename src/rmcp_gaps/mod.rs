@@ -36,7 +36,7 @@
 //!    non-standard `format`s and optional fields' `null` alternatives
 //!    (`handler/server/common.rs:17-28`); every session pays for them in
 //!    its context.
-//! 6. **Session DELETE** (`transport/http.rs`, `end_session_with_no_content`).
+//! 6. **Session DELETE** (`transport/http.rs`, `gate`, its DELETE arm).
 //!    rmcp answers 202 Accepted (`tower.rs:2537`); clients (the Python SDK)
 //!    expect 200 or 204, and the session is gone by then.
 //! 7. **One write per quick SSE answer** (`transport/http.rs`,

@@ -103,7 +103,7 @@ where
         observer,
     });
     // One layer with every check in order (see `gate`), rather than a layer
-    // each: a request then pays for one boxed future, not seven.
+    // each: a request then pays for one boxed future, not five to seven.
     let mcp = Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn_with_state(gate, self::gate));
@@ -130,18 +130,22 @@ where
     ))
 }
 
-/// Every check a request to `/mcp` passes before rmcp's service, cheapest
-/// first, and what its answer needs on the way back:
+/// Every check a request to `/mcp` passes before rmcp's service, in order
+/// (the token first, as nothing else may run for an unknown caller; then
+/// the cheap header checks before the body is read), and what its answer
+/// needs on the way back:
 /// 1. the bearer token names a principal (401);
 /// 2. a session it names is its principal's (404 otherwise, as if the
 ///    session did not exist; without authentication there is one
 ///    principal and nothing to check);
 /// 3. a POST's body arrives within the body timeout and the size limit
-///    (408, 413; a slow body holds a connection, never an in-flight slot),
+///    (408, 413, 400 when unreadable; a slow body holds a connection,
+///    never an in-flight slot),
 ///    and is screened once: what is not a JSON-RPC message is answered here
 ///    (400 `-32700`/`-32600`, or `-32602` for params that do not fit);
 /// 4. what the body asks is within the principal's scopes (403);
-/// 5. an `initialize` finds room for a session (503), and a POST a free
+/// 5. an `initialize` without a session id finds room for a session (503),
+///    and a POST a free
 ///    in-flight slot (503), held until its answer has been sent;
 /// 6. on the way back: an SSE answer's head waits briefly for the answer
 ///    ([`coalesce_sse_answer`]), a session `DELETE` answers 204, and a

@@ -1,9 +1,9 @@
 //! What a JSON-RPC request asks for ([`Operation`]), read once from its
-//! body by the HTTP transport, for the layers inside it (the scope check,
-//! the audit log).
+//! body by the HTTP transport's gate, for its scope check and the MCP
+//! server's audit log.
 
 /// What a JSON-RPC request asks for, read once from its body by the
-/// transport for the layers inside it.
+/// transport for the scope check and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
     pub method: String,
