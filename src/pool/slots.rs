@@ -15,8 +15,17 @@ use std::time::{Duration, Instant};
 /// The free slots, shared by the pool and every [`Slot`].
 #[derive(Debug)]
 pub struct Slots {
-    free: Mutex<u32>,
+    state: Mutex<State>,
     returned: Condvar,
+}
+
+#[derive(Debug)]
+struct State {
+    free: u32,
+    /// Callers waiting in [`Slots::acquire`]: a slot given back wakes one
+    /// only if there is one (`notify_one` is a system call even for none,
+    /// and a slot comes back with every call).
+    waiting: u32,
 }
 
 /// One place under the cap; given back when dropped.
@@ -25,15 +34,21 @@ pub struct Slot(Arc<Slots>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap() += 1;
-        self.0.returned.notify_one();
+        let mut state = self.0.state.lock().unwrap();
+        state.free += 1;
+        if state.waiting > 0 {
+            self.0.returned.notify_one();
+        }
     }
 }
 
 impl Slots {
     pub fn new(capacity: u32) -> Arc<Self> {
         Arc::new(Self {
-            free: Mutex::new(capacity),
+            state: Mutex::new(State {
+                free: capacity,
+                waiting: 0,
+            }),
             returned: Condvar::new(),
         })
     }
@@ -41,15 +56,17 @@ impl Slots {
     /// Takes a slot, waiting at most `timeout` for one to come free.
     pub fn acquire(self: &Arc<Self>, timeout: Duration) -> Option<Slot> {
         let deadline = Instant::now() + timeout;
-        let mut free = self.free.lock().unwrap();
-        while *free == 0 {
+        let mut state = self.state.lock().unwrap();
+        while state.free == 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
             }
-            free = self.returned.wait_timeout(free, left).unwrap().0;
+            state.waiting += 1;
+            state = self.returned.wait_timeout(state, left).unwrap().0;
+            state.waiting -= 1;
         }
-        *free -= 1;
+        state.free -= 1;
         Some(Slot(Arc::clone(self)))
     }
 
@@ -83,5 +100,27 @@ mod tests {
         });
         assert!(slots.acquire(Duration::from_secs(10)).is_some());
         giver.join().unwrap();
+    }
+
+    #[test]
+    fn every_waiter_is_woken_in_turn_as_slots_come_back() {
+        let slots = Slots::new(1);
+        let held = slots.try_acquire().unwrap();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let slots = Arc::clone(&slots);
+                std::thread::spawn(move || {
+                    let slot = slots.acquire(Duration::from_secs(10));
+                    std::thread::sleep(Duration::from_millis(5));
+                    slot.is_some()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        for waiter in waiters {
+            assert!(waiter.join().unwrap(), "a waiter was never woken");
+        }
+        assert_eq!(slots.state.lock().unwrap().waiting, 0);
     }
 }
