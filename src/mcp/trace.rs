@@ -58,7 +58,7 @@ pub fn call_span(
         if let Some(state) = meta.get_tracestate() {
             carrier.insert("tracestate".to_string(), state.to_string());
         }
-    } else if let Some(parts) = context.extensions.get::<axum::http::request::Parts>() {
+    } else if let Some(parts) = super::http_parts(&context.extensions) {
         for name in ["traceparent", "tracestate"] {
             if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
                 carrier.insert(name.to_string(), value.to_string());

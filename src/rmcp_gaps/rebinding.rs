@@ -1,5 +1,7 @@
 //! DNS-rebinding protection for `/mcp`, checked before anything else and
-//! stricter than rmcp's own check (which still runs behind it):
+//! stricter than rmcp's own check (which is turned off: its lists would be
+//! copied with its configuration for every request, to check again what
+//! this has checked):
 //!
 //! - exactly one `Host` header, well formed (`host`, `host:port` or
 //!   `[v6]:port`, a port being digits), or 400 as RFC 9110 asks; its host

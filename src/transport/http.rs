@@ -85,8 +85,11 @@ where
     let http_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(!config.stateless)
         .with_json_response(config.stateless)
-        .with_allowed_hosts(config.allowed_hosts.clone())
-        .with_allowed_origins(config.allowed_origins.clone())
+        // `refuse_rebinding` checks Host and Origin first on every route,
+        // more strictly; rmcp clones its configuration for every request,
+        // so lists kept there cost allocations and a second check each time.
+        .disable_allowed_hosts()
+        .disable_allowed_origins()
         .with_max_request_body_bytes(config.max_body_bytes)
         .with_cancellation_token(stop);
     let service = StreamableHttpService::new(
