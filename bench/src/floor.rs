@@ -9,6 +9,10 @@
 //! - over streamable HTTP: a paced point lookup, then 8 and 32 clients
 //!   each keeping one point lookup in flight.
 //!
+//! Before the first round each server runs briefly, unmeasured, after the
+//! database file is read through, so the first round does not pay for an
+//! idle machine.
+//!
 //! The figure is server CPU per call (the whole process tree, from `/proc`)
 //! and its ratio to the floor's in the same round; a target is met when
 //! every round's ratio is at or under it. The floor is cheap by giving up
