@@ -62,6 +62,12 @@ struct Framed {
     start: usize,
     end: usize,
     incoming: Option<Incoming>,
+    /// The last read found the socket empty (it would block, or gave less
+    /// than it was asked for). A frame's payload is read only to its end,
+    /// so after one the socket may still hold more: then the next receive
+    /// reads before it waits, as an edge-triggered wait would never wake
+    /// for bytes already there.
+    drained: bool,
 }
 
 impl std::fmt::Debug for WorkerSocket {
@@ -83,6 +89,7 @@ impl WorkerSocket {
                 start: 0,
                 end: 0,
                 incoming: None,
+                drained: false,
             },
             registered: None,
         })
@@ -107,9 +114,10 @@ impl WorkerSocket {
     pub fn recv(&mut self) -> io::Result<(u8, Vec<u8>)> {
         self.registered = None;
         let fd = self.framed.stream.as_raw_fd();
-        // Nothing buffered: the reply is rarely there yet, and a read that
-        // finds nothing is a system call for nothing.
-        if !self.framed.has_buffered() {
+        // Nothing buffered and the socket found empty: the reply is rarely
+        // there yet, and a read that finds nothing is a system call for
+        // nothing.
+        if !self.framed.may_hold_more() {
             wait(fd, libc::POLLIN)?;
         }
         loop {
@@ -154,8 +162,9 @@ impl WorkerSocket {
     /// on the reactor until it is whole.
     pub async fn recv_async(&mut self) -> io::Result<(u8, Vec<u8>)> {
         let reactor = registered(&mut self.registered, &self.framed)?;
-        // As in `recv`: with nothing buffered, wait before the first read.
-        if !self.framed.has_buffered() {
+        // As in `recv`: with nothing buffered and the socket found empty,
+        // wait before the first read.
+        if !self.framed.may_hold_more() {
             reactor.readable().await?.clear_ready();
         }
         loop {
@@ -215,9 +224,10 @@ impl Framed {
         Ok(true)
     }
 
-    /// Whether bytes of a frame were read and not yet handed out.
-    fn has_buffered(&self) -> bool {
-        self.incoming.is_some() || self.end > self.start
+    /// Whether a frame's bytes may be waiting: read and not yet handed out,
+    /// or not known to be absent from the socket.
+    fn may_hold_more(&self) -> bool {
+        self.incoming.is_some() || self.end > self.start || !self.drained
     }
 
     /// Reads what the socket has; a whole frame if that completes one.
@@ -238,8 +248,12 @@ impl Framed {
                     Ok(_) if incoming.payload.len() < incoming.len => {
                         return Err(io::ErrorKind::UnexpectedEof.into())
                     }
-                    Ok(_) => {}
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                    // Read to the frame's end: the socket may hold more.
+                    Ok(_) => self.drained = false,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        self.drained = true;
+                        return Ok(None);
+                    }
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(err) => return Err(err),
                 }
@@ -267,10 +281,18 @@ impl Framed {
             self.inbox.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+            let room = self.inbox.len() - self.end;
             match (&self.stream).read(&mut self.inbox[self.end..]) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => self.end += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Ok(n) => {
+                    // A stream socket gives what it has, up to the room.
+                    self.drained = n < room;
+                    self.end += n;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    return Ok(None);
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
             }
@@ -385,6 +407,24 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn a_frame_already_waiting_behind_a_large_one_is_read_without_a_new_wake() {
+        let (mut socket, mut theirs) = pair();
+        // Both in the socket before the first read: the large one's payload
+        // is read only to its end, so nothing signals the small one again.
+        let large = vec![5u8; 100_000];
+        frame(1, &large).send(&mut theirs).unwrap();
+        frame(2, b"next").send(&mut theirs).unwrap();
+        runtime().block_on(async {
+            let within = std::time::Duration::from_secs(5);
+            let first = tokio::time::timeout(within, socket.recv_async()).await;
+            assert_eq!(first.expect("the first within 5 s").unwrap(), (1, large));
+            let second = tokio::time::timeout(within, socket.recv_async()).await;
+            let second = second.expect("the second, already there, within 5 s");
+            assert_eq!(second.unwrap(), (2, b"next".to_vec()));
+        });
     }
 
     #[test]
