@@ -42,31 +42,10 @@ static REGISTERED: OnceLock<c_int> = OnceLock::new();
 /// registering initializes SQLite). A VFS registered later that wraps the
 /// default (the replica's) wraps this one.
 pub fn register() -> Result<(), c_int> {
-    let rc = *REGISTERED.get_or_init(|| {
-        // SAFETY: sqlite3_vfs_find and sqlite3_vfs_register are
-        // thread-safe; the registered struct is leaked, so it lives as long
-        // as SQLite does.
-        unsafe {
-            let os = ffi::sqlite3_vfs_find(std::ptr::null());
-            if os.is_null() {
-                return ffi::SQLITE_ERROR;
-            }
-            OS.store(os, Ordering::Release);
-            let mut vfs: ffi::sqlite3_vfs = std::ptr::read(os);
-            vfs.zName = VFS_NAME.as_ptr();
-            vfs.pNext = std::ptr::null_mut();
-            vfs.szOsFile = (*os)
-                .szOsFile
-                .max(std::mem::size_of::<MemoryFile>() as c_int);
-            vfs.xOpen = Some(open);
-            ffi::sqlite3_vfs_register(Box::into_raw(Box::new(vfs)), 1)
-        }
-    });
-    if rc == ffi::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(rc)
-    }
+    super::wrapped_vfs::register(&REGISTERED, &OS, VFS_NAME, true, |vfs, os| {
+        vfs.szOsFile = os.szOsFile.max(std::mem::size_of::<MemoryFile>() as c_int);
+        vfs.xOpen = Some(open);
+    })
 }
 
 fn os() -> *mut ffi::sqlite3_vfs {

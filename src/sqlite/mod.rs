@@ -10,6 +10,7 @@
 //! - [`replica_vfs`]: the VFS a replica reads its follower's copy through.
 //! - [`page_cache`]: a worker's page cache sized apart from its sorter's runs.
 //! - [`memory_temp`]: the default VFS, which keeps temporary files in SQLite's heap.
+//! - `wrapped_vfs`: registering a VFS that wraps the default one (both of the above).
 //! - [`copy_gate`]: whether a replica's copy may be read (its follower runs).
 //! - [`file_fault`]: what can be wrong with the database file.
 //! - [`health`]: the database file's identity, corruption and writability, shared.
@@ -25,3 +26,4 @@ pub mod memory_temp;
 pub mod migrations;
 pub mod page_cache;
 pub mod replica_vfs;
+mod wrapped_vfs;

@@ -44,29 +44,11 @@ static REGISTERED: OnceLock<c_int> = OnceLock::new();
 
 /// Registers the VFS with SQLite once per process; `Err` holds SQLite's code.
 pub fn register() -> Result<(), c_int> {
-    let rc = *REGISTERED.get_or_init(|| {
-        // SAFETY: sqlite3_vfs_find and sqlite3_vfs_register are thread-safe;
-        // the registered struct is leaked, so it lives as long as SQLite.
-        unsafe {
-            let default = ffi::sqlite3_vfs_find(std::ptr::null());
-            if default.is_null() {
-                return ffi::SQLITE_ERROR;
-            }
-            DEFAULT.store(default, Ordering::Release);
-            let mut vfs: ffi::sqlite3_vfs = std::ptr::read(default);
-            vfs.zName = VFS_NAME_C.as_ptr();
-            vfs.pNext = std::ptr::null_mut();
-            vfs.szOsFile = (*default).szOsFile + std::mem::size_of::<ReplicaFile>() as c_int;
-            vfs.xOpen = Some(open);
-            vfs.xAccess = Some(access);
-            ffi::sqlite3_vfs_register(Box::into_raw(Box::new(vfs)), 0)
-        }
-    });
-    if rc == ffi::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(rc)
-    }
+    super::wrapped_vfs::register(&REGISTERED, &DEFAULT, VFS_NAME_C, false, |vfs, default| {
+        vfs.szOsFile = default.szOsFile + std::mem::size_of::<ReplicaFile>() as c_int;
+        vfs.xOpen = Some(open);
+        vfs.xAccess = Some(access);
+    })
 }
 
 /// The URI that opens `path` through this VFS (read with `SQLITE_OPEN_URI`).

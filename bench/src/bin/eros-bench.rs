@@ -315,6 +315,18 @@ impl TargetArgs {
 }
 
 /// `KEY=VALUE` of `--arg`.
+/// Prints a report: as text unless `json`, then always as one JSON line.
+fn emit(
+    report: &(impl std::fmt::Display + serde::Serialize),
+    json: bool,
+) -> Result<(), serde_json::Error> {
+    if !json {
+        print!("{report}");
+    }
+    println!("{}", serde_json::to_string(report)?);
+    Ok(())
+}
+
 fn key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(key, value)| (key.to_string(), value.to_string()))
@@ -399,10 +411,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 db,
             };
             let report = paced::run(&target.paced_target(), &target.spec(), &plan).await?;
-            if !json {
-                print!("{report}");
-            }
-            println!("{}", serde_json::to_string(&report)?);
+            emit(&report, json)?;
         }
         Command::Floor {
             eros_mcp,
@@ -434,10 +443,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 port,
             };
             let report = floor::run(&plan).await?;
-            if !json {
-                print!("{report}");
-            }
-            println!("{}", serde_json::to_string(&report)?);
+            emit(&report, json)?;
             if check && !report.all_met {
                 return Err("not every target holds".into());
             }
@@ -526,10 +532,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 kill_after_writes,
             };
             let report = replicas::run(&plan).await?;
-            if !json {
-                print!("{report}");
-            }
-            println!("{}", serde_json::to_string(&report)?);
+            emit(&report, json)?;
         }
         Command::Soak {
             target,
