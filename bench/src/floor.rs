@@ -118,7 +118,10 @@ pub struct Measurement {
     pub server: Server,
     pub path: Path,
     pub calls: u64,
+    /// The server and its worker processes.
     pub server_cpu_ms_per_call: f64,
+    /// The server's own process alone.
+    pub process_cpu_ms_per_call: f64,
     pub calls_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -144,6 +147,11 @@ pub struct PathSummary {
     pub floor_cpu_ms: Vec<f64>,
     /// eros-mcp over the floor, per round.
     pub ratios: Vec<f64>,
+    /// eros-mcp's own process, its worker processes left out: what the
+    /// server costs beside the statements' isolation.
+    pub eros_process_cpu_ms: Vec<f64>,
+    /// That over the whole floor, per round.
+    pub process_ratios: Vec<f64>,
     pub target: Option<f64>,
     pub met: Option<bool>,
     pub eros_calls_per_second: Vec<f64>,
@@ -311,6 +319,7 @@ async fn stdio_paths(
             path,
             calls: w.calls,
             server_cpu_ms_per_call: w.server_cpu_ms_per_call.unwrap_or(f64::NAN),
+            process_cpu_ms_per_call: w.server_process_cpu_ms_per_call.unwrap_or(f64::NAN),
             calls_per_second: 1000.0 / w.mean_ms,
             p50_ms: w.p50_ms,
             p99_ms: w.p99_ms,
@@ -425,6 +434,7 @@ async fn http_paths(
         path: Path::HttpPoint,
         calls: w.calls,
         server_cpu_ms_per_call: w.server_cpu_ms_per_call.unwrap_or(f64::NAN),
+        process_cpu_ms_per_call: w.server_process_cpu_ms_per_call.unwrap_or(f64::NAN),
         calls_per_second: 1000.0 / w.mean_ms,
         p50_ms: w.p50_ms,
         p99_ms: w.p99_ms,
@@ -445,6 +455,7 @@ async fn http_paths(
             path,
             calls: report.calls,
             server_cpu_ms_per_call: report.server_cpu_ms_per_call.unwrap_or(f64::NAN),
+            process_cpu_ms_per_call: report.server_process_cpu_ms_per_call.unwrap_or(f64::NAN),
             calls_per_second: report.calls_per_second,
             p50_ms: report.p50_ms,
             p99_ms: report.p99_ms,
@@ -469,13 +480,16 @@ fn summarize(measurements: &[Measurement]) -> Vec<PathSummary> {
                     .collect()
             };
             let (eros, floor) = (of(Server::ErosMcp), of(Server::Floor));
-            let ratios: Vec<f64> = eros
-                .iter()
-                .filter_map(|e| {
-                    let f = floor.iter().find(|f| f.round == e.round)?;
-                    Some(e.server_cpu_ms_per_call / f.server_cpu_ms_per_call)
-                })
-                .collect();
+            let over_floor = |of: fn(&Measurement) -> f64| -> Vec<f64> {
+                eros.iter()
+                    .filter_map(|e| {
+                        let f = floor.iter().find(|f| f.round == e.round)?;
+                        Some(of(e) / f.server_cpu_ms_per_call)
+                    })
+                    .collect()
+            };
+            let ratios = over_floor(|m| m.server_cpu_ms_per_call);
+            let process_ratios = over_floor(|m| m.process_cpu_ms_per_call);
             let target = path.target();
             let met = target.map(|t| !ratios.is_empty() && ratios.iter().all(|r| *r <= t));
             let field = |ms: &[&Measurement], f: fn(&Measurement) -> f64| -> Vec<f64> {
@@ -486,6 +500,8 @@ fn summarize(measurements: &[Measurement]) -> Vec<PathSummary> {
                 eros_cpu_ms: field(&eros, |m| m.server_cpu_ms_per_call),
                 floor_cpu_ms: field(&floor, |m| m.server_cpu_ms_per_call),
                 ratios,
+                eros_process_cpu_ms: field(&eros, |m| m.process_cpu_ms_per_call),
+                process_ratios,
                 target,
                 met,
                 eros_calls_per_second: field(&eros, |m| m.calls_per_second),
@@ -530,6 +546,20 @@ impl std::fmt::Display for FloorReport {
                     Some(false) => "NO",
                     None => "-",
                 }
+            )?;
+        }
+        writeln!(
+            f,
+            "eros-mcp's server process alone, its worker processes left out (the rest is the price of isolating statements)"
+        )?;
+        for s in &self.summary {
+            writeln!(
+                f,
+                "{:<28} {:>22} {:>22} {:>16}",
+                s.path.describe(),
+                list(&s.eros_process_cpu_ms, 4),
+                "",
+                list(&s.process_ratios, 2),
             )?;
         }
         writeln!(f, "throughput and p99 latency (one figure a round)")?;
@@ -586,6 +616,7 @@ mod tests {
             path,
             calls: 1,
             server_cpu_ms_per_call: cpu,
+            process_cpu_ms_per_call: cpu,
             calls_per_second: 1.0,
             p50_ms: 1.0,
             p99_ms: 1.0,
@@ -605,6 +636,27 @@ mod tests {
         let ratios: Vec<String> = point.ratios.iter().map(|r| format!("{r:.2}")).collect();
         assert_eq!(ratios, ["0.90", "1.20"]);
         assert_eq!(point.met, Some(false));
+    }
+
+    #[test]
+    fn the_server_process_alone_is_set_against_the_whole_floor_and_decides_nothing() {
+        let mut eros = measured(0, Server::ErosMcp, Path::HttpPoint, 0.29);
+        eros.process_cpu_ms_per_call = 0.20;
+        let ms = vec![eros, measured(0, Server::Floor, Path::HttpPoint, 0.25)];
+        let point = &summarize(&ms)[3];
+        assert_eq!(point.path, Path::HttpPoint);
+        assert_eq!(point.eros_process_cpu_ms, [0.20]);
+        let ratios: Vec<String> = point
+            .process_ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect();
+        assert_eq!(ratios, ["0.80"]);
+        // The target is judged on the whole tree: 1.16x, then 1.24x.
+        assert_eq!(point.met, Some(true));
+        let mut over = ms.clone();
+        over[0].server_cpu_ms_per_call = 0.31;
+        assert_eq!(summarize(&over)[3].met, Some(false));
     }
 
     #[test]

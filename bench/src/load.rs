@@ -75,8 +75,11 @@ pub struct Report {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub mean_response_bytes: f64,
-    /// Server CPU time per call, in milliseconds (None without a pid).
+    /// Server CPU time per call, in milliseconds, its worker processes'
+    /// included (None without a pid).
     pub server_cpu_ms_per_call: Option<f64>,
+    /// The same for the server's own process alone, its workers left out.
+    pub server_process_cpu_ms_per_call: Option<f64>,
     /// Peak resident set size of the server, in MiB.
     pub server_peak_rss_mib: Option<f64>,
 }
@@ -268,6 +271,12 @@ pub async fn run(
         }
         _ => None,
     };
+    let process_cpu = match (before, after) {
+        (Some(b), Some(a)) if calls > 0 => {
+            Some((a.own_cpu_seconds - b.own_cpu_seconds) * 1000.0 / calls as f64)
+        }
+        _ => None,
+    };
     Ok(Report {
         workload: workload.name(),
         concurrency,
@@ -283,6 +292,7 @@ pub async fn run(
             0.0
         },
         server_cpu_ms_per_call: cpu,
+        server_process_cpu_ms_per_call: process_cpu,
         server_peak_rss_mib: after.map(|a| a.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
     })
 }

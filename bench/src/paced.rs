@@ -42,8 +42,11 @@ pub struct PacedWorkload {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub mean_ms: f64,
-    /// Server CPU (user + system) per call, in milliseconds; None without a pid.
+    /// Server CPU (user + system) per call, in milliseconds, its worker
+    /// processes' included; None without a pid.
     pub server_cpu_ms_per_call: Option<f64>,
+    /// The same for the server's own process alone, its workers left out.
+    pub server_process_cpu_ms_per_call: Option<f64>,
     /// The answer's content as the client reads it (text and structured content).
     pub content_bytes_per_call: f64,
     /// The tool result as JSON, about what crossed the transport.
@@ -202,6 +205,10 @@ pub async fn run(
             (Some(b), Some(a)) => Some((a.cpu_seconds - b.cpu_seconds) * 1000.0 / calls),
             _ => None,
         };
+        let process_cpu = match (before, after) {
+            (Some(b), Some(a)) => Some((a.own_cpu_seconds - b.own_cpu_seconds) * 1000.0 / calls),
+            _ => None,
+        };
         let sqlite = match &plan.db {
             Some(path) => Some(sqlite_on_the_side(path.clone(), workload, plan, first).await?),
             None => None,
@@ -218,6 +225,7 @@ pub async fn run(
             p99_ms: ms(percentile(&latencies, 0.99)),
             mean_ms: ms(total) / calls,
             server_cpu_ms_per_call: server_cpu,
+            server_process_cpu_ms_per_call: process_cpu,
             content_bytes_per_call: content_per_call,
             result_json_bytes_per_call: json as f64 / calls,
             sqlite_cpu_ms_per_call: sqlite_cpu,

@@ -9,8 +9,11 @@ use procfs::process::Process;
 /// A reading of one process.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ProcessSample {
-    /// User plus system CPU time, in seconds.
+    /// User plus system CPU time, in seconds, the children's included.
     pub cpu_seconds: f64,
+    /// User plus system CPU time of the process alone, in seconds: what
+    /// its worker processes add is `cpu_seconds` less this.
+    pub own_cpu_seconds: f64,
     /// Peak resident set size (VmHWM), in bytes.
     pub peak_rss_bytes: u64,
     /// Current resident set size (VmRSS), in bytes.
@@ -35,11 +38,12 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
     let stat = process.stat().ok()?;
     let status = process.status().ok()?;
     let ticks = procfs::ticks_per_second() as f64;
-    let cpu_ticks = |stat: &procfs::process::Stat| {
-        stat.utime as f64 + stat.stime as f64 + stat.cutime as f64 + stat.cstime as f64
-    };
+    let own_ticks = |stat: &procfs::process::Stat| stat.utime as f64 + stat.stime as f64;
+    let cpu_ticks =
+        |stat: &procfs::process::Stat| own_ticks(stat) + stat.cutime as f64 + stat.cstime as f64;
     let mut sample = ProcessSample {
         cpu_seconds: cpu_ticks(&stat) / ticks,
+        own_cpu_seconds: own_ticks(&stat) / ticks,
         // status reports these in KiB.
         peak_rss_bytes: status.vmhwm.unwrap_or(0) * 1024,
         rss_bytes: status.vmrss.unwrap_or(0) * 1024,
@@ -101,8 +105,10 @@ mod tests {
     fn this_process_has_used_cpu_and_memory() {
         // Burn a little CPU so the tick counter has moved.
         let mut x = 0u64;
+        // (`black_box` in the loop: an optimized build would otherwise
+        // fold it away.)
         for i in 0..50_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
         }
         std::hint::black_box(x);
         let me = sample(std::process::id()).expect("our own /proc entry");
@@ -133,6 +139,11 @@ mod tests {
             during.cpu_seconds >= before.cpu_seconds + 0.05,
             "{before:?} then {during:?}"
         );
+        // The child's CPU is not this process's own (other tests may burn
+        // some of that meanwhile): what the children add holds it.
+        let children = (during.cpu_seconds - during.own_cpu_seconds)
+            - (before.cpu_seconds - before.own_cpu_seconds);
+        assert!(children >= 0.05, "{before:?} then {during:?}");
         assert!(
             during.open_fds > before.open_fds,
             "{before:?} then {during:?}"
