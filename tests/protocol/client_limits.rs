@@ -384,12 +384,18 @@ async fn under_open_file_pressure_the_probes_answer_and_mcp_recovers() {
     let port = server.port;
     let metrics_port = server.metrics_port.unwrap();
     let refused = tokio::task::spawn_blocking(move || {
-        // Far more idle sockets than 256 descriptors can hold.
+        // Far more stalled sockets than 256 descriptors can hold. Each
+        // sends the first byte of a request: the kernel hands the server a
+        // connection once its first bytes arrive (TCP_DEFER_ACCEPT), and
+        // one that sends nothing only after a second.
         let mut idle = Vec::new();
         let mut refused = 0;
         for _ in 0..300 {
             match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(stream) => idle.push(stream),
+                Ok(mut stream) => {
+                    let _ = stream.write_all(b"P");
+                    idle.push(stream);
+                }
                 Err(_) => refused += 1,
             }
         }

@@ -470,7 +470,9 @@ async fn one_principal_cannot_take_every_session() {
 
 /// Keeps up to `connections` idle connections from `source` open to the
 /// server, reopening each the server closes, until `stop`; returns how
-/// many it opened. A connect that is not answered in 300 ms (a full
+/// many it opened. Each sends the first byte of a request and no more:
+/// the kernel hands the server a connection once its first bytes arrive
+/// (TCP_DEFER_ACCEPT). A connect that is not answered in 300 ms (a full
 /// accept queue drops SYNs, which the kernel retries for two minutes) is
 /// given up, and `stop` is heard between connects, so the flood always
 /// ends when told.
@@ -504,6 +506,7 @@ fn flood(
                 match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(server)).await {
                     Ok(Ok(stream)) => {
                         opened += 1;
+                        let _ = stream.try_write(b"P");
                         held.push(stream);
                     }
                     _ => break,
