@@ -147,8 +147,8 @@ pub struct PathSummary {
     pub floor_cpu_ms: Vec<f64>,
     /// eros-mcp over the floor, per round.
     pub ratios: Vec<f64>,
-    /// eros-mcp's own process, its worker processes left out: what the
-    /// server costs beside the statements' isolation.
+    /// eros-mcp's own process, its worker processes left out (they run the
+    /// statements, which the floor runs inline, and isolate them).
     pub eros_process_cpu_ms: Vec<f64>,
     /// That over the whole floor, per round.
     pub process_ratios: Vec<f64>,
@@ -550,7 +550,7 @@ impl std::fmt::Display for FloorReport {
         }
         writeln!(
             f,
-            "eros-mcp's server process alone, its worker processes left out (the rest is the price of isolating statements)"
+            "eros-mcp's server process alone against the whole floor (its worker processes, left out, run the statements and isolate them)"
         )?;
         for s in &self.summary {
             writeln!(
@@ -642,7 +642,10 @@ mod tests {
     fn the_server_process_alone_is_set_against_the_whole_floor_and_decides_nothing() {
         let mut eros = measured(0, Server::ErosMcp, Path::HttpPoint, 0.29);
         eros.process_cpu_ms_per_call = 0.20;
-        let ms = vec![eros, measured(0, Server::Floor, Path::HttpPoint, 0.25)];
+        // The floor's own process figure is not the denominator: its whole is.
+        let mut floor = measured(0, Server::Floor, Path::HttpPoint, 0.25);
+        floor.process_cpu_ms_per_call = 0.10;
+        let ms = vec![eros, floor];
         let point = &summarize(&ms)[3];
         assert_eq!(point.path, Path::HttpPoint);
         assert_eq!(point.eros_process_cpu_ms, [0.20]);

@@ -345,6 +345,27 @@ fn a_client_that_stalls_in_its_headers_is_disconnected_after_the_header_timeout(
 }
 
 #[test]
+fn a_client_that_sends_nothing_is_disconnected_after_the_header_timeout() {
+    let (_dir, db) = fresh_db();
+    let server = start_http(&db, &[("EROS_MCP_HEADER_TIMEOUT", "1")], None);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let took = started.elapsed();
+    eprintln!("silent connection: closed after {took:?}");
+    // The kernel hands a silent connection over after about a second
+    // (deferred accept), then the header timeout runs.
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(10),
+        "closed after {took:?}"
+    );
+}
+
+#[test]
 fn a_client_that_stalls_in_its_body_gets_408_after_the_body_timeout() {
     let (_dir, db) = fresh_db();
     let server = start_http(&db, &[("EROS_MCP_BODY_TIMEOUT", "1")], None);
