@@ -5,6 +5,7 @@
 //! encodes them once (`crate::mcp::rows`; the JSON form of a cell, its
 //! `Serialize` impl, lives with the `json` format there).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
@@ -49,11 +50,6 @@ impl Text {
     pub(crate) fn from_utf8(bytes: Bytes) -> Option<Self> {
         simdutf8::basic::from_utf8(&bytes).ok()?;
         Some(Text(bytes))
-    }
-
-    /// The text's bytes.
-    pub(crate) fn bytes(&self) -> &Bytes {
-        &self.0
     }
 
     pub fn as_str(&self) -> &str {
@@ -146,38 +142,39 @@ impl Cell {
     /// Reads `value` into `buffer`, keeping at most `max_bytes` of a text
     /// or BLOB: no more than that is ever copied, however long the value.
     pub fn read(value: ValueRef<'_>, max_bytes: usize, buffer: &mut ValueBuffer) -> Self {
-        match value {
-            ValueRef::Null => Cell::Null,
-            ValueRef::Integer(i) => Cell::Integer(i),
-            ValueRef::Real(r) => Cell::Real(r),
-            ValueRef::Text(bytes) => read_text(bytes, max_bytes, buffer),
-            ValueRef::Blob(bytes) => Cell::Blob {
-                bytes: buffer.copy(&bytes[..bytes.len().min(max_bytes)]),
-                total_bytes: bytes.len(),
+        CellRef::read(value, max_bytes).to_cell(buffer)
+    }
+
+    /// The cell as a [`CellRef`], borrowing its text or BLOB.
+    pub fn as_ref(&self) -> CellRef<'_> {
+        match self {
+            Cell::Null => CellRef::Null,
+            Cell::Integer(i) => CellRef::Integer(*i),
+            Cell::Real(r) => CellRef::Real(*r),
+            Cell::Text { text, total_bytes } => CellRef::Text {
+                text: Cow::Borrowed(text.as_str()),
+                total_bytes: *total_bytes,
+            },
+            Cell::Blob { bytes, total_bytes } => CellRef::Blob {
+                bytes,
+                total_bytes: *total_bytes,
             },
         }
     }
 
     /// Whether a text or BLOB lost its end.
     pub fn is_cut(&self) -> bool {
-        self.shown_bytes() < self.total_bytes()
+        self.as_ref().is_cut()
     }
 
     /// Bytes of a text or BLOB kept in the cell (0 for other values).
     pub fn shown_bytes(&self) -> usize {
-        match self {
-            Cell::Text { text, .. } => text.len(),
-            Cell::Blob { bytes, .. } => bytes.len(),
-            _ => 0,
-        }
+        self.as_ref().shown_bytes()
     }
 
     /// Bytes of the whole text or BLOB (0 for other values).
     pub fn total_bytes(&self) -> usize {
-        match self {
-            Cell::Text { total_bytes, .. } | Cell::Blob { total_bytes, .. } => *total_bytes,
-            _ => 0,
-        }
+        self.as_ref().total_bytes()
     }
 
     /// Cuts a text or BLOB to at most `max_bytes` (a text at a character
@@ -205,7 +202,98 @@ impl Cell {
     }
 }
 
-fn read_text(bytes: &[u8], max_bytes: usize, buffer: &mut ValueBuffer) -> Cell {
+/// A value as read from SQLite and not yet kept: its text or BLOB borrowed
+/// from the statement (valid until the next step), so that a page can
+/// measure and cut a row before it keeps it, and a worker can encode it
+/// for the socket without copying it into a [`Cell`] first.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CellRef<'a> {
+    Null,
+    Integer(i64),
+    Real(f64),
+    /// As [`Cell::Text`]; owned only when invalid UTF-8 was replaced.
+    Text {
+        text: Cow<'a, str>,
+        total_bytes: usize,
+    },
+    Blob {
+        bytes: &'a [u8],
+        total_bytes: usize,
+    },
+}
+
+impl<'a> CellRef<'a> {
+    /// Views `value`, keeping at most `max_bytes` of a text or BLOB.
+    pub fn read(value: ValueRef<'a>, max_bytes: usize) -> Self {
+        match value {
+            ValueRef::Null => CellRef::Null,
+            ValueRef::Integer(i) => CellRef::Integer(i),
+            ValueRef::Real(r) => CellRef::Real(r),
+            ValueRef::Text(bytes) => read_text(bytes, max_bytes),
+            ValueRef::Blob(bytes) => CellRef::Blob {
+                bytes: &bytes[..bytes.len().min(max_bytes)],
+                total_bytes: bytes.len(),
+            },
+        }
+    }
+
+    /// The value kept: its text or BLOB copied into `buffer`.
+    pub fn to_cell(&self, buffer: &mut ValueBuffer) -> Cell {
+        match self {
+            CellRef::Null => Cell::Null,
+            CellRef::Integer(i) => Cell::Integer(*i),
+            CellRef::Real(r) => Cell::Real(*r),
+            CellRef::Text { text, total_bytes } => Cell::Text {
+                text: Text::from_utf8_unchecked(buffer.copy(text.as_bytes())),
+                total_bytes: *total_bytes,
+            },
+            CellRef::Blob { bytes, total_bytes } => Cell::Blob {
+                bytes: buffer.copy(bytes),
+                total_bytes: *total_bytes,
+            },
+        }
+    }
+
+    /// Whether a text or BLOB lost its end.
+    pub fn is_cut(&self) -> bool {
+        self.shown_bytes() < self.total_bytes()
+    }
+
+    /// Bytes of a text or BLOB kept (0 for other values).
+    pub fn shown_bytes(&self) -> usize {
+        match self {
+            CellRef::Text { text, .. } => text.len(),
+            CellRef::Blob { bytes, .. } => bytes.len(),
+            _ => 0,
+        }
+    }
+
+    /// Bytes of the whole text or BLOB (0 for other values).
+    pub fn total_bytes(&self) -> usize {
+        match self {
+            CellRef::Text { total_bytes, .. } | CellRef::Blob { total_bytes, .. } => *total_bytes,
+            _ => 0,
+        }
+    }
+
+    /// Cuts a text or BLOB to at most `max_bytes` (a text at a character
+    /// boundary); other values are left as they are.
+    pub fn cut_to(&mut self, max_bytes: usize) {
+        match self {
+            CellRef::Text { text, .. } => {
+                let cut = floor_char_boundary(text, max_bytes);
+                match text {
+                    Cow::Borrowed(borrowed) => *borrowed = &borrowed[..cut],
+                    Cow::Owned(owned) => owned.truncate(cut),
+                }
+            }
+            CellRef::Blob { bytes, .. } => *bytes = &bytes[..bytes.len().min(max_bytes)],
+            _ => {}
+        }
+    }
+}
+
+fn read_text(bytes: &[u8], max_bytes: usize) -> CellRef<'_> {
     let whole = bytes.len() <= max_bytes;
     let kept = &bytes[..bytes.len().min(max_bytes)];
     let total_bytes = |shown: usize| if whole { shown } else { bytes.len() };
@@ -214,8 +302,8 @@ fn read_text(bytes: &[u8], max_bytes: usize, buffer: &mut ValueBuffer) -> Cell {
     // was a twelfth of what a thousand rows of posts cost; its error says
     // only that the text is invalid, so std looks again to say where.)
     if let Ok(text) = simdutf8::basic::from_utf8(kept) {
-        return Cell::Text {
-            text: Text::from_utf8_unchecked(buffer.copy(text.as_bytes())),
+        return CellRef::Text {
+            text: Cow::Borrowed(text),
             total_bytes: total_bytes(text.len()),
         };
     }
@@ -232,8 +320,8 @@ fn read_text(bytes: &[u8], max_bytes: usize, buffer: &mut ValueBuffer) -> Cell {
     // whole text, as shown, is what a whole value's length counts.
     let total_bytes = total_bytes(text.len());
     text.truncate(floor_char_boundary(&text, max_bytes));
-    Cell::Text {
-        text: text.into(),
+    CellRef::Text {
+        text: Cow::Owned(text),
         total_bytes,
     }
 }

@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::SeqCst};
 
-use super::transfer::{self, Call, Op, Output, Reply, WriteEvent};
+use super::transfer::{self, Answer, Call, Op, Reply, WireRows, WriteEvent};
 use super::{read, schema, write, QueryError, WireSize, PROGRESS_STEPS};
 use crate::policy::{Restrictions, SchemaBound};
 use crate::pool::frames::{self, kind, Frame};
@@ -138,7 +138,9 @@ fn run(stream: UnixStream, formats: &[&'static dyn WireSize]) -> Result<(), Stri
         if let Some(soft) = soft_limit {
             share_soft_limit(soft);
         }
-        let reply = handle(&conn, &health, formats, call, &mut link, &mut bound);
+        let reply = handle(
+            &conn, &health, formats, call, &mut link, &mut bound, &mut out,
+        );
         let settled = !reply.unsettled;
         let frame = transfer::reply_frame(reply, std::mem::take(&mut out));
         out = frame
@@ -182,7 +184,8 @@ fn final_checkpoint(conn: &ManagedConnection, wait: std::time::Duration) -> Chec
     }
 }
 
-/// Runs one call and puts the connection back at rest.
+/// Runs one call and puts the connection back at rest; rows are encoded
+/// into the reply's frame as they are read, in `buffer` (taken from it).
 fn handle(
     conn: &ManagedConnection,
     health: &DatabaseHealth,
@@ -190,7 +193,8 @@ fn handle(
     call: Call,
     link: &mut Link,
     bound: &mut SchemaBound,
-) -> Reply {
+    buffer: &mut Vec<u8>,
+) -> Reply<Answer> {
     STOPPED.store(false, SeqCst);
     COMMITTING.store(false, SeqCst);
     CURRENT_CALL.store(call.seq, SeqCst);
@@ -220,6 +224,7 @@ fn handle(
     };
     let mut retries = 0;
     let mut wrote = false;
+    let mut rows = |width| WireRows::new(std::mem::take(buffer), width);
     let result = match call.op {
         Op::Query {
             request,
@@ -233,8 +238,9 @@ fn handle(
                 call.read_retry,
                 wire,
                 || retries += 1,
+                &mut rows,
             )
-            .map(Output::Query)
+            .map(Answer::Query)
         }),
         Op::Execute {
             request,
@@ -251,8 +257,9 @@ fn handle(
                     call.limits,
                     wire,
                     &mut may_commit,
+                    &mut rows,
                 )
-                .map(Output::Execute)
+                .map(Answer::Execute)
             })
         }
         Op::ListTables {
@@ -266,16 +273,16 @@ fn handle(
             column.as_deref(),
             detail,
         )
-        .map(Output::Tables),
+        .map(Answer::Tables),
         Op::DescribeTable { table } => {
-            schema::describe_table(conn, &restrictions, &table).map(Output::Description)
+            schema::describe_table(conn, &restrictions, &table).map(Answer::Description)
         }
-        Op::SchemaDdl => schema::schema_ddl(conn, &restrictions).map(Output::Ddl),
+        Op::SchemaDdl => schema::schema_ddl(conn, &restrictions).map(Answer::Ddl),
         Op::Explain { sql, params } => conn
             .with_restrictions(&restrictions, |conn| {
                 schema::explain(conn, &sql, params.as_ref())
             })
-            .map(Output::Explain),
+            .map(Answer::Explain),
     };
     CURRENT_CALL.store(0, SeqCst);
     let write = match (&result, health.write_fault()) {

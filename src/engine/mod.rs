@@ -35,7 +35,7 @@ use rusqlite::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use cell::{Cell, Text};
+pub use cell::{Cell, CellRef, Text};
 pub use commit_gate::{AlwaysCommit, CommitGate};
 pub use cursor::TOKEN_LEN as CURSOR_LEN;
 pub use error::{Outcome, QueryError, SqliteCode};

@@ -8,16 +8,14 @@
 
 use rusqlite::types::ValueRef;
 
-use super::cell::ValueBuffer;
-use super::{Cell, Rows, WireSize};
+use super::{CellRef, WireSize};
 
-/// Cells a page reserves room for before its first row: at most 256 rows
-/// and at most 80 KB of cells (256 rows of a 100-column table would be
-/// 1 MB a call); a longer page grows from there.
-const RESERVED_CELLS: usize = 2048;
-
-fn reserved_rows(width: usize, max_rows: usize) -> usize {
-    max_rows.min(256).min(RESERVED_CELLS / width.max(1)).max(1)
+/// Where the rows of a page go once each is known to fit: encoded for the
+/// socket as they come in a worker (`transfer::WireRows`), so a value is
+/// copied once, from SQLite into the reply.
+pub(crate) trait PageSink {
+    /// Keeps a row: its cells, and the bytes each takes in the row format.
+    fn push_row(&mut self, cells: &[CellRef<'_>], bytes: &[usize]);
 }
 
 /// The caps of one answer.
@@ -30,44 +28,68 @@ pub(crate) struct PageLimits {
     pub max_blob_bytes: usize,
 }
 
-/// Rows read for one answer.
+/// Rows read for one answer, kept in `rows`.
 #[derive(Debug)]
-pub(crate) struct Page {
-    pub rows: Rows,
+pub(crate) struct Page<S> {
+    pub rows: S,
+    /// Rows kept.
+    pub len: usize,
     /// A further row exists; it was left for the next page.
     pub more: bool,
     /// A value was cut, to its cap or to the room the first row had.
     pub value_cut: bool,
-    /// The bytes each cell of `rows` takes, as [`WireSize::cell`] counted
-    /// them, row after row: the encoder need not measure them again.
-    pub cell_bytes: Vec<usize>,
 }
 
-/// Reads rows from `rows` until a cap is reached.
-pub(crate) fn read_page(
+/// A query's page as a worker read it, its rows in the sink they went to
+/// (the server receives it as a `QueryOutput`).
+#[derive(Debug)]
+pub(crate) struct QueryPage<S> {
+    pub columns: Vec<String>,
+    pub rows: S,
+    pub row_count: usize,
+    pub truncated: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// A write's outcome as a worker read it, its RETURNING rows in the sink
+/// they went to (the server receives it as an `ExecuteOutput`).
+#[derive(Debug)]
+pub(crate) struct ExecutePage<S> {
+    pub changes: u64,
+    pub last_insert_rowid: i64,
+    pub columns: Vec<String>,
+    pub rows: S,
+    pub truncated: bool,
+}
+
+/// Reads rows from `rows` into `sink` until a cap is reached.
+pub(crate) fn read_page<S: PageSink>(
     rows: &mut rusqlite::Rows<'_>,
     columns: &[String],
     limits: PageLimits,
     wire: &dyn WireSize,
-) -> rusqlite::Result<Page> {
+    sink: S,
+) -> rusqlite::Result<Page<S>> {
     let width = columns.len();
     let mut budget = limits.max_bytes.saturating_sub(wire.empty_answer(columns));
     let mut page = Page {
-        rows: Rows::with_capacity(width, reserved_rows(width, limits.max_rows)),
+        rows: sink,
+        len: 0,
         more: false,
         value_cut: false,
-        cell_bytes: Vec::new(),
     };
-    let mut buffer = ValueBuffer::default();
+    // The row being read, as views of SQLite's values (valid until the
+    // next step); its vectors are reused from row to row.
+    let mut spare: Vec<CellRef<'static>> = Vec::with_capacity(width);
+    let mut bytes = Vec::with_capacity(width);
     'rows: while let Some(row) = rows.next()? {
-        if page.rows.len() >= limits.max_rows {
+        if page.len >= limits.max_rows {
             page.more = true;
             break;
         }
-        let first = page.rows.is_empty();
-        let kept = page.cell_bytes.len();
-        let cells = page.rows.cells_mut();
-        let start = cells.len();
+        let first = page.len == 0;
+        let mut cells = reuse(std::mem::take(&mut spare));
+        bytes.clear();
         let mut size = wire.row_frame(width);
         for i in 0..width {
             let value = row.get_ref(i).unwrap_or(ValueRef::Null);
@@ -77,47 +99,46 @@ pub(crate) fn read_page(
             };
             let room = budget.saturating_sub(size);
             // Every format spends at least a byte on each byte shown: no
-            // more than `room` bytes are ever copied.
-            let mut cell = Cell::read(value, cap.min(room), &mut buffer);
-            let bytes = fit(&mut cell, room, wire);
+            // more than `room` bytes are ever kept.
+            let mut cell = CellRef::read(value, cap.min(room));
+            let cell_bytes = fit(&mut cell, room, wire);
             let cut_for_room = cell.shown_bytes() < cell.total_bytes().min(cap);
             if cut_for_room && !first {
                 page.more = true;
-                cells.truncate(start);
-                page.cell_bytes.truncate(kept);
                 break 'rows;
             }
-            size += bytes;
+            size += cell_bytes;
             cells.push(cell);
-            page.cell_bytes.push(bytes);
+            bytes.push(cell_bytes);
         }
         if size > budget {
             if !first {
                 page.more = true;
-                cells.truncate(start);
-                page.cell_bytes.truncate(kept);
                 break;
             }
             // The values after the one that took the room still cost
             // something (quotes, NULL): cut the longest values to pay it.
-            size = fit_row(
-                &mut cells[start..],
-                &mut page.cell_bytes[kept..],
-                size,
-                budget,
-                wire,
-            );
+            size = fit_row(&mut cells, &mut bytes, size, budget, wire);
         }
         budget = budget.saturating_sub(size);
-        page.value_cut |= cells[start..].iter().any(Cell::is_cut);
-        page.rows.end_row();
+        page.value_cut |= cells.iter().any(CellRef::is_cut);
+        page.rows.push_row(&cells, &bytes);
+        page.len += 1;
+        spare = reuse(cells);
     }
     Ok(page)
 }
 
+/// `cells`, emptied, as a vector of views that may borrow from another
+/// row: the same allocation (an empty vector collected in place).
+fn reuse<'to>(mut cells: Vec<CellRef<'_>>) -> Vec<CellRef<'to>> {
+    cells.clear();
+    cells.into_iter().map(|_| unreachable!()).collect()
+}
+
 /// Cuts `cell` until it takes at most `room` bytes on the wire, as far as
 /// cutting can; returns its wire size.
-fn fit(cell: &mut Cell, room: usize, wire: &dyn WireSize) -> usize {
+fn fit(cell: &mut CellRef<'_>, room: usize, wire: &dyn WireSize) -> usize {
     let mut bytes = wire.cell(cell);
     while bytes > room && cell.shown_bytes() > 0 {
         // Cut in proportion to the excess (escapes and quotes make it
@@ -134,7 +155,7 @@ fn fit(cell: &mut Cell, room: usize, wire: &dyn WireSize) -> usize {
 /// until it takes at most `budget`, as far as cutting can; returns its new
 /// size.
 fn fit_row(
-    cells: &mut [Cell],
+    cells: &mut [CellRef<'_>],
     bytes: &mut [usize],
     mut size: usize,
     budget: usize,
@@ -160,6 +181,34 @@ fn fit_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::cell::ValueBuffer;
+    use crate::engine::{Cell, Rows};
+
+    /// Rows kept as cells, with the bytes each was counted at.
+    #[derive(Default)]
+    struct Kept {
+        cells: Vec<Cell>,
+        cell_bytes: Vec<usize>,
+        buffer: ValueBuffer,
+    }
+
+    impl PageSink for Kept {
+        fn push_row(&mut self, cells: &[CellRef<'_>], bytes: &[usize]) {
+            for cell in cells {
+                self.cells.push(cell.to_cell(&mut self.buffer));
+            }
+            self.cell_bytes.extend_from_slice(bytes);
+        }
+    }
+
+    /// A page's rows and the bytes each cell was counted at.
+    struct Read {
+        rows: Rows,
+        cell_bytes: Vec<usize>,
+        len: usize,
+        more: bool,
+        value_cut: bool,
+    }
 
     /// A format that spends one byte per byte shown, one per other value,
     /// and one per row.
@@ -176,17 +225,24 @@ mod tests {
         fn row_frame(&self, _: usize) -> usize {
             1
         }
-        fn cell(&self, cell: &Cell) -> usize {
+        fn cell(&self, cell: &CellRef<'_>) -> usize {
             cell.shown_bytes().max(1)
         }
     }
 
-    fn page(sql: &str, limits: PageLimits) -> Page {
+    fn page(sql: &str, limits: PageLimits) -> Read {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         let mut stmt = conn.prepare(sql).unwrap();
         let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
         let mut rows = stmt.raw_query();
-        read_page(&mut rows, &columns, limits, &Plain).unwrap()
+        let page = read_page(&mut rows, &columns, limits, &Plain, Kept::default()).unwrap();
+        Read {
+            rows: Rows::from_cells(columns.len(), page.len, page.rows.cells).unwrap(),
+            cell_bytes: page.rows.cell_bytes,
+            len: page.len,
+            more: page.more,
+            value_cut: page.value_cut,
+        }
     }
 
     const LIMITS: PageLimits = PageLimits {
@@ -203,7 +259,7 @@ mod tests {
     fn rows_stop_before_the_byte_budget_is_passed() {
         // Each row costs 20 bytes: five fit in 100.
         let page = page(TEN_ROWS, LIMITS);
-        assert_eq!(page.rows.len(), 5);
+        assert_eq!(page.len, 5);
         assert!(page.more);
         assert!(!page.value_cut);
     }
@@ -217,17 +273,20 @@ mod tests {
                 ..LIMITS
             },
         );
-        assert_eq!(page.rows.len(), 3);
+        assert_eq!(page.len, 3);
         assert!(page.more);
     }
 
     #[test]
     fn a_first_row_too_big_is_cut_to_the_budget() {
         let page = page("SELECT printf('%.500c', 'a'), 'b'", LIMITS);
-        assert_eq!(page.rows.len(), 1);
+        assert_eq!(page.len, 1);
         assert!(page.value_cut);
         assert!(!page.more);
-        let used: usize = 1 + page.rows[0].iter().map(|c| Plain.cell(c)).sum::<usize>();
+        let used: usize = 1 + page.rows[0]
+            .iter()
+            .map(|c| Plain.cell(&c.as_ref()))
+            .sum::<usize>();
         assert!(used <= 100, "{used} bytes");
         assert_eq!(page.rows[0][0].total_bytes(), 500);
     }
@@ -248,7 +307,12 @@ mod tests {
         // A first row cut to fit, then rows stopped by the byte budget.
         for sql in ["SELECT printf('%.500c', 'a'), 'b', NULL", TEN_ROWS] {
             let read = page(sql, LIMITS);
-            let sizes: Vec<usize> = read.rows.cells().iter().map(|c| Plain.cell(c)).collect();
+            let sizes: Vec<usize> = read
+                .rows
+                .cells()
+                .iter()
+                .map(|c| Plain.cell(&c.as_ref()))
+                .collect();
             assert_eq!(read.cell_bytes, sizes, "{sql}");
         }
     }
@@ -259,14 +323,5 @@ mod tests {
         assert_eq!(page.rows[0][0].shown_bytes(), 8);
         assert!(page.value_cut);
         assert!(!page.more);
-    }
-
-    #[test]
-    fn a_page_reserves_up_to_256_rows_and_80_kb_of_cells() {
-        assert_eq!(reserved_rows(5, 1000), 256);
-        assert_eq!(reserved_rows(5, 3), 3);
-        assert_eq!(reserved_rows(100, 1000), 20);
-        assert_eq!(reserved_rows(5000, 1000), 1);
-        assert_eq!(reserved_rows(0, 1000), 256);
     }
 }

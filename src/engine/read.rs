@@ -10,7 +10,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::page::{read_page, PageLimits};
+use super::page::{read_page, PageLimits, PageSink, QueryPage};
 use super::transfer::{Op, Output};
 use super::{
     cursor, unexpected, AlwaysCommit, Limits, QueryEngine, QueryError, Rows, SqlParams, WireSize,
@@ -103,8 +103,10 @@ impl QueryEngine {
 }
 
 /// Runs a `query` call in the worker: the statement under the caller's
-/// restrictions, a busy read retried (`on_retry` counts each retry).
-pub(crate) fn run(
+/// restrictions, a busy read retried (`on_retry` counts each retry), its
+/// rows into a sink `sink` makes for rows of a given width.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run<S: PageSink>(
     conn: &ManagedConnection,
     restrictions: &Arc<Restrictions>,
     request: &QueryRequest,
@@ -112,9 +114,12 @@ pub(crate) fn run(
     policy: crate::retry::RetryPolicy,
     wire: &dyn WireSize,
     on_retry: impl FnMut(),
-) -> Result<QueryOutput, QueryError> {
+    mut sink: impl FnMut(usize) -> S,
+) -> Result<QueryPage<S>, QueryError> {
     conn.with_restrictions(restrictions, |conn| {
-        QueryEngine::retry_read(policy, on_retry, || read(conn, request, limits, wire))
+        QueryEngine::retry_read(policy, on_retry, || {
+            read(conn, request, limits, wire, &mut sink)
+        })
     })
 }
 
@@ -221,12 +226,13 @@ fn nulled_column_in_index(
     Ok(None)
 }
 
-fn read(
+fn read<S: PageSink>(
     conn: &ManagedConnection,
     request: &QueryRequest,
     limits: Limits,
     wire: &dyn WireSize,
-) -> Result<QueryOutput, QueryError> {
+    sink: &mut impl FnMut(usize) -> S,
+) -> Result<QueryPage<S>, QueryError> {
     let mut stmt = prepare_read(conn, &request.sql)?;
     let restrictions = conn.restrictions();
     if restrictions.nulls_columns() && stmt.is_explain() == 0 {
@@ -257,17 +263,16 @@ fn read(
         max_bytes: limits.max_bytes,
         max_blob_bytes: limits.max_blob_bytes,
     };
-    let page = read_page(&mut rows, &columns, page_limits, wire)?;
+    let page = read_page(&mut rows, &columns, page_limits, wire, sink(columns.len()))?;
     let next_cursor = page
         .more
-        .then(|| cursor::encode(offset + page.rows.len() as u64, fingerprint));
-    Ok(QueryOutput {
+        .then(|| cursor::encode(offset + page.len as u64, fingerprint));
+    Ok(QueryPage {
         columns,
-        row_count: page.rows.len(),
+        row_count: page.len,
         rows: page.rows,
         truncated: page.more || page.value_cut,
         next_cursor,
-        cell_bytes: page.cell_bytes,
     })
 }
 

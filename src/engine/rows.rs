@@ -72,19 +72,6 @@ impl Rows {
         &self.cells
     }
 
-    /// The cells of the row being read, and of the rows before it: push
-    /// the row's cells, then [`Rows::end_row`] (or truncate them away to
-    /// drop it).
-    pub(crate) fn cells_mut(&mut self) -> &mut Vec<Cell> {
-        &mut self.cells
-    }
-
-    /// The cells pushed since the last row make a row.
-    pub(crate) fn end_row(&mut self) {
-        self.len += 1;
-        debug_assert_eq!(self.cells.len(), self.len * self.width);
-    }
-
     /// The rows as a list of rows.
     #[cfg(test)]
     fn to_vecs(&self) -> Vec<Vec<Cell>> {
@@ -210,19 +197,8 @@ mod tests {
     }
 
     #[test]
-    fn a_row_dropped_while_read_leaves_the_rows_before_it() {
-        let mut rows = two_by_two();
-        let kept = rows.cells().len();
-        rows.cells_mut().push(Cell::Integer(3));
-        rows.cells_mut().truncate(kept);
-        assert_eq!(rows, two_by_two().to_vecs());
-    }
-
-    #[test]
     fn rows_of_no_columns_are_counted() {
-        let mut rows = Rows::with_capacity(0, 4);
-        rows.end_row();
-        rows.end_row();
+        let rows = Rows::from_cells(0, 2, Vec::new()).unwrap();
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(<[Cell]>::is_empty));
     }

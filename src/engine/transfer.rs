@@ -4,17 +4,20 @@
 //!
 //! A call and a reply's header are JSON (small, and every type in them
 //! already has its serde form). The rows of a reply are not: each cell is a
-//! tag and its bytes, and the texts and BLOBs of the decoded rows are
+//! tag and its bytes, written into the reply's frame as the worker reads
+//! them ([`WireRows`], a page's sink), before the header, which is known
+//! only once the page ends. The texts and BLOBs of the decoded rows are
 //! slices of the one buffer the reply was read into, so a thousand rows
-//! cost no allocation a value on this side either.
+//! cost no allocation a value on either side.
 
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes};
 use serde::{Deserialize, Serialize};
 
+use super::page::{ExecutePage, PageSink, QueryPage};
 use super::{
-    Cell, ExecuteOutput, ExecuteRequest, ExplainOutput, Limits, QueryError, QueryOutput,
+    Cell, CellRef, ExecuteOutput, ExecuteRequest, ExplainOutput, Limits, QueryError, QueryOutput,
     QueryRequest, Rows, SqlParams, SqliteCode, TableDescription, TableDetail, TableList, Text,
 };
 use crate::policy::Restrictions;
@@ -62,7 +65,7 @@ pub enum Op {
     },
 }
 
-/// What a call produced.
+/// What a call produced, as the server receives it.
 #[derive(Debug)]
 pub enum Output {
     Query(QueryOutput),
@@ -80,11 +83,23 @@ pub enum WriteEvent {
     Failed(WriteFault),
 }
 
-/// A worker's answer to one call.
+/// What a call produced, as a worker sends it: rows already encoded.
 #[derive(Debug)]
-pub struct Reply {
+pub enum Answer {
+    Query(QueryPage<WireRows>),
+    Execute(ExecutePage<WireRows>),
+    Tables(TableList),
+    Description(TableDescription),
+    Ddl(String),
+    Explain(ExplainOutput),
+}
+
+/// A worker's answer to one call: `O` is [`Answer`] in the worker,
+/// [`Output`] in the server.
+#[derive(Debug)]
+pub struct Reply<O = Output> {
     pub seq: u64,
-    pub result: Result<Output, QueryError>,
+    pub result: Result<O, QueryError>,
     pub write: Option<WriteEvent>,
     /// Busy reads retried inside the worker (the pool counts them).
     pub retries: u32,
@@ -199,34 +214,126 @@ pub fn read_call(payload: &[u8]) -> Result<Call, serde_json::Error> {
     serde_json::from_slice(payload)
 }
 
-/// The frame for `reply`, written into `buffer` (whose capacity is kept).
-pub fn reply_frame(reply: Reply, buffer: Vec<u8>) -> Frame {
-    let (head, rows, cell_bytes) = match reply.result {
-        Ok(Output::Query(out)) => (
+/// A reply's rows, encoded into its frame as a page reads them: the
+/// width, the row count, the cells (a tag, then the value; a text or BLOB
+/// as its shown and whole lengths and its bytes), then the wire size of
+/// each cell. The reply's header follows them ([`reply_frame`]).
+pub struct WireRows {
+    frame: Frame,
+    /// Where the row count is, written when the rows end.
+    len_at: usize,
+    len: u32,
+    cell_bytes: Vec<u32>,
+}
+
+impl std::fmt::Debug for WireRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireRows")
+            .field("rows", &self.len)
+            .field("cells", &self.cell_bytes.len())
+            .finish()
+    }
+}
+
+const NULL: u8 = 0;
+const INTEGER: u8 = 1;
+const REAL: u8 = 2;
+const TEXT: u8 = 3;
+const BLOB: u8 = 4;
+
+impl WireRows {
+    /// No rows yet, of `width` cells each, in a frame written into
+    /// `buffer` (its contents dropped, its capacity kept).
+    pub fn new(buffer: Vec<u8>, width: usize) -> Self {
+        let mut frame = Frame::reusing(kind::REPLY, buffer);
+        let out = frame.payload();
+        out.put_u32_le(width as u32);
+        let len_at = out.len();
+        out.put_u32_le(0);
+        Self {
+            frame,
+            len_at,
+            len: 0,
+            cell_bytes: Vec::new(),
+        }
+    }
+
+    /// The frame, the rows ended, for the header to follow.
+    fn finish(mut self) -> Frame {
+        let out = self.frame.payload();
+        out[self.len_at..self.len_at + 4].copy_from_slice(&self.len.to_le_bytes());
+        out.put_u32_le(self.cell_bytes.len() as u32);
+        out.reserve(self.cell_bytes.len() * 4);
+        for bytes in &self.cell_bytes {
+            out.put_u32_le(*bytes);
+        }
+        self.frame
+    }
+}
+
+impl PageSink for WireRows {
+    fn push_row(&mut self, cells: &[CellRef<'_>], bytes: &[usize]) {
+        let out = self.frame.payload();
+        for cell in cells {
+            match cell {
+                CellRef::Null => out.put_u8(NULL),
+                CellRef::Integer(i) => {
+                    out.put_u8(INTEGER);
+                    out.put_i64_le(*i);
+                }
+                CellRef::Real(r) => {
+                    out.put_u8(REAL);
+                    out.put_f64_le(*r);
+                }
+                CellRef::Text { text, total_bytes } => {
+                    put_value(out, TEXT, text.as_bytes(), *total_bytes);
+                }
+                CellRef::Blob { bytes, total_bytes } => put_value(out, BLOB, bytes, *total_bytes),
+            }
+        }
+        self.cell_bytes.extend(
+            bytes
+                .iter()
+                .map(|&bytes| u32::try_from(bytes).unwrap_or(u32::MAX)),
+        );
+        self.len += 1;
+    }
+}
+
+fn put_value(out: &mut Vec<u8>, tag: u8, bytes: &[u8], total_bytes: usize) {
+    out.put_u8(tag);
+    out.put_u32_le(bytes.len() as u32);
+    out.put_u64_le(total_bytes as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// The frame for `reply`: its rows as read (or none, written into `spare`),
+/// then its header as JSON, then the header's length.
+pub fn reply_frame(reply: Reply<Answer>, spare: Vec<u8>) -> Frame {
+    let (head, rows) = match reply.result {
+        Ok(Answer::Query(page)) => (
             Ok(Head::Query {
-                columns: out.columns,
-                row_count: out.row_count,
-                truncated: out.truncated,
-                next_cursor: out.next_cursor,
+                columns: page.columns,
+                row_count: page.row_count,
+                truncated: page.truncated,
+                next_cursor: page.next_cursor,
             }),
-            Some(out.rows),
-            out.cell_bytes,
+            Some(page.rows),
         ),
-        Ok(Output::Execute(out)) => (
+        Ok(Answer::Execute(page)) => (
             Ok(Head::Execute {
-                changes: out.changes,
-                last_insert_rowid: out.last_insert_rowid,
-                columns: out.columns,
-                truncated: out.truncated,
+                changes: page.changes,
+                last_insert_rowid: page.last_insert_rowid,
+                columns: page.columns,
+                truncated: page.truncated,
             }),
-            Some(out.rows),
-            Vec::new(),
+            Some(page.rows),
         ),
-        Ok(Output::Tables(out)) => (Ok(Head::Tables(out)), None, Vec::new()),
-        Ok(Output::Description(out)) => (Ok(Head::Description(out)), None, Vec::new()),
-        Ok(Output::Ddl(out)) => (Ok(Head::Ddl(out)), None, Vec::new()),
-        Ok(Output::Explain(out)) => (Ok(Head::Explain(out)), None, Vec::new()),
-        Err(err) => (Err(WireError::from(err)), None, Vec::new()),
+        Ok(Answer::Tables(out)) => (Ok(Head::Tables(out)), None),
+        Ok(Answer::Description(out)) => (Ok(Head::Description(out)), None),
+        Ok(Answer::Ddl(out)) => (Ok(Head::Ddl(out)), None),
+        Ok(Answer::Explain(out)) => (Ok(Head::Explain(out)), None),
+        Err(err) => (Err(WireError::from(err)), None),
     };
     let header = Header {
         seq: reply.seq,
@@ -236,35 +343,31 @@ pub fn reply_frame(reply: Reply, buffer: Vec<u8>) -> Frame {
         rolled_back: reply.rolled_back,
         unsettled: reply.unsettled,
     };
-    let rows_bytes = rows.as_ref().map_or(0, encoded_len) + cell_bytes.len() * 4;
-    let mut frame = Frame::reusing(kind::REPLY, buffer);
+    let mut frame = rows.unwrap_or_else(|| WireRows::new(spare, 0)).finish();
     let out = frame.payload();
-    out.reserve(256 + rows_bytes);
     let at = out.len();
-    out.put_u32_le(0);
     serde_json::to_writer(&mut *out, &header).expect("a reply header serializes");
-    let header_len = (out.len() - at - 4) as u32;
-    out[at..at + 4].copy_from_slice(&header_len.to_le_bytes());
-    if let Some(rows) = rows {
-        encode_rows(&rows, &cell_bytes, out);
-    }
+    let header_len = (out.len() - at) as u32;
+    out.put_u32_le(header_len);
     frame
 }
 
 /// Reads a reply; `Err` names what made no sense (the worker is then
 /// dropped).
 pub fn read_reply(payload: Vec<u8>) -> Result<Reply, String> {
-    let mut buf = Bytes::from(payload);
-    if buf.remaining() < 4 {
-        return Err("a reply shorter than its header".into());
-    }
-    let header_len = buf.get_u32_le() as usize;
-    if buf.remaining() < header_len {
-        return Err("a reply shorter than its header".into());
-    }
+    let short = || "a reply shorter than its header".to_string();
+    let end = payload.len().checked_sub(4).ok_or_else(short)?;
+    let header_len = u32::from_le_bytes([
+        payload[end],
+        payload[end + 1],
+        payload[end + 2],
+        payload[end + 3],
+    ]) as usize;
+    let rows_end = end.checked_sub(header_len).ok_or_else(short)?;
     let header: Header =
-        serde_json::from_slice(&buf[..header_len]).map_err(|err| err.to_string())?;
-    buf.advance(header_len);
+        serde_json::from_slice(&payload[rows_end..end]).map_err(|err| err.to_string())?;
+    let mut buf = Bytes::from(payload);
+    buf.truncate(rows_end);
     let result = match header.result {
         Err(err) => Err(QueryError::from(err)),
         Ok(Head::Query {
@@ -313,59 +416,6 @@ pub fn read_reply(payload: Vec<u8>) -> Result<Reply, String> {
     })
 }
 
-const NULL: u8 = 0;
-const INTEGER: u8 = 1;
-const REAL: u8 = 2;
-const TEXT: u8 = 3;
-const BLOB: u8 = 4;
-
-fn encoded_len(rows: &Rows) -> usize {
-    12 + rows
-        .cells()
-        .iter()
-        .map(|cell| match cell {
-            Cell::Null => 1,
-            Cell::Integer(_) | Cell::Real(_) => 9,
-            Cell::Text { text, .. } => 13 + text.len(),
-            Cell::Blob { bytes, .. } => 13 + bytes.len(),
-        })
-        .sum::<usize>()
-}
-
-fn encode_rows(rows: &Rows, cell_bytes: &[usize], out: &mut Vec<u8>) {
-    out.put_u32_le(rows.width() as u32);
-    out.put_u32_le(rows.len() as u32);
-    out.put_u32_le(cell_bytes.len() as u32);
-    for &bytes in cell_bytes {
-        out.put_u32_le(u32::try_from(bytes).unwrap_or(u32::MAX));
-    }
-    for cell in rows.cells() {
-        match cell {
-            Cell::Null => out.put_u8(NULL),
-            Cell::Integer(i) => {
-                out.put_u8(INTEGER);
-                out.put_i64_le(*i);
-            }
-            Cell::Real(r) => {
-                out.put_u8(REAL);
-                out.put_f64_le(*r);
-            }
-            Cell::Text { text, total_bytes } => {
-                out.put_u8(TEXT);
-                out.put_u32_le(text.len() as u32);
-                out.put_u64_le(*total_bytes as u64);
-                out.extend_from_slice(text.bytes());
-            }
-            Cell::Blob { bytes, total_bytes } => {
-                out.put_u8(BLOB);
-                out.put_u32_le(bytes.len() as u32);
-                out.put_u64_le(*total_bytes as u64);
-                out.extend_from_slice(bytes);
-            }
-        }
-    }
-}
-
 fn decode_rows(buf: &mut Bytes) -> Result<(Rows, Vec<usize>), String> {
     let short = || "a reply's rows end early".to_string();
     let need = |buf: &Bytes, n: usize| {
@@ -375,12 +425,9 @@ fn decode_rows(buf: &mut Bytes) -> Result<(Rows, Vec<usize>), String> {
             Ok(())
         }
     };
-    need(buf, 12)?;
+    need(buf, 8)?;
     let width = buf.get_u32_le() as usize;
     let len = buf.get_u32_le() as usize;
-    let counted = buf.get_u32_le() as usize;
-    need(buf, counted.saturating_mul(4))?;
-    let cell_bytes = (0..counted).map(|_| buf.get_u32_le() as usize).collect();
     let total = width.checked_mul(len).ok_or_else(short)?;
     // Each cell takes at least one byte: a count past what is left is a lie.
     need(buf, total)?;
@@ -415,6 +462,10 @@ fn decode_rows(buf: &mut Bytes) -> Result<(Rows, Vec<usize>), String> {
         };
         cells.push(cell);
     }
+    need(buf, 4)?;
+    let counted = buf.get_u32_le() as usize;
+    need(buf, counted.saturating_mul(4))?;
+    let cell_bytes = (0..counted).map(|_| buf.get_u32_le() as usize).collect();
     let rows = Rows::from_cells(width, len, cells).ok_or_else(short)?;
     Ok((rows, cell_bytes))
 }
@@ -428,7 +479,7 @@ pub fn restrictions_for_call(restrictions: &Arc<Restrictions>) -> Option<Restric
 mod tests {
     use super::*;
 
-    fn round_trip(result: Result<Output, QueryError>) -> Reply {
+    fn round_trip(result: Result<Answer, QueryError>) -> Reply {
         let frame = reply_frame(
             Reply {
                 seq: 9,
@@ -445,6 +496,16 @@ mod tests {
         let (kind, payload) = crate::pool::frames::read(&mut &wire[..]).unwrap();
         assert_eq!(kind, kind::REPLY);
         read_reply(payload).unwrap()
+    }
+
+    /// `rows` as a worker sends them, each cell counted at `bytes`.
+    fn wire_rows(rows: &Rows, bytes: &[usize]) -> WireRows {
+        let mut wire = WireRows::new(Vec::new(), rows.width());
+        for (i, row) in rows.iter().enumerate() {
+            let cells: Vec<CellRef<'_>> = row.iter().map(Cell::as_ref).collect();
+            wire.push_row(&cells, &bytes[i * rows.width()..(i + 1) * rows.width()]);
+        }
+        wire
     }
 
     #[test]
@@ -476,7 +537,14 @@ mod tests {
             next_cursor: Some("cursor".into()),
             cell_bytes: (0..10).collect(),
         };
-        let reply = round_trip(Ok(Output::Query(sent.clone())));
+        let page = QueryPage {
+            columns: sent.columns.clone(),
+            rows: wire_rows(&rows, &sent.cell_bytes),
+            row_count: 2,
+            truncated: true,
+            next_cursor: Some("cursor".into()),
+        };
+        let reply = round_trip(Ok(Answer::Query(page)));
         assert_eq!(reply.seq, 9);
         assert_eq!(reply.retries, 2);
         assert!(matches!(reply.write, Some(WriteEvent::Succeeded)));
@@ -503,16 +571,16 @@ mod tests {
 
     #[test]
     fn a_truncated_reply_is_refused_not_read_past_its_end() {
+        let rows = Rows::from_rows(vec![vec![Cell::text("abcdef")]]);
         let frame = reply_frame(
             Reply {
                 seq: 1,
-                result: Ok(Output::Query(QueryOutput {
+                result: Ok(Answer::Query(QueryPage {
                     columns: vec!["a".into()],
-                    rows: Rows::from_rows(vec![vec![Cell::text("abcdef")]]),
+                    rows: wire_rows(&rows, &[6]),
                     row_count: 1,
                     truncated: false,
                     next_cursor: None,
-                    cell_bytes: Vec::new(),
                 })),
                 write: None,
                 retries: 0,
@@ -523,8 +591,16 @@ mod tests {
         );
         let mut wire = Vec::new();
         frame.send(&mut wire).unwrap();
-        let (_, mut payload) = crate::pool::frames::read(&mut &wire[..]).unwrap();
-        payload.truncate(payload.len() - 3);
-        assert!(read_reply(payload).is_err());
+        let (_, payload) = crate::pool::frames::read(&mut &wire[..]).unwrap();
+        assert!(read_reply(payload.clone()).is_ok(), "the control reads");
+        // Cut at the end: the header's length is gone.
+        assert!(read_reply(payload[..payload.len() - 3].to_vec()).is_err());
+        // Cut inside the rows, the header whole: the text ends early.
+        let end = payload.len() - 4;
+        let header_len = u32::from_le_bytes(payload[end..].try_into().unwrap()) as usize;
+        let rows_end = end - header_len;
+        let mut cut = payload[..rows_end - 3].to_vec();
+        cut.extend_from_slice(&payload[rows_end..]);
+        assert!(read_reply(cut).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! it: the engine asks while it steps, so `EROS_DB_MAX_BYTES` caps the bytes
 //! an answer really takes and the engine stays ignorant of formats.
 
-use super::Cell;
+use super::CellRef;
 
 /// The byte counts of one row format (`crate::mcp::rows` implements it for
 /// each). Counts are exact for rows; the fixed part may count a little
@@ -18,5 +18,5 @@ pub trait WireSize: Send + Sync {
     /// brackets, line end.
     fn row_frame(&self, width: usize) -> usize;
     /// Bytes one cell takes.
-    fn cell(&self, cell: &Cell) -> usize;
+    fn cell(&self, cell: &CellRef<'_>) -> usize;
 }

@@ -6,7 +6,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::page::{read_page, PageLimits};
+use super::page::{read_page, ExecutePage, PageLimits, PageSink};
 use super::transfer::{Op, Output};
 use super::{
     unexpected, AlwaysCommit, CommitGate, Limits, QueryEngine, QueryError, Rows, SqlParams,
@@ -96,8 +96,10 @@ impl QueryEngine {
 }
 
 /// Runs an `execute` call in the worker, under the caller's restrictions;
-/// `may_commit` asks the server whether the call may still commit.
-pub(crate) fn run(
+/// `may_commit` asks the server whether the call may still commit; the
+/// RETURNING rows go to the sink `sink` makes for rows of a given width.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run<S: PageSink>(
     conn: &ManagedConnection,
     restrictions: &Arc<Restrictions>,
     health: &DatabaseHealth,
@@ -105,7 +107,8 @@ pub(crate) fn run(
     limits: Limits,
     wire: &dyn WireSize,
     may_commit: &mut dyn FnMut() -> bool,
-) -> Result<ExecuteOutput, QueryError> {
+    sink: impl FnOnce(usize) -> S,
+) -> Result<ExecutePage<S>, QueryError> {
     let limits = PageLimits {
         max_rows: limits.max_rows,
         max_bytes: limits.max_bytes,
@@ -113,7 +116,7 @@ pub(crate) fn run(
     };
     conn.with_restrictions(restrictions, |conn| {
         conn.with_access(Access::Trusted, |conn| {
-            write(conn, may_commit, health, request, limits, wire)
+            write(conn, may_commit, health, request, limits, wire, sink)
         })
     })?
 }
@@ -134,14 +137,15 @@ fn write_error(health: &DatabaseHealth, err: rusqlite::Error) -> QueryError {
     }
 }
 
-fn write(
+fn write<S: PageSink>(
     conn: &ManagedConnection,
     may_commit: &mut dyn FnMut() -> bool,
     health: &DatabaseHealth,
     request: &ExecuteRequest,
     limits: PageLimits,
     wire: &dyn WireSize,
-) -> Result<ExecuteOutput, QueryError> {
+    sink: impl FnOnce(usize) -> S,
+) -> Result<ExecutePage<S>, QueryError> {
     if request.sql.trim().is_empty() {
         return Err(QueryError::InvalidArgument("`sql` is empty".into()));
     }
@@ -164,7 +168,7 @@ fn write(
     SqlParams::bind(request.params.as_ref(), &mut stmt)?;
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|err| write_error(health, err))?;
-    let outcome = (|| -> Result<ExecuteOutput, QueryError> {
+    let outcome = (|| -> Result<ExecutePage<S>, QueryError> {
         let columns: Vec<String> = stmt
             .column_names()
             .into_iter()
@@ -182,7 +186,7 @@ fn write(
         // still runs to its end.
         let page = {
             let mut rows = stmt.raw_query();
-            let page = read_page(&mut rows, &columns, limits, wire)
+            let page = read_page(&mut rows, &columns, limits, wire, sink(columns.len()))
                 .map_err(|err| write_error(health, err))?;
             while rows
                 .next()
@@ -191,18 +195,14 @@ fn write(
             {}
             page
         };
-        Ok(ExecuteOutput {
+        Ok(ExecutePage {
             changes: if conn.total_changes() == changed_before {
                 0
             } else {
                 conn.changes()
             },
             last_insert_rowid: conn.last_insert_rowid(),
-            columns: if page.rows.is_empty() {
-                Vec::new()
-            } else {
-                columns
-            },
+            columns: if page.len == 0 { Vec::new() } else { columns },
             rows: page.rows,
             truncated: page.more || page.value_cut,
         })

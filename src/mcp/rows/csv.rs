@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::numbers;
 use super::RowEncoder;
-use crate::engine::{Cell, QueryOutput, Rows, WireSize, CURSOR_LEN};
+use crate::engine::{Cell, CellRef, QueryOutput, Rows, WireSize, CURSOR_LEN};
 
 /// The `csv` row format.
 #[derive(Debug, Clone, Copy)]
@@ -64,16 +64,16 @@ impl WireSize for CsvRows {
         width.saturating_sub(1) + 1
     }
 
-    fn cell(&self, cell: &Cell) -> usize {
+    fn cell(&self, cell: &CellRef<'_>) -> usize {
         match cell {
-            Cell::Null => 0,
-            Cell::Integer(i) => numbers::integer_len(*i),
-            Cell::Real(r) => match numbers::finite(*r) {
+            CellRef::Null => 0,
+            CellRef::Integer(i) => numbers::integer_len(*i),
+            CellRef::Real(r) => match numbers::finite(*r) {
                 Some(number) => numbers::real_len(&number),
                 None => text_len(&numbers::non_finite_text(*r)),
             },
-            Cell::Text { text, .. } => text_len(text),
-            Cell::Blob { bytes, total_bytes } => {
+            CellRef::Text { text, .. } => text_len(text),
+            CellRef::Blob { bytes, total_bytes } => {
                 let cut = if cell.is_cut() {
                     "...( bytes)".len() + numbers::integer_len(*total_bytes as i64)
                 } else {
@@ -509,7 +509,7 @@ mod tests {
                 let header = encode(&names, &Rows::default()).len();
                 let counted: usize = rows
                     .iter()
-                    .map(|row| CsvRows.row_frame(3) + row.iter().map(|c| CsvRows.cell(c)).sum::<usize>())
+                    .map(|row| CsvRows.row_frame(3) + row.iter().map(|c| CsvRows.cell(&c.as_ref())).sum::<usize>())
                     .sum();
                 prop_assert_eq!(encode(&names, &rows.clone().into()).len(), header + counted);
             }
@@ -519,7 +519,7 @@ mod tests {
                 rows in proptest::collection::vec(proptest::collection::vec(cell(), 3), 0..6),
             ) {
                 let names = columns(&["a", "b", "c"]);
-                let counts: Vec<usize> = rows.iter().flatten().map(|c| CsvRows.cell(c)).collect();
+                let counts: Vec<usize> = rows.iter().flatten().map(|c| CsvRows.cell(&c.as_ref())).collect();
                 let rows = Rows::from(rows);
                 prop_assert_eq!(encode_counted(&names, &rows, &counts), encode(&names, &rows));
             }

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::numbers;
 use super::RowEncoder;
-use crate::engine::{Cell, QueryOutput, WireSize, CURSOR_LEN};
+use crate::engine::{Cell, CellRef, QueryOutput, WireSize, CURSOR_LEN};
 
 /// The `json` row format.
 #[derive(Debug, Clone, Copy)]
@@ -55,16 +55,16 @@ impl WireSize for JsonRows {
         2 + width.saturating_sub(1) + 1
     }
 
-    fn cell(&self, cell: &Cell) -> usize {
+    fn cell(&self, cell: &CellRef<'_>) -> usize {
         match cell {
-            Cell::Null => 4,
-            Cell::Integer(i) => numbers::integer_len(*i),
-            Cell::Real(r) => match numbers::finite(*r) {
+            CellRef::Null => 4,
+            CellRef::Integer(i) => numbers::integer_len(*i),
+            CellRef::Real(r) => match numbers::finite(*r) {
                 Some(number) => numbers::real_len(&number),
                 None => 2 + numbers::non_finite_text(*r).len(),
             },
-            Cell::Text { text, .. } => string_len(text),
-            Cell::Blob { bytes, total_bytes } => {
+            CellRef::Text { text, .. } => string_len(text),
+            CellRef::Blob { bytes, total_bytes } => {
                 let cut = if cell.is_cut() {
                     r#","truncated":true"#.len()
                 } else {
@@ -253,7 +253,10 @@ mod tests {
                 .iter()
                 .map(|row| {
                     JsonRows.row_frame(row.len())
-                        + row.iter().map(|c| JsonRows.cell(c)).sum::<usize>()
+                        + row
+                            .iter()
+                            .map(|c| JsonRows.cell(&c.as_ref()))
+                            .sum::<usize>()
                 })
                 .sum::<usize>();
         let sent = JsonRows.encode(&answer).unwrap().content[0]
@@ -304,7 +307,7 @@ mod tests {
             #[test]
             fn a_cell_costs_exactly_its_counted_bytes(cell in cell()) {
                 let sent = serde_json::to_value(&cell).unwrap().to_string();
-                prop_assert_eq!(sent.len(), JsonRows.cell(&cell), "{}", sent);
+                prop_assert_eq!(sent.len(), JsonRows.cell(&cell.as_ref()), "{}", sent);
             }
         }
     }
