@@ -324,4 +324,19 @@ mod tests {
         assert!(page.value_cut);
         assert!(!page.more);
     }
+
+    #[test]
+    fn the_next_row_reuses_the_allocation_of_the_row_before() {
+        let text = String::from("a row's value");
+        let mut row: Vec<CellRef<'_>> = Vec::with_capacity(8);
+        row.push(CellRef::Text {
+            text: text.as_str().into(),
+            total_bytes: text.len(),
+        });
+        let at = row.as_ptr() as usize;
+        let next: Vec<CellRef<'static>> = reuse(row);
+        assert!(next.is_empty());
+        assert_eq!(next.capacity(), 8);
+        assert_eq!(next.as_ptr() as usize, at);
+    }
 }

@@ -478,6 +478,7 @@ pub fn restrictions_for_call(restrictions: &Arc<Restrictions>) -> Option<Restric
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::WireSize;
 
     fn round_trip(result: Result<Answer, QueryError>) -> Reply {
         let frame = reply_frame(
@@ -552,6 +553,81 @@ mod tests {
             Ok(Output::Query(got)) => assert_eq!(got, sent),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A format that spends a byte per byte shown and one per other value.
+    struct Plain;
+
+    impl WireSize for Plain {
+        fn name(&self) -> &'static str {
+            "plain"
+        }
+        fn empty_answer(&self, _: &[String]) -> usize {
+            0
+        }
+        fn row_frame(&self, _: usize) -> usize {
+            1
+        }
+        fn cell(&self, cell: &CellRef<'_>) -> usize {
+            cell.shown_bytes().max(1)
+        }
+    }
+
+    #[test]
+    fn rows_read_straight_into_a_reply_decode_as_sqlite_gave_them() {
+        // Invalid UTF-8 (shown with U+FFFD), a text cut at a character
+        // boundary to fit the first row, a BLOB cut to its cap, and the
+        // other types.
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT CAST(x'61ff62' AS TEXT), NULL, 7, 0.5, x'000102030405060708090a',                  printf('%.60c', 'é')",
+            )
+            .unwrap();
+        let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+        let limits = crate::engine::page::PageLimits {
+            max_rows: 10,
+            max_bytes: 100,
+            max_blob_bytes: 8,
+        };
+        let page = crate::engine::page::read_page(
+            &mut stmt.raw_query(),
+            &columns,
+            limits,
+            &Plain,
+            WireRows::new(Vec::new(), columns.len()),
+        )
+        .unwrap();
+        assert!(page.value_cut);
+        let reply = round_trip(Ok(Answer::Query(QueryPage {
+            columns,
+            rows: page.rows,
+            row_count: page.len,
+            truncated: page.value_cut,
+            next_cursor: None,
+        })));
+        let Ok(Output::Query(got)) = reply.result else {
+            panic!("{:?}", reply.result);
+        };
+        let row = &got.rows[0];
+        assert_eq!(row[0].as_text(), Some("a\u{fffd}b"));
+        assert_eq!(row[1], Cell::Null);
+        assert_eq!(row[2], Cell::Integer(7));
+        assert_eq!(row[3], Cell::Real(0.5));
+        assert_eq!(
+            row[4],
+            Cell::Blob {
+                bytes: Bytes::from_static(&[0, 1, 2, 3, 4, 5, 6, 7]),
+                total_bytes: 11
+            }
+        );
+        // 100 bytes less the row's 1 and the first five cells' 5 + 1 + 1
+        // + 1 + 8 leave 83 of a 120-byte text: 41 whole characters.
+        let text = row[5].as_text().unwrap();
+        assert_eq!(text, "é".repeat(41));
+        assert_eq!(row[5].total_bytes(), 120);
+        let sizes: Vec<usize> = row.iter().map(|c| Plain.cell(&c.as_ref())).collect();
+        assert_eq!(got.cell_bytes, sizes);
     }
 
     #[test]
