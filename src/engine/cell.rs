@@ -1,15 +1,17 @@
 //! The engine's value model: one [`Cell`] per SQLite value in a result,
 //! typed as SQLite typed it, a long text or BLOB cut while it is read.
 //!
-//! Cells travel unchanged from here to the edge, where the row format
-//! encodes them once (`crate::mcp::rows`; the JSON form of a cell, its
-//! `Serialize` impl, lives with the `json` format there).
+//! In a worker a value is first a [`CellRef`], a view of SQLite's bytes,
+//! measured and cut there and written into the reply; the server reads the
+//! reply into `Cell`s, which travel unchanged to the edge, where the row
+//! format encodes them once (`crate::mcp::rows`; the JSON form of a cell,
+//! its `Serialize` impl, lives with the `json` format there).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rusqlite::types::ValueRef;
 
 /// One value of a result row.
@@ -90,37 +92,6 @@ impl From<&str> for Text {
     }
 }
 
-/// Where the texts and BLOBs of one page are copied as they are read: a
-/// few buffers shared by many values rather than an allocation for each.
-/// With a thousand rows of titles and bodies that was 3,000 allocations
-/// and frees a call, and glibc then consolidating them on the next large
-/// allocation; a value now costs a copy and a reference count.
-///
-/// Buffers start small (a point lookup takes a few hundred bytes) and
-/// double up to [`MAX_CHUNK`]; a value larger than that gets a buffer of
-/// its own size. A buffer is freed once every value in it is dropped.
-#[derive(Default)]
-pub struct ValueBuffer {
-    free: BytesMut,
-    next_chunk: usize,
-}
-
-const FIRST_CHUNK: usize = 4 * 1024;
-const MAX_CHUNK: usize = 64 * 1024;
-
-impl ValueBuffer {
-    /// A copy of `bytes`, in the current buffer if it has room.
-    fn copy(&mut self, bytes: &[u8]) -> Bytes {
-        if self.free.capacity() - self.free.len() < bytes.len() {
-            let chunk = self.next_chunk.clamp(FIRST_CHUNK, MAX_CHUNK);
-            self.next_chunk = chunk * 2;
-            self.free = BytesMut::with_capacity(chunk.max(bytes.len()));
-        }
-        self.free.extend_from_slice(bytes);
-        self.free.split().freeze()
-    }
-}
-
 impl Cell {
     /// A whole text.
     pub fn text(text: impl Into<String>) -> Self {
@@ -137,12 +108,6 @@ impl Cell {
         let bytes = Bytes::from(bytes.into());
         let total_bytes = bytes.len();
         Cell::Blob { bytes, total_bytes }
-    }
-
-    /// Reads `value` into `buffer`, keeping at most `max_bytes` of a text
-    /// or BLOB: no more than that is ever copied, however long the value.
-    pub fn read(value: ValueRef<'_>, max_bytes: usize, buffer: &mut ValueBuffer) -> Self {
-        CellRef::read(value, max_bytes).to_cell(buffer)
     }
 
     /// The cell as a [`CellRef`], borrowing its text or BLOB.
@@ -237,18 +202,19 @@ impl<'a> CellRef<'a> {
         }
     }
 
-    /// The value kept: its text or BLOB copied into `buffer`.
-    pub fn to_cell(&self, buffer: &mut ValueBuffer) -> Cell {
+    /// The value kept, its text or BLOB copied (the server's own cells
+    /// come from a worker's reply instead, `transfer::read_reply`).
+    pub fn to_cell(&self) -> Cell {
         match self {
             CellRef::Null => Cell::Null,
             CellRef::Integer(i) => Cell::Integer(*i),
             CellRef::Real(r) => Cell::Real(*r),
             CellRef::Text { text, total_bytes } => Cell::Text {
-                text: Text::from_utf8_unchecked(buffer.copy(text.as_bytes())),
+                text: Text::from_utf8_unchecked(Bytes::copy_from_slice(text.as_bytes())),
                 total_bytes: *total_bytes,
             },
             CellRef::Blob { bytes, total_bytes } => Cell::Blob {
-                bytes: buffer.copy(bytes),
+                bytes: Bytes::copy_from_slice(bytes),
                 total_bytes: *total_bytes,
             },
         }
@@ -339,7 +305,7 @@ mod tests {
     use super::*;
 
     fn read(value: ValueRef<'_>, max_bytes: usize) -> Cell {
-        Cell::read(value, max_bytes, &mut ValueBuffer::default())
+        CellRef::read(value, max_bytes).to_cell()
     }
 
     #[test]
@@ -401,39 +367,5 @@ mod tests {
         let mut number = Cell::Integer(7);
         number.cut_to(0);
         assert_eq!(number, Cell::Integer(7));
-    }
-
-    #[test]
-    fn the_values_of_a_page_share_one_buffer() {
-        let mut buffer = ValueBuffer::default();
-        let first = Cell::read(ValueRef::Text(b"first"), 100, &mut buffer);
-        let second = Cell::read(ValueRef::Blob(b"second"), 100, &mut buffer);
-        let (Cell::Text { text, .. }, Cell::Blob { bytes, .. }) = (&first, &second) else {
-            panic!("{first:?} {second:?}");
-        };
-        assert_eq!(text.as_str(), "first");
-        assert_eq!(&bytes[..], b"second");
-        // Read one after the other into the same allocation.
-        assert_eq!(text.as_ptr().wrapping_add(text.len()), bytes.as_ptr());
-    }
-
-    #[test]
-    fn a_value_larger_than_a_buffer_is_read_whole() {
-        let mut buffer = ValueBuffer::default();
-        let long = "x".repeat(MAX_CHUNK * 2 + 3);
-        let small = Cell::read(ValueRef::Text(b"small"), usize::MAX, &mut buffer);
-        let cell = Cell::read(ValueRef::Text(long.as_bytes()), usize::MAX, &mut buffer);
-        assert_eq!(cell.as_text(), Some(long.as_str()));
-        assert_eq!(small.as_text(), Some("small"));
-    }
-
-    #[test]
-    fn a_cut_text_in_a_shared_buffer_leaves_its_neighbours_whole() {
-        let mut buffer = ValueBuffer::default();
-        let mut first = Cell::read(ValueRef::Text("héllo".as_bytes()), 100, &mut buffer);
-        let second = Cell::read(ValueRef::Text(b"world"), 100, &mut buffer);
-        first.cut_to(2);
-        assert_eq!(first.as_text(), Some("h"));
-        assert_eq!(second.as_text(), Some("world"));
     }
 }

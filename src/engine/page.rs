@@ -181,7 +181,6 @@ fn fit_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::cell::ValueBuffer;
     use crate::engine::{Cell, Rows};
 
     /// Rows kept as cells, with the bytes each was counted at.
@@ -189,13 +188,12 @@ mod tests {
     struct Kept {
         cells: Vec<Cell>,
         cell_bytes: Vec<usize>,
-        buffer: ValueBuffer,
     }
 
     impl PageSink for Kept {
         fn push_row(&mut self, cells: &[CellRef<'_>], bytes: &[usize]) {
             for cell in cells {
-                self.cells.push(cell.to_cell(&mut self.buffer));
+                self.cells.push(cell.to_cell());
             }
             self.cell_bytes.extend_from_slice(bytes);
         }
