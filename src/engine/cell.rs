@@ -35,7 +35,8 @@ pub enum Cell {
 }
 
 /// A cell's text: UTF-8, in bytes that may share one buffer with the other
-/// values of its page ([`ValueBuffer`]). Reads as a `str`.
+/// values of its page (on the server, the buffer a worker's reply was read
+/// into). Reads as a `str`.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Text(Bytes);
 
@@ -367,5 +368,31 @@ mod tests {
         let mut number = Cell::Integer(7);
         number.cut_to(0);
         assert_eq!(number, Cell::Integer(7));
+    }
+
+    #[test]
+    fn a_view_is_cut_at_a_character_boundary_whether_borrowed_or_replaced() {
+        let mut borrowed = CellRef::read(ValueRef::Text("héllo".as_bytes()), 100);
+        borrowed.cut_to(2);
+        assert_eq!(borrowed.to_cell().as_text(), Some("h"));
+        assert_eq!(borrowed.total_bytes(), 6);
+        assert!(borrowed.is_cut());
+        // Invalid UTF-8 is replaced (U+FFFD, three bytes) in an owned text.
+        let replaced = CellRef::read(ValueRef::Text(b"a\xffbcd"), 100);
+        assert!(matches!(
+            &replaced,
+            CellRef::Text {
+                text: Cow::Owned(_),
+                ..
+            }
+        ));
+        let mut inside = replaced.clone();
+        inside.cut_to(3);
+        assert_eq!(inside.to_cell().as_text(), Some("a"));
+        let mut after = replaced;
+        after.cut_to(4);
+        assert_eq!(after.to_cell().as_text(), Some("a\u{fffd}"));
+        assert_eq!(after.total_bytes(), 7);
+        assert!(after.is_cut());
     }
 }

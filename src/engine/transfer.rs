@@ -181,7 +181,7 @@ struct Header {
     unsettled: bool,
 }
 
-/// An [`Output`] without its rows, which follow the header.
+/// An [`Output`] without its rows, which come before the header.
 #[derive(Debug, Serialize, Deserialize)]
 enum Head {
     Query {
@@ -234,6 +234,9 @@ impl std::fmt::Debug for WireRows {
             .finish()
     }
 }
+
+/// Cells a decoded reply reserves room for before it has read them.
+const MAX_RESERVED_CELLS: usize = 64 * 1024;
 
 const NULL: u8 = 0;
 const INTEGER: u8 = 1;
@@ -377,6 +380,12 @@ pub fn read_reply(payload: Vec<u8>) -> Result<Reply, String> {
             next_cursor,
         }) => {
             let (rows, cell_bytes) = decode_rows(&mut buf)?;
+            if rows.len() != row_count {
+                return Err(format!(
+                    "a reply announces {row_count} rows and holds {}",
+                    rows.len()
+                ));
+            }
             Ok(Output::Query(QueryOutput {
                 columns,
                 rows,
@@ -428,10 +437,16 @@ fn decode_rows(buf: &mut Bytes) -> Result<(Rows, Vec<usize>), String> {
     need(buf, 8)?;
     let width = buf.get_u32_le() as usize;
     let len = buf.get_u32_le() as usize;
+    if width == 0 && len > 0 {
+        // No statement returns rows of no columns.
+        return Err(format!("a reply holds {len} rows of no columns"));
+    }
     let total = width.checked_mul(len).ok_or_else(short)?;
     // Each cell takes at least one byte: a count past what is left is a lie.
     need(buf, total)?;
-    let mut cells = Vec::with_capacity(total);
+    // Reserved up to a bound: a cell takes 40 bytes here and as little as
+    // one on the wire, and a reply is not trusted with the server's memory.
+    let mut cells = Vec::with_capacity(total.min(MAX_RESERVED_CELLS));
     for _ in 0..total {
         need(buf, 1)?;
         let cell = match buf.get_u8() {
@@ -464,8 +479,14 @@ fn decode_rows(buf: &mut Bytes) -> Result<(Rows, Vec<usize>), String> {
     }
     need(buf, 4)?;
     let counted = buf.get_u32_le() as usize;
+    if counted != 0 && counted != total {
+        return Err(format!("a reply counts {counted} of its {total} cells"));
+    }
     need(buf, counted.saturating_mul(4))?;
     let cell_bytes = (0..counted).map(|_| buf.get_u32_le() as usize).collect();
+    if buf.has_remaining() {
+        return Err("a reply holds bytes past its rows".into());
+    }
     let rows = Rows::from_cells(width, len, cells).ok_or_else(short)?;
     Ok((rows, cell_bytes))
 }
@@ -630,6 +651,147 @@ mod tests {
         assert_eq!(got.cell_bytes, sizes);
     }
 
+    /// The reply of a page of `sql` read under `limits` into a reply.
+    fn page_reply(sql: &str, limits: crate::engine::page::PageLimits) -> (bool, Reply) {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+        let page = crate::engine::page::read_page(
+            &mut stmt.raw_query(),
+            &columns,
+            limits,
+            &Plain,
+            WireRows::new(Vec::new(), columns.len()),
+        )
+        .unwrap();
+        let more = page.more;
+        let reply = round_trip(Ok(Answer::Query(QueryPage {
+            columns,
+            rows: page.rows,
+            row_count: page.len,
+            truncated: page.more,
+            next_cursor: None,
+        })));
+        (more, reply)
+    }
+
+    const LIMITS: crate::engine::page::PageLimits = crate::engine::page::PageLimits {
+        max_rows: 100,
+        max_bytes: 100,
+        max_blob_bytes: 8,
+    };
+
+    fn rows_of(reply: Reply) -> Rows {
+        match reply.result {
+            Ok(Output::Query(out)) => {
+                assert_eq!(out.row_count, out.rows.len());
+                out.rows
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_page_stopped_by_its_caps_crosses_with_the_rows_kept_and_no_other() {
+        let ten = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10) \
+                   SELECT x, printf('%.18c', 'a') FROM c";
+        // By the byte budget: a row costs 1 + 1 + 18 bytes, five fit in 100.
+        let (more, reply) = page_reply(ten, LIMITS);
+        assert!(more);
+        let rows = rows_of(reply);
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows[4][0], Cell::Integer(5));
+        // By the row cap.
+        let (more, reply) = page_reply(
+            ten,
+            crate::engine::page::PageLimits {
+                max_rows: 3,
+                ..LIMITS
+            },
+        );
+        assert!(more);
+        assert_eq!(rows_of(reply).len(), 3);
+        // A later row that would have to be cut for room is left out whole
+        // (the reply holds nothing past its rows, or it would be refused).
+        let (more, reply) = page_reply(
+            "SELECT 'small' UNION ALL SELECT printf('%.500c', 'a')",
+            LIMITS,
+        );
+        assert!(more);
+        assert_eq!(rows_of(reply), vec![vec![Cell::text("small")]]);
+    }
+
+    #[test]
+    fn a_reply_whose_counts_disagree_with_its_rows_is_refused() {
+        let rows = Rows::from_rows(vec![vec![Cell::Integer(1)], vec![Cell::Integer(2)]]);
+        let reply = |row_count| {
+            let frame = reply_frame(
+                Reply {
+                    seq: 1,
+                    result: Ok(Answer::Query(QueryPage {
+                        columns: vec!["a".into()],
+                        rows: wire_rows(&rows, &[1, 1]),
+                        row_count,
+                        truncated: false,
+                        next_cursor: None,
+                    })),
+                    write: None,
+                    retries: 0,
+                    rolled_back: false,
+                    unsettled: false,
+                },
+                Vec::new(),
+            );
+            let mut wire = Vec::new();
+            frame.send(&mut wire).unwrap();
+            crate::pool::frames::read(&mut &wire[..]).unwrap().1
+        };
+        assert!(read_reply(reply(2)).is_ok(), "the control reads");
+        assert!(read_reply(reply(3)).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever a worker sends, the server reads it or refuses it: it
+        /// never panics, never reads past the end.
+        #[test]
+        fn a_mangled_reply_is_refused_or_read_never_a_panic(
+            cut in 0usize..400,
+            flips in proptest::collection::vec((0usize..400, proptest::num::u8::ANY), 0..4),
+        ) {
+            let rows = Rows::from_rows(vec![
+                vec![Cell::Null, Cell::Integer(-7), Cell::Real(1.5), Cell::text("héllo"), Cell::blob(vec![0u8, 1, 255])],
+                vec![Cell::Integer(1), Cell::Null, Cell::Real(0.0), Cell::text(""), Cell::blob(Vec::new())],
+            ]);
+            let frame = reply_frame(
+                Reply {
+                    seq: 1,
+                    result: Ok(Answer::Query(QueryPage {
+                        columns: (0..5).map(|i| format!("c{i}")).collect(),
+                        rows: wire_rows(&rows, &[1; 10]),
+                        row_count: 2,
+                        truncated: false,
+                        next_cursor: None,
+                    })),
+                    write: None,
+                    retries: 0,
+                    rolled_back: false,
+                    unsettled: false,
+                },
+                Vec::new(),
+            );
+            let mut wire = Vec::new();
+            frame.send(&mut wire).unwrap();
+            let mut payload = crate::pool::frames::read(&mut &wire[..]).unwrap().1;
+            for (at, byte) in flips {
+                if let Some(b) = payload.get_mut(at) {
+                    *b ^= byte;
+                }
+            }
+            payload.truncate(payload.len().saturating_sub(cut % (payload.len() + 1)));
+            let _ = read_reply(payload);
+        }
+    }
+
     #[test]
     fn an_error_keeps_its_kind_and_sqlite_code() {
         let reply = round_trip(Err(QueryError::Sql {
@@ -671,12 +833,14 @@ mod tests {
         assert!(read_reply(payload.clone()).is_ok(), "the control reads");
         // Cut at the end: the header's length is gone.
         assert!(read_reply(payload[..payload.len() - 3].to_vec()).is_err());
-        // Cut inside the rows, the header whole: the text ends early.
+        // Cut inside the text, the header whole: the text ends early. (The
+        // rows end with the count of counted cells and the one count.)
         let end = payload.len() - 4;
         let header_len = u32::from_le_bytes(payload[end..].try_into().unwrap()) as usize;
-        let rows_end = end - header_len;
-        let mut cut = payload[..rows_end - 3].to_vec();
-        cut.extend_from_slice(&payload[rows_end..]);
+        let text_end = end - header_len - 8;
+        assert_eq!(&payload[text_end - 6..text_end], b"abcdef");
+        let mut cut = payload[..text_end - 3].to_vec();
+        cut.extend_from_slice(&payload[text_end..]);
         assert!(read_reply(cut).is_err());
     }
 }
