@@ -14,6 +14,10 @@
 //! answer, as `eros-bench startup` measures it), and the process tree's
 //! peak over its stdio runs.
 //!
+//! Before each server's turn the machine is watched for [`QUIET_WINDOW`],
+//! nothing of the benchmark running, and the run prints how busy it was:
+//! over [`BUSY_WARNING`] it warns that the ratios may not compare.
+//!
 //! Before the first round each server runs briefly, unmeasured, after the
 //! database file is read through, so the first round does not pay for an
 //! idle machine.
@@ -32,6 +36,7 @@ use serde::Serialize;
 
 use crate::load::{self, connect, LoadError, Target, ToolSpec};
 use crate::paced::{self, PacedPlan};
+use crate::procfs;
 use crate::workload::Workload;
 
 /// What a floor run does.
@@ -167,12 +172,31 @@ pub struct PathSummary {
     pub floor_p99_ms: Vec<f64>,
 }
 
+/// How busy the machine was just before one server's turn in a round,
+/// nothing of the benchmark running.
+#[derive(Debug, Clone, Serialize)]
+pub struct Background {
+    pub round: usize,
+    pub server: Server,
+    /// The machine's busy CPU over [`QUIET_WINDOW`], a share of all cores.
+    pub busy_share: f64,
+}
+
+/// How long the machine is watched before each turn.
+pub const QUIET_WINDOW: Duration = Duration::from_millis(500);
+
+/// Above this share of the machine busy with other work before a turn,
+/// the run says its ratios may not compare (a build beside a run moved
+/// the floor's point lookup from 0.13 to 0.06 ms in one round).
+pub const BUSY_WARNING: f64 = 0.10;
+
 /// What a floor run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct FloorReport {
     pub rounds: usize,
     pub measurements: Vec<Measurement>,
     pub footprints: Vec<Footprint>,
+    pub background: Vec<Background>,
     pub summary: Vec<PathSummary>,
     /// Every target met, in every round (memory and start included).
     pub all_met: bool,
@@ -240,6 +264,7 @@ pub async fn run(plan: &FloorPlan) -> Result<FloorReport, LoadError> {
     warm_up(plan).await?;
     let mut measurements = Vec::new();
     let mut footprints = Vec::new();
+    let mut background = Vec::new();
     for round in 0..plan.rounds.max(1) {
         let order = if round % 2 == 0 {
             [Server::ErosMcp, Server::Floor]
@@ -247,6 +272,17 @@ pub async fn run(plan: &FloorPlan) -> Result<FloorReport, LoadError> {
             [Server::Floor, Server::ErosMcp]
         };
         for server in order {
+            let busy_share =
+                tokio::task::spawn_blocking(|| procfs::machine_busy_share(QUIET_WINDOW))
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(f64::NAN);
+            background.push(Background {
+                round,
+                server,
+                busy_share,
+            });
             let footprint = stdio_paths(plan, round, server, &mut measurements).await?;
             footprints.push(footprint);
             http_paths(plan, round, server, &mut measurements).await?;
@@ -262,6 +298,7 @@ pub async fn run(plan: &FloorPlan) -> Result<FloorReport, LoadError> {
         rounds: plan.rounds.max(1),
         measurements,
         footprints,
+        background,
         summary,
         all_met,
     })
@@ -604,6 +641,22 @@ impl std::fmt::Display for FloorReport {
         }
         writeln!(
             f,
+            "machine busy before each turn, nothing of the benchmark running: {}",
+            self.background
+                .iter()
+                .map(|b| format!("{:.0}%", b.busy_share * 100.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )?;
+        if self.background.iter().any(|b| b.busy_share > BUSY_WARNING) {
+            writeln!(
+                f,
+                "WARNING: other work took over {:.0}% of the machine before a turn: these ratios may not compare",
+                BUSY_WARNING * 100.0
+            )?;
+        }
+        writeln!(
+            f,
             "{}",
             if self.all_met {
                 "every target met in every round"
@@ -617,6 +670,35 @@ impl std::fmt::Display for FloorReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report_with_background(busy_share: f64) -> String {
+        FloorReport {
+            rounds: 1,
+            measurements: Vec::new(),
+            footprints: Vec::new(),
+            background: vec![Background {
+                round: 0,
+                server: Server::ErosMcp,
+                busy_share,
+            }],
+            summary: Vec::new(),
+            all_met: false,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_run_says_when_other_work_kept_the_machine_busy() {
+        let busy = report_with_background(0.30);
+        assert!(
+            busy.contains("turn, nothing of the benchmark running: 30%"),
+            "{busy}"
+        );
+        assert!(busy.contains("WARNING"), "{busy}");
+        let quiet = report_with_background(0.02);
+        assert!(quiet.contains(": 2%"), "{quiet}");
+        assert!(!quiet.contains("WARNING"), "{quiet}");
+    }
 
     fn measured(round: usize, server: Server, path: Path, cpu: f64) -> Measurement {
         Measurement {

@@ -97,9 +97,64 @@ pub fn proportional_set_bytes(pid: u32) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// The whole machine's CPU time so far, in clock ticks: (busy, total),
+/// from `/proc/stat`, busy being all but idle and I/O wait.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    use procfs::CurrentSI;
+    let cpu = procfs::KernelStats::current().ok()?.total;
+    let idle = cpu.idle + cpu.iowait.unwrap_or(0);
+    let total = cpu.user
+        + cpu.nice
+        + cpu.system
+        + idle
+        + cpu.irq.unwrap_or(0)
+        + cpu.softirq.unwrap_or(0)
+        + cpu.steal.unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// The share of the machine's CPU that was busy over `window`, measured
+/// while this thread sleeps: what other work takes before a benchmark's
+/// turn.
+pub fn machine_busy_share(window: std::time::Duration) -> Option<f64> {
+    let (busy0, total0) = machine_ticks()?;
+    std::thread::sleep(window);
+    let (busy1, total1) = machine_ticks()?;
+    let total = total1.checked_sub(total0)?;
+    (total > 0).then(|| busy1.saturating_sub(busy0) as f64 / total as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_spinning_shows_in_the_machines_busy_ticks() {
+        // This thread's own CPU time, so a busy machine cannot shorten the
+        // spin.
+        let thread_cpu = || {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: writes into the timespec we own.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        };
+        let (busy0, total0) = machine_ticks().expect("/proc/stat");
+        let start = thread_cpu();
+        let mut x = 0u64;
+        while thread_cpu() - start < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let (busy1, total1) = machine_ticks().unwrap();
+        // 200 ms of one core's time is 20 ticks at 100 a second; others'
+        // work only adds to it.
+        assert!(busy1 - busy0 >= 10, "{busy0} -> {busy1}");
+        assert!(total1 - total0 >= busy1 - busy0);
+        let share = machine_busy_share(std::time::Duration::from_millis(100)).unwrap();
+        assert!((0.0..=1.0).contains(&share), "{share}");
+    }
 
     #[test]
     fn this_process_has_used_cpu_and_memory() {
