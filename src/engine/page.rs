@@ -179,7 +179,7 @@ fn fit_row(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::engine::{Cell, Rows};
 
@@ -209,8 +209,8 @@ mod tests {
     }
 
     /// A format that spends one byte per byte shown, one per other value,
-    /// and one per row.
-    struct Plain;
+    /// and one per row (`transfer`'s tests use it too).
+    pub(crate) struct Plain;
 
     impl WireSize for Plain {
         fn name(&self) -> &'static str {

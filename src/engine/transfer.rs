@@ -530,6 +530,24 @@ mod tests {
         wire
     }
 
+    /// The payload of a worker's reply holding `page`, as the server reads it.
+    fn payload_of(page: QueryPage<WireRows>) -> Vec<u8> {
+        let frame = reply_frame(
+            Reply {
+                seq: 1,
+                result: Ok(Answer::Query(page)),
+                write: None,
+                retries: 0,
+                rolled_back: false,
+                unsettled: false,
+            },
+            Vec::new(),
+        );
+        let mut wire = Vec::new();
+        frame.send(&mut wire).unwrap();
+        crate::pool::frames::read(&mut &wire[..]).unwrap().1
+    }
+
     #[test]
     fn rows_of_every_kind_cross_unchanged() {
         let rows = Rows::from_rows(vec![
@@ -576,23 +594,7 @@ mod tests {
         }
     }
 
-    /// A format that spends a byte per byte shown and one per other value.
-    struct Plain;
-
-    impl WireSize for Plain {
-        fn name(&self) -> &'static str {
-            "plain"
-        }
-        fn empty_answer(&self, _: &[String]) -> usize {
-            0
-        }
-        fn row_frame(&self, _: usize) -> usize {
-            1
-        }
-        fn cell(&self, cell: &CellRef<'_>) -> usize {
-            cell.shown_bytes().max(1)
-        }
-    }
+    use crate::engine::page::tests::Plain;
 
     #[test]
     fn rows_read_straight_into_a_reply_decode_as_sqlite_gave_them() {
@@ -725,26 +727,13 @@ mod tests {
     fn a_reply_whose_counts_disagree_with_its_rows_is_refused() {
         let rows = Rows::from_rows(vec![vec![Cell::Integer(1)], vec![Cell::Integer(2)]]);
         let reply = |row_count| {
-            let frame = reply_frame(
-                Reply {
-                    seq: 1,
-                    result: Ok(Answer::Query(QueryPage {
-                        columns: vec!["a".into()],
-                        rows: wire_rows(&rows, &[1, 1]),
-                        row_count,
-                        truncated: false,
-                        next_cursor: None,
-                    })),
-                    write: None,
-                    retries: 0,
-                    rolled_back: false,
-                    unsettled: false,
-                },
-                Vec::new(),
-            );
-            let mut wire = Vec::new();
-            frame.send(&mut wire).unwrap();
-            crate::pool::frames::read(&mut &wire[..]).unwrap().1
+            payload_of(QueryPage {
+                columns: vec!["a".into()],
+                rows: wire_rows(&rows, &[1, 1]),
+                row_count,
+                truncated: false,
+                next_cursor: None,
+            })
         };
         assert!(read_reply(reply(2)).is_ok(), "the control reads");
         assert!(read_reply(reply(3)).is_err());
@@ -762,26 +751,13 @@ mod tests {
                 vec![Cell::Null, Cell::Integer(-7), Cell::Real(1.5), Cell::text("héllo"), Cell::blob(vec![0u8, 1, 255])],
                 vec![Cell::Integer(1), Cell::Null, Cell::Real(0.0), Cell::text(""), Cell::blob(Vec::new())],
             ]);
-            let frame = reply_frame(
-                Reply {
-                    seq: 1,
-                    result: Ok(Answer::Query(QueryPage {
-                        columns: (0..5).map(|i| format!("c{i}")).collect(),
-                        rows: wire_rows(&rows, &[1; 10]),
-                        row_count: 2,
-                        truncated: false,
-                        next_cursor: None,
-                    })),
-                    write: None,
-                    retries: 0,
-                    rolled_back: false,
-                    unsettled: false,
-                },
-                Vec::new(),
-            );
-            let mut wire = Vec::new();
-            frame.send(&mut wire).unwrap();
-            let mut payload = crate::pool::frames::read(&mut &wire[..]).unwrap().1;
+            let mut payload = payload_of(QueryPage {
+                columns: (0..5).map(|i| format!("c{i}")).collect(),
+                rows: wire_rows(&rows, &[1; 10]),
+                row_count: 2,
+                truncated: false,
+                next_cursor: None,
+            });
             for (at, byte) in flips {
                 if let Some(b) = payload.get_mut(at) {
                     *b ^= byte;
@@ -810,26 +786,13 @@ mod tests {
     #[test]
     fn a_truncated_reply_is_refused_not_read_past_its_end() {
         let rows = Rows::from_rows(vec![vec![Cell::text("abcdef")]]);
-        let frame = reply_frame(
-            Reply {
-                seq: 1,
-                result: Ok(Answer::Query(QueryPage {
-                    columns: vec!["a".into()],
-                    rows: wire_rows(&rows, &[6]),
-                    row_count: 1,
-                    truncated: false,
-                    next_cursor: None,
-                })),
-                write: None,
-                retries: 0,
-                rolled_back: false,
-                unsettled: false,
-            },
-            Vec::new(),
-        );
-        let mut wire = Vec::new();
-        frame.send(&mut wire).unwrap();
-        let (_, payload) = crate::pool::frames::read(&mut &wire[..]).unwrap();
+        let payload = payload_of(QueryPage {
+            columns: vec!["a".into()],
+            rows: wire_rows(&rows, &[6]),
+            row_count: 1,
+            truncated: false,
+            next_cursor: None,
+        });
         assert!(read_reply(payload.clone()).is_ok(), "the control reads");
         // Cut at the end: the header's length is gone.
         assert!(read_reply(payload[..payload.len() - 3].to_vec()).is_err());
